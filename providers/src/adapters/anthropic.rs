@@ -1,0 +1,369 @@
+//! Anthropic Messages (`/messages`), as OpenCode Zen serves its `claude-*` models.
+//!
+//! Requests: system text goes top-level, tool results travel in user messages
+//! as `tool_result` blocks, `max_tokens` is required (a default is supplied),
+//! sampling fields are sent only when set (newer Claude models refuse some).
+//! Streams: each `tool_use` block opens a new tool-call index from a running
+//! counter (not the block index); `ping` is skipped; `event: error` ends the
+//! stream with an error; `message_stop` ends it.
+
+use std::collections::HashMap;
+
+use futures::stream::{BoxStream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ProviderError, UpstreamErrorKind};
+use crate::http::{SseEvent, Upstream};
+use crate::openai::{
+    ChatChunk, ChatRequest, Content, Delta, FinishReason, PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
+};
+use crate::provider::ChunkStream;
+use crate::stream::error_from_value;
+
+use super::{arguments_object, system_text};
+
+/// `max_tokens` is mandatory in this protocol; used when the caller set no limit.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Builds the `/messages` body from an OpenAI request.
+pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
+    let mut messages: Vec<Value> = Vec::new();
+    for (i, m) in request.messages.iter().enumerate() {
+        let (role, blocks) = match m.role {
+            Role::System | Role::Developer => continue,
+            Role::User => ("user", content_blocks(provider, i, m.content.as_ref())?),
+            Role::Assistant => {
+                let mut blocks = content_blocks(provider, i, m.content.as_ref())?;
+                for call in m.tool_calls.iter().flatten() {
+                    blocks.push(json!({
+                        "type": "tool_use",
+                        "id": call.id,
+                        "name": call.function.name,
+                        "input": arguments_object(provider, i, &call.function.arguments)?,
+                    }));
+                }
+                ("assistant", blocks)
+            }
+            Role::Tool => (
+                "user",
+                vec![json!({
+                    "type": "tool_result",
+                    "tool_use_id": m.tool_call_id,
+                    "content": m.text_content(),
+                })],
+            ),
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        // Consecutive turns of one role (several tool results) become one message.
+        match messages.last_mut() {
+            Some(last) if last["role"] == role => {
+                if let Some(Value::Array(existing)) = last.get_mut("content") {
+                    existing.extend(blocks);
+                }
+            }
+            _ => messages.push(json!({ "role": role, "content": blocks })),
+        }
+    }
+
+    let mut body = Map::new();
+    body.insert("model".into(), request.model.clone().into());
+    body.insert("max_tokens".into(), request.token_limit().unwrap_or(DEFAULT_MAX_TOKENS).into());
+    if let Some(system) = system_text(request) {
+        body.insert("system".into(), system.into());
+    }
+    body.insert("messages".into(), messages.into());
+    body.insert("stream".into(), true.into());
+    if let Some(t) = request.temperature {
+        body.insert("temperature".into(), t.into());
+    }
+    if let Some(p) = request.top_p {
+        body.insert("top_p".into(), p.into());
+    }
+    if let Some(stop) = &request.stop {
+        body.insert("stop_sequences".into(), stop.to_vec().into());
+    }
+    let tools_off = request.tool_choice.as_ref().is_some_and(ToolChoice::is_none);
+    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty() && !tools_off) {
+        let converted: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                let mut tool = json!({
+                    "name": t.function.name,
+                    "input_schema": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
+                });
+                if let Some(d) = &t.function.description {
+                    tool["description"] = d.clone().into();
+                }
+                tool
+            })
+            .collect();
+        body.insert("tools".into(), converted.into());
+        let mut choice = match &request.tool_choice {
+            Some(ToolChoice::Mode(m)) if m == "required" => json!({"type": "any"}),
+            Some(ToolChoice::Named(n)) => json!({"type": "tool", "name": n.function.name}),
+            _ => json!({"type": "auto"}),
+        };
+        if request.parallel_tool_calls == Some(false) {
+            choice["disable_parallel_tool_use"] = true.into();
+        }
+        body.insert("tool_choice".into(), choice);
+    }
+    if let Some(thinking) = request.extra.get("thinking") {
+        body.insert("thinking".into(), thinking.clone());
+    }
+    Ok(Value::Object(body))
+}
+
+fn content_blocks(provider: &str, index: usize, content: Option<&Content>) -> Result<Vec<Value>, ProviderError> {
+    match content {
+        None => Ok(Vec::new()),
+        Some(Content::Text(t)) if t.is_empty() => Ok(Vec::new()),
+        Some(Content::Text(t)) => Ok(vec![json!({"type": "text", "text": t})]),
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .map(|part| {
+                if let Some(text) = part.text() {
+                    Ok(json!({"type": "text", "text": text}))
+                } else if let Some(image) = &part.image_url {
+                    Ok(match image.as_data_uri() {
+                        Some(d) => json!({"type": "image", "source": {
+                            "type": "base64", "media_type": d.media_type, "data": d.base64}}),
+                        None => json!({"type": "image", "source": {"type": "url", "url": image.url}}),
+                    })
+                } else {
+                    Err(ProviderError::invalid_request(
+                        provider,
+                        format!("messages[{index}]: content part type {:?} has no Anthropic equivalent", part.kind),
+                    ))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Maps `stop_reason` to `finish_reason`.
+pub fn finish_reason(stop_reason: &str) -> FinishReason {
+    match stop_reason {
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        _ => FinishReason::Stop,
+    }
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    cache_read_input_tokens: u64,
+    #[serde(default)]
+    cache_creation_input_tokens: u64,
+}
+
+/// What one SSE stream has seen so far.
+#[derive(Default)]
+struct StreamState {
+    prompt_tokens: u64,
+    cached_tokens: u64,
+    next_tool_index: u32,
+    tool_index_by_block: HashMap<u64, u32>,
+    done: bool,
+}
+
+/// Converts one event; `Ok(None)` for events with nothing to say (ping, block stops).
+fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Result<Option<ChatChunk>, ProviderError> {
+    let data: Value = serde_json::from_str(&event.data)
+        .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
+    let kind = data.get("type").and_then(Value::as_str).unwrap_or(event.event.as_str());
+    Ok(match kind {
+        "message_start" => {
+            if let Some(u) = data.pointer("/message/usage") {
+                let u: AnthropicUsage = serde_json::from_value(u.clone())
+                    .map_err(|e| ProviderError::protocol(provider, format!("bad usage: {e}")))?;
+                st.prompt_tokens = u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
+                st.cached_tokens = u.cache_read_input_tokens;
+            }
+            Some(ChatChunk::delta(Delta::content("")))
+        }
+        "content_block_start" => {
+            let block = data.get("content_block").unwrap_or(&Value::Null);
+            if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                let index = st.next_tool_index;
+                st.next_tool_index += 1;
+                let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                st.tool_index_by_block.insert(block_index, index);
+                let id = block.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let name = block.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(index, id, name, String::new()))))
+            } else {
+                None
+            }
+        }
+        "content_block_delta" => {
+            let delta = data.get("delta").unwrap_or(&Value::Null);
+            let text = |key: &str| delta.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            match delta.get("type").and_then(Value::as_str) {
+                Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
+                Some("thinking_delta") => Some(ChatChunk::delta(Delta::reasoning(text("thinking")))),
+                Some("input_json_delta") => {
+                    let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let index = st.tool_index_by_block.get(&block_index).copied().ok_or_else(|| {
+                        ProviderError::protocol(provider, format!("input_json_delta for unknown block {block_index}"))
+                    })?;
+                    Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(index, text("partial_json")))))
+                }
+                _ => None,
+            }
+        }
+        "message_delta" => {
+            let reason = data
+                .pointer("/delta/stop_reason")
+                .and_then(Value::as_str)
+                .map_or(FinishReason::Stop, finish_reason);
+            let output = data.pointer("/usage/output_tokens").and_then(Value::as_u64).unwrap_or(0);
+            let mut usage = Usage::new(st.prompt_tokens, output);
+            if st.cached_tokens > 0 {
+                usage.prompt_tokens_details = Some(PromptTokensDetails {
+                    cached_tokens: st.cached_tokens,
+                });
+            }
+            Some(ChatChunk::finish(reason, Some(usage)))
+        }
+        "message_stop" => {
+            st.done = true;
+            None
+        }
+        "error" => {
+            let error = data.get("error").unwrap_or(&data);
+            let kind_name = error.get("type").and_then(Value::as_str).unwrap_or_default();
+            let mut err = error_from_value(provider, error);
+            if let ProviderError::Upstream { kind, .. } = &mut err {
+                *kind = match kind_name {
+                    "overloaded_error" => UpstreamErrorKind::Overloaded,
+                    "rate_limit_error" => UpstreamErrorKind::RateLimited,
+                    _ => UpstreamErrorKind::Server,
+                };
+            }
+            return Err(err);
+        }
+        _ => None,
+    })
+}
+
+/// Converts a `/messages` SSE stream into chunks.
+pub fn convert_stream(provider: String, events: BoxStream<'static, Result<SseEvent, ProviderError>>) -> ChunkStream {
+    events
+        .scan(StreamState::default(), move |st, event| {
+            if st.done {
+                return std::future::ready(None);
+            }
+            let out = match event {
+                Ok(ev) => convert_event(&provider, &ev, st).transpose(),
+                Err(e) => Some(Err(e)),
+            };
+            if matches!(out, Some(Err(_))) {
+                st.done = true;
+            }
+            std::future::ready(Some(out))
+        })
+        .filter_map(std::future::ready)
+        .boxed()
+}
+
+/// Sends the request to `{base}/messages`.
+pub async fn stream_chat(upstream: &Upstream, request: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+    let body = to_messages_request(&upstream.provider, request)?;
+    let response = upstream
+        .post_json("/messages", &body, &[("anthropic-version", "2023-06-01")])
+        .await?;
+    Ok(convert_stream(upstream.provider.clone(), upstream.sse_events(response)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    #[test]
+    fn request_moves_system_and_tool_results() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-sonnet-4-5",
+            "tool_choice": "required",
+            "messages": [
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "weather in Oslo?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}},
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Bergen\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "12C"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "9C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+        }))
+        .unwrap();
+        let body = to_messages_request("opencode", &req).unwrap();
+        assert_eq!(body["system"], "Be terse.");
+        assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
+        assert!(body.get("temperature").is_none());
+        assert_eq!(body["messages"].as_array().unwrap().len(), 3);
+        assert_eq!(body["messages"][1]["content"][1]["input"], json!({"city": "Bergen"}));
+        assert_eq!(body["messages"][2]["content"].as_array().unwrap().len(), 2);
+        assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], "toolu_1");
+        assert_eq!(body["tool_choice"], json!({"type": "any"}));
+        assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+    }
+
+    fn ev(event: &str, data: Value) -> Result<SseEvent, ProviderError> {
+        Ok(SseEvent {
+            event: event.into(),
+            data: data.to_string(),
+        })
+    }
+
+    #[test]
+    fn stream_converts_tool_use_with_running_index_and_stops() {
+        let events = vec![
+            ev("message_start", json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5}}})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ev("ping", json!({"type": "ping"})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking"}})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+            ev("ping", json!({"type": "ping", "cost": "0.01"})),
+        ];
+        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        assert_eq!(out.len(), 5);
+        let start = out[2].as_ref().unwrap().choices[0].delta.tool_calls.clone().unwrap();
+        assert_eq!(start[0].index, 0);
+        assert_eq!(start[0].id.as_deref(), Some("toolu_1"));
+        let finish = out[4].as_ref().unwrap();
+        assert_eq!(finish.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        let usage = finish.usage.clone().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (15, 9));
+    }
+
+    #[test]
+    fn error_events_end_the_stream() {
+        let events = vec![
+            ev("message_start", json!({"type": "message_start", "message": {}})),
+            ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ];
+        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        assert_eq!(out.len(), 2);
+        match out[1].as_ref().unwrap_err() {
+            ProviderError::Upstream { kind, message, .. } => {
+                assert_eq!(*kind, UpstreamErrorKind::Overloaded);
+                assert_eq!(message, "Overloaded");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

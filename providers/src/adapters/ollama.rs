@@ -1,0 +1,396 @@
+//! Ollama's native API (`/api/chat`, `/api/tags`), local and cloud.
+//!
+//! The native API is used rather than Ollama's `/v1` layer because that layer
+//! forces `temperature`/`top_p` to 1.0 when unset and drops `think`, options
+//! and exact usage (reference §2.6). Cloud is the same protocol with a Bearer key.
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use futures::stream::StreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::error::{ProviderError, UpstreamErrorKind};
+use crate::http::Upstream;
+use crate::openai::{
+    ChatChunk, ChatRequest, ChunkChoice, Content, Delta, FinishReason, Role, ToolCallDelta, Usage, new_id,
+};
+use crate::provider::{ChatProvider, ChunkStream};
+
+use super::arguments_object;
+
+#[derive(Debug)]
+pub struct Ollama {
+    upstream: Upstream,
+}
+
+impl Ollama {
+    pub fn new(upstream: Upstream) -> Self {
+        Self { upstream }
+    }
+}
+
+/// Builds the `/api/chat` body from an OpenAI request.
+pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
+    let mut names_by_call_id: HashMap<&str, &str> = HashMap::new();
+    let mut messages = Vec::with_capacity(request.messages.len());
+    for (i, m) in request.messages.iter().enumerate() {
+        let role = match m.role {
+            Role::System | Role::Developer => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        let mut out = Map::new();
+        out.insert("role".into(), role.into());
+        let mut text = String::new();
+        let mut images = Vec::new();
+        match &m.content {
+            None => {}
+            Some(Content::Text(t)) => text.push_str(t),
+            Some(Content::Parts(parts)) => {
+                for part in parts {
+                    if let Some(t) = part.text() {
+                        if !text.is_empty() {
+                            text.push('\n');
+                        }
+                        text.push_str(t);
+                    } else if let Some(image) = &part.image_url {
+                        let data = image.as_data_uri().ok_or_else(|| {
+                            ProviderError::invalid_request(
+                                provider,
+                                format!(
+                                    "messages[{i}]: Ollama takes images only as base64 data: URIs, not {}",
+                                    shorten(&image.url)
+                                ),
+                            )
+                        })?;
+                        images.push(Value::from(data.base64));
+                    } else {
+                        return Err(ProviderError::invalid_request(
+                            provider,
+                            format!("messages[{i}]: Ollama cannot take a content part of type {:?}", part.kind),
+                        ));
+                    }
+                }
+            }
+        }
+        out.insert("content".into(), text.into());
+        if !images.is_empty() {
+            out.insert("images".into(), images.into());
+        }
+        if let Some(reasoning) = &m.reasoning_content {
+            out.insert("thinking".into(), reasoning.clone().into());
+        }
+        if let Some(calls) = &m.tool_calls {
+            let mut converted = Vec::with_capacity(calls.len());
+            for (index, call) in calls.iter().enumerate() {
+                names_by_call_id.insert(&call.id, &call.function.name);
+                converted.push(json!({
+                    "id": call.id,
+                    "function": {
+                        "index": index,
+                        "name": call.function.name,
+                        "arguments": arguments_object(provider, i, &call.function.arguments)?,
+                    }
+                }));
+            }
+            out.insert("tool_calls".into(), converted.into());
+        }
+        if let Some(id) = &m.tool_call_id {
+            out.insert("tool_call_id".into(), id.clone().into());
+            let name = names_by_call_id.get(id.as_str()).copied().or(m.name.as_deref());
+            if let Some(name) = name {
+                out.insert("tool_name".into(), name.into());
+            }
+        }
+        messages.push(Value::Object(out));
+    }
+
+    let mut body = Map::new();
+    body.insert("model".into(), request.model.clone().into());
+    body.insert("messages".into(), messages.into());
+    body.insert("stream".into(), true.into());
+    let tools_off = request.tool_choice.as_ref().is_some_and(|c| c.is_none());
+    if let Some(tools) = &request.tools
+        && !tools_off
+        && !tools.is_empty()
+    {
+        body.insert("tools".into(), serde_json::to_value(tools).unwrap_or(Value::Null));
+    }
+    // `think:false` unless the caller asked for reasoning: every model accepts false,
+    // while true on a model that cannot think is a 400 (reference §2.5).
+    let think = match (request.extra.get("think"), &request.reasoning_effort) {
+        (Some(explicit), _) => explicit.clone(),
+        (None, Some(effort)) if effort == "none" => false.into(),
+        (None, Some(effort)) => effort.clone().into(),
+        (None, None) => false.into(),
+    };
+    body.insert("think".into(), think);
+    if let Some(format) = &request.response_format {
+        match format.get("type").and_then(Value::as_str) {
+            Some("json_object") => {
+                body.insert("format".into(), "json".into());
+            }
+            Some("json_schema") => {
+                if let Some(schema) = format.get("json_schema").and_then(|s| s.get("schema")) {
+                    body.insert("format".into(), schema.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(keep_alive) = request.extra.get("keep_alive") {
+        body.insert("keep_alive".into(), keep_alive.clone());
+    }
+
+    let mut options = match request.extra.get("options") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => Map::new(),
+    };
+    let mut set = |key: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            options.insert(key.into(), v);
+        }
+    };
+    set("temperature", request.temperature.map(Value::from));
+    set("top_p", request.top_p.map(Value::from));
+    set("seed", request.seed.map(Value::from));
+    set("frequency_penalty", request.frequency_penalty.map(Value::from));
+    set("presence_penalty", request.presence_penalty.map(Value::from));
+    set("num_predict", request.token_limit().map(Value::from));
+    set("stop", request.stop.as_ref().map(|s| Value::from(s.to_vec())));
+    if !options.is_empty() {
+        body.insert("options".into(), options.into());
+    }
+    Ok(Value::Object(body))
+}
+
+fn shorten(url: &str) -> String {
+    let cut: String = url.chars().take(60).collect();
+    if cut.len() < url.len() { format!("{cut}…") } else { cut }
+}
+
+#[derive(Deserialize)]
+struct Line {
+    #[serde(default)]
+    message: Option<LineMessage>,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    done_reason: Option<String>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct LineMessage {
+    #[serde(default)]
+    content: String,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<LineToolCall>,
+}
+
+#[derive(Deserialize)]
+struct LineToolCall {
+    #[serde(default)]
+    id: Option<String>,
+    function: LineFunction,
+}
+
+#[derive(Deserialize)]
+struct LineFunction {
+    name: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+/// Converts one NDJSON line; `next_tool_index` counts calls across the stream.
+fn convert_line(provider: &str, line: &[u8], next_tool_index: &mut u32) -> Result<ChatChunk, ProviderError> {
+    let line: Line = serde_json::from_slice(line)
+        .map_err(|e| ProviderError::protocol(provider, format!("bad NDJSON line: {e}")))?;
+    if let Some(error) = line.error {
+        let message = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
+        return Err(ProviderError::mid_stream(provider, UpstreamErrorKind::Server, message));
+    }
+    let mut delta = Delta::default();
+    if let Some(message) = line.message {
+        if !message.content.is_empty() || (message.thinking.is_none() && message.tool_calls.is_empty()) {
+            delta.content = Some(message.content);
+        }
+        delta.reasoning_content = message.thinking.filter(|t| !t.is_empty());
+        if !message.tool_calls.is_empty() {
+            let mut calls = Vec::with_capacity(message.tool_calls.len());
+            for call in message.tool_calls {
+                let arguments = match call.function.arguments {
+                    Value::Null => "{}".to_owned(),
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| new_id("call_"));
+                calls.push(ToolCallDelta::start(*next_tool_index, id, call.function.name, arguments));
+                *next_tool_index += 1;
+            }
+            delta.tool_calls = Some(calls);
+        }
+    }
+    let mut chunk = ChatChunk::delta(delta);
+    if line.done {
+        let finish = match line.done_reason.as_deref() {
+            Some("length") => FinishReason::Length,
+            _ => FinishReason::Stop,
+        };
+        let choice: &mut ChunkChoice = &mut chunk.choices[0];
+        if choice.delta.content.as_deref() == Some("") {
+            choice.delta.content = None;
+        }
+        choice.finish_reason = Some(finish);
+        chunk.usage = Some(Usage::new(
+            line.prompt_eval_count.unwrap_or(0),
+            line.eval_count.unwrap_or(0),
+        ));
+    }
+    Ok(chunk)
+}
+
+impl ChatProvider for Ollama {
+    fn name(&self) -> &str {
+        &self.upstream.provider
+    }
+
+    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
+        Box::pin(async move {
+            let body = to_ollama_request(&self.upstream.provider, &request)?;
+            let response = self.upstream.post_json("/api/chat", &body, &[]).await?;
+            let provider = self.upstream.provider.clone();
+            let mut next_tool_index = 0u32;
+            // Stop reading at the `done:true` line (or the first error): nothing after it belongs to this answer.
+            let chunks = self
+                .upstream
+                .ndjson_lines(response)
+                .map(move |line| line.and_then(|l| convert_line(&provider, &l, &mut next_tool_index)))
+                .scan(false, |finished, item| {
+                    if *finished {
+                        return std::future::ready(None);
+                    }
+                    *finished = match &item {
+                        Ok(c) => c.choices.iter().any(|ch| ch.finish_reason.is_some()),
+                        Err(_) => true,
+                    };
+                    std::future::ready(Some(item))
+                });
+            Ok(chunks.boxed())
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Tags {
+                #[serde(default)]
+                models: Vec<Tag>,
+            }
+            #[derive(Deserialize)]
+            struct Tag {
+                #[serde(default)]
+                name: String,
+                #[serde(default)]
+                model: String,
+            }
+            let tags: Tags = self.upstream.get_json("/api/tags").await?;
+            Ok(tags
+                .models
+                .into_iter()
+                .map(|t| if t.model.is_empty() { t.name } else { t.model })
+                .collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> ChatRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn converts_history_with_tool_calls_and_images() {
+        let req = request(json!({
+            "model": "qwen3:8b",
+            "temperature": 0.7,
+            "max_completion_tokens": 64,
+            "stop": "\n\n",
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_9", "type": "function", "function": {"name": "look", "arguments": "{\"b\":1,\"a\":2}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_9", "content": "a cat"}
+            ]
+        }));
+        let body = to_ollama_request("ollama", &req).unwrap();
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["think"], false);
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["messages"][1]["images"], json!(["AAAA"]));
+        assert_eq!(body["messages"][1]["content"], "what is this");
+        assert_eq!(body["messages"][2]["tool_calls"][0]["function"]["arguments"].to_string(), "{\"b\":1,\"a\":2}");
+        assert_eq!(body["messages"][3]["tool_name"], "look");
+        assert_eq!(body["options"], json!({"temperature": 0.7, "num_predict": 64, "stop": ["\n\n"]}));
+    }
+
+    #[test]
+    fn unset_sampling_fields_are_not_sent() {
+        let req = request(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+        let body = to_ollama_request("ollama", &req).unwrap();
+        assert!(body.get("options").is_none());
+        assert!(body.get("tools").is_none());
+    }
+
+    #[test]
+    fn http_image_urls_and_bad_arguments_are_refused() {
+        let req = request(json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}));
+        assert!(to_ollama_request("ollama", &req).is_err());
+        let req = request(json!({"model": "m", "messages": [{"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}));
+        let err = to_ollama_request("ollama", &req).unwrap_err().to_string();
+        assert!(err.contains("messages[0]"), "{err}");
+    }
+
+    #[test]
+    fn reasoning_effort_becomes_a_think_level() {
+        let req = request(json!({"model": "m", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}));
+        assert_eq!(to_ollama_request("ollama", &req).unwrap()["think"], "high");
+    }
+
+    #[test]
+    fn lines_become_chunks_with_tool_ids_and_usage() {
+        let mut next = 0;
+        let line = br#"{"message":{"role":"assistant","content":"","tool_calls":[{"function":{"index":0,"name":"get_weather","arguments":{"city":"Tokyo"}}}]},"done":false}"#;
+        let chunk = convert_line("ollama", line, &mut next).unwrap();
+        let call = &chunk.choices[0].delta.tool_calls.as_ref().unwrap()[0];
+        assert!(call.id.as_ref().unwrap().starts_with("call_"));
+        assert_eq!(call.function.as_ref().unwrap().arguments.as_deref(), Some("{\"city\":\"Tokyo\"}"));
+        assert_eq!(next, 1);
+        let done = br#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length","prompt_eval_count":26,"eval_count":282}"#;
+        let chunk = convert_line("ollama", done, &mut next).unwrap();
+        assert_eq!(chunk.choices[0].finish_reason, Some(FinishReason::Length));
+        assert_eq!(chunk.usage, Some(Usage::new(26, 282)));
+        let err = convert_line("ollama", br#"{"error":"out of memory"}"#, &mut next).unwrap_err();
+        assert!(err.to_string().contains("out of memory"));
+    }
+}

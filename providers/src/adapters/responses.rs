@@ -1,0 +1,322 @@
+//! OpenAI Responses (`/responses`), as OpenCode Zen serves its `gpt-5*` models.
+//!
+//! Requests: system text goes to `instructions`, tools are flat, tool calls and
+//! their results become `function_call` / `function_call_output` items,
+//! `store:false`. Streams: there is no `[DONE]`; the stream ends at
+//! `response.completed`, `response.incomplete` or `response.failed`. The
+//! `*.done` events repeat text already sent and are skipped. The OpenAI tool-call
+//! id is the item's `call_id` (what the client sends back), looked up by `item_id`.
+
+use std::collections::HashMap;
+
+use futures::stream::{BoxStream, StreamExt};
+use serde_json::{Map, Value, json};
+
+use crate::error::{ProviderError, UpstreamErrorKind};
+use crate::http::{SseEvent, Upstream};
+use crate::openai::{
+    ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason, PromptTokensDetails, Role,
+    ToolCallDelta, ToolChoice, Usage,
+};
+use crate::provider::ChunkStream;
+use crate::stream::error_from_value;
+
+use super::system_text;
+
+/// Builds the `/responses` body from an OpenAI request.
+pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
+    let mut input = Vec::with_capacity(request.messages.len());
+    for (i, m) in request.messages.iter().enumerate() {
+        match m.role {
+            Role::System | Role::Developer => {}
+            Role::User | Role::Assistant => {
+                let role = if m.role == Role::User { "user" } else { "assistant" };
+                let has_content = match &m.content {
+                    None => false,
+                    Some(Content::Text(t)) => !t.is_empty(),
+                    Some(Content::Parts(p)) => !p.is_empty(),
+                };
+                if has_content {
+                    input.push(json!({ "role": role, "content": message_content(provider, i, m.role, m.content.as_ref())? }));
+                }
+                for call in m.tool_calls.iter().flatten() {
+                    input.push(json!({
+                        "type": "function_call",
+                        "call_id": call.id,
+                        "name": call.function.name,
+                        "arguments": call.function.arguments,
+                    }));
+                }
+            }
+            Role::Tool => input.push(json!({
+                "type": "function_call_output",
+                "call_id": m.tool_call_id,
+                "output": m.text_content(),
+            })),
+        }
+    }
+    let mut body = Map::new();
+    body.insert("model".into(), request.model.clone().into());
+    if let Some(instructions) = system_text(request) {
+        body.insert("instructions".into(), instructions.into());
+    }
+    body.insert("input".into(), input.into());
+    body.insert("stream".into(), true.into());
+    body.insert("store".into(), false.into());
+    if let Some(limit) = request.token_limit() {
+        body.insert("max_output_tokens".into(), limit.into());
+    }
+    if let Some(t) = request.temperature {
+        body.insert("temperature".into(), t.into());
+    }
+    if let Some(p) = request.top_p {
+        body.insert("top_p".into(), p.into());
+    }
+    if let Some(effort) = &request.reasoning_effort {
+        body.insert("reasoning".into(), json!({ "effort": effort }));
+    }
+    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
+        let flat: Vec<Value> = tools
+            .iter()
+            .map(|t| {
+                let mut tool = json!({"type": "function", "name": t.function.name});
+                if let Some(d) = &t.function.description {
+                    tool["description"] = d.clone().into();
+                }
+                if let Some(p) = &t.function.parameters {
+                    tool["parameters"] = p.clone();
+                }
+                if let Some(s) = t.function.strict {
+                    tool["strict"] = s.into();
+                }
+                tool
+            })
+            .collect();
+        body.insert("tools".into(), flat.into());
+    }
+    match &request.tool_choice {
+        Some(ToolChoice::Mode(mode)) => {
+            body.insert("tool_choice".into(), mode.clone().into());
+        }
+        Some(ToolChoice::Named(n)) => {
+            body.insert("tool_choice".into(), json!({"type": "function", "name": n.function.name}));
+        }
+        None => {}
+    }
+    if let Some(p) = request.parallel_tool_calls {
+        body.insert("parallel_tool_calls".into(), p.into());
+    }
+    Ok(Value::Object(body))
+}
+
+fn message_content(provider: &str, index: usize, role: Role, content: Option<&Content>) -> Result<Value, ProviderError> {
+    let parts = match content {
+        None => return Ok(Value::String(String::new())),
+        Some(Content::Text(t)) => return Ok(Value::String(t.clone())),
+        Some(Content::Parts(parts)) => parts,
+    };
+    let text_type = if role == Role::Assistant { "output_text" } else { "input_text" };
+    parts
+        .iter()
+        .map(|part| {
+            if let Some(text) = part.text() {
+                Ok(json!({"type": text_type, "text": text}))
+            } else if let Some(image) = &part.image_url {
+                Ok(json!({"type": "input_image", "image_url": image.url}))
+            } else {
+                Err(ProviderError::invalid_request(
+                    provider,
+                    format!("messages[{index}]: content part type {:?} has no Responses equivalent", part.kind),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+#[derive(Default)]
+struct StreamState {
+    tool_index_by_item: HashMap<String, u32>,
+    started: bool,
+    done: bool,
+}
+
+fn usage_from(response: &Value) -> Option<Usage> {
+    let u = response.get("usage")?;
+    let count = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    let mut usage = Usage::new(count("/input_tokens"), count("/output_tokens"));
+    if let Some(total) = u.get("total_tokens").and_then(Value::as_u64) {
+        usage.total_tokens = total;
+    }
+    let cached = count("/input_tokens_details/cached_tokens");
+    if cached > 0 {
+        usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
+    }
+    let reasoning = count("/output_tokens_details/reasoning_tokens");
+    if reasoning > 0 {
+        usage.completion_tokens_details = Some(CompletionTokensDetails {
+            reasoning_tokens: reasoning,
+        });
+    }
+    Some(usage)
+}
+
+fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Result<Option<ChatChunk>, ProviderError> {
+    let data: Value = serde_json::from_str(&event.data)
+        .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
+    let kind = data.get("type").and_then(Value::as_str).unwrap_or(event.event.as_str());
+    let str_field = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Ok(match kind {
+        "response.created" | "response.in_progress" => {
+            if st.started {
+                None
+            } else {
+                st.started = true;
+                Some(ChatChunk::delta(Delta::content("")))
+            }
+        }
+        "response.output_item.added" => {
+            let item = data.get("item").unwrap_or(&Value::Null);
+            if item.get("type").and_then(Value::as_str) != Some("function_call") {
+                return Ok(None);
+            }
+            let index = u32::try_from(st.tool_index_by_item.len()).unwrap_or(u32::MAX);
+            let item_id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            st.tool_index_by_item.insert(item_id, index);
+            let call_id = item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let name = item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let arguments = item.get("arguments").and_then(Value::as_str).unwrap_or_default().to_owned();
+            Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(index, call_id, name, arguments))))
+        }
+        "response.function_call_arguments.delta" => {
+            let item_id = str_field("item_id");
+            let index = st.tool_index_by_item.get(&item_id).copied().ok_or_else(|| {
+                ProviderError::protocol(provider, format!("arguments delta for unknown item {item_id:?}"))
+            })?;
+            Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(index, str_field("delta")))))
+        }
+        "response.output_text.delta" => Some(ChatChunk::delta(Delta::content(str_field("delta")))),
+        "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+            Some(ChatChunk::delta(Delta::reasoning(str_field("delta"))))
+        }
+        "response.completed" | "response.incomplete" => {
+            st.done = true;
+            let response = data.get("response").unwrap_or(&Value::Null);
+            let reason = if !st.tool_index_by_item.is_empty() {
+                FinishReason::ToolCalls
+            } else {
+                match response.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+                    Some("max_output_tokens") => FinishReason::Length,
+                    Some("content_filter") => FinishReason::ContentFilter,
+                    _ => FinishReason::Stop,
+                }
+            };
+            Some(ChatChunk::finish(reason, usage_from(response)))
+        }
+        "response.failed" => {
+            let error = data.pointer("/response/error").cloned().unwrap_or_else(|| json!("the response failed"));
+            return Err(error_from_value(provider, &error));
+        }
+        "error" => {
+            let message = data.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+            return Err(ProviderError::mid_stream(provider, UpstreamErrorKind::Server, message));
+        }
+        _ => None,
+    })
+}
+
+/// Converts a `/responses` SSE stream into chunks.
+pub fn convert_stream(provider: String, events: BoxStream<'static, Result<SseEvent, ProviderError>>) -> ChunkStream {
+    events
+        .scan(StreamState::default(), move |st, event| {
+            if st.done {
+                return std::future::ready(None);
+            }
+            let out = match event {
+                Ok(ev) => convert_event(&provider, &ev, st).transpose(),
+                Err(e) => Some(Err(e)),
+            };
+            if matches!(out, Some(Err(_))) {
+                st.done = true;
+            }
+            std::future::ready(Some(out))
+        })
+        .filter_map(std::future::ready)
+        .boxed()
+}
+
+/// Sends the request to `{base}/responses`.
+pub async fn stream_chat(upstream: &Upstream, request: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+    let body = to_responses_request(&upstream.provider, request)?;
+    let response = upstream.post_json("/responses", &body, &[]).await?;
+    Ok(convert_stream(upstream.provider.clone(), upstream.sse_events(response)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    #[test]
+    fn request_uses_instructions_flat_tools_and_call_items() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "max_tokens": 100,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "messages": [
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "weather in Oslo?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "12C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+        }))
+        .unwrap();
+        let body = to_responses_request("opencode", &req).unwrap();
+        assert_eq!(body["instructions"], "Be terse.");
+        assert_eq!(body["max_output_tokens"], 100);
+        assert_eq!(body["store"], false);
+        assert_eq!(body["input"][1]["type"], "function_call");
+        assert_eq!(body["input"][2], json!({"type": "function_call_output", "call_id": "call_1", "output": "12C"}));
+        assert_eq!(body["tools"][0], json!({"type": "function", "name": "get_weather", "parameters": {"type": "object"}}));
+        assert_eq!(body["tool_choice"], json!({"type": "function", "name": "get_weather"}));
+    }
+
+    fn ev(data: Value) -> Result<SseEvent, ProviderError> {
+        Ok(SseEvent {
+            event: data["type"].as_str().unwrap().into(),
+            data: data.to_string(),
+        })
+    }
+
+    #[test]
+    fn stream_maps_items_to_tool_calls_and_ends_at_completed() {
+        let events = vec![
+            ev(json!({"type": "response.created", "response": {}})),
+            ev(json!({"type": "response.in_progress", "response": {}})),
+            ev(json!({"type": "response.output_item.added", "item": {"type": "function_call", "id": "fc_1", "call_id": "call_A", "name": "get_weather", "arguments": ""}})),
+            ev(json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "delta": "{\"city\":\"Oslo\"}"})),
+            ev(json!({"type": "response.function_call_arguments.done", "item_id": "fc_1", "arguments": "{\"city\":\"Oslo\"}"})),
+            ev(json!({"type": "response.completed", "response": {"usage": {"input_tokens": 20, "output_tokens": 9, "total_tokens": 29}}})),
+            ev(json!({"type": "ping", "cost": "1"})),
+        ];
+        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        assert_eq!(out.len(), 4);
+        let start = &out[1].as_ref().unwrap().choices[0].delta.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(start.id.as_deref(), Some("call_A"));
+        let finish = out[3].as_ref().unwrap();
+        assert_eq!(finish.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(finish.usage.as_ref().unwrap().total_tokens, 29);
+    }
+
+    #[test]
+    fn incomplete_and_failed_are_mapped() {
+        let events = vec![ev(json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}))];
+        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        assert_eq!(out[0].as_ref().unwrap().choices[0].finish_reason, Some(FinishReason::Length));
+        let events = vec![ev(json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}))];
+        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        assert!(out[0].as_ref().unwrap_err().to_string().contains("boom"));
+    }
+}

@@ -1,0 +1,200 @@
+//! The one error type of this crate.
+//!
+//! Upstream failures are classified into an [`UpstreamErrorKind`] here, where
+//! the upstream's protocol is known; which status the proxy answers with is
+//! decided only at the HTTP edge (`proxy/src/error.rs`).
+
+use std::time::Duration;
+
+/// What kind of failure an upstream reported, independent of its wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The request was refused as invalid (bad parameter, context too long, ...).
+    BadRequest,
+    /// The proxy's key for that upstream was refused.
+    Authentication,
+    /// The key is valid but not allowed (region, moderation, workspace).
+    PermissionDenied,
+    /// Unknown model.
+    NotFound,
+    /// Out of credits.
+    PaymentRequired,
+    /// Rate or quota limit; retry later.
+    RateLimited,
+    /// Upstream busy or unavailable (503, Anthropic 529).
+    Overloaded,
+    /// Upstream timed out on its side (408, 504).
+    Timeout,
+    /// Anything else the upstream got wrong (500, 502, mid-stream failure).
+    Server,
+}
+
+impl UpstreamErrorKind {
+    /// Classifies an upstream HTTP status.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400 | 409 | 413 | 422 => Self::BadRequest,
+            401 => Self::Authentication,
+            403 => Self::PermissionDenied,
+            404 => Self::NotFound,
+            402 => Self::PaymentRequired,
+            429 => Self::RateLimited,
+            408 | 504 => Self::Timeout,
+            503 | 529 => Self::Overloaded,
+            _ => Self::Server,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream answered with an error, before or during the stream.
+    #[error("{provider} upstream error: {message}")]
+    Upstream {
+        provider: String,
+        kind: UpstreamErrorKind,
+        /// The upstream's own status, when the error came as an HTTP status.
+        status: Option<u16>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// No answer (headers or the next stream event) within the read timeout.
+    #[error("{provider} upstream did not answer within {after:?}")]
+    Timeout { provider: String, after: Duration },
+    /// The connection could not be made or broke.
+    #[error("{provider} upstream connection failed: {message}")]
+    Connection { provider: String, message: String },
+    /// The upstream sent something that is not its protocol.
+    #[error("{provider} upstream sent an invalid response: {message}")]
+    Protocol { provider: String, message: String },
+    /// The request cannot be expressed in the upstream's protocol.
+    #[error("{message}")]
+    InvalidRequest { provider: String, message: String },
+}
+
+impl ProviderError {
+    pub fn protocol(provider: &str, message: impl Into<String>) -> Self {
+        Self::Protocol {
+            provider: provider.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_request(provider: &str, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            provider: provider.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// A failure reported inside an already started stream.
+    pub fn mid_stream(provider: &str, kind: UpstreamErrorKind, message: impl Into<String>) -> Self {
+        Self::Upstream {
+            provider: provider.to_owned(),
+            kind,
+            status: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// Upstream error bodies come in four shapes; this finds the human message in any of them.
+///
+/// Ollama `{"error":"s"}`, OpenAI/Kimi `{"error":{"message","type"}}`, OpenRouter
+/// `{"error":{"code":int,"message"}}`, Anthropic/Zen `{"type":"error","error":{"type","message"}}`.
+pub fn error_message_from_body(body: &[u8]) -> String {
+    const MAX: usize = 2_000;
+    let from_json = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+        match v.get("error")? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            obj @ serde_json::Value::Object(_) => {
+                let message = obj.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+                let kind = obj.get("type").and_then(|t| t.as_str());
+                Some(match kind {
+                    Some(k) if !message.is_empty() => format!("{message} ({k})"),
+                    Some(k) => k.to_owned(),
+                    None => message.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    });
+    let mut message = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    if message.is_empty() {
+        message = "no error message".into();
+    }
+    if message.len() > MAX {
+        let mut cut = MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
+/// Parses `retry-after-ms`, then `Retry-After` (seconds or an HTTP date).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+    {
+        return Some(Duration::from_millis(ms as u64));
+    }
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_message_in_every_upstream_shape() {
+        assert_eq!(error_message_from_body(br#"{"error":"model 'x' not found"}"#), "model 'x' not found");
+        assert_eq!(
+            error_message_from_body(br#"{"error":{"message":"Invalid Authentication","type":"invalid_authentication_error"}}"#),
+            "Invalid Authentication (invalid_authentication_error)"
+        );
+        assert_eq!(
+            error_message_from_body(br#"{"error":{"code":402,"message":"Insufficient credits"}}"#),
+            "Insufficient credits"
+        );
+        assert_eq!(
+            error_message_from_body(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            "Overloaded (overloaded_error)"
+        );
+        assert_eq!(error_message_from_body(b"Bad Gateway\n"), "Bad Gateway");
+        assert_eq!(error_message_from_body(b""), "no error message");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let body = "é".repeat(3_000);
+        let message = error_message_from_body(body.as_bytes());
+        assert!(message.len() <= 2_004);
+        assert!(message.ends_with('…'));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_millis_and_dates() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert("retry-after-ms", "1500".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}

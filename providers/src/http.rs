@@ -1,0 +1,315 @@
+//! The HTTP side shared by every adapter: one `reqwest` client per upstream,
+//! its auth, POSTs whose non-2xx answers become [`ProviderError`]s, and the
+//! two stream framings upstreams use (SSE and NDJSON), read event by event.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use eventsource_stream::Eventsource;
+use futures::stream::{BoxStream, StreamExt};
+use serde::Serialize;
+
+use crate::error::{ProviderError, UpstreamErrorKind, error_message_from_body, retry_after};
+
+/// An API key. Its `Debug` never shows the value, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How requests to an upstream are authenticated.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    Bearer(Secret),
+    /// A named header carrying the key as is (Anthropic's `x-api-key`).
+    Header(&'static str, Secret),
+}
+
+impl Auth {
+    fn secret(&self) -> Option<&Secret> {
+        match self {
+            Auth::None => None,
+            Auth::Bearer(s) | Auth::Header(_, s) => Some(s),
+        }
+    }
+}
+
+/// Timeouts for one upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Longest silence allowed: before the headers, and between two stream reads.
+    pub read: Duration,
+}
+
+/// One upstream endpoint: base URL, client, auth and extra headers.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub provider: String,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub auth: Auth,
+    pub headers: Vec<(String, String)>,
+    pub timeouts: Timeouts,
+}
+
+impl Upstream {
+    pub fn new(
+        provider: impl Into<String>,
+        base_url: impl Into<String>,
+        auth: Auth,
+        timeouts: Timeouts,
+    ) -> Result<Self, ProviderError> {
+        let provider = provider.into();
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ProviderError::Connection {
+                provider: provider.clone(),
+                message: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            provider,
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            client,
+            auth,
+            headers: Vec::new(),
+            timeouts,
+        })
+    }
+
+    /// The same upstream with another auth (OpenCode Zen's `/messages` wants `x-api-key`).
+    pub fn with_auth(&self, auth: Auth) -> Self {
+        Self { auth, ..self.clone() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    fn authorize(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(key) => req = req.bearer_auth(key.expose()),
+            Auth::Header(name, key) => req = req.header(*name, key.expose()),
+        }
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        req
+    }
+
+    /// POSTs `body` as JSON; a non-2xx answer becomes an error with the upstream's message.
+    pub async fn post_json<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut req = self.authorize(self.client.post(self.url(path)).json(body));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        self.send(req).await
+    }
+
+    /// GETs `path`; a non-2xx answer becomes an error with the upstream's message.
+    pub async fn get(&self, path: &str) -> Result<reqwest::Response, ProviderError> {
+        self.send(self.authorize(self.client.get(self.url(path)))).await
+    }
+
+    /// GETs `path` and parses the JSON answer.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ProviderError> {
+        let response = self.get(path).await?;
+        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        serde_json::from_slice(&body).map_err(|e| ProviderError::protocol(&self.provider, format!("GET {path}: {e}")))
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
+        let response = req.send().await.map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers());
+        // The body of an error is small; a broken one still yields the status.
+        let body = response.bytes().await.unwrap_or_default();
+        Err(ProviderError::Upstream {
+            provider: self.provider.clone(),
+            kind: UpstreamErrorKind::from_status(status.as_u16()),
+            status: Some(status.as_u16()),
+            message: self.redact(error_message_from_body(&body)),
+            retry_after,
+        })
+    }
+
+    /// Maps a reqwest failure to a timeout or a connection error, without the key.
+    pub fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            return ProviderError::Timeout {
+                provider: self.provider.clone(),
+                after: self.timeouts.read,
+            };
+        }
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        ProviderError::Connection {
+            provider: self.provider.clone(),
+            message: self.redact(message),
+        }
+    }
+
+    /// Upstreams sometimes echo what they were sent; the key must never travel on.
+    fn redact(&self, message: String) -> String {
+        match self.auth.secret() {
+            Some(key) if !key.expose().is_empty() && message.contains(key.expose()) => {
+                message.replace(key.expose(), "***")
+            }
+            _ => message,
+        }
+    }
+
+    /// The body as SSE events (comments and keep-alives dropped by the parser).
+    pub fn sse_events(&self, response: reqwest::Response) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
+        let upstream = self.clone();
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(move |item| match item {
+                Ok(e) => Ok(SseEvent { event: e.event, data: e.data }),
+                Err(eventsource_stream::EventStreamError::Transport(e)) => Err(upstream.transport_error(e)),
+                Err(e) => Err(ProviderError::protocol(&upstream.provider, format!("bad SSE framing: {e}"))),
+            })
+            .boxed()
+    }
+
+    /// The body as NDJSON lines, each one complete however the bytes were split.
+    pub fn ndjson_lines(&self, response: reqwest::Response) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+        let upstream = self.clone();
+        let bytes = response.bytes_stream().map(move |r| r.map_err(|e| upstream.transport_error(e)));
+        ndjson_lines(self.provider.clone(), bytes).boxed()
+    }
+}
+
+/// One server-sent event: its `event:` name (empty when none) and joined `data:` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+/// An upstream NDJSON line longer than this is a protocol error, not a reason to grow without bound.
+pub const MAX_NDJSON_LINE: usize = 16 * 1024 * 1024;
+
+/// Splits a byte stream into complete, non-empty lines (without the `\n` or `\r\n`).
+pub fn ndjson_lines<S>(provider: String, bytes: S) -> impl futures::Stream<Item = Result<Bytes, ProviderError>>
+where
+    S: futures::Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin + 'static,
+{
+    struct State<S> {
+        bytes: S,
+        buffer: BytesMut,
+        done: bool,
+        provider: String,
+    }
+    let state = State {
+        bytes,
+        buffer: BytesMut::new(),
+        done: false,
+        provider,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(pos) = st.buffer.iter().position(|b| *b == b'\n') {
+                let mut line = st.buffer.split_to(pos + 1);
+                line.truncate(pos);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(pos - 1);
+                }
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some((Ok(line.freeze()), st));
+            }
+            if st.done {
+                if st.buffer.iter().all(u8::is_ascii_whitespace) {
+                    return None;
+                }
+                // A last line without its newline still counts.
+                let line = std::mem::take(&mut st.buffer).freeze();
+                return Some((Ok(line), st));
+            }
+            if st.buffer.len() > MAX_NDJSON_LINE {
+                st.done = true;
+                st.buffer.clear();
+                let message = format!("an NDJSON line exceeded {MAX_NDJSON_LINE} bytes");
+                return Some((Err(ProviderError::protocol(&st.provider, message)), st));
+            }
+            match st.bytes.next().await {
+                Some(Ok(chunk)) => st.buffer.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.buffer.clear();
+                    return Some((Err(e), st));
+                }
+                None => st.done = true,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    fn lines(parts: &[&'static str]) -> Vec<String> {
+        let input = futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))));
+        block_on(ndjson_lines("t".into(), input).collect::<Vec<_>>())
+            .into_iter()
+            .map(|r| String::from_utf8(r.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ndjson_joins_lines_split_across_reads() {
+        assert_eq!(
+            lines(&["{\"a\":", "1}\n{\"b\"", ":2}\r\n\n", "{\"c\":3}"]),
+            vec!["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]
+        );
+    }
+
+    #[test]
+    fn ndjson_skips_blank_lines() {
+        assert_eq!(lines(&["\n\n{}\n  \n"]), vec!["{}"]);
+    }
+
+    #[test]
+    fn secret_debug_hides_the_value() {
+        assert_eq!(format!("{:?}", Secret::new("sk-123")), "Secret(***)");
+    }
+}

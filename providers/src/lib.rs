@@ -1,0 +1,25 @@
+//! # lakehouse-providers
+//!
+//! Everything between the OpenAI wire format the proxy serves and the five
+//! upstream protocols it speaks.
+//!
+//! - [`openai`]: the client contract (requests, chunks, completions, models).
+//! - [`provider`]: the [`ChatProvider`](provider::ChatProvider) trait; one impl per protocol in [`adapters`].
+//! - [`stream`]: invariants every converted stream gets (ids, role, usage last,
+//!   `tool_calls` finish, error markers) and the assembler for non-stream answers.
+//! - [`router`]: model-prefix routing and the registry of providers.
+//! - [`http`]: upstream HTTP, auth, SSE and NDJSON framing.
+//! - [`secrets`]: `secrets/<provider>.env` key files.
+//! - [`error`]: [`ProviderError`](error::ProviderError); HTTP statuses are chosen in the proxy.
+
+pub mod adapters;
+pub mod error;
+pub mod http;
+pub mod openai;
+pub mod provider;
+pub mod router;
+pub mod secrets;
+pub mod stream;
+
+pub use error::{ProviderError, UpstreamErrorKind};
+pub use provider::{ChatProvider, ChunkStream};

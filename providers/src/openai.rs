@@ -1,0 +1,593 @@
+//! OpenAI Chat Completions wire types: the contract the proxy serves.
+//!
+//! Request types keep every field the caller sent and nothing else: sampling
+//! fields are `Option`s skipped when unset (trap 5), and unknown top-level keys
+//! are kept in `extra` so OpenAI-compatible upstreams receive them verbatim.
+//! Chunk types parse only the fields the proxy understands, which keeps the
+//! per-chunk hot path cheap.
+//!
+//! Reasoning text is exposed at the edge as `reasoning_content` (the Kimi and
+//! DeepSeek name); OpenRouter's and Ollama's `reasoning` is renamed to it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `POST /v1/chat/completions` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Every other key the caller sent (`logprobs`, `metadata`, Kimi `thinking`,
+    /// OpenRouter `reasoning`/`provider`, ...), forwarded verbatim.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// Whether the caller asked for a stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether the caller asked for the final usage chunk.
+    pub fn wants_usage(&self) -> bool {
+        self.is_stream() && self.stream_options.as_ref().is_some_and(|o| o.include_usage == Some(true))
+    }
+
+    /// The token limit the caller set, whichever field carried it.
+    pub fn token_limit(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Checks what serde cannot: the rules a request must meet before any upstream sees it.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.model.trim().is_empty() {
+            return Err("`model` must be a non-empty string".into());
+        }
+        if self.messages.is_empty() {
+            return Err("`messages` must hold at least one message".into());
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(format!("`temperature` must be between 0 and 2, got {t}"));
+        }
+        if let Some(p) = self.top_p
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(format!("`top_p` must be between 0 and 1, got {p}"));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
+                return Err(format!("messages[{i}]: a `tool` message needs `tool_call_id`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One entry of `messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    /// A string, an array of parts, or `null` (assistant messages with tool calls).
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Kept on assistant messages so thinking upstreams (Kimi) get it back (trap 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// Other keys (OpenRouter `reasoning_details`, `refusal`, ...), forwarded verbatim.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    /// A plain text message.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: Some(Content::Text(text.into())),
+            name: None,
+            tool_calls: None,
+            tool_call_id: None,
+            reasoning_content: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The text of the message: the string, or its text parts joined by newlines.
+    pub fn text_content(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(Content::Text(t)) => t.clone(),
+            Some(Content::Parts(parts)) => {
+                let texts: Vec<&str> = parts.iter().filter_map(ContentPart::text).collect();
+                texts.join("\n")
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One element of an array `content`: `text`, `image_url`, `input_audio`, `file`, ...
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<ImageUrl>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ContentPart {
+    pub fn text(&self) -> Option<&str> {
+        if self.kind == "text" { self.text.as_deref() } else { None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// An image given as a `data:` URI, split into its media type and base64 payload.
+pub struct DataUri<'a> {
+    pub media_type: &'a str,
+    pub base64: &'a str,
+}
+
+impl ImageUrl {
+    pub fn as_data_uri(&self) -> Option<DataUri<'_>> {
+        let rest = self.url.strip_prefix("data:")?;
+        let (meta, payload) = rest.split_once(',')?;
+        let media_type = meta.strip_suffix(";base64")?;
+        Some(DataUri { media_type, base64: payload })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    /// `"none"`, `"auto"` or `"required"`.
+    Mode(String),
+    Named(NamedToolChoice),
+}
+
+impl ToolChoice {
+    pub fn is_none(&self) -> bool {
+        matches!(self, ToolChoice::Mode(m) if m == "none")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionName,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionName {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s.clone()],
+            Stop::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A complete tool call, as it appears in messages and non-stream responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_kind() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// The arguments as a JSON string, as OpenAI sends them.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// Token counts, in OpenAI's names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+    /// OpenRouter's `cost`, when the upstream reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Value>,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+}
+
+/// One `chat.completion.chunk` event.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatChunk {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default = "chunk_object")]
+    pub object: String,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Mid-stream error some upstreams put on the chunk (OpenRouter); never sent downstream.
+    #[serde(default, skip_serializing)]
+    pub error: Option<Value>,
+    /// Annotations added by the proxy (retrieval sources); ignored by OpenAI clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lakehouse: Option<Value>,
+}
+
+fn chunk_object() -> String {
+    "chat.completion.chunk".into()
+}
+
+impl ChatChunk {
+    /// A chunk with one choice at index 0 carrying `delta`.
+    pub fn delta(delta: Delta) -> Self {
+        Self {
+            choices: vec![ChunkChoice { delta, ..ChunkChoice::default() }],
+            ..Self::default()
+        }
+    }
+
+    /// A chunk that ends choice 0 with `finish_reason`, optionally carrying usage.
+    pub fn finish(reason: FinishReason, usage: Option<Usage>) -> Self {
+        Self {
+            choices: vec![ChunkChoice {
+                finish_reason: Some(reason),
+                ..ChunkChoice::default()
+            }],
+            usage,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default)]
+    pub delta: Delta,
+    /// Always present (`null` until the last chunk of the choice).
+    #[serde(default)]
+    pub finish_reason: Option<FinishReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Value>,
+    /// Kimi puts usage here on the finish chunk; moved to the top level.
+    #[serde(default, skip_serializing)]
+    pub usage: Option<Usage>,
+    /// Some upstreams put a mid-stream error inside the choice.
+    #[serde(default, skip_serializing)]
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Delta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// OpenRouter / Ollama-compat name for reasoning text; folded into `reasoning_content`.
+    #[serde(default, skip_serializing)]
+    pub reasoning: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+impl Delta {
+    pub fn content(text: impl Into<String>) -> Self {
+        Self {
+            content: Some(text.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn reasoning(text: impl Into<String>) -> Self {
+        Self {
+            reasoning_content: Some(text.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn tool_call(call: ToolCallDelta) -> Self {
+        Self {
+            tool_calls: Some(vec![call]),
+            ..Self::default()
+        }
+    }
+}
+
+/// A piece of a streamed tool call; pieces are joined by `index`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+impl ToolCallDelta {
+    /// The first fragment of a call: id, name and (possibly empty) arguments.
+    pub fn start(index: u32, id: String, name: String, arguments: String) -> Self {
+        Self {
+            index,
+            id: Some(id),
+            kind: Some("function".into()),
+            function: Some(FunctionCallDelta {
+                name: Some(name),
+                arguments: Some(arguments),
+            }),
+        }
+    }
+
+    /// A later fragment: only an arguments piece.
+    pub fn arguments(index: u32, piece: String) -> Self {
+        Self {
+            index,
+            id: None,
+            kind: None,
+            function: Some(FunctionCallDelta {
+                name: None,
+                arguments: Some(piece),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+    FunctionCall,
+    /// OpenRouter's mid-stream failure marker; turned into an error, never sent as a finish.
+    Error,
+}
+
+/// Non-stream `chat.completion` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    #[serde(default)]
+    pub system_fingerprint: Option<String>,
+    pub choices: Vec<Choice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lakehouse: Option<Value>,
+}
+
+impl ChatCompletion {
+    /// The text of the first choice, or "" when it has none.
+    pub fn first_text(&self) -> &str {
+        self.choices
+            .first()
+            .and_then(|c| c.message.content.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Choice {
+    pub index: u32,
+    pub message: ResponseMessage,
+    pub finish_reason: Option<FinishReason>,
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResponseMessage {
+    pub role: Role,
+    /// `null` when the reply is only tool calls.
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+impl ModelEntry {
+    pub fn new(id: impl Into<String>, owned_by: impl Into<String>, created: u64) -> Self {
+        Self {
+            id: id.into(),
+            object: "model".into(),
+            created,
+            owned_by: owned_by.into(),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh id with a prefix, e.g. `call_3f9a...` or `chatcmpl-...`.
+pub fn new_id(prefix: &str) -> String {
+    let mut id = String::with_capacity(prefix.len() + 24);
+    id.push_str(prefix);
+    for _ in 0..24 {
+        id.push(fastrand::alphanumeric());
+    }
+    id
+}

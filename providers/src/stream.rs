@@ -1,0 +1,399 @@
+//! What every converted stream goes through, whatever its upstream:
+//! [`normalize`] fixes the invariants OpenAI clients rely on, chunk by chunk and
+//! without buffering, and [`Assembler`] joins chunks into one `chat.completion`.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::error::{ProviderError, UpstreamErrorKind};
+use crate::openai::{
+    ChatChunk, ChatCompletion, Choice, FinishReason, FunctionCall, ResponseMessage, Role, ToolCall, Usage,
+};
+use crate::provider::ChunkStream;
+
+/// The identity every chunk of one response repeats.
+#[derive(Debug, Clone)]
+pub struct ResponseMeta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+/// Applies, chunk by chunk:
+/// - the same `id`, `created`, `model` and `object` on every chunk;
+/// - `delta.role:"assistant"` on the first chunk;
+/// - reasoning under one name (`reasoning_content`);
+/// - usage moved out of the choices and sent once, last, as a `choices:[]` chunk
+///   (the edge drops it unless the client asked for it);
+/// - `finish_reason:"tool_calls"` whenever a tool call was streamed (trap 8);
+/// - upstream error markers (`error` keys, `finish_reason:"error"`) turned into an `Err`;
+/// - chunks left with no choice (Zen's cost event) dropped;
+/// - a stream that ends without any finish reported as an error.
+///
+/// After the first `Err` the stream ends.
+pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) -> ChunkStream {
+    struct State {
+        upstream: ChunkStream,
+        meta: ResponseMeta,
+        provider: String,
+        first: bool,
+        finished: bool,
+        ended: bool,
+        tool_choices: Vec<u32>,
+        usage: Option<Usage>,
+    }
+    let state = State {
+        upstream,
+        meta,
+        provider,
+        first: true,
+        finished: false,
+        ended: false,
+        tool_choices: Vec::new(),
+        usage: None,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        if st.ended {
+            return None;
+        }
+        loop {
+            match st.upstream.next().await {
+                Some(Ok(mut chunk)) => {
+                    if let Some(err) = chunk_error(&st.provider, &chunk) {
+                        st.ended = true;
+                        return Some((Err(err), st));
+                    }
+                    if let Some(usage) = take_usage(&mut chunk) {
+                        st.usage = Some(usage);
+                    }
+                    if chunk.choices.is_empty() {
+                        continue;
+                    }
+                    for choice in &mut chunk.choices {
+                        if let Some(r) = choice.delta.reasoning.take()
+                            && choice.delta.reasoning_content.is_none()
+                        {
+                            choice.delta.reasoning_content = Some(r);
+                        }
+                        if choice.delta.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+                            && !st.tool_choices.contains(&choice.index)
+                        {
+                            st.tool_choices.push(choice.index);
+                        }
+                        if choice.finish_reason == Some(FinishReason::Stop) && st.tool_choices.contains(&choice.index) {
+                            choice.finish_reason = Some(FinishReason::ToolCalls);
+                        }
+                        if choice.finish_reason.is_some() {
+                            st.finished = true;
+                        }
+                    }
+                    if st.first {
+                        st.first = false;
+                        if let Some(choice) = chunk.choices.first_mut() {
+                            choice.delta.role = Some(Role::Assistant);
+                        }
+                    }
+                    stamp(&mut chunk, &st.meta);
+                    return Some((Ok(chunk), st));
+                }
+                Some(Err(e)) => {
+                    st.ended = true;
+                    return Some((Err(e), st));
+                }
+                None => {
+                    st.ended = true;
+                    if !st.finished {
+                        let message = "the upstream stream ended before the response was finished";
+                        return Some((Err(ProviderError::mid_stream(&st.provider, UpstreamErrorKind::Server, message)), st));
+                    }
+                    let usage = st.usage.take()?;
+                    let mut chunk = ChatChunk {
+                        usage: Some(usage),
+                        ..ChatChunk::default()
+                    };
+                    stamp(&mut chunk, &st.meta);
+                    return Some((Ok(chunk), st));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+fn stamp(chunk: &mut ChatChunk, meta: &ResponseMeta) {
+    chunk.id.clone_from(&meta.id);
+    chunk.created = meta.created;
+    chunk.model.clone_from(&meta.model);
+    if chunk.object != "chat.completion.chunk" {
+        chunk.object = "chat.completion.chunk".into();
+    }
+}
+
+/// Usage may sit at the top level (OpenAI, OpenRouter) or in a choice (Kimi).
+fn take_usage(chunk: &mut ChatChunk) -> Option<Usage> {
+    let in_choice = chunk.choices.iter_mut().find_map(|c| c.usage.take());
+    chunk.usage.take().or(in_choice)
+}
+
+fn chunk_error(provider: &str, chunk: &ChatChunk) -> Option<ProviderError> {
+    let error = chunk
+        .error
+        .as_ref()
+        .or_else(|| chunk.choices.iter().find_map(|c| c.error.as_ref()));
+    if let Some(error) = error {
+        return Some(error_from_value(provider, error));
+    }
+    if chunk.choices.iter().any(|c| c.finish_reason == Some(FinishReason::Error)) {
+        return Some(ProviderError::mid_stream(
+            provider,
+            UpstreamErrorKind::Server,
+            "the upstream ended the response with finish_reason \"error\"",
+        ));
+    }
+    None
+}
+
+/// An `error` value found inside a stream: a string or `{"message","code"|"type"}`.
+pub fn error_from_value(provider: &str, error: &Value) -> ProviderError {
+    let message = match error {
+        Value::String(s) => s.clone(),
+        other => other
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| other.to_string()),
+    };
+    let kind = error
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .map_or(UpstreamErrorKind::Server, UpstreamErrorKind::from_status);
+    ProviderError::mid_stream(provider, kind, message)
+}
+
+/// Joins normalized chunks into the `chat.completion` a non-stream client gets.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    choices: BTreeMap<u32, ChoiceParts>,
+    usage: Option<Usage>,
+    system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct ChoiceParts {
+    content: Option<String>,
+    reasoning: Option<String>,
+    refusal: Option<String>,
+    tool_calls: BTreeMap<u32, ToolCall>,
+    finish_reason: Option<FinishReason>,
+    logprobs: Vec<Value>,
+}
+
+fn append(slot: &mut Option<String>, piece: &Option<String>) {
+    if let Some(piece) = piece {
+        slot.get_or_insert_with(String::new).push_str(piece);
+    }
+}
+
+impl Assembler {
+    pub fn push(&mut self, chunk: &ChatChunk) {
+        if let Some(usage) = &chunk.usage {
+            self.usage = Some(usage.clone());
+        }
+        if chunk.system_fingerprint.is_some() {
+            self.system_fingerprint.clone_from(&chunk.system_fingerprint);
+        }
+        for choice in &chunk.choices {
+            let parts = self.choices.entry(choice.index).or_default();
+            append(&mut parts.content, &choice.delta.content);
+            append(&mut parts.reasoning, &choice.delta.reasoning_content);
+            append(&mut parts.refusal, &choice.delta.refusal);
+            for call in choice.delta.tool_calls.iter().flatten() {
+                let slot = parts.tool_calls.entry(call.index).or_insert_with(|| ToolCall {
+                    id: String::new(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: String::new(),
+                        arguments: String::new(),
+                    },
+                });
+                if let Some(id) = &call.id {
+                    slot.id.clone_from(id);
+                }
+                if let Some(f) = &call.function {
+                    if let Some(name) = &f.name {
+                        slot.function.name.push_str(name);
+                    }
+                    if let Some(args) = &f.arguments {
+                        slot.function.arguments.push_str(args);
+                    }
+                }
+            }
+            if let Some(Value::Object(lp)) = &choice.logprobs
+                && let Some(Value::Array(items)) = lp.get("content")
+            {
+                parts.logprobs.extend(items.iter().cloned());
+            }
+            if choice.finish_reason.is_some() {
+                parts.finish_reason = choice.finish_reason;
+            }
+        }
+    }
+
+    /// The text gathered so far for choice 0 (post hooks summarise it).
+    pub fn text(&self) -> &str {
+        self.choices
+            .get(&0)
+            .and_then(|c| c.content.as_deref())
+            .unwrap_or_default()
+    }
+
+    pub fn finish(self, meta: &ResponseMeta) -> ChatCompletion {
+        let choices = self
+            .choices
+            .into_iter()
+            .map(|(index, parts)| {
+                let tool_calls: Vec<ToolCall> = parts.tool_calls.into_values().collect();
+                let content = match parts.content {
+                    Some(c) => Some(c),
+                    None if tool_calls.is_empty() => Some(String::new()),
+                    None => None,
+                };
+                Choice {
+                    index,
+                    message: ResponseMessage {
+                        role: Role::Assistant,
+                        content,
+                        reasoning_content: parts.reasoning,
+                        tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
+                        refusal: parts.refusal,
+                    },
+                    finish_reason: parts.finish_reason,
+                    logprobs: (!parts.logprobs.is_empty())
+                        .then(|| serde_json::json!({ "content": parts.logprobs })),
+                }
+            })
+            .collect();
+        ChatCompletion {
+            id: meta.id.clone(),
+            object: "chat.completion".into(),
+            created: meta.created,
+            model: meta.model.clone(),
+            system_fingerprint: self.system_fingerprint,
+            choices,
+            usage: self.usage,
+            lakehouse: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::{ChunkChoice, Delta, ToolCallDelta};
+    use futures::executor::block_on;
+
+    fn meta() -> ResponseMeta {
+        ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 7,
+            model: "m".into(),
+        }
+    }
+
+    fn run(chunks: Vec<Result<ChatChunk, ProviderError>>) -> Vec<Result<ChatChunk, ProviderError>> {
+        block_on(normalize("p".into(), futures::stream::iter(chunks).boxed(), meta()).collect())
+    }
+
+    #[test]
+    fn stamps_role_ids_and_moves_usage_last() {
+        let mut kimi_finish = ChatChunk::finish(FinishReason::Stop, None);
+        kimi_finish.choices[0].usage = Some(Usage::new(19, 13));
+        let out = run(vec![Ok(ChatChunk::delta(Delta::content("Hi"))), Ok(kimi_finish)]);
+        assert_eq!(out.len(), 3);
+        let first = out[0].as_ref().unwrap();
+        assert_eq!(first.id, "chatcmpl-x");
+        assert_eq!(first.choices[0].delta.role, Some(Role::Assistant));
+        let finish = out[1].as_ref().unwrap();
+        assert!(finish.usage.is_none());
+        assert_eq!(finish.choices[0].delta.role, None);
+        let usage = out[2].as_ref().unwrap();
+        assert!(usage.choices.is_empty());
+        assert_eq!(usage.usage, Some(Usage::new(19, 13)));
+        assert_eq!(usage.created, 7);
+    }
+
+    #[test]
+    fn tool_calls_turn_stop_into_tool_calls() {
+        let call = ToolCallDelta::start(0, "call_1".into(), "f".into(), "{}".into());
+        let out = run(vec![
+            Ok(ChatChunk::delta(Delta::tool_call(call))),
+            Ok(ChatChunk::finish(FinishReason::Stop, None)),
+        ]);
+        assert_eq!(out[1].as_ref().unwrap().choices[0].finish_reason, Some(FinishReason::ToolCalls));
+    }
+
+    #[test]
+    fn error_markers_end_the_stream_with_an_error() {
+        let mut errored = ChatChunk::finish(FinishReason::Error, None);
+        errored.error = Some(serde_json::json!({"code": 502, "message": "provider down"}));
+        let out = run(vec![
+            Ok(ChatChunk::delta(Delta::content("a"))),
+            Ok(errored),
+            Ok(ChatChunk::delta(Delta::content("never"))),
+        ]);
+        assert_eq!(out.len(), 2);
+        let err = out[1].as_ref().unwrap_err();
+        assert!(err.to_string().contains("provider down"), "{err}");
+    }
+
+    #[test]
+    fn a_stream_without_finish_is_an_error() {
+        let out = run(vec![Ok(ChatChunk::delta(Delta::content("a")))]);
+        assert!(out[1].is_err());
+    }
+
+    #[test]
+    fn choiceless_chunks_without_usage_are_dropped() {
+        let cost = ChatChunk::default();
+        let out = run(vec![
+            Ok(ChatChunk::delta(Delta::content("a"))),
+            Ok(cost),
+            Ok(ChatChunk::finish(FinishReason::Stop, None)),
+        ]);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn assembler_joins_content_and_tool_call_pieces() {
+        let mut a = Assembler::default();
+        a.push(&ChatChunk::delta(Delta::content("Hel")));
+        a.push(&ChatChunk::delta(Delta::content("lo")));
+        a.push(&ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
+            0,
+            "call_1".into(),
+            "get_weather".into(),
+            String::new(),
+        ))));
+        a.push(&ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(0, "{\"city\":".into()))));
+        a.push(&ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(0, "\"Oslo\"}".into()))));
+        a.push(&ChatChunk {
+            choices: vec![ChunkChoice {
+                finish_reason: Some(FinishReason::ToolCalls),
+                ..ChunkChoice::default()
+            }],
+            usage: Some(Usage::new(3, 4)),
+            ..ChatChunk::default()
+        });
+        let done = a.finish(&meta());
+        let message = &done.choices[0].message;
+        assert_eq!(message.content.as_deref(), Some("Hello"));
+        let calls = message.tool_calls.as_ref().unwrap();
+        assert_eq!(calls[0].function.arguments, "{\"city\":\"Oslo\"}");
+        assert_eq!(calls[0].id, "call_1");
+        assert_eq!(done.usage.unwrap().total_tokens, 7);
+        assert_eq!(done.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+    }
+}
