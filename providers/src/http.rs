@@ -288,7 +288,9 @@ mod tests {
     use futures::executor::block_on;
 
     fn lines(parts: &[&'static str]) -> Vec<String> {
-        let input = futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))));
+        let owned: Vec<Result<Bytes, ProviderError>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
+        let input = futures::stream::iter(owned);
         block_on(ndjson_lines("t".into(), input).collect::<Vec<_>>())
             .into_iter()
             .map(|r| String::from_utf8(r.unwrap().to_vec()).unwrap())

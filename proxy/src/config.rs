@@ -1,0 +1,399 @@
+//! `lakehouse.toml`: strict, validated at start.
+//!
+//! Every struct denies unknown keys, so a typo fails the start instead of being
+//! ignored; every error names the file, the key and the reason.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lakehouse_providers::router::{BUILTIN_PROVIDERS, KIMI, OLLAMA, OLLAMA_CLOUD, OPENCODE, OPENROUTER};
+use serde::Deserialize;
+
+/// A config that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config error in {file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Folder of `<provider>.env` key files, relative to the config file.
+    #[serde(default = "default_secrets_dir")]
+    pub secrets_dir: PathBuf,
+    #[serde(default)]
+    pub providers: ProvidersConfig,
+    #[serde(default)]
+    pub models: ModelTiers,
+}
+
+fn default_secrets_dir() -> PathBuf {
+    PathBuf::from("secrets")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run after SIGINT/SIGTERM.
+    #[serde(default = "default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
+    /// Interval of `: keep-alive` comments on quiet streams.
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3110))
+}
+fn default_max_body_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_shutdown_grace_secs() -> u64 {
+    30
+}
+fn default_keep_alive_secs() -> u64 {
+    15
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            shutdown_grace_secs: default_shutdown_grace_secs(),
+            keep_alive_secs: default_keep_alive_secs(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// The five built-in providers plus any OpenAI-compatible ones declared here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersConfig {
+    #[serde(default)]
+    pub ollama: ProviderConfig,
+    #[serde(default)]
+    pub ollama_cloud: ProviderConfig,
+    #[serde(default)]
+    pub openrouter: ProviderConfig,
+    #[serde(default)]
+    pub opencode: ProviderConfig,
+    #[serde(default)]
+    pub kimi: ProviderConfig,
+    /// Extra OpenAI-compatible upstreams, routed by `<name>/<model>`.
+    #[serde(default)]
+    pub custom: Vec<CustomProviderConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `false` leaves the provider unregistered.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub base_url: Option<String>,
+    /// Key file; default `<secrets_dir>/<provider>.env`.
+    pub key_file: Option<PathBuf>,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    /// Extra headers on every upstream request (OpenRouter's `X-Title`, ...).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomProviderConfig {
+    pub name: String,
+    pub base_url: String,
+    /// Key file; none means the upstream needs no key.
+    pub key_file: Option<PathBuf>,
+    /// Variable read from the key file; default `<NAME>_API_KEY`.
+    pub key_var: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub read_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The `[models]` tier registry; a tier is used as a model id with `tier/<name>`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTiers {
+    pub local_fast: Option<String>,
+    pub local_judge: Option<String>,
+    pub cloud_judge: Option<String>,
+    pub cloud_review: Option<String>,
+    pub frontier_review: Option<String>,
+    pub frontier_arch: Option<String>,
+    pub frontier_free: Option<String>,
+    /// Models that get the full retrieval context (downgrade gate).
+    #[serde(default)]
+    pub weak_models: Vec<String>,
+}
+
+impl ModelTiers {
+    pub const NAMES: [&'static str; 7] = [
+        "local_fast",
+        "local_judge",
+        "cloud_judge",
+        "cloud_review",
+        "frontier_review",
+        "frontier_arch",
+        "frontier_free",
+    ];
+
+    /// The model a tier names, if the tier exists and is set.
+    pub fn get(&self, tier: &str) -> Option<&str> {
+        match tier {
+            "local_fast" => self.local_fast.as_deref(),
+            "local_judge" => self.local_judge.as_deref(),
+            "cloud_judge" => self.cloud_judge.as_deref(),
+            "cloud_review" => self.cloud_review.as_deref(),
+            "frontier_review" => self.frontier_review.as_deref(),
+            "frontier_arch" => self.frontier_arch.as_deref(),
+            "frontier_free" => self.frontier_free.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// `(tier, model)` for every tier that is set.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        Self::NAMES.into_iter().filter_map(|name| self.get(name).map(|m| (name, m)))
+    }
+}
+
+/// What the registry needs to know about one upstream.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub name: String,
+    pub enabled: bool,
+    pub base_url: String,
+    /// `None`: the upstream needs no key.
+    pub key: Option<KeySource>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeySource {
+    pub file: PathBuf,
+    pub var: String,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let mut config = Self::parse(&text, &file)?;
+        // Relative paths in the file are relative to the file, not to the working directory.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            config.secrets_dir = dir.join(&config.secrets_dir);
+            for custom in &mut config.providers.custom {
+                if let Some(f) = &custom.key_file {
+                    custom.key_file = Some(dir.join(f));
+                }
+            }
+            for p in config.builtin_mut() {
+                if let Some(f) = &p.key_file {
+                    p.key_file = Some(dir.join(f));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text; `file` is only used in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            key: "(syntax)".into(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn builtin_mut(&mut self) -> [&mut ProviderConfig; 5] {
+        let p = &mut self.providers;
+        [&mut p.ollama, &mut p.ollama_cloud, &mut p.openrouter, &mut p.opencode, &mut p.kimi]
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: String, reason: String| ConfigError {
+            file: file.to_owned(),
+            key,
+            reason,
+        };
+        if self.server.max_body_bytes < 1024 {
+            return Err(err("server.max_body_bytes".into(), "must be at least 1024".into()));
+        }
+        for p in self.provider_settings() {
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(err(
+                    format!("providers.{}.base_url", p.name),
+                    format!("{:?} is not an http:// or https:// URL", p.base_url),
+                ));
+            }
+            if p.connect_timeout.is_zero() || p.read_timeout.is_zero() {
+                return Err(err(format!("providers.{}", p.name), "timeouts must be greater than 0".into()));
+            }
+        }
+        let mut seen: Vec<&str> = BUILTIN_PROVIDERS.to_vec();
+        for (i, c) in self.providers.custom.iter().enumerate() {
+            let valid = !c.name.is_empty()
+                && c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' || ch == '.');
+            if !valid {
+                return Err(err(
+                    format!("providers.custom[{i}].name"),
+                    format!("{:?} must be non-empty and use only letters, digits, '_', '-' or '.'", c.name),
+                ));
+            }
+            if c.name == "tier" || seen.contains(&c.name.as_str()) {
+                return Err(err(
+                    format!("providers.custom[{i}].name"),
+                    format!("{:?} is already taken by another provider or by tier/", c.name),
+                ));
+            }
+            seen.push(&c.name);
+        }
+        for (tier, model) in self.models.iter() {
+            if model.trim().is_empty() {
+                return Err(err(format!("models.{tier}"), "must not be empty".into()));
+            }
+            if model.starts_with("tier/") {
+                return Err(err(format!("models.{tier}"), "a tier cannot name another tier".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Settings of every provider, built-in first, with defaults filled in.
+    pub fn provider_settings(&self) -> Vec<ProviderSettings> {
+        let p = &self.providers;
+        let builtin = [
+            (OLLAMA, &p.ollama, "http://127.0.0.1:11434", None),
+            (OLLAMA_CLOUD, &p.ollama_cloud, "https://ollama.com", Some("OLLAMA_CLOUD_KEY")),
+            (OPENROUTER, &p.openrouter, "https://openrouter.ai/api/v1", Some("OPENROUTER_API_KEY")),
+            (OPENCODE, &p.opencode, "https://opencode.ai/zen/v1", Some("OPENCODE_API_KEY")),
+            (KIMI, &p.kimi, "https://api.moonshot.ai/v1", Some("KIMI_API_KEY")),
+        ];
+        let mut out: Vec<ProviderSettings> = builtin
+            .into_iter()
+            .map(|(name, cfg, default_url, key_var)| {
+                // Local Ollama needs no key, unless a key file is configured (a remote daemon behind auth).
+                let key = match (key_var, &cfg.key_file) {
+                    (Some(var), file) => Some(KeySource {
+                        file: file.clone().unwrap_or_else(|| self.secrets_dir.join(format!("{name}.env"))),
+                        var: var.to_owned(),
+                    }),
+                    (None, Some(file)) => Some(KeySource {
+                        file: file.clone(),
+                        var: "OLLAMA_API_KEY".into(),
+                    }),
+                    (None, None) => None,
+                };
+                ProviderSettings {
+                    name: name.to_owned(),
+                    enabled: cfg.enabled,
+                    base_url: cfg.base_url.clone().unwrap_or_else(|| default_url.to_owned()),
+                    key,
+                    connect_timeout: Duration::from_millis(cfg.connect_timeout_ms.unwrap_or(5_000)),
+                    read_timeout: Duration::from_millis(cfg.read_timeout_ms.unwrap_or(300_000)),
+                    headers: cfg.headers.clone().into_iter().collect(),
+                }
+            })
+            .collect();
+        for c in &p.custom {
+            out.push(ProviderSettings {
+                name: c.name.clone(),
+                enabled: true,
+                base_url: c.base_url.clone(),
+                key: c.key_file.clone().map(|file| KeySource {
+                    file,
+                    var: c
+                        .key_var
+                        .clone()
+                        .unwrap_or_else(|| format!("{}_API_KEY", c.name.to_uppercase().replace(['-', '.'], "_"))),
+                }),
+                connect_timeout: Duration::from_millis(c.connect_timeout_ms.unwrap_or(5_000)),
+                read_timeout: Duration::from_millis(c.read_timeout_ms.unwrap_or(300_000)),
+                headers: c.headers.clone().into_iter().collect(),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_parses() {
+        let text = include_str!("../../lakehouse.toml");
+        let config = Config::parse(text, "lakehouse.toml").unwrap();
+        assert_eq!(config.server.listen, default_listen());
+        assert_eq!(config.provider_settings().len(), 5);
+        assert!(config.models.get("local_fast").is_some());
+    }
+
+    #[test]
+    fn unknown_keys_fail_naming_file_and_key() {
+        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n", "x.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("x.toml"), "{text}");
+        assert!(text.contains("listen_port"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_fail_naming_the_key() {
+        let err = Config::parse("[providers.kimi]\nbase_url = \"ftp://x\"\n", "x.toml").unwrap_err();
+        assert_eq!(err.key, "providers.kimi.base_url");
+        let err = Config::parse("[[providers.custom]]\nname = \"kimi\"\nbase_url = \"http://x\"\n", "x.toml").unwrap_err();
+        assert_eq!(err.key, "providers.custom[0].name");
+        let err = Config::parse("[models]\nlocal_fast = \"tier/local_judge\"\n", "x.toml").unwrap_err();
+        assert_eq!(err.key, "models.local_fast");
+        let err = Config::parse("[models]\nsmartest = \"x\"\n", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("smartest"));
+    }
+
+    #[test]
+    fn custom_providers_get_a_key_variable() {
+        let c = Config::parse(
+            "[[providers.custom]]\nname = \"my-vllm\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nkey_file = \"k.env\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        let s = c.provider_settings();
+        assert_eq!(s[5].key.as_ref().unwrap().var, "MY_VLLM_API_KEY");
+    }
+}

@@ -1,0 +1,177 @@
+//! The HTTP edge's error: every failure leaves the proxy as OpenAI's four-key
+//! body `{"error":{"message","type","param","code"}}` with a status chosen for
+//! the SDKs' retry rules (permanent failures are 4xx; `Retry-After` is passed
+//! on; `x-should-retry: false` where a retry cannot help).
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lakehouse_providers::router::RouteError;
+use lakehouse_providers::{ProviderError, UpstreamErrorKind};
+use serde_json::json;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<String>,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", Some(code), message)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+            format!("request body is larger than the {limit} byte limit (server.max_body_bytes)"),
+        )
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// The JSON body, also used for mid-stream `data: {"error":...}` events.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+
+    fn should_retry(&self) -> bool {
+        if self.code == Some("upstream_auth_failed") {
+            return false;
+        }
+        matches!(self.status.as_u16(), 408 | 409 | 429) || self.status.is_server_error()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                headers.insert(header::RETRY_AFTER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&after.as_millis().to_string()) {
+                headers.insert("retry-after-ms", v);
+            }
+        }
+        let retry = if self.should_retry() { "true" } else { "false" };
+        headers.insert("x-should-retry", HeaderValue::from_static(retry));
+        response
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProviderError::Upstream { kind, retry_after, .. } => {
+                let (status, kind_name, code) = match kind {
+                    UpstreamErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
+                    // The proxy's key was refused: not the client's fault, and a retry will not help.
+                    UpstreamErrorKind::Authentication | UpstreamErrorKind::PermissionDenied => {
+                        (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_auth_failed"))
+                    }
+                    UpstreamErrorKind::NotFound => {
+                        (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found"))
+                    }
+                    UpstreamErrorKind::PaymentRequired => {
+                        (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", Some("insufficient_quota"))
+                    }
+                    UpstreamErrorKind::RateLimited => {
+                        (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"))
+                    }
+                    UpstreamErrorKind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("overloaded")),
+                    UpstreamErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("upstream_timeout")),
+                    UpstreamErrorKind::Server => (StatusCode::BAD_GATEWAY, "server_error", Some("upstream_error")),
+                };
+                let mut err = ApiError::new(status, kind_name, code, message);
+                err.retry_after = retry_after;
+                err
+            }
+            ProviderError::Timeout { .. } => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", Some("upstream_timeout"), message)
+            }
+            ProviderError::Connection { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_unreachable"), message)
+            }
+            ProviderError::Protocol { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_protocol_error"), message)
+            }
+            ProviderError::InvalidRequest { .. } => ApiError::bad_request(message),
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        ApiError::not_found("model_not_found", e.to_string()).with_param("model")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(kind: UpstreamErrorKind) -> ApiError {
+        ApiError::from(ProviderError::Upstream {
+            provider: "p".into(),
+            kind,
+            status: None,
+            message: "m".into(),
+            retry_after: Some(Duration::from_millis(1500)),
+        })
+    }
+
+    #[test]
+    fn statuses_follow_the_sdk_retry_rules() {
+        assert_eq!(upstream(UpstreamErrorKind::RateLimited).status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(upstream(UpstreamErrorKind::Overloaded).status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(upstream(UpstreamErrorKind::Authentication).status, StatusCode::BAD_GATEWAY);
+        assert_eq!(upstream(UpstreamErrorKind::NotFound).status, StatusCode::NOT_FOUND);
+        assert_eq!(upstream(UpstreamErrorKind::Timeout).status, StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn response_has_four_keys_and_retry_headers() {
+        let response = upstream(UpstreamErrorKind::RateLimited).into_response();
+        assert_eq!(response.headers()["retry-after"], "2");
+        assert_eq!(response.headers()["retry-after-ms"], "1500");
+        assert_eq!(response.headers()["x-should-retry"], "true");
+        let body = ApiError::bad_request("nope").body();
+        let error = body["error"].as_object().unwrap();
+        assert_eq!(error.len(), 4);
+        assert!(error["param"].is_null());
+    }
+}

@@ -1,0 +1,117 @@
+//! Shared state of one fake server: the request log and the cancellation counter.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// One request as the fake received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Path without the query string, e.g. `/ollama/api/chat`.
+    pub path: String,
+    /// Headers by lowercase name; repeated headers are joined with `, `.
+    pub headers: BTreeMap<String, String>,
+    /// The body parsed as JSON; `Null` when empty or not JSON.
+    pub body: serde_json::Value,
+}
+
+impl Recorded {
+    pub(crate) fn new(parts: &Parts, body: &[u8]) -> Self {
+        let mut headers: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in &parts.headers {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            headers
+                .entry(name.as_str().to_ascii_lowercase())
+                .and_modify(|v| {
+                    v.push_str(", ");
+                    v.push_str(&value);
+                })
+                .or_insert(value);
+        }
+        Self {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            headers,
+            body: serde_json::from_slice(body).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// Cheap-to-clone handle on the state one fake server shares with its tasks.
+#[derive(Clone)]
+pub struct FakeState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    requests: Mutex<Vec<Recorded>>,
+    cancelled: watch::Sender<u64>,
+}
+
+impl Default for FakeState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for FakeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeState")
+            .field("requests", &self.requests().len())
+            .field("cancelled", &self.cancelled())
+            .finish()
+    }
+}
+
+impl FakeState {
+    /// An empty log and a zero counter.
+    pub fn new() -> Self {
+        let (cancelled, _) = watch::channel(0);
+        Self {
+            inner: Arc::new(Inner {
+                requests: Mutex::new(Vec::new()),
+                cancelled,
+            }),
+        }
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Streaming responses the client dropped before the fake finished writing them.
+    pub fn cancelled(&self) -> u64 {
+        *self.inner.cancelled.borrow()
+    }
+
+    /// Waits until `cancelled() >= n` or `timeout` passes; returns `cancelled()`.
+    pub async fn wait_cancelled(&self, n: u64, timeout: Duration) -> u64 {
+        let mut rx = self.inner.cancelled.subscribe();
+        // A timeout or a closed channel both just mean "report what we have".
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|count| *count >= n)).await;
+        self.cancelled()
+    }
+
+    pub(crate) fn record(&self, request: Recorded) {
+        self.inner
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(request);
+    }
+
+    pub(crate) fn count_cancel(&self) {
+        self.inner.cancelled.send_modify(|count| *count += 1);
+    }
+}
