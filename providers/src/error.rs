@@ -105,11 +105,15 @@ impl ProviderError {
 /// `{"error":{"code":int,"message"}}`, Anthropic/Zen `{"type":"error","error":{"type","message"}}`.
 pub fn error_message_from_body(body: &[u8]) -> String {
     const MAX: usize = 2_000;
-    let from_json = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
-        match v.get("error")? {
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| match v.get("error")? {
             serde_json::Value::String(s) => Some(s.clone()),
             obj @ serde_json::Value::Object(_) => {
-                let message = obj.get("message").and_then(|m| m.as_str()).unwrap_or_default();
+                let message = obj
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default();
                 let kind = obj.get("type").and_then(|t| t.as_str());
                 Some(match kind {
                     Some(k) if !message.is_empty() => format!("{message} ({k})"),
@@ -118,8 +122,7 @@ pub fn error_message_from_body(body: &[u8]) -> String {
                 })
             }
             _ => None,
-        }
-    });
+        });
     let mut message = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
     if message.is_empty() {
         message = "no error message".into();
@@ -145,12 +148,19 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     {
         return Some(Duration::from_millis(ms as u64));
     }
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -159,7 +169,10 @@ mod tests {
 
     #[test]
     fn finds_the_message_in_every_upstream_shape() {
-        assert_eq!(error_message_from_body(br#"{"error":"model 'x' not found"}"#), "model 'x' not found");
+        assert_eq!(
+            error_message_from_body(br#"{"error":"model 'x' not found"}"#),
+            "model 'x' not found"
+        );
         assert_eq!(
             error_message_from_body(br#"{"error":{"message":"Invalid Authentication","type":"invalid_authentication_error"}}"#),
             "Invalid Authentication (invalid_authentication_error)"
@@ -169,7 +182,9 @@ mod tests {
             "Insufficient credits"
         );
         assert_eq!(
-            error_message_from_body(br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            error_message_from_body(
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
+            ),
             "Overloaded (overloaded_error)"
         );
         assert_eq!(error_message_from_body(b"Bad Gateway\n"), "Bad Gateway");
@@ -192,7 +207,10 @@ mod tests {
         h.insert("retry-after-ms", "1500".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
         let mut h = reqwest::header::HeaderMap::new();
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);

@@ -99,7 +99,10 @@ impl Upstream {
 
     /// The same upstream with another auth (OpenCode Zen's `/messages` wants `x-api-key`).
     pub fn with_auth(&self, auth: Auth) -> Self {
-        Self { auth, ..self.clone() }
+        Self {
+            auth,
+            ..self.clone()
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -134,14 +137,22 @@ impl Upstream {
 
     /// GETs `path`; a non-2xx answer becomes an error with the upstream's message.
     pub async fn get(&self, path: &str) -> Result<reqwest::Response, ProviderError> {
-        self.send(self.authorize(self.client.get(self.url(path)))).await
+        self.send(self.authorize(self.client.get(self.url(path))))
+            .await
     }
 
     /// GETs `path` and parses the JSON answer.
-    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ProviderError> {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ProviderError> {
         let response = self.get(path).await?;
-        let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
-        serde_json::from_slice(&body).map_err(|e| ProviderError::protocol(&self.provider, format!("GET {path}: {e}")))
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::protocol(&self.provider, format!("GET {path}: {e}")))
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
@@ -194,23 +205,39 @@ impl Upstream {
     }
 
     /// The body as SSE events (comments and keep-alives dropped by the parser).
-    pub fn sse_events(&self, response: reqwest::Response) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
+    pub fn sse_events(
+        &self,
+        response: reqwest::Response,
+    ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
         let upstream = self.clone();
         response
             .bytes_stream()
             .eventsource()
             .map(move |item| match item {
-                Ok(e) => Ok(SseEvent { event: e.event, data: e.data }),
-                Err(eventsource_stream::EventStreamError::Transport(e)) => Err(upstream.transport_error(e)),
-                Err(e) => Err(ProviderError::protocol(&upstream.provider, format!("bad SSE framing: {e}"))),
+                Ok(e) => Ok(SseEvent {
+                    event: e.event,
+                    data: e.data,
+                }),
+                Err(eventsource_stream::EventStreamError::Transport(e)) => {
+                    Err(upstream.transport_error(e))
+                }
+                Err(e) => Err(ProviderError::protocol(
+                    &upstream.provider,
+                    format!("bad SSE framing: {e}"),
+                )),
             })
             .boxed()
     }
 
     /// The body as NDJSON lines, each one complete however the bytes were split.
-    pub fn ndjson_lines(&self, response: reqwest::Response) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+    pub fn ndjson_lines(
+        &self,
+        response: reqwest::Response,
+    ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
         let upstream = self.clone();
-        let bytes = response.bytes_stream().map(move |r| r.map_err(|e| upstream.transport_error(e)));
+        let bytes = response
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| upstream.transport_error(e)));
         ndjson_lines(self.provider.clone(), bytes).boxed()
     }
 }
@@ -226,7 +253,10 @@ pub struct SseEvent {
 pub const MAX_NDJSON_LINE: usize = 16 * 1024 * 1024;
 
 /// Splits a byte stream into complete, non-empty lines (without the `\n` or `\r\n`).
-pub fn ndjson_lines<S>(provider: String, bytes: S) -> impl futures::Stream<Item = Result<Bytes, ProviderError>>
+pub fn ndjson_lines<S>(
+    provider: String,
+    bytes: S,
+) -> impl futures::Stream<Item = Result<Bytes, ProviderError>>
 where
     S: futures::Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin + 'static,
 {
@@ -288,8 +318,10 @@ mod tests {
     use futures::executor::block_on;
 
     fn lines(parts: &[&'static str]) -> Vec<String> {
-        let owned: Vec<Result<Bytes, ProviderError>> =
-            parts.iter().map(|p| Ok(Bytes::from_static(p.as_bytes()))).collect();
+        let owned: Vec<Result<Bytes, ProviderError>> = parts
+            .iter()
+            .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+            .collect();
         let input = futures::stream::iter(owned);
         block_on(ndjson_lines("t".into(), input).collect::<Vec<_>>())
             .into_iter()

@@ -65,7 +65,11 @@ impl ChatRequest {
 
     /// Whether the caller asked for the final usage chunk.
     pub fn wants_usage(&self) -> bool {
-        self.is_stream() && self.stream_options.as_ref().is_some_and(|o| o.include_usage == Some(true))
+        self.is_stream()
+            && self
+                .stream_options
+                .as_ref()
+                .is_some_and(|o| o.include_usage == Some(true))
     }
 
     /// The token limit the caller set, whichever field carried it.
@@ -93,7 +97,9 @@ impl ChatRequest {
         }
         for (i, m) in self.messages.iter().enumerate() {
             if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
-                return Err(format!("messages[{i}]: a `tool` message needs `tool_call_id`"));
+                return Err(format!(
+                    "messages[{i}]: a `tool` message needs `tool_call_id`"
+                ));
             }
         }
         Ok(())
@@ -188,7 +194,11 @@ pub struct ContentPart {
 
 impl ContentPart {
     pub fn text(&self) -> Option<&str> {
-        if self.kind == "text" { self.text.as_deref() } else { None }
+        if self.kind == "text" {
+            self.text.as_deref()
+        } else {
+            None
+        }
     }
 }
 
@@ -210,7 +220,10 @@ impl ImageUrl {
         let rest = self.url.strip_prefix("data:")?;
         let (meta, payload) = rest.split_once(',')?;
         let media_type = meta.strip_suffix(";base64")?;
-        Some(DataUri { media_type, base64: payload })
+        Some(DataUri {
+            media_type,
+            base64: payload,
+        })
     }
 }
 
@@ -369,7 +382,10 @@ impl ChatChunk {
     /// A chunk with one choice at index 0 carrying `delta`.
     pub fn delta(delta: Delta) -> Self {
         Self {
-            choices: vec![ChunkChoice { delta, ..ChunkChoice::default() }],
+            choices: vec![ChunkChoice {
+                delta,
+                ..ChunkChoice::default()
+            }],
             ..Self::default()
         }
     }

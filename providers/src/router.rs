@@ -158,16 +158,37 @@ mod tests {
     fn routes_exactly_as_the_design_table() {
         assert_eq!(r("qwen3:8b"), ("ollama".into(), "qwen3:8b".into()));
         assert_eq!(r("ollama/qwen3:8b"), ("ollama".into(), "qwen3:8b".into()));
-        assert_eq!(r("hf.co/org/repo:Q4_K_M"), ("ollama".into(), "hf.co/org/repo:Q4_K_M".into()));
-        assert_eq!(r("user/model:tag"), ("ollama".into(), "user/model:tag".into()));
-        assert_eq!(r("ollama_cloud/gpt-oss:120b"), ("ollama_cloud".into(), "gpt-oss:120b".into()));
-        assert_eq!(r("kimi-k2.6:cloud"), ("ollama_cloud".into(), "kimi-k2.6".into()));
-        assert_eq!(r("gpt-oss:120b-cloud"), ("ollama_cloud".into(), "gpt-oss:120b".into()));
+        assert_eq!(
+            r("hf.co/org/repo:Q4_K_M"),
+            ("ollama".into(), "hf.co/org/repo:Q4_K_M".into())
+        );
+        assert_eq!(
+            r("user/model:tag"),
+            ("ollama".into(), "user/model:tag".into())
+        );
+        assert_eq!(
+            r("ollama_cloud/gpt-oss:120b"),
+            ("ollama_cloud".into(), "gpt-oss:120b".into())
+        );
+        assert_eq!(
+            r("kimi-k2.6:cloud"),
+            ("ollama_cloud".into(), "kimi-k2.6".into())
+        );
+        assert_eq!(
+            r("gpt-oss:120b-cloud"),
+            ("ollama_cloud".into(), "gpt-oss:120b".into())
+        );
         assert_eq!(
             r("openrouter/anthropic/claude-sonnet-4.5:free"),
-            ("openrouter".into(), "anthropic/claude-sonnet-4.5:free".into())
+            (
+                "openrouter".into(),
+                "anthropic/claude-sonnet-4.5:free".into()
+            )
         );
-        assert_eq!(r("opencode/claude-sonnet-4-5"), ("opencode".into(), "claude-sonnet-4-5".into()));
+        assert_eq!(
+            r("opencode/claude-sonnet-4-5"),
+            ("opencode".into(), "claude-sonnet-4-5".into())
+        );
         assert_eq!(r("kimi/kimi-k2.6"), ("kimi".into(), "kimi-k2.6".into()));
         assert_eq!(r("vllm/meta/llama"), ("vllm".into(), "meta/llama".into()));
         assert_eq!(r("openrouter/"), ("ollama".into(), "openrouter/".into()));

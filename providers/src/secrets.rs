@@ -38,10 +38,13 @@ pub fn load_key(path: &Path, var: &str) -> Result<Secret, KeyUnavailable> {
     }
     #[cfg(not(unix))]
     let _ = metadata;
-    let text = std::fs::read_to_string(path).map_err(|e| KeyUnavailable(format!("cannot read key file {shown}: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| KeyUnavailable(format!("cannot read key file {shown}: {e}")))?;
     match find_var(&text, var) {
         Some(value) if !value.is_empty() => Ok(Secret::new(value)),
-        _ => Err(KeyUnavailable(format!("key file {shown} sets no {var}, or sets it empty"))),
+        _ => Err(KeyUnavailable(format!(
+            "key file {shown} sets no {var}, or sets it empty"
+        ))),
     }
 }
 
@@ -76,7 +79,8 @@ mod tests {
     }
 
     fn tempdir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("lakehouse-secrets-{}", crate::openai::new_id("")));
+        let dir =
+            std::env::temp_dir().join(format!("lakehouse-secrets-{}", crate::openai::new_id("")));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -84,7 +88,12 @@ mod tests {
     #[test]
     fn reads_the_named_variable() {
         let dir = tempdir();
-        let path = write(&dir, "kimi.env", "# comment\nOTHER=x\nexport KIMI_API_KEY=\"sk-abc\"\n", 0o600);
+        let path = write(
+            &dir,
+            "kimi.env",
+            "# comment\nOTHER=x\nexport KIMI_API_KEY=\"sk-abc\"\n",
+            0o600,
+        );
         assert_eq!(load_key(&path, "KIMI_API_KEY").unwrap().expose(), "sk-abc");
     }
 

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::openai::{
-    ChatChunk, ChatCompletion, Choice, FinishReason, FunctionCall, ResponseMessage, Role, ToolCall, Usage,
+    ChatChunk, ChatCompletion, Choice, FinishReason, FunctionCall, ResponseMessage, Role, ToolCall,
+    Usage,
 };
 use crate::provider::ChunkStream;
 
@@ -77,12 +78,18 @@ pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) ->
                         {
                             choice.delta.reasoning_content = Some(r);
                         }
-                        if choice.delta.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+                        if choice
+                            .delta
+                            .tool_calls
+                            .as_ref()
+                            .is_some_and(|c| !c.is_empty())
                             && !st.tool_choices.contains(&choice.index)
                         {
                             st.tool_choices.push(choice.index);
                         }
-                        if choice.finish_reason == Some(FinishReason::Stop) && st.tool_choices.contains(&choice.index) {
+                        if choice.finish_reason == Some(FinishReason::Stop)
+                            && st.tool_choices.contains(&choice.index)
+                        {
                             choice.finish_reason = Some(FinishReason::ToolCalls);
                         }
                         if choice.finish_reason.is_some() {
@@ -106,7 +113,14 @@ pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) ->
                     st.ended = true;
                     if !st.finished {
                         let message = "the upstream stream ended before the response was finished";
-                        return Some((Err(ProviderError::mid_stream(&st.provider, UpstreamErrorKind::Server, message)), st));
+                        return Some((
+                            Err(ProviderError::mid_stream(
+                                &st.provider,
+                                UpstreamErrorKind::Server,
+                                message,
+                            )),
+                            st,
+                        ));
                     }
                     let usage = st.usage.take()?;
                     let mut chunk = ChatChunk {
@@ -145,7 +159,11 @@ fn chunk_error(provider: &str, chunk: &ChatChunk) -> Option<ProviderError> {
     if let Some(error) = error {
         return Some(error_from_value(provider, error));
     }
-    if chunk.choices.iter().any(|c| c.finish_reason == Some(FinishReason::Error)) {
+    if chunk
+        .choices
+        .iter()
+        .any(|c| c.finish_reason == Some(FinishReason::Error))
+    {
         return Some(ProviderError::mid_stream(
             provider,
             UpstreamErrorKind::Server,
@@ -203,7 +221,8 @@ impl Assembler {
             self.usage = Some(usage.clone());
         }
         if chunk.system_fingerprint.is_some() {
-            self.system_fingerprint.clone_from(&chunk.system_fingerprint);
+            self.system_fingerprint
+                .clone_from(&chunk.system_fingerprint);
         }
         for choice in &chunk.choices {
             let parts = self.choices.entry(choice.index).or_default();
@@ -211,14 +230,17 @@ impl Assembler {
             append(&mut parts.reasoning, &choice.delta.reasoning_content);
             append(&mut parts.refusal, &choice.delta.refusal);
             for call in choice.delta.tool_calls.iter().flatten() {
-                let slot = parts.tool_calls.entry(call.index).or_insert_with(|| ToolCall {
-                    id: String::new(),
-                    kind: "function".into(),
-                    function: FunctionCall {
-                        name: String::new(),
-                        arguments: String::new(),
-                    },
-                });
+                let slot = parts
+                    .tool_calls
+                    .entry(call.index)
+                    .or_insert_with(|| ToolCall {
+                        id: String::new(),
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name: String::new(),
+                            arguments: String::new(),
+                        },
+                    });
                 if let Some(id) = &call.id {
                     slot.id.clone_from(id);
                 }
@@ -256,10 +278,11 @@ impl Assembler {
             .into_iter()
             .map(|(index, parts)| {
                 let tool_calls: Vec<ToolCall> = parts.tool_calls.into_values().collect();
+                // OpenAI answers `content: null` when the reply is only tool calls.
                 let content = match parts.content {
-                    Some(c) => Some(c),
-                    None if tool_calls.is_empty() => Some(String::new()),
-                    None => None,
+                    Some(c) if !(c.is_empty() && !tool_calls.is_empty()) => Some(c),
+                    _ if tool_calls.is_empty() => Some(String::new()),
+                    _ => None,
                 };
                 Choice {
                     index,
@@ -311,7 +334,10 @@ mod tests {
     fn stamps_role_ids_and_moves_usage_last() {
         let mut kimi_finish = ChatChunk::finish(FinishReason::Stop, None);
         kimi_finish.choices[0].usage = Some(Usage::new(19, 13));
-        let out = run(vec![Ok(ChatChunk::delta(Delta::content("Hi"))), Ok(kimi_finish)]);
+        let out = run(vec![
+            Ok(ChatChunk::delta(Delta::content("Hi"))),
+            Ok(kimi_finish),
+        ]);
         assert_eq!(out.len(), 3);
         let first = out[0].as_ref().unwrap();
         assert_eq!(first.id, "chatcmpl-x");
@@ -332,7 +358,10 @@ mod tests {
             Ok(ChatChunk::delta(Delta::tool_call(call))),
             Ok(ChatChunk::finish(FinishReason::Stop, None)),
         ]);
-        assert_eq!(out[1].as_ref().unwrap().choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            out[1].as_ref().unwrap().choices[0].finish_reason,
+            Some(FinishReason::ToolCalls)
+        );
     }
 
     #[test]
@@ -377,8 +406,12 @@ mod tests {
             "get_weather".into(),
             String::new(),
         ))));
-        a.push(&ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(0, "{\"city\":".into()))));
-        a.push(&ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(0, "\"Oslo\"}".into()))));
+        a.push(&ChatChunk::delta(Delta::tool_call(
+            ToolCallDelta::arguments(0, "{\"city\":".into()),
+        )));
+        a.push(&ChatChunk::delta(Delta::tool_call(
+            ToolCallDelta::arguments(0, "\"Oslo\"}".into()),
+        )));
         a.push(&ChatChunk {
             choices: vec![ChunkChoice {
                 finish_reason: Some(FinishReason::ToolCalls),

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lakehouse_providers::router::{BUILTIN_PROVIDERS, KIMI, OLLAMA, OLLAMA_CLOUD, OPENCODE, OPENROUTER};
+use lakehouse_providers::router::{
+    BUILTIN_PROVIDERS, KIMI, OLLAMA, OLLAMA_CLOUD, OPENCODE, OPENROUTER,
+};
 use serde::Deserialize;
 
 /// A config that could not be used.
@@ -181,7 +183,9 @@ impl ModelTiers {
 
     /// `(tier, model)` for every tier that is set.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        Self::NAMES.into_iter().filter_map(|name| self.get(name).map(|m| (name, m)))
+        Self::NAMES
+            .into_iter()
+            .filter_map(|name| self.get(name).map(|m| (name, m)))
     }
 }
 
@@ -244,7 +248,13 @@ impl Config {
 
     fn builtin_mut(&mut self) -> [&mut ProviderConfig; 5] {
         let p = &mut self.providers;
-        [&mut p.ollama, &mut p.ollama_cloud, &mut p.openrouter, &mut p.opencode, &mut p.kimi]
+        [
+            &mut p.ollama,
+            &mut p.ollama_cloud,
+            &mut p.openrouter,
+            &mut p.opencode,
+            &mut p.kimi,
+        ]
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
@@ -254,7 +264,10 @@ impl Config {
             reason,
         };
         if self.server.max_body_bytes < 1024 {
-            return Err(err("server.max_body_bytes".into(), "must be at least 1024".into()));
+            return Err(err(
+                "server.max_body_bytes".into(),
+                "must be at least 1024".into(),
+            ));
         }
         for p in self.provider_settings() {
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
@@ -264,23 +277,34 @@ impl Config {
                 ));
             }
             if p.connect_timeout.is_zero() || p.read_timeout.is_zero() {
-                return Err(err(format!("providers.{}", p.name), "timeouts must be greater than 0".into()));
+                return Err(err(
+                    format!("providers.{}", p.name),
+                    "timeouts must be greater than 0".into(),
+                ));
             }
         }
         let mut seen: Vec<&str> = BUILTIN_PROVIDERS.to_vec();
         for (i, c) in self.providers.custom.iter().enumerate() {
             let valid = !c.name.is_empty()
-                && c.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' || ch == '.');
+                && c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' || ch == '.');
             if !valid {
                 return Err(err(
                     format!("providers.custom[{i}].name"),
-                    format!("{:?} must be non-empty and use only letters, digits, '_', '-' or '.'", c.name),
+                    format!(
+                        "{:?} must be non-empty and use only letters, digits, '_', '-' or '.'",
+                        c.name
+                    ),
                 ));
             }
             if c.name == "tier" || seen.contains(&c.name.as_str()) {
                 return Err(err(
                     format!("providers.custom[{i}].name"),
-                    format!("{:?} is already taken by another provider or by tier/", c.name),
+                    format!(
+                        "{:?} is already taken by another provider or by tier/",
+                        c.name
+                    ),
                 ));
             }
             seen.push(&c.name);
@@ -290,7 +314,10 @@ impl Config {
                 return Err(err(format!("models.{tier}"), "must not be empty".into()));
             }
             if model.starts_with("tier/") {
-                return Err(err(format!("models.{tier}"), "a tier cannot name another tier".into()));
+                return Err(err(
+                    format!("models.{tier}"),
+                    "a tier cannot name another tier".into(),
+                ));
             }
         }
         Ok(())
@@ -301,10 +328,30 @@ impl Config {
         let p = &self.providers;
         let builtin = [
             (OLLAMA, &p.ollama, "http://127.0.0.1:11434", None),
-            (OLLAMA_CLOUD, &p.ollama_cloud, "https://ollama.com", Some("OLLAMA_CLOUD_KEY")),
-            (OPENROUTER, &p.openrouter, "https://openrouter.ai/api/v1", Some("OPENROUTER_API_KEY")),
-            (OPENCODE, &p.opencode, "https://opencode.ai/zen/v1", Some("OPENCODE_API_KEY")),
-            (KIMI, &p.kimi, "https://api.moonshot.ai/v1", Some("KIMI_API_KEY")),
+            (
+                OLLAMA_CLOUD,
+                &p.ollama_cloud,
+                "https://ollama.com",
+                Some("OLLAMA_CLOUD_KEY"),
+            ),
+            (
+                OPENROUTER,
+                &p.openrouter,
+                "https://openrouter.ai/api/v1",
+                Some("OPENROUTER_API_KEY"),
+            ),
+            (
+                OPENCODE,
+                &p.opencode,
+                "https://opencode.ai/zen/v1",
+                Some("OPENCODE_API_KEY"),
+            ),
+            (
+                KIMI,
+                &p.kimi,
+                "https://api.moonshot.ai/v1",
+                Some("KIMI_API_KEY"),
+            ),
         ];
         let mut out: Vec<ProviderSettings> = builtin
             .into_iter()
@@ -312,7 +359,9 @@ impl Config {
                 // Local Ollama needs no key, unless a key file is configured (a remote daemon behind auth).
                 let key = match (key_var, &cfg.key_file) {
                     (Some(var), file) => Some(KeySource {
-                        file: file.clone().unwrap_or_else(|| self.secrets_dir.join(format!("{name}.env"))),
+                        file: file
+                            .clone()
+                            .unwrap_or_else(|| self.secrets_dir.join(format!("{name}.env"))),
                         var: var.to_owned(),
                     }),
                     (None, Some(file)) => Some(KeySource {
@@ -324,7 +373,10 @@ impl Config {
                 ProviderSettings {
                     name: name.to_owned(),
                     enabled: cfg.enabled,
-                    base_url: cfg.base_url.clone().unwrap_or_else(|| default_url.to_owned()),
+                    base_url: cfg
+                        .base_url
+                        .clone()
+                        .unwrap_or_else(|| default_url.to_owned()),
                     key,
                     connect_timeout: Duration::from_millis(cfg.connect_timeout_ms.unwrap_or(5_000)),
                     read_timeout: Duration::from_millis(cfg.read_timeout_ms.unwrap_or(300_000)),
@@ -339,10 +391,9 @@ impl Config {
                 base_url: c.base_url.clone(),
                 key: c.key_file.clone().map(|file| KeySource {
                     file,
-                    var: c
-                        .key_var
-                        .clone()
-                        .unwrap_or_else(|| format!("{}_API_KEY", c.name.to_uppercase().replace(['-', '.'], "_"))),
+                    var: c.key_var.clone().unwrap_or_else(|| {
+                        format!("{}_API_KEY", c.name.to_uppercase().replace(['-', '.'], "_"))
+                    }),
                 }),
                 connect_timeout: Duration::from_millis(c.connect_timeout_ms.unwrap_or(5_000)),
                 read_timeout: Duration::from_millis(c.read_timeout_ms.unwrap_or(300_000)),
@@ -368,7 +419,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_fail_naming_file_and_key() {
-        let err = Config::parse("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n", "x.toml").unwrap_err();
+        let err = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n",
+            "x.toml",
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("x.toml"), "{text}");
         assert!(text.contains("listen_port"), "{text}");
@@ -376,11 +431,17 @@ mod tests {
 
     #[test]
     fn bad_values_fail_naming_the_key() {
-        let err = Config::parse("[providers.kimi]\nbase_url = \"ftp://x\"\n", "x.toml").unwrap_err();
+        let err =
+            Config::parse("[providers.kimi]\nbase_url = \"ftp://x\"\n", "x.toml").unwrap_err();
         assert_eq!(err.key, "providers.kimi.base_url");
-        let err = Config::parse("[[providers.custom]]\nname = \"kimi\"\nbase_url = \"http://x\"\n", "x.toml").unwrap_err();
+        let err = Config::parse(
+            "[[providers.custom]]\nname = \"kimi\"\nbase_url = \"http://x\"\n",
+            "x.toml",
+        )
+        .unwrap_err();
         assert_eq!(err.key, "providers.custom[0].name");
-        let err = Config::parse("[models]\nlocal_fast = \"tier/local_judge\"\n", "x.toml").unwrap_err();
+        let err =
+            Config::parse("[models]\nlocal_fast = \"tier/local_judge\"\n", "x.toml").unwrap_err();
         assert_eq!(err.key, "models.local_fast");
         let err = Config::parse("[models]\nsmartest = \"x\"\n", "x.toml").unwrap_err();
         assert!(err.to_string().contains("smartest"));

@@ -22,7 +22,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             kind,
@@ -34,11 +39,21 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", None, message)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            message,
+        )
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", Some(code), message)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some(code),
+            message,
+        )
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -96,39 +111,72 @@ impl From<ProviderError> for ApiError {
     fn from(e: ProviderError) -> Self {
         let message = e.to_string();
         match e {
-            ProviderError::Upstream { kind, retry_after, .. } => {
+            ProviderError::Upstream {
+                kind, retry_after, ..
+            } => {
                 let (status, kind_name, code) = match kind {
-                    UpstreamErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "invalid_request_error", None),
+                    UpstreamErrorKind::BadRequest => {
+                        (StatusCode::BAD_REQUEST, "invalid_request_error", None)
+                    }
                     // The proxy's key was refused: not the client's fault, and a retry will not help.
-                    UpstreamErrorKind::Authentication | UpstreamErrorKind::PermissionDenied => {
-                        (StatusCode::BAD_GATEWAY, "upstream_error", Some("upstream_auth_failed"))
-                    }
-                    UpstreamErrorKind::NotFound => {
-                        (StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found"))
-                    }
-                    UpstreamErrorKind::PaymentRequired => {
-                        (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", Some("insufficient_quota"))
-                    }
-                    UpstreamErrorKind::RateLimited => {
-                        (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", Some("rate_limit_exceeded"))
-                    }
-                    UpstreamErrorKind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("overloaded")),
-                    UpstreamErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("upstream_timeout")),
-                    UpstreamErrorKind::Server => (StatusCode::BAD_GATEWAY, "server_error", Some("upstream_error")),
+                    UpstreamErrorKind::Authentication | UpstreamErrorKind::PermissionDenied => (
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_error",
+                        Some("upstream_auth_failed"),
+                    ),
+                    UpstreamErrorKind::NotFound => (
+                        StatusCode::NOT_FOUND,
+                        "invalid_request_error",
+                        Some("model_not_found"),
+                    ),
+                    UpstreamErrorKind::PaymentRequired => (
+                        StatusCode::PAYMENT_REQUIRED,
+                        "insufficient_quota",
+                        Some("insufficient_quota"),
+                    ),
+                    UpstreamErrorKind::RateLimited => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limit_error",
+                        Some("rate_limit_exceeded"),
+                    ),
+                    UpstreamErrorKind::Overloaded => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        Some("overloaded"),
+                    ),
+                    UpstreamErrorKind::Timeout => (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "server_error",
+                        Some("upstream_timeout"),
+                    ),
+                    UpstreamErrorKind::Server => (
+                        StatusCode::BAD_GATEWAY,
+                        "server_error",
+                        Some("upstream_error"),
+                    ),
                 };
                 let mut err = ApiError::new(status, kind_name, code, message);
                 err.retry_after = retry_after;
                 err
             }
-            ProviderError::Timeout { .. } => {
-                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "server_error", Some("upstream_timeout"), message)
-            }
-            ProviderError::Connection { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_unreachable"), message)
-            }
-            ProviderError::Protocol { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_protocol_error"), message)
-            }
+            ProviderError::Timeout { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                Some("upstream_timeout"),
+                message,
+            ),
+            ProviderError::Connection { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                Some("upstream_unreachable"),
+                message,
+            ),
+            ProviderError::Protocol { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                Some("upstream_protocol_error"),
+                message,
+            ),
             ProviderError::InvalidRequest { .. } => ApiError::bad_request(message),
         }
     }
@@ -156,11 +204,26 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_sdk_retry_rules() {
-        assert_eq!(upstream(UpstreamErrorKind::RateLimited).status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(upstream(UpstreamErrorKind::Overloaded).status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(upstream(UpstreamErrorKind::Authentication).status, StatusCode::BAD_GATEWAY);
-        assert_eq!(upstream(UpstreamErrorKind::NotFound).status, StatusCode::NOT_FOUND);
-        assert_eq!(upstream(UpstreamErrorKind::Timeout).status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            upstream(UpstreamErrorKind::RateLimited).status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            upstream(UpstreamErrorKind::Overloaded).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            upstream(UpstreamErrorKind::Authentication).status,
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            upstream(UpstreamErrorKind::NotFound).status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            upstream(UpstreamErrorKind::Timeout).status,
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub use app::{AppState, SharedState, app};
 pub use server::serve;
 
 /// Builds the shared state from a loaded config.
-pub fn state_from_config(config: config::Config) -> Result<SharedState, lakehouse_providers::ProviderError> {
+pub fn state_from_config(
+    config: config::Config,
+) -> Result<SharedState, lakehouse_providers::ProviderError> {
     let registry = registry::build_registry(&config)?;
     Ok(Arc::new(AppState { config, registry }))
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use lakehouse::config::Config;
 
 #[derive(Parser)]
-#[command(name = "lakehouse", version, about = "OpenAI-compatible LLM proxy with retrieval built in")]
+#[command(
+    name = "lakehouse",
+    version,
+    about = "OpenAI-compatible LLM proxy with retrieval built in"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -39,7 +43,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -73,13 +80,22 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     for status in state.registry.statuses() {
         match &status.reason {
-            None => tracing::info!(provider = %status.name, base_url = %status.base_url, "provider registered"),
-            Some(reason) => tracing::info!(provider = %status.name, "provider not registered: {reason}"),
+            None => {
+                tracing::info!(provider = %status.name, base_url = %status.base_url, "provider registered")
+            }
+            Some(reason) => {
+                tracing::info!(provider = %status.name, "provider not registered: {reason}")
+            }
         }
     }
     // One machine-readable line on stdout, so scripts and tests can find a port-0 server.
     println!("lakehouse listening on http://{local}");
-    lakehouse::serve(listener, lakehouse::app(state), lakehouse::server::shutdown_signal(), grace)
-        .await
-        .map_err(|e| format!("server failed: {e}"))
+    lakehouse::serve(
+        listener,
+        lakehouse::app(state),
+        lakehouse::server::shutdown_signal(),
+        grace,
+    )
+    .await
+    .map_err(|e| format!("server failed: {e}"))
 }

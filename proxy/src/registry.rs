@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use lakehouse_providers::adapters::{ollama::Ollama, openai_compat::OpenAiCompatible, opencode::OpenCodeZen};
+use lakehouse_providers::adapters::{
+    ollama::Ollama, openai_compat::OpenAiCompatible, opencode::OpenCodeZen,
+};
 use lakehouse_providers::http::{Auth, Timeouts, Upstream};
 use lakehouse_providers::router::{OLLAMA, OLLAMA_CLOUD, OPENCODE, Registry};
 use lakehouse_providers::secrets::load_key;
@@ -15,7 +17,11 @@ pub fn build_registry(config: &Config) -> Result<Registry, ProviderError> {
     let mut registry = Registry::default();
     for settings in config.provider_settings() {
         if !settings.enabled {
-            registry.unavailable(&settings.name, settings.base_url, "disabled in config (enabled = false)".into());
+            registry.unavailable(
+                &settings.name,
+                settings.base_url,
+                "disabled in config (enabled = false)".into(),
+            );
             continue;
         }
         let auth = match &settings.key {
@@ -34,7 +40,10 @@ pub fn build_registry(config: &Config) -> Result<Registry, ProviderError> {
     Ok(registry)
 }
 
-fn adapter(settings: &ProviderSettings, auth: Auth) -> Result<Arc<dyn ChatProvider>, ProviderError> {
+fn adapter(
+    settings: &ProviderSettings,
+    auth: Auth,
+) -> Result<Arc<dyn ChatProvider>, ProviderError> {
     let timeouts = Timeouts {
         connect: settings.connect_timeout,
         read: settings.read_timeout,

@@ -16,6 +16,8 @@ use crate::state::FakeState;
 /// Pause between the two halves of a line that is deliberately split, so that
 /// the client sees them in two reads.
 const SPLIT_PAUSE: Duration = Duration::from_millis(10);
+/// Pause before an abort: hyper flushes what it holds while the body is pending.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 /// One step of a body.
 #[derive(Debug, Clone)]
@@ -44,10 +46,10 @@ impl Script {
     }
 
     fn before_event(&mut self) {
-        if self.events > 0 {
-            if let Some(gap) = self.gap {
-                self.pieces.push(Piece::Pause(gap));
-            }
+        if self.events > 0
+            && let Some(gap) = self.gap
+        {
+            self.pieces.push(Piece::Pause(gap));
         }
         self.events += 1;
     }
@@ -78,8 +80,10 @@ impl Script {
         self.event(format!("event: {name}\ndata: {value}\n\n"));
     }
 
-    /// Ends the body with an error instead of a clean end.
+    /// Ends the body with an error instead of a clean end, after a short pause
+    /// so that the headers and the frames before it reach the client first.
     pub(crate) fn abort(&mut self) {
+        self.pieces.push(Piece::Pause(FLUSH_PAUSE));
         self.pieces.push(Piece::Abort);
     }
 
@@ -94,12 +98,19 @@ struct CancelGuard {
     completed: bool,
 }
 
+impl CancelGuard {
+    /// The fake has handed over everything it meant to send.
+    fn finish(&mut self) {
+        self.completed = true;
+    }
+}
+
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        if !self.completed {
-            if let Some(state) = &self.state {
-                state.count_cancel();
-            }
+        if !self.completed
+            && let Some(state) = &self.state
+        {
+            state.count_cancel();
         }
     }
 }
@@ -128,19 +139,19 @@ pub(crate) fn play(pieces: Vec<Piece>, state: Option<FakeState>) -> Body {
         loop {
             match pb.pieces.pop_front() {
                 None => {
-                    pb.guard.completed = true;
+                    pb.guard.finish();
                     return None;
                 }
                 Some(Piece::Pause(duration)) => tokio::time::sleep(duration).await,
                 Some(Piece::Data(bytes)) => {
                     if pb.only_pauses_left() {
-                        pb.guard.completed = true;
+                        pb.guard.finish();
                     }
                     return Some((Ok::<Bytes, std::io::Error>(bytes), pb));
                 }
                 Some(Piece::Abort) => {
                     // A deliberate abort is not a client cancellation.
-                    pb.guard.completed = true;
+                    pb.guard.finish();
                     pb.pieces.clear();
                     let error = std::io::Error::other("fake upstream dropped the connection");
                     return Some((Err(error), pb));

@@ -16,7 +16,8 @@ use serde_json::{Map, Value, json};
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::http::{SseEvent, Upstream};
 use crate::openai::{
-    ChatChunk, ChatRequest, Content, Delta, FinishReason, PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, Content, Delta, FinishReason, PromptTokensDetails, Role, ToolCallDelta,
+    ToolChoice, Usage,
 };
 use crate::provider::ChunkStream;
 use crate::stream::error_from_value;
@@ -70,7 +71,10 @@ pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Valu
 
     let mut body = Map::new();
     body.insert("model".into(), request.model.clone().into());
-    body.insert("max_tokens".into(), request.token_limit().unwrap_or(DEFAULT_MAX_TOKENS).into());
+    body.insert(
+        "max_tokens".into(),
+        request.token_limit().unwrap_or(DEFAULT_MAX_TOKENS).into(),
+    );
     if let Some(system) = system_text(request) {
         body.insert("system".into(), system.into());
     }
@@ -85,8 +89,15 @@ pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Valu
     if let Some(stop) = &request.stop {
         body.insert("stop_sequences".into(), stop.to_vec().into());
     }
-    let tools_off = request.tool_choice.as_ref().is_some_and(ToolChoice::is_none);
-    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty() && !tools_off) {
+    let tools_off = request
+        .tool_choice
+        .as_ref()
+        .is_some_and(ToolChoice::is_none);
+    if let Some(tools) = request
+        .tools
+        .as_ref()
+        .filter(|t| !t.is_empty() && !tools_off)
+    {
         let converted: Vec<Value> = tools
             .iter()
             .map(|t| {
@@ -117,7 +128,11 @@ pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Valu
     Ok(Value::Object(body))
 }
 
-fn content_blocks(provider: &str, index: usize, content: Option<&Content>) -> Result<Vec<Value>, ProviderError> {
+fn content_blocks(
+    provider: &str,
+    index: usize,
+    content: Option<&Content>,
+) -> Result<Vec<Value>, ProviderError> {
     match content {
         None => Ok(Vec::new()),
         Some(Content::Text(t)) if t.is_empty() => Ok(Vec::new()),
@@ -131,12 +146,17 @@ fn content_blocks(provider: &str, index: usize, content: Option<&Content>) -> Re
                     Ok(match image.as_data_uri() {
                         Some(d) => json!({"type": "image", "source": {
                             "type": "base64", "media_type": d.media_type, "data": d.base64}}),
-                        None => json!({"type": "image", "source": {"type": "url", "url": image.url}}),
+                        None => {
+                            json!({"type": "image", "source": {"type": "url", "url": image.url}})
+                        }
                     })
                 } else {
                     Err(ProviderError::invalid_request(
                         provider,
-                        format!("messages[{index}]: content part type {:?} has no Anthropic equivalent", part.kind),
+                        format!(
+                            "messages[{index}]: content part type {:?} has no Anthropic equivalent",
+                            part.kind
+                        ),
                     ))
                 }
             })
@@ -175,16 +195,24 @@ struct StreamState {
 }
 
 /// Converts one event; `Ok(None)` for events with nothing to say (ping, block stops).
-fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Result<Option<ChatChunk>, ProviderError> {
+fn convert_event(
+    provider: &str,
+    event: &SseEvent,
+    st: &mut StreamState,
+) -> Result<Option<ChatChunk>, ProviderError> {
     let data: Value = serde_json::from_str(&event.data)
         .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
-    let kind = data.get("type").and_then(Value::as_str).unwrap_or(event.event.as_str());
+    let kind = data
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or(event.event.as_str());
     Ok(match kind {
         "message_start" => {
             if let Some(u) = data.pointer("/message/usage") {
                 let u: AnthropicUsage = serde_json::from_value(u.clone())
                     .map_err(|e| ProviderError::protocol(provider, format!("bad usage: {e}")))?;
-                st.prompt_tokens = u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
+                st.prompt_tokens =
+                    u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
                 st.cached_tokens = u.cache_read_input_tokens;
             }
             Some(ChatChunk::delta(Delta::content("")))
@@ -196,25 +224,55 @@ fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Resu
                 st.next_tool_index += 1;
                 let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
                 st.tool_index_by_block.insert(block_index, index);
-                let id = block.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let name = block.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(index, id, name, String::new()))))
+                let id = block
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = block
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
+                    index,
+                    id,
+                    name,
+                    String::new(),
+                ))))
             } else {
                 None
             }
         }
         "content_block_delta" => {
             let delta = data.get("delta").unwrap_or(&Value::Null);
-            let text = |key: &str| delta.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let text = |key: &str| {
+                delta
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             match delta.get("type").and_then(Value::as_str) {
                 Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
-                Some("thinking_delta") => Some(ChatChunk::delta(Delta::reasoning(text("thinking")))),
+                Some("thinking_delta") => {
+                    Some(ChatChunk::delta(Delta::reasoning(text("thinking"))))
+                }
                 Some("input_json_delta") => {
                     let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    let index = st.tool_index_by_block.get(&block_index).copied().ok_or_else(|| {
-                        ProviderError::protocol(provider, format!("input_json_delta for unknown block {block_index}"))
-                    })?;
-                    Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(index, text("partial_json")))))
+                    let index = st
+                        .tool_index_by_block
+                        .get(&block_index)
+                        .copied()
+                        .ok_or_else(|| {
+                            ProviderError::protocol(
+                                provider,
+                                format!("input_json_delta for unknown block {block_index}"),
+                            )
+                        })?;
+                    Some(ChatChunk::delta(Delta::tool_call(
+                        ToolCallDelta::arguments(index, text("partial_json")),
+                    )))
                 }
                 _ => None,
             }
@@ -224,7 +282,10 @@ fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Resu
                 .pointer("/delta/stop_reason")
                 .and_then(Value::as_str)
                 .map_or(FinishReason::Stop, finish_reason);
-            let output = data.pointer("/usage/output_tokens").and_then(Value::as_u64).unwrap_or(0);
+            let output = data
+                .pointer("/usage/output_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             let mut usage = Usage::new(st.prompt_tokens, output);
             if st.cached_tokens > 0 {
                 usage.prompt_tokens_details = Some(PromptTokensDetails {
@@ -239,7 +300,10 @@ fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Resu
         }
         "error" => {
             let error = data.get("error").unwrap_or(&data);
-            let kind_name = error.get("type").and_then(Value::as_str).unwrap_or_default();
+            let kind_name = error
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let mut err = error_from_value(provider, error);
             if let ProviderError::Upstream { kind, .. } = &mut err {
                 *kind = match kind_name {
@@ -255,7 +319,10 @@ fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Resu
 }
 
 /// Converts a `/messages` SSE stream into chunks.
-pub fn convert_stream(provider: String, events: BoxStream<'static, Result<SseEvent, ProviderError>>) -> ChunkStream {
+pub fn convert_stream(
+    provider: String,
+    events: BoxStream<'static, Result<SseEvent, ProviderError>>,
+) -> ChunkStream {
     events
         .scan(StreamState::default(), move |st, event| {
             if st.done {
@@ -275,12 +342,18 @@ pub fn convert_stream(provider: String, events: BoxStream<'static, Result<SseEve
 }
 
 /// Sends the request to `{base}/messages`.
-pub async fn stream_chat(upstream: &Upstream, request: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+pub async fn stream_chat(
+    upstream: &Upstream,
+    request: &ChatRequest,
+) -> Result<ChunkStream, ProviderError> {
     let body = to_messages_request(&upstream.provider, request)?;
     let response = upstream
         .post_json("/messages", &body, &[("anthropic-version", "2023-06-01")])
         .await?;
-    Ok(convert_stream(upstream.provider.clone(), upstream.sse_events(response)))
+    Ok(convert_stream(
+        upstream.provider.clone(),
+        upstream.sse_events(response),
+    ))
 }
 
 #[cfg(test)]
@@ -311,7 +384,10 @@ mod tests {
         assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
         assert!(body.get("temperature").is_none());
         assert_eq!(body["messages"].as_array().unwrap().len(), 3);
-        assert_eq!(body["messages"][1]["content"][1]["input"], json!({"city": "Bergen"}));
+        assert_eq!(
+            body["messages"][1]["content"][1]["input"],
+            json!({"city": "Bergen"})
+        );
         assert_eq!(body["messages"][2]["content"].as_array().unwrap().len(), 2);
         assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], "toolu_1");
         assert_eq!(body["tool_choice"], json!({"type": "any"}));
@@ -328,23 +404,49 @@ mod tests {
     #[test]
     fn stream_converts_tool_use_with_running_index_and_stops() {
         let events = vec![
-            ev("message_start", json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5}}})),
-            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ev(
+                "message_start",
+                json!({"type": "message_start", "message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5}}}),
+            ),
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
             ev("ping", json!({"type": "ping"})),
-            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking"}})),
-            ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}})),
-            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}})),
-            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}})),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking"}}),
+            ),
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
+            ),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            ),
             ev("message_stop", json!({"type": "message_stop"})),
             ev("ping", json!({"type": "ping", "cost": "0.01"})),
         ];
-        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> =
+            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
         assert_eq!(out.len(), 5);
-        let start = out[2].as_ref().unwrap().choices[0].delta.tool_calls.clone().unwrap();
+        let start = out[2].as_ref().unwrap().choices[0]
+            .delta
+            .tool_calls
+            .clone()
+            .unwrap();
         assert_eq!(start[0].index, 0);
         assert_eq!(start[0].id.as_deref(), Some("toolu_1"));
         let finish = out[4].as_ref().unwrap();
-        assert_eq!(finish.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            finish.choices[0].finish_reason,
+            Some(FinishReason::ToolCalls)
+        );
         let usage = finish.usage.clone().unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (15, 9));
     }
@@ -352,11 +454,18 @@ mod tests {
     #[test]
     fn error_events_end_the_stream() {
         let events = vec![
-            ev("message_start", json!({"type": "message_start", "message": {}})),
-            ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+            ev(
+                "message_start",
+                json!({"type": "message_start", "message": {}}),
+            ),
+            ev(
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ),
             ev("message_stop", json!({"type": "message_stop"})),
         ];
-        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> =
+            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
         assert_eq!(out.len(), 2);
         match out[1].as_ref().unwrap_err() {
             ProviderError::Upstream { kind, message, .. } => {

@@ -22,7 +22,11 @@ use crate::openai::{ChatRequest, Role};
 /// OpenAI sends tool-call arguments as a JSON string; Ollama and Anthropic want the
 /// object (trap 6). Invalid JSON is refused with the message index rather than
 /// silently replaced, so the caller learns what the upstream would have choked on.
-pub(crate) fn arguments_object(provider: &str, index: usize, arguments: &str) -> Result<Value, ProviderError> {
+pub(crate) fn arguments_object(
+    provider: &str,
+    index: usize,
+    arguments: &str,
+) -> Result<Value, ProviderError> {
     if arguments.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }

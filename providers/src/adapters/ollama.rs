@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::http::Upstream;
 use crate::openai::{
-    ChatChunk, ChatRequest, ChunkChoice, Content, Delta, FinishReason, Role, ToolCallDelta, Usage, new_id,
+    ChatChunk, ChatRequest, ChunkChoice, Content, Delta, FinishReason, Role, ToolCallDelta, Usage,
+    new_id,
 };
 use crate::provider::{ChatProvider, ChunkStream};
 
@@ -70,7 +71,10 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
                     } else {
                         return Err(ProviderError::invalid_request(
                             provider,
-                            format!("messages[{i}]: Ollama cannot take a content part of type {:?}", part.kind),
+                            format!(
+                                "messages[{i}]: Ollama cannot take a content part of type {:?}",
+                                part.kind
+                            ),
                         ));
                     }
                 }
@@ -100,7 +104,10 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
         }
         if let Some(id) = &m.tool_call_id {
             out.insert("tool_call_id".into(), id.clone().into());
-            let name = names_by_call_id.get(id.as_str()).copied().or(m.name.as_deref());
+            let name = names_by_call_id
+                .get(id.as_str())
+                .copied()
+                .or(m.name.as_deref());
             if let Some(name) = name {
                 out.insert("tool_name".into(), name.into());
             }
@@ -117,7 +124,10 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
         && !tools_off
         && !tools.is_empty()
     {
-        body.insert("tools".into(), serde_json::to_value(tools).unwrap_or(Value::Null));
+        body.insert(
+            "tools".into(),
+            serde_json::to_value(tools).unwrap_or(Value::Null),
+        );
     }
     // `think:false` unless the caller asked for reasoning: every model accepts false,
     // while true on a model that cannot think is a 400 (reference §2.5).
@@ -157,10 +167,19 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
     set("temperature", request.temperature.map(Value::from));
     set("top_p", request.top_p.map(Value::from));
     set("seed", request.seed.map(Value::from));
-    set("frequency_penalty", request.frequency_penalty.map(Value::from));
-    set("presence_penalty", request.presence_penalty.map(Value::from));
+    set(
+        "frequency_penalty",
+        request.frequency_penalty.map(Value::from),
+    );
+    set(
+        "presence_penalty",
+        request.presence_penalty.map(Value::from),
+    );
     set("num_predict", request.token_limit().map(Value::from));
-    set("stop", request.stop.as_ref().map(|s| Value::from(s.to_vec())));
+    set(
+        "stop",
+        request.stop.as_ref().map(|s| Value::from(s.to_vec())),
+    );
     if !options.is_empty() {
         body.insert("options".into(), options.into());
     }
@@ -169,7 +188,11 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
 
 fn shorten(url: &str) -> String {
     let cut: String = url.chars().take(60).collect();
-    if cut.len() < url.len() { format!("{cut}…") } else { cut }
+    if cut.len() < url.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
 }
 
 #[derive(Deserialize)]
@@ -213,16 +236,28 @@ struct LineFunction {
 }
 
 /// Converts one NDJSON line; `next_tool_index` counts calls across the stream.
-fn convert_line(provider: &str, line: &[u8], next_tool_index: &mut u32) -> Result<ChatChunk, ProviderError> {
+fn convert_line(
+    provider: &str,
+    line: &[u8],
+    next_tool_index: &mut u32,
+) -> Result<ChatChunk, ProviderError> {
     let line: Line = serde_json::from_slice(line)
         .map_err(|e| ProviderError::protocol(provider, format!("bad NDJSON line: {e}")))?;
     if let Some(error) = line.error {
-        let message = error.as_str().map_or_else(|| error.to_string(), str::to_owned);
-        return Err(ProviderError::mid_stream(provider, UpstreamErrorKind::Server, message));
+        let message = error
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_owned);
+        return Err(ProviderError::mid_stream(
+            provider,
+            UpstreamErrorKind::Server,
+            message,
+        ));
     }
     let mut delta = Delta::default();
     if let Some(message) = line.message {
-        if !message.content.is_empty() || (message.thinking.is_none() && message.tool_calls.is_empty()) {
+        if !message.content.is_empty()
+            || (message.thinking.is_none() && message.tool_calls.is_empty())
+        {
             delta.content = Some(message.content);
         }
         delta.reasoning_content = message.thinking.filter(|t| !t.is_empty());
@@ -234,8 +269,16 @@ fn convert_line(provider: &str, line: &[u8], next_tool_index: &mut u32) -> Resul
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                let id = call.id.filter(|id| !id.is_empty()).unwrap_or_else(|| new_id("call_"));
-                calls.push(ToolCallDelta::start(*next_tool_index, id, call.function.name, arguments));
+                let id = call
+                    .id
+                    .filter(|id| !id.is_empty())
+                    .unwrap_or_else(|| new_id("call_"));
+                calls.push(ToolCallDelta::start(
+                    *next_tool_index,
+                    id,
+                    call.function.name,
+                    arguments,
+                ));
                 *next_tool_index += 1;
             }
             delta.tool_calls = Some(calls);
@@ -275,7 +318,9 @@ impl ChatProvider for Ollama {
             let chunks = self
                 .upstream
                 .ndjson_lines(response)
-                .map(move |line| line.and_then(|l| convert_line(&provider, &l, &mut next_tool_index)))
+                .map(move |line| {
+                    line.and_then(|l| convert_line(&provider, &l, &mut next_tool_index))
+                })
                 .scan(false, |finished, item| {
                     if *finished {
                         return std::future::ready(None);
@@ -347,9 +392,15 @@ mod tests {
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["images"], json!(["AAAA"]));
         assert_eq!(body["messages"][1]["content"], "what is this");
-        assert_eq!(body["messages"][2]["tool_calls"][0]["function"]["arguments"].to_string(), "{\"b\":1,\"a\":2}");
+        assert_eq!(
+            body["messages"][2]["tool_calls"][0]["function"]["arguments"].to_string(),
+            "{\"b\":1,\"a\":2}"
+        );
         assert_eq!(body["messages"][3]["tool_name"], "look");
-        assert_eq!(body["options"], json!({"temperature": 0.7, "num_predict": 64, "stop": ["\n\n"]}));
+        assert_eq!(
+            body["options"],
+            json!({"temperature": 0.7, "num_predict": 64, "stop": ["\n\n"]})
+        );
     }
 
     #[test]
@@ -362,18 +413,24 @@ mod tests {
 
     #[test]
     fn http_image_urls_and_bad_arguments_are_refused() {
-        let req = request(json!({"model": "m", "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}));
+        let req = request(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]}),
+        );
         assert!(to_ollama_request("ollama", &req).is_err());
-        let req = request(json!({"model": "m", "messages": [{"role": "assistant", "content": null, "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}));
+        let req = request(
+            json!({"model": "m", "messages": [{"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}),
+        );
         let err = to_ollama_request("ollama", &req).unwrap_err().to_string();
         assert!(err.contains("messages[0]"), "{err}");
     }
 
     #[test]
     fn reasoning_effort_becomes_a_think_level() {
-        let req = request(json!({"model": "m", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}));
+        let req = request(
+            json!({"model": "m", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}),
+        );
         assert_eq!(to_ollama_request("ollama", &req).unwrap()["think"], "high");
     }
 
@@ -384,7 +441,10 @@ mod tests {
         let chunk = convert_line("ollama", line, &mut next).unwrap();
         let call = &chunk.choices[0].delta.tool_calls.as_ref().unwrap()[0];
         assert!(call.id.as_ref().unwrap().starts_with("call_"));
-        assert_eq!(call.function.as_ref().unwrap().arguments.as_deref(), Some("{\"city\":\"Tokyo\"}"));
+        assert_eq!(
+            call.function.as_ref().unwrap().arguments.as_deref(),
+            Some("{\"city\":\"Tokyo\"}")
+        );
         assert_eq!(next, 1);
         let done = br#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length","prompt_eval_count":26,"eval_count":282}"#;
         let chunk = convert_line("ollama", done, &mut next).unwrap();

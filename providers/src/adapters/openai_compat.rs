@@ -29,11 +29,18 @@ impl OpenAiCompatible {
 }
 
 /// Sends `request` to `{base}/chat/completions` and converts the SSE answer.
-pub async fn stream_chat(upstream: &Upstream, mut request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+pub async fn stream_chat(
+    upstream: &Upstream,
+    mut request: ChatRequest,
+) -> Result<ChunkStream, ProviderError> {
     request.stream = Some(true);
-    let options = request.stream_options.get_or_insert_with(StreamOptions::default);
+    let options = request
+        .stream_options
+        .get_or_insert_with(StreamOptions::default);
     options.include_usage = Some(true);
-    let response = upstream.post_json("/chat/completions", &request, &[]).await?;
+    let response = upstream
+        .post_json("/chat/completions", &request, &[])
+        .await?;
     let provider = upstream.provider.clone();
     let events = upstream.sse_events(response);
     let chunks = events
@@ -42,10 +49,9 @@ pub async fn stream_chat(upstream: &Upstream, mut request: ChatRequest) -> Resul
             let out = match event {
                 Err(e) => Some(Err(e)),
                 Ok(ev) if ev.data.trim().is_empty() => None,
-                Ok(ev) => Some(
-                    serde_json::from_str::<ChatChunk>(&ev.data)
-                        .map_err(|e| ProviderError::protocol(&provider, format!("bad chunk JSON: {e}"))),
-                ),
+                Ok(ev) => Some(serde_json::from_str::<ChatChunk>(&ev.data).map_err(|e| {
+                    ProviderError::protocol(&provider, format!("bad chunk JSON: {e}"))
+                })),
             };
             std::future::ready(out)
         });

@@ -62,9 +62,13 @@ impl ChatProvider for OpenCodeZen {
     fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         Box::pin(async move {
             match ZenEndpoint::for_model(&request.model) {
-                ZenEndpoint::Messages => anthropic::stream_chat(&self.messages_upstream, &request).await,
+                ZenEndpoint::Messages => {
+                    anthropic::stream_chat(&self.messages_upstream, &request).await
+                }
                 ZenEndpoint::Responses => responses::stream_chat(&self.upstream, &request).await,
-                ZenEndpoint::ChatCompletions => openai_compat::stream_chat(&self.upstream, request).await,
+                ZenEndpoint::ChatCompletions => {
+                    openai_compat::stream_chat(&self.upstream, request).await
+                }
             }
         })
     }
@@ -80,10 +84,22 @@ mod tests {
 
     #[test]
     fn families_pick_their_endpoint() {
-        assert_eq!(ZenEndpoint::for_model("claude-sonnet-4-5"), ZenEndpoint::Messages);
+        assert_eq!(
+            ZenEndpoint::for_model("claude-sonnet-4-5"),
+            ZenEndpoint::Messages
+        );
         assert_eq!(ZenEndpoint::for_model("gpt-5.4"), ZenEndpoint::Responses);
-        assert_eq!(ZenEndpoint::for_model("gpt-5.1-codex"), ZenEndpoint::Responses);
-        assert_eq!(ZenEndpoint::for_model("kimi-k2.6"), ZenEndpoint::ChatCompletions);
-        assert_eq!(ZenEndpoint::for_model("big-pickle"), ZenEndpoint::ChatCompletions);
+        assert_eq!(
+            ZenEndpoint::for_model("gpt-5.1-codex"),
+            ZenEndpoint::Responses
+        );
+        assert_eq!(
+            ZenEndpoint::for_model("kimi-k2.6"),
+            ZenEndpoint::ChatCompletions
+        );
+        assert_eq!(
+            ZenEndpoint::for_model("big-pickle"),
+            ZenEndpoint::ChatCompletions
+        );
     }
 }

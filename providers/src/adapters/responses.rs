@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::http::{SseEvent, Upstream};
 use crate::openai::{
-    ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason, PromptTokensDetails, Role,
-    ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason,
+    PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
 };
 use crate::provider::ChunkStream;
 use crate::stream::error_from_value;
@@ -30,7 +30,11 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
         match m.role {
             Role::System | Role::Developer => {}
             Role::User | Role::Assistant => {
-                let role = if m.role == Role::User { "user" } else { "assistant" };
+                let role = if m.role == Role::User {
+                    "user"
+                } else {
+                    "assistant"
+                };
                 let has_content = match &m.content {
                     None => false,
                     Some(Content::Text(t)) => !t.is_empty(),
@@ -99,7 +103,10 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
             body.insert("tool_choice".into(), mode.clone().into());
         }
         Some(ToolChoice::Named(n)) => {
-            body.insert("tool_choice".into(), json!({"type": "function", "name": n.function.name}));
+            body.insert(
+                "tool_choice".into(),
+                json!({"type": "function", "name": n.function.name}),
+            );
         }
         None => {}
     }
@@ -109,13 +116,22 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
     Ok(Value::Object(body))
 }
 
-fn message_content(provider: &str, index: usize, role: Role, content: Option<&Content>) -> Result<Value, ProviderError> {
+fn message_content(
+    provider: &str,
+    index: usize,
+    role: Role,
+    content: Option<&Content>,
+) -> Result<Value, ProviderError> {
     let parts = match content {
         None => return Ok(Value::String(String::new())),
         Some(Content::Text(t)) => return Ok(Value::String(t.clone())),
         Some(Content::Parts(parts)) => parts,
     };
-    let text_type = if role == Role::Assistant { "output_text" } else { "input_text" };
+    let text_type = if role == Role::Assistant {
+        "output_text"
+    } else {
+        "input_text"
+    };
     parts
         .iter()
         .map(|part| {
@@ -126,7 +142,10 @@ fn message_content(provider: &str, index: usize, role: Role, content: Option<&Co
             } else {
                 Err(ProviderError::invalid_request(
                     provider,
-                    format!("messages[{index}]: content part type {:?} has no Responses equivalent", part.kind),
+                    format!(
+                        "messages[{index}]: content part type {:?} has no Responses equivalent",
+                        part.kind
+                    ),
                 ))
             }
         })
@@ -150,7 +169,9 @@ fn usage_from(response: &Value) -> Option<Usage> {
     }
     let cached = count("/input_tokens_details/cached_tokens");
     if cached > 0 {
-        usage.prompt_tokens_details = Some(PromptTokensDetails { cached_tokens: cached });
+        usage.prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: cached,
+        });
     }
     let reasoning = count("/output_tokens_details/reasoning_tokens");
     if reasoning > 0 {
@@ -161,11 +182,23 @@ fn usage_from(response: &Value) -> Option<Usage> {
     Some(usage)
 }
 
-fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Result<Option<ChatChunk>, ProviderError> {
+fn convert_event(
+    provider: &str,
+    event: &SseEvent,
+    st: &mut StreamState,
+) -> Result<Option<ChatChunk>, ProviderError> {
     let data: Value = serde_json::from_str(&event.data)
         .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
-    let kind = data.get("type").and_then(Value::as_str).unwrap_or(event.event.as_str());
-    let str_field = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let kind = data
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or(event.event.as_str());
+    let str_field = |key: &str| {
+        data.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     Ok(match kind {
         "response.created" | "response.in_progress" => {
             if st.started {
@@ -181,19 +214,46 @@ fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Resu
                 return Ok(None);
             }
             let index = u32::try_from(st.tool_index_by_item.len()).unwrap_or(u32::MAX);
-            let item_id = item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let item_id = item
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             st.tool_index_by_item.insert(item_id, index);
-            let call_id = item.get("call_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let name = item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let arguments = item.get("arguments").and_then(Value::as_str).unwrap_or_default().to_owned();
-            Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(index, call_id, name, arguments))))
+            let call_id = item
+                .get("call_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let name = item
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let arguments = item
+                .get("arguments")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
+                index, call_id, name, arguments,
+            ))))
         }
         "response.function_call_arguments.delta" => {
             let item_id = str_field("item_id");
-            let index = st.tool_index_by_item.get(&item_id).copied().ok_or_else(|| {
-                ProviderError::protocol(provider, format!("arguments delta for unknown item {item_id:?}"))
-            })?;
-            Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::arguments(index, str_field("delta")))))
+            let index = st
+                .tool_index_by_item
+                .get(&item_id)
+                .copied()
+                .ok_or_else(|| {
+                    ProviderError::protocol(
+                        provider,
+                        format!("arguments delta for unknown item {item_id:?}"),
+                    )
+                })?;
+            Some(ChatChunk::delta(Delta::tool_call(
+                ToolCallDelta::arguments(index, str_field("delta")),
+            )))
         }
         "response.output_text.delta" => Some(ChatChunk::delta(Delta::content(str_field("delta")))),
         "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
@@ -205,7 +265,10 @@ fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Resu
             let reason = if !st.tool_index_by_item.is_empty() {
                 FinishReason::ToolCalls
             } else {
-                match response.pointer("/incomplete_details/reason").and_then(Value::as_str) {
+                match response
+                    .pointer("/incomplete_details/reason")
+                    .and_then(Value::as_str)
+                {
                     Some("max_output_tokens") => FinishReason::Length,
                     Some("content_filter") => FinishReason::ContentFilter,
                     _ => FinishReason::Stop,
@@ -214,19 +277,32 @@ fn convert_event(provider: &str, event: &SseEvent, st: &mut StreamState) -> Resu
             Some(ChatChunk::finish(reason, usage_from(response)))
         }
         "response.failed" => {
-            let error = data.pointer("/response/error").cloned().unwrap_or_else(|| json!("the response failed"));
+            let error = data
+                .pointer("/response/error")
+                .cloned()
+                .unwrap_or_else(|| json!("the response failed"));
             return Err(error_from_value(provider, &error));
         }
         "error" => {
-            let message = data.get("message").and_then(Value::as_str).unwrap_or("upstream error");
-            return Err(ProviderError::mid_stream(provider, UpstreamErrorKind::Server, message));
+            let message = data
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("upstream error");
+            return Err(ProviderError::mid_stream(
+                provider,
+                UpstreamErrorKind::Server,
+                message,
+            ));
         }
         _ => None,
     })
 }
 
 /// Converts a `/responses` SSE stream into chunks.
-pub fn convert_stream(provider: String, events: BoxStream<'static, Result<SseEvent, ProviderError>>) -> ChunkStream {
+pub fn convert_stream(
+    provider: String,
+    events: BoxStream<'static, Result<SseEvent, ProviderError>>,
+) -> ChunkStream {
     events
         .scan(StreamState::default(), move |st, event| {
             if st.done {
@@ -246,10 +322,16 @@ pub fn convert_stream(provider: String, events: BoxStream<'static, Result<SseEve
 }
 
 /// Sends the request to `{base}/responses`.
-pub async fn stream_chat(upstream: &Upstream, request: &ChatRequest) -> Result<ChunkStream, ProviderError> {
+pub async fn stream_chat(
+    upstream: &Upstream,
+    request: &ChatRequest,
+) -> Result<ChunkStream, ProviderError> {
     let body = to_responses_request(&upstream.provider, request)?;
     let response = upstream.post_json("/responses", &body, &[]).await?;
-    Ok(convert_stream(upstream.provider.clone(), upstream.sse_events(response)))
+    Ok(convert_stream(
+        upstream.provider.clone(),
+        upstream.sse_events(response),
+    ))
 }
 
 #[cfg(test)]
@@ -278,9 +360,18 @@ mod tests {
         assert_eq!(body["max_output_tokens"], 100);
         assert_eq!(body["store"], false);
         assert_eq!(body["input"][1]["type"], "function_call");
-        assert_eq!(body["input"][2], json!({"type": "function_call_output", "call_id": "call_1", "output": "12C"}));
-        assert_eq!(body["tools"][0], json!({"type": "function", "name": "get_weather", "parameters": {"type": "object"}}));
-        assert_eq!(body["tool_choice"], json!({"type": "function", "name": "get_weather"}));
+        assert_eq!(
+            body["input"][2],
+            json!({"type": "function_call_output", "call_id": "call_1", "output": "12C"})
+        );
+        assert_eq!(
+            body["tools"][0],
+            json!({"type": "function", "name": "get_weather", "parameters": {"type": "object"}})
+        );
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "function", "name": "get_weather"})
+        );
     }
 
     fn ev(data: Value) -> Result<SseEvent, ProviderError> {
@@ -295,28 +386,53 @@ mod tests {
         let events = vec![
             ev(json!({"type": "response.created", "response": {}})),
             ev(json!({"type": "response.in_progress", "response": {}})),
-            ev(json!({"type": "response.output_item.added", "item": {"type": "function_call", "id": "fc_1", "call_id": "call_A", "name": "get_weather", "arguments": ""}})),
-            ev(json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "delta": "{\"city\":\"Oslo\"}"})),
-            ev(json!({"type": "response.function_call_arguments.done", "item_id": "fc_1", "arguments": "{\"city\":\"Oslo\"}"})),
-            ev(json!({"type": "response.completed", "response": {"usage": {"input_tokens": 20, "output_tokens": 9, "total_tokens": 29}}})),
+            ev(
+                json!({"type": "response.output_item.added", "item": {"type": "function_call", "id": "fc_1", "call_id": "call_A", "name": "get_weather", "arguments": ""}}),
+            ),
+            ev(
+                json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "delta": "{\"city\":\"Oslo\"}"}),
+            ),
+            ev(
+                json!({"type": "response.function_call_arguments.done", "item_id": "fc_1", "arguments": "{\"city\":\"Oslo\"}"}),
+            ),
+            ev(
+                json!({"type": "response.completed", "response": {"usage": {"input_tokens": 20, "output_tokens": 9, "total_tokens": 29}}}),
+            ),
             ev(json!({"type": "ping", "cost": "1"})),
         ];
-        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> =
+            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
         assert_eq!(out.len(), 4);
-        let start = &out[1].as_ref().unwrap().choices[0].delta.tool_calls.as_ref().unwrap()[0];
+        let start = &out[1].as_ref().unwrap().choices[0]
+            .delta
+            .tool_calls
+            .as_ref()
+            .unwrap()[0];
         assert_eq!(start.id.as_deref(), Some("call_A"));
         let finish = out[3].as_ref().unwrap();
-        assert_eq!(finish.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            finish.choices[0].finish_reason,
+            Some(FinishReason::ToolCalls)
+        );
         assert_eq!(finish.usage.as_ref().unwrap().total_tokens, 29);
     }
 
     #[test]
     fn incomplete_and_failed_are_mapped() {
-        let events = vec![ev(json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}))];
-        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
-        assert_eq!(out[0].as_ref().unwrap().choices[0].finish_reason, Some(FinishReason::Length));
-        let events = vec![ev(json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}))];
-        let out: Vec<_> = block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let events = vec![ev(
+            json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}),
+        )];
+        let out: Vec<_> =
+            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        assert_eq!(
+            out[0].as_ref().unwrap().choices[0].finish_reason,
+            Some(FinishReason::Length)
+        );
+        let events = vec![ev(
+            json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}),
+        )];
+        let out: Vec<_> =
+            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
         assert!(out[0].as_ref().unwrap_err().to_string().contains("boom"));
     }
 }

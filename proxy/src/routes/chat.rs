@@ -26,7 +26,11 @@ use crate::config::ModelTiers;
 use crate::error::ApiError;
 
 /// The OpenAI route.
-pub async fn chat_completions(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat_completions(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(state, headers, body, Shape::Completions)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -45,10 +49,15 @@ enum Shape {
     Chat,
 }
 
-async fn handle(state: SharedState, headers: HeaderMap, body: Body, shape: Shape) -> Result<Response, ApiError> {
+async fn handle(
+    state: SharedState,
+    headers: HeaderMap,
+    body: Body,
+    shape: Shape,
+) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, state.config.server.max_body_bytes).await?;
-    let mut request: ChatRequest =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let mut request: ChatRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
     request.validate().map_err(ApiError::bad_request)?;
     // The proxy's own per-request options never travel upstream.
     request.extra.remove("lakehouse");
@@ -71,7 +80,11 @@ async fn handle(state: SharedState, headers: HeaderMap, body: Body, shape: Shape
     let first = match chunks.next().await {
         Some(Ok(chunk)) => chunk,
         Some(Err(e)) => return Err(e.into()),
-        None => return Err(ApiError::from(lakehouse_providers::ProviderError::protocol(provider.name(), "empty stream"))),
+        None => {
+            return Err(ApiError::from(
+                lakehouse_providers::ProviderError::protocol(provider.name(), "empty stream"),
+            ));
+        }
     };
 
     if stream {
@@ -108,7 +121,10 @@ fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<&'a str, Ap
         let known: Vec<&str> = tiers.iter().map(|(name, _)| name).collect();
         ApiError::not_found(
             "model_not_found",
-            format!("tier {tier:?} is not set in [models]; set tiers are: {}", known.join(", ")),
+            format!(
+                "tier {tier:?} is not set in [models]; set tiers are: {}",
+                known.join(", ")
+            ),
         )
         .with_param("model")
     })
@@ -126,7 +142,8 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     let mut data = body.into_data_stream();
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(1024));
     while let Some(frame) = data.next().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
         if buffer.len() + frame.len() > limit {
             return Err(ApiError::payload_too_large(limit));
         }
@@ -137,36 +154,51 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 
 /// One SSE event per chunk, then exactly one `[DONE]`; after an error, an error
 /// event and nothing more. The trailing usage chunk goes out only when asked for.
-fn sse_response(first: ChatChunk, rest: ChunkStream, wants_usage: bool, keep_alive: Duration) -> Response {
+fn sse_response(
+    first: ChatChunk,
+    rest: ChunkStream,
+    wants_usage: bool,
+    keep_alive: Duration,
+) -> Response {
     struct State {
         chunks: ChunkStream,
         finished: bool,
     }
-    let chunks = futures::stream::once(std::future::ready(Ok(first))).chain(rest).boxed();
-    let events = futures::stream::unfold(State { chunks, finished: false }, move |mut st| async move {
-        if st.finished {
-            return None;
-        }
-        loop {
-            let event = match st.chunks.next().await {
-                Some(Ok(chunk)) if chunk.choices.is_empty() && !wants_usage => continue,
-                Some(Ok(chunk)) => Event::default().json_data(&chunk).unwrap_or_else(|e| {
-                    st.finished = true;
-                    error_event(&ApiError::bad_request(format!("cannot encode a chunk: {e}")))
-                }),
-                Some(Err(e)) => {
-                    tracing::warn!("stream failed after it started: {e}");
-                    st.finished = true;
-                    error_event(&ApiError::from(e))
-                }
-                None => {
-                    st.finished = true;
-                    Event::default().data("[DONE]")
-                }
-            };
-            return Some((Ok::<_, Infallible>(event), st));
-        }
-    });
+    let chunks = futures::stream::once(std::future::ready(Ok(first)))
+        .chain(rest)
+        .boxed();
+    let events = futures::stream::unfold(
+        State {
+            chunks,
+            finished: false,
+        },
+        move |mut st| async move {
+            if st.finished {
+                return None;
+            }
+            loop {
+                let event = match st.chunks.next().await {
+                    Some(Ok(chunk)) if chunk.choices.is_empty() && !wants_usage => continue,
+                    Some(Ok(chunk)) => Event::default().json_data(&chunk).unwrap_or_else(|e| {
+                        st.finished = true;
+                        error_event(&ApiError::bad_request(format!(
+                            "cannot encode a chunk: {e}"
+                        )))
+                    }),
+                    Some(Err(e)) => {
+                        tracing::warn!("stream failed after it started: {e}");
+                        st.finished = true;
+                        error_event(&ApiError::from(e))
+                    }
+                    None => {
+                        st.finished = true;
+                        Event::default().data("[DONE]")
+                    }
+                };
+                return Some((Ok::<_, Infallible>(event), st));
+            }
+        },
+    );
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response();
@@ -190,8 +222,14 @@ mod tests {
             local_fast: Some("ollama/qwen3:8b".into()),
             ..ModelTiers::default()
         };
-        assert_eq!(resolve_tier(&tiers, "tier/local_fast").unwrap(), "ollama/qwen3:8b");
-        assert_eq!(resolve_tier(&tiers, "kimi/kimi-k2.6").unwrap(), "kimi/kimi-k2.6");
+        assert_eq!(
+            resolve_tier(&tiers, "tier/local_fast").unwrap(),
+            "ollama/qwen3:8b"
+        );
+        assert_eq!(
+            resolve_tier(&tiers, "kimi/kimi-k2.6").unwrap(),
+            "kimi/kimi-k2.6"
+        );
         let err = resolve_tier(&tiers, "tier/frontier_arch").unwrap_err();
         assert_eq!(err.status.as_u16(), 404);
         assert!(err.message.contains("local_fast"));

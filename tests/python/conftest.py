@@ -1,0 +1,67 @@
+"""Starts the real `fake-upstream` and `lakehouse serve` binaries on port 0 for the client tests."""
+
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pytest
+
+BIN_DIR = pathlib.Path(os.environ.get("LAKEHOUSE_BIN_DIR", pathlib.Path.home() / ".cache/lakehouse/target/release"))
+TEST_KEY = "sk-python-test-key"
+
+
+def _start(args, env=None):
+    """Starts a binary that prints one `... listening on http://ADDR` line; returns (process, base URL)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = proc.stdout.readline()
+    if "listening on " not in line:
+        proc.kill()
+        raise RuntimeError(f"{args[0]} did not start: {line!r}")
+    return proc, line.strip().split("listening on ", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def fake_upstream():
+    proc, url = _start([str(BIN_DIR / "fake-upstream"), "--listen", "127.0.0.1:0"])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def proxy_url(fake_upstream):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-py-"))
+    secrets = tmp / "secrets"
+    secrets.mkdir()
+    for name, var in [
+        ("ollama_cloud", "OLLAMA_CLOUD_KEY"),
+        ("openrouter", "OPENROUTER_API_KEY"),
+        ("opencode", "OPENCODE_API_KEY"),
+        ("kimi", "KIMI_API_KEY"),
+    ]:
+        path = secrets / f"{name}.env"
+        path.write_text(f"{var}={TEST_KEY}\n")
+        path.chmod(0o600)
+    config = tmp / "lakehouse.toml"
+    config.write_text(
+        f"""
+secrets_dir = "secrets"
+[providers.ollama]
+base_url = "{fake_upstream}/ollama"
+[providers.ollama_cloud]
+base_url = "{fake_upstream}/ollama_cloud"
+[providers.openrouter]
+base_url = "{fake_upstream}/openrouter/api/v1"
+[providers.opencode]
+base_url = "{fake_upstream}/zen/v1"
+[providers.kimi]
+base_url = "{fake_upstream}/kimi/v1"
+[models]
+local_fast = "ollama/qwen3:8b"
+"""
+    )
+    proc, url = _start([str(BIN_DIR / "lakehouse"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=40)

@@ -1,0 +1,145 @@
+"""The official `openai` Python package against the real `lakehouse` binary."""
+
+import json
+
+import openai
+import pytest
+
+# (model, the name the fake upstream answers with)
+MODELS = [
+    ("ollama/qwen3:8b", "ollama"),
+    ("gpt-oss:120b-cloud", "ollama_cloud"),
+    ("openrouter/openai/gpt-4o-mini", "openrouter"),
+    ("kimi/kimi-k2.6", "kimi"),
+    ("opencode/big-pickle", "zen"),
+    ("opencode/claude-sonnet-4-5", "zen"),
+    ("opencode/gpt-5.4", "zen"),
+]
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture
+def client(proxy_url):
+    return openai.OpenAI(base_url=f"{proxy_url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+@pytest.mark.parametrize("model,flavour", MODELS)
+def test_chat(client, model, flavour):
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi there"}])
+    assert reply.choices[0].message.content == f"Hello from {flavour}! You said: hi there"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.model == model
+    assert reply.usage.prompt_tokens == 11
+    assert reply.usage.total_tokens == 18
+
+
+@pytest.mark.parametrize("model,flavour", MODELS)
+def test_streaming_with_usage(client, model, flavour):
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "hi there"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"Hello from {flavour}! You said: hi there"
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.total_tokens == 18
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+
+
+@pytest.mark.parametrize("model,flavour", MODELS)
+def test_streamed_tool_calls(client, model, flavour):
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "weather in Oslo? #tool"}],
+        tools=[WEATHER_TOOL],
+        stream=True,
+    )
+    calls = {}
+    finish = None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        for call in choice.delta.tool_calls or []:
+            slot = calls.setdefault(call.index, {"id": None, "name": "", "arguments": ""})
+            if call.id:
+                slot["id"] = call.id
+            if call.function and call.function.name:
+                slot["name"] += call.function.name
+            if call.function and call.function.arguments:
+                slot["arguments"] += call.function.arguments
+        finish = choice.finish_reason or finish
+    assert list(calls) == [0]
+    assert calls[0]["id"]
+    assert calls[0]["name"] == "get_weather"
+    assert json.loads(calls[0]["arguments"]) == {"city": "Oslo"}
+    assert finish == "tool_calls"
+
+
+def test_tool_round_trip_non_stream(client):
+    reply = client.chat.completions.create(
+        model="opencode/claude-sonnet-4-5",
+        messages=[{"role": "user", "content": "weather in Oslo? #tool"}],
+        tools=[WEATHER_TOOL],
+    )
+    call = reply.choices[0].message.tool_calls[0]
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+    follow_up = client.chat.completions.create(
+        model="opencode/claude-sonnet-4-5",
+        messages=[
+            {"role": "user", "content": "weather in Oslo?"},
+            reply.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "12C"},
+            {"role": "user", "content": "thanks"},
+        ],
+        tools=[WEATHER_TOOL],
+    )
+    assert follow_up.choices[0].message.content == "Hello from zen! You said: thanks"
+
+
+def test_models_list(client):
+    ids = {m.id for m in client.models.list()}
+    assert "ollama/qwen3:8b" in ids
+    assert "kimi/kimi-k2.6" in ids
+    assert "tier/local_fast" in ids
+    assert any(i.startswith("openrouter/") for i in ids)
+
+
+def test_rate_limit_is_a_rate_limit_error(client):
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="kimi/kimi-k2.6", messages=[{"role": "user", "content": "x #fault=429"}])
+    assert err.value.response.headers["retry-after"] == "7"
+
+
+def test_unknown_provider_model_is_not_found(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="tier/frontier_arch", messages=[{"role": "user", "content": "x"}])
+
+
+def test_mid_stream_error_raises(client):
+    stream = client.chat.completions.create(
+        model="openrouter/openai/gpt-4o-mini",
+        messages=[{"role": "user", "content": "x #fault=midstream"}],
+        stream=True,
+    )
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+
+
+def test_reasoning_content_is_readable(client):
+    reply = client.chat.completions.create(model="kimi/kimi-k2.6", messages=[{"role": "user", "content": "hi #think"}])
+    assert reply.choices[0].message.model_extra.get("reasoning_content") == "Let me think."

@@ -1,0 +1,172 @@
+//! The single handler: record, route, check auth, apply directives, answer.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, request::Parts};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::directives::{Directives, Fault};
+use crate::flavour::{Endpoint, Flavour, Route, route};
+use crate::plan::{ChatInput, Ending, MIDSTREAM_MESSAGE, Plan};
+use crate::reply::{error, json_ok, json_with, played};
+use crate::script::{Piece, Script};
+use crate::state::{FakeState, Recorded};
+use crate::{anthropic, ollama, openai, responses};
+
+/// Largest request body read (larger bodies are recorded as `Null`).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Every request lands here.
+pub(crate) async fn handle(State(state): State<FakeState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    if let Some(control) = path.strip_prefix("/_fake/") {
+        return control_route(&state, control);
+    }
+    state.record(Recorded::new(&parts, &bytes));
+    match route(&parts.method, &path) {
+        Route::Found(flavour, endpoint) => answer(&state, flavour, endpoint, &parts, &bytes).await,
+        Route::WrongMethod => json_with(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({ "error": "method not allowed" }),
+        ),
+        Route::NotFound => json_with(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
+    }
+}
+
+/// `GET /_fake/requests` and `GET /_fake/stats` (not recorded).
+fn control_route(state: &FakeState, name: &str) -> Response {
+    match name {
+        "requests" => json_ok(&serde_json::to_value(state.requests()).unwrap_or(Value::Null)),
+        "stats" => json_ok(&json!({ "cancelled": state.cancelled() })),
+        _ => json_with(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(scheme, key)| {
+            scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty()
+        })
+}
+
+fn api_key(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|key| !key.trim().is_empty())
+}
+
+/// `None` when the request may go on, else the 401.
+fn check_auth(flavour: Flavour, endpoint: Endpoint, headers: &HeaderMap) -> Option<Response> {
+    let ok = match (flavour, endpoint) {
+        (Flavour::Ollama, _) => true,
+        // Zen lists its models without a key.
+        (Flavour::Zen, Endpoint::Models) => true,
+        (Flavour::Zen, Endpoint::Messages) => api_key(headers),
+        _ => bearer(headers),
+    };
+    if ok {
+        return None;
+    }
+    let message = match flavour {
+        Flavour::OllamaCloud => "unauthorized",
+        Flavour::Zen if endpoint == Endpoint::Messages => "missing x-api-key",
+        _ => "missing api key",
+    };
+    Some(error(flavour, 401, message))
+}
+
+async fn answer(
+    state: &FakeState,
+    flavour: Flavour,
+    endpoint: Endpoint,
+    parts: &Parts,
+    bytes: &Bytes,
+) -> Response {
+    if let Some(denied) = check_auth(flavour, endpoint, &parts.headers) {
+        return denied;
+    }
+    match endpoint {
+        Endpoint::OllamaTags => json_ok(&ollama::tags()),
+        Endpoint::Models => json_ok(&openai::models(flavour)),
+        Endpoint::OllamaChat | Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => {
+            chat(state, flavour, endpoint, bytes).await
+        }
+    }
+}
+
+async fn chat(state: &FakeState, flavour: Flavour, endpoint: Endpoint, bytes: &Bytes) -> Response {
+    let body: Value = match serde_json::from_slice(bytes) {
+        Ok(value @ Value::Object(_)) => value,
+        _ => return error(flavour, 400, "invalid JSON body"),
+    };
+    let input = ChatInput::parse(endpoint, &body);
+    let directives = Directives::parse(&input.text);
+    if let Some(wait) = directives.slow_first {
+        tokio::time::sleep(wait).await;
+    }
+    if endpoint == Endpoint::Messages && !input.has_max_tokens {
+        return json_with(StatusCode::BAD_REQUEST, &anthropic::missing_max_tokens());
+    }
+    if let Some(Fault::Status(status)) = directives.fault {
+        return error(flavour, status, &format!("fake upstream fault {status}"));
+    }
+    let plan = Plan::new(flavour, &input, &directives);
+    if plan.stream {
+        stream(state, endpoint, &plan)
+    } else {
+        complete(endpoint, &plan)
+    }
+}
+
+fn stream(state: &FakeState, endpoint: Endpoint, plan: &Plan) -> Response {
+    let (content_type, script) = match endpoint {
+        Endpoint::OllamaChat => (ollama::CONTENT_TYPE, ollama::stream(plan)),
+        Endpoint::Messages => ("text/event-stream", anthropic::stream(plan)),
+        Endpoint::Responses => ("text/event-stream", responses::stream(plan)),
+        _ => ("text/event-stream", openai::stream(plan)),
+    };
+    let mut response = played(content_type, script.into_pieces(), Some(state.clone()));
+    if plan.flavour == Flavour::OpenRouter {
+        response.headers_mut().insert(
+            "x-generation-id",
+            axum::http::HeaderValue::from_static("gen-1"),
+        );
+    }
+    response
+}
+
+/// A `stream:false` answer; faults become a 500, a half body then an abort, or non-JSON.
+fn complete(endpoint: Endpoint, plan: &Plan) -> Response {
+    let value = match endpoint {
+        Endpoint::OllamaChat => ollama::complete(plan),
+        Endpoint::Messages => anthropic::complete(plan),
+        Endpoint::Responses => responses::complete(plan),
+        _ => openai::complete(plan),
+    };
+    match plan.ending {
+        Ending::Normal => json_ok(&value),
+        Ending::Midstream => error(plan.flavour, 500, MIDSTREAM_MESSAGE),
+        Ending::Garbage => played(
+            "application/json",
+            vec![Piece::Data(Bytes::from_static(b"this is not json"))],
+            None,
+        ),
+        Ending::Drop => {
+            let text = value.to_string();
+            let half = text.get(..text.len() / 2).unwrap_or_default().to_owned();
+            let mut script = Script::new(None);
+            script.event(half);
+            script.abort();
+            played("application/json", script.into_pieces(), None)
+        }
+    }
+}

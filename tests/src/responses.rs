@@ -1,0 +1,215 @@
+//! OpenAI Responses (`/zen/v1/responses`), with Zen's trailing cost ping.
+
+use serde_json::{Map, Value, json};
+
+use crate::plan::{
+    CREATED, Ending, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT, TOOL_ARG_PIECES,
+    ZEN_COST, tool_arguments,
+};
+use crate::script::Script;
+
+const ID: &str = "resp_1";
+const MESSAGE_ID: &str = "msg_1";
+const REASONING_ID: &str = "rs_1";
+const CALL_ITEM_ID: &str = "fc_1";
+const CALL_ID: &str = "call_1";
+
+fn usage(plan: &Plan) -> Value {
+    json!({
+        "input_tokens": PROMPT_TOKENS,
+        "output_tokens": plan.completion_tokens(),
+        "total_tokens": plan.total_tokens(),
+        "input_tokens_details": { "cached_tokens": 0 },
+        "output_tokens_details": { "reasoning_tokens": 0 },
+    })
+}
+
+fn response(plan: &Plan, status: &str, output: Vec<Value>, usage: Value) -> Value {
+    json!({
+        "id": ID,
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "model": plan.model,
+        "output": output,
+        "usage": usage,
+    })
+}
+
+fn reasoning_item() -> Value {
+    json!({
+        "type": "reasoning", "id": REASONING_ID,
+        "summary": [{ "type": "summary_text", "text": THINK_TEXT }],
+    })
+}
+
+fn text_part(text: &str) -> Value {
+    json!({ "type": "output_text", "text": text, "annotations": [] })
+}
+
+fn message_item(status: &str, content: Vec<Value>) -> Value {
+    json!({
+        "type": "message", "id": MESSAGE_ID, "status": status,
+        "role": "assistant", "content": content,
+    })
+}
+
+fn call_item(name: &str, status: &str, arguments: &str) -> Value {
+    json!({
+        "type": "function_call", "id": CALL_ITEM_ID, "call_id": CALL_ID,
+        "name": name, "arguments": arguments, "status": status,
+    })
+}
+
+/// The completed output items.
+fn output(plan: &Plan) -> Vec<Value> {
+    let mut items = Vec::new();
+    if plan.think {
+        items.push(reasoning_item());
+    }
+    match &plan.reply {
+        Reply::Text(_) => items.push(message_item(
+            "completed",
+            vec![text_part(&plan.full_text())],
+        )),
+        Reply::Tool { name, .. } => items.push(call_item(name, "completed", &tool_arguments())),
+    }
+    items
+}
+
+/// Writes `event: <type>` + `data: {"type","sequence_number",...}`.
+struct Writer {
+    script: Script,
+    sequence: u64,
+}
+
+impl Writer {
+    fn send(&mut self, kind: &str, fields: Value) {
+        let mut map = Map::new();
+        map.insert("type".into(), json!(kind));
+        map.insert("sequence_number".into(), json!(self.sequence));
+        if let Value::Object(fields) = fields {
+            map.extend(fields);
+        }
+        self.sequence += 1;
+        self.script.named(kind, &Value::Object(map));
+    }
+}
+
+/// The SSE stream (no `[DONE]`).
+pub(crate) fn stream(plan: &Plan) -> Script {
+    let mut w = Writer {
+        script: Script::new(plan.gap),
+        sequence: 0,
+    };
+    let started = response(plan, "in_progress", Vec::new(), Value::Null);
+    w.send("response.created", json!({ "response": started }));
+    w.send("response.in_progress", json!({ "response": started }));
+    let mut index = 0;
+    if plan.think {
+        let item = json!({ "type": "reasoning", "id": REASONING_ID, "summary": [] });
+        w.send(
+            "response.output_item.added",
+            json!({ "output_index": index, "item": item }),
+        );
+        let at = json!({ "item_id": REASONING_ID, "output_index": index, "summary_index": 0 });
+        let mut delta = at.clone();
+        delta["delta"] = json!(THINK_TEXT);
+        w.send("response.reasoning_summary_text.delta", delta);
+        let mut done = at;
+        done["text"] = json!(THINK_TEXT);
+        w.send("response.reasoning_summary_text.done", done);
+        w.send(
+            "response.output_item.done",
+            json!({ "output_index": index, "item": reasoning_item() }),
+        );
+        index += 1;
+    }
+    let finished = match &plan.reply {
+        Reply::Text(words) => stream_text(plan, &mut w, index, words),
+        Reply::Tool { name, .. } => stream_call(plan, &mut w, index, name),
+    };
+    match plan.ending {
+        Ending::Normal if finished => {
+            let done = response(plan, "completed", output(plan), usage(plan));
+            w.send("response.completed", json!({ "response": done }));
+            w.script
+                .named("ping", &json!({ "type": "ping", "cost": ZEN_COST }));
+        }
+        Ending::Normal | Ending::Midstream => w.send(
+            "response.failed",
+            json!({ "response": {
+                "id": ID, "object": "response", "status": "failed",
+                "error": { "code": "server_error", "message": MIDSTREAM_MESSAGE },
+            }}),
+        ),
+        Ending::Garbage => w.script.event("data: this is not json\n\n"),
+        Ending::Drop => w.script.abort(),
+    }
+    w.script
+}
+
+/// Streams the message item; returns whether it was finished.
+fn stream_text(plan: &Plan, w: &mut Writer, index: usize, words: &[String]) -> bool {
+    w.send(
+        "response.output_item.added",
+        json!({ "output_index": index, "item": message_item("in_progress", Vec::new()) }),
+    );
+    let at = json!({ "item_id": MESSAGE_ID, "output_index": index, "content_index": 0 });
+    let mut added = at.clone();
+    added["part"] = text_part("");
+    w.send("response.content_part.added", added);
+    let keep = plan.cut(words.len());
+    for word in words.iter().take(keep) {
+        let mut delta = at.clone();
+        delta["delta"] = json!(word);
+        w.send("response.output_text.delta", delta);
+    }
+    if plan.ending != Ending::Normal {
+        return false;
+    }
+    let text = plan.full_text();
+    let mut done = at.clone();
+    done["text"] = json!(text);
+    w.send("response.output_text.done", done);
+    let mut part_done = at;
+    part_done["part"] = text_part(&text);
+    w.send("response.content_part.done", part_done);
+    w.send(
+        "response.output_item.done",
+        json!({ "output_index": index, "item": message_item("completed", vec![text_part(&text)]) }),
+    );
+    true
+}
+
+/// Streams the function call item; returns whether it was finished.
+fn stream_call(plan: &Plan, w: &mut Writer, index: usize, name: &str) -> bool {
+    w.send(
+        "response.output_item.added",
+        json!({ "output_index": index, "item": call_item(name, "in_progress", "") }),
+    );
+    let at = json!({ "item_id": CALL_ITEM_ID, "output_index": index });
+    // The item announcement counts as the first of the call's output events.
+    let keep = plan.cut(1 + TOOL_ARG_PIECES.len()).saturating_sub(1);
+    for piece in TOOL_ARG_PIECES.iter().take(keep) {
+        let mut delta = at.clone();
+        delta["delta"] = json!(piece);
+        w.send("response.function_call_arguments.delta", delta);
+    }
+    if plan.ending != Ending::Normal {
+        return false;
+    }
+    let mut done = at;
+    done["arguments"] = json!(tool_arguments());
+    w.send("response.function_call_arguments.done", done);
+    w.send(
+        "response.output_item.done",
+        json!({ "output_index": index, "item": call_item(name, "completed", &tool_arguments()) }),
+    );
+    true
+}
+
+/// The `stream:false` response object.
+pub(crate) fn complete(plan: &Plan) -> Value {
+    response(plan, "completed", output(plan), usage(plan))
+}

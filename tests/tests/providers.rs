@@ -1,0 +1,719 @@
+//! End to end: the real proxy app in front of the fake upstream, one case per
+//! route of the design table, through every protocol the five providers speak.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Keys, TEST_KEY, sse_data, start, start_with, user, weather_tool};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// (model as the client writes it, flavour name the fake answers with, upstream path suffix)
+const CASES: &[(&str, &str, &str)] = &[
+    ("ollama/qwen3:8b", "ollama", "/ollama/api/chat"),
+    ("qwen3:8b", "ollama", "/ollama/api/chat"),
+    (
+        "ollama_cloud/gpt-oss:120b",
+        "ollama_cloud",
+        "/ollama_cloud/api/chat",
+    ),
+    (
+        "gpt-oss:120b-cloud",
+        "ollama_cloud",
+        "/ollama_cloud/api/chat",
+    ),
+    (
+        "openrouter/openai/gpt-4o-mini",
+        "openrouter",
+        "/openrouter/api/v1/chat/completions",
+    ),
+    ("kimi/kimi-k2.6", "kimi", "/kimi/v1/chat/completions"),
+    ("opencode/big-pickle", "zen", "/zen/v1/chat/completions"),
+    ("opencode/claude-sonnet-4-5", "zen", "/zen/v1/messages"),
+    ("opencode/gpt-5.4", "zen", "/zen/v1/responses"),
+    ("plain/gpt-4o", "openai", "/openai/v1/chat/completions"),
+];
+
+fn expected_text(flavour: &str) -> String {
+    format!("Hello from {flavour}! You said: hi there")
+}
+
+/// Parses the data events of a successful stream: chunks, then exactly one `[DONE]` last.
+fn chunks_of(model: &str, events: &[String]) -> Vec<Value> {
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{model}: stream must end with [DONE]: {events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "[DONE]").count(),
+        1,
+        "{model}: exactly one [DONE]"
+    );
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| {
+            serde_json::from_str(e).unwrap_or_else(|err| panic!("{model}: bad chunk {e}: {err}"))
+        })
+        .collect()
+}
+
+fn joined_content(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"]
+                .get(0)?
+                .get("delta")?
+                .get("content")?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn non_stream_chat_through_every_provider() {
+    let h = start().await;
+    for (model, flavour, path) in CASES {
+        let (status, body) = h
+            .chat(&json!({"model": model, "messages": user("hi there")}))
+            .await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(body["object"], "chat.completion", "{model}");
+        assert_eq!(
+            body["model"], *model,
+            "{model}: the client's model id comes back"
+        );
+        assert!(
+            body["id"].as_str().unwrap().starts_with("chatcmpl-"),
+            "{model}"
+        );
+        assert_eq!(
+            body["choices"][0]["message"]["role"], "assistant",
+            "{model}"
+        );
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            expected_text(flavour),
+            "{model}"
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "stop", "{model}");
+        assert_eq!(body["usage"]["prompt_tokens"], 11, "{model}: {body}");
+        assert_eq!(body["usage"]["completion_tokens"], 7, "{model}: {body}");
+        assert_eq!(body["usage"]["total_tokens"], 18, "{model}: {body}");
+        let sent = h.last_request(path);
+        assert!(sent.path.ends_with(path), "{model}: went to {}", sent.path);
+    }
+}
+
+#[tokio::test]
+async fn streams_keep_ids_role_usage_last_and_one_done() {
+    let h = start().await;
+    for (model, flavour, _) in CASES {
+        let (status, events) = h
+            .stream(
+                &json!({"model": model, "messages": user("hi there"), "stream": true,
+                "stream_options": {"include_usage": true}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{model}: {events:?}");
+        let chunks = chunks_of(model, &events);
+        let id = chunks[0]["id"].as_str().unwrap().to_owned();
+        for c in &chunks {
+            assert_eq!(c["id"], id.as_str(), "{model}: same id on every chunk");
+            assert_eq!(c["object"], "chat.completion.chunk", "{model}");
+            assert_eq!(c["model"], *model, "{model}");
+        }
+        assert_eq!(
+            chunks[0]["choices"][0]["delta"]["role"], "assistant",
+            "{model}: role on the first chunk"
+        );
+        assert_eq!(joined_content(&chunks), expected_text(flavour), "{model}");
+        // Usage: one `choices:[]` chunk, last; the finish chunk just before it.
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"], json!([]), "{model}: {usage}");
+        assert_eq!(usage["usage"]["total_tokens"], 18, "{model}: {usage}");
+        let finish = &chunks[chunks.len() - 2];
+        assert_eq!(
+            finish["choices"][0]["finish_reason"], "stop",
+            "{model}: {finish}"
+        );
+        let with_usage = chunks
+            .iter()
+            .filter(|c| c.get("usage").is_some_and(|u| !u.is_null()))
+            .count();
+        assert_eq!(with_usage, 1, "{model}: usage only in the last chunk");
+        // Content came as several events, not one coalesced chunk.
+        let content_chunks = chunks
+            .iter()
+            .filter(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            })
+            .count();
+        assert_eq!(content_chunks, 7, "{model}: one chunk per upstream event");
+    }
+}
+
+#[tokio::test]
+async fn usage_chunk_only_when_asked() {
+    let h = start().await;
+    for (model, _, _) in CASES {
+        let (status, events) = h
+            .stream(&json!({"model": model, "messages": user("hi there"), "stream": true}))
+            .await;
+        assert_eq!(status, 200, "{model}");
+        let chunks = chunks_of(model, &events);
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c["choices"] != json!([]) && c.get("usage").is_none_or(Value::is_null)),
+            "{model}: no usage chunk unless include_usage: {chunks:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_through_every_provider() {
+    let h = start().await;
+    for (model, _, _) in CASES {
+        let (status, events) = h
+            .stream(&json!({"model": model, "messages": user("weather? #tool"), "tools": weather_tool(), "stream": true}))
+            .await;
+        assert_eq!(status, 200, "{model}: {events:?}");
+        let chunks = chunks_of(model, &events);
+        let mut calls: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
+        for c in &chunks {
+            for call in c["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let slot = calls.entry(call["index"].as_u64().unwrap()).or_default();
+                if let Some(id) = call["id"].as_str() {
+                    slot.0 = id.to_owned();
+                }
+                if let Some(name) = call["function"]["name"].as_str() {
+                    slot.1.push_str(name);
+                }
+                if let Some(args) = call["function"]["arguments"].as_str() {
+                    slot.2.push_str(args);
+                }
+            }
+        }
+        assert_eq!(calls.len(), 1, "{model}: {chunks:?}");
+        let (id, name, args) = &calls[&0];
+        assert!(!id.is_empty(), "{model}: tool call id");
+        assert_eq!(name, "get_weather", "{model}");
+        assert_eq!(
+            serde_json::from_str::<Value>(args).unwrap(),
+            json!({"city": "Oslo"}),
+            "{model}"
+        );
+        let finish = chunks
+            .iter()
+            .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+        assert_eq!(
+            finish,
+            Some("tool_calls"),
+            "{model}: tool_calls finish even when upstream says stop"
+        );
+    }
+}
+
+#[tokio::test]
+async fn non_stream_tool_calls_are_assembled() {
+    let h = start().await;
+    for (model, _, _) in CASES {
+        let (status, body) = h
+            .chat(&json!({"model": model, "messages": user("weather? #tool"), "tools": weather_tool()}))
+            .await;
+        assert_eq!(status, 200, "{model}: {body}");
+        let message = &body["choices"][0]["message"];
+        assert!(
+            message["content"].is_null(),
+            "{model}: content null with only tool calls: {message}"
+        );
+        assert_eq!(message["tool_calls"][0]["type"], "function", "{model}");
+        assert_eq!(
+            message["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}",
+            "{model}"
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{model}");
+    }
+}
+
+#[tokio::test]
+async fn ollama_without_call_ids_gets_generated_ones() {
+    let h = start().await;
+    let (status, body) = h
+        .chat(&json!({"model": "qwen3:8b", "messages": user("weather? #tool #noid"), "tools": weather_tool()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["choices"][0]["message"]["tool_calls"][0]["id"]
+        .as_str()
+        .unwrap();
+    assert!(id.starts_with("call_") && id.len() > 10, "{id}");
+}
+
+#[tokio::test]
+async fn upstream_429_keeps_retry_after_in_openai_shape() {
+    let h = start().await;
+    for (model, _, _) in CASES {
+        let response = h
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": model, "messages": user("x #fault=429")}),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 429, "{model}");
+        assert_eq!(response.headers()["retry-after"], "7", "{model}");
+        assert_eq!(response.headers()["x-should-retry"], "true", "{model}");
+        let body: Value = response.json().await.unwrap();
+        let error = body["error"].as_object().unwrap();
+        assert_eq!(error.len(), 4, "{model}: {body}");
+        assert_eq!(error["type"], "rate_limit_error", "{model}");
+    }
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_statuses() {
+    let h = start().await;
+    for (model, _, _) in CASES {
+        for (fault, status) in [
+            ("500", 502),
+            ("400", 400),
+            ("404", 404),
+            ("503", 503),
+            ("401", 502),
+        ] {
+            let (got, body) = h
+                .chat(&json!({"model": model, "messages": user(&format!("x #fault={fault}"))}))
+                .await;
+            assert_eq!(got, status, "{model} fault {fault}: {body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{model}: {body}"
+            );
+            let text = body.to_string();
+            assert!(
+                !text.contains(TEST_KEY),
+                "{model}: the key leaked into an error: {text}"
+            );
+        }
+    }
+    // Anthropic's 529 overloaded becomes 503.
+    let (got, _) = h
+        .chat(&json!({"model": "opencode/claude-sonnet-4-5", "messages": user("x #fault=529")}))
+        .await;
+    assert_eq!(got, 503);
+}
+
+#[tokio::test]
+async fn mid_stream_errors_become_error_events_without_done() {
+    let h = start().await;
+    for (model, _, _) in CASES {
+        for fault in ["midstream", "drop", "garbage"] {
+            let (status, events) = h
+                .stream(&json!({"model": model, "messages": user(&format!("x #fault={fault}")), "stream": true}))
+                .await;
+            assert_eq!(status, 200, "{model} {fault}: the first events were fine");
+            assert!(
+                !events.iter().any(|e| e == "[DONE]"),
+                "{model} {fault}: no [DONE] after an error: {events:?}"
+            );
+            let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+            assert!(
+                last["error"]["message"].is_string(),
+                "{model} {fault}: last event is an error: {last}"
+            );
+            assert_eq!(
+                last["error"].as_object().unwrap().len(),
+                4,
+                "{model} {fault}"
+            );
+            let content: String = events[..events.len() - 1]
+                .iter()
+                .map(|e| serde_json::from_str::<Value>(e).unwrap())
+                .filter_map(|c| {
+                    c["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect();
+            assert!(
+                !content.is_empty(),
+                "{model} {fault}: content before the failure was forwarded"
+            );
+        }
+        // The same failure on a non-stream request is an HTTP error: Anthropic's
+        // `overloaded_error` event is retryable (503), the others are 502.
+        let (status, body) = h
+            .chat(&json!({"model": model, "messages": user("x #fault=midstream")}))
+            .await;
+        let expected = if model.contains("claude") { 503 } else { 502 };
+        assert_eq!(status, expected, "{model}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let h = start().await;
+    for (i, model) in [
+        "qwen3:8b",
+        "openrouter/openai/gpt-4o-mini",
+        "opencode/claude-sonnet-4-5",
+        "opencode/gpt-5.4",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = h
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": model, "messages": user("x #chunks=10000 #slow_chunks=5"), "stream": true}),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 200);
+        let mut body = response.bytes_stream();
+        let mut seen = String::new();
+        while !seen.contains("tok0") {
+            let bytes = body.next().await.unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        drop(body);
+        let cancelled = h
+            .fake
+            .wait_cancelled(i as u64 + 1, Duration::from_secs(10))
+            .await;
+        assert_eq!(
+            cancelled,
+            i as u64 + 1,
+            "{model}: upstream stream was not cancelled"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unset_sampling_fields_are_never_sent_and_extras_pass_through() {
+    let h = start().await;
+    for (model, _, path) in CASES {
+        let (status, _) = h
+            .chat(&json!({"model": model, "messages": user("hi there")}))
+            .await;
+        assert_eq!(status, 200);
+        let sent = h.last_request(path).body;
+        for field in [
+            "temperature",
+            "top_p",
+            "frequency_penalty",
+            "presence_penalty",
+            "seed",
+        ] {
+            assert!(sent.get(field).is_none(), "{model}: {field} sent: {sent}");
+            assert!(
+                sent.pointer(&format!("/options/{field}")).is_none(),
+                "{model}: options.{field} sent: {sent}"
+            );
+        }
+    }
+    // Set fields arrive with their exact values; unknown keys reach OpenAI-compatible upstreams.
+    let (status, _) = h
+        .chat(
+            &json!({"model": "kimi/kimi-k2.6", "messages": user("hi"), "temperature": 0.7,
+            "thinking": {"type": "disabled"}, "lakehouse": {"k": 3}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = h.last_request("/kimi/v1/chat/completions");
+    assert_eq!(sent.body["temperature"], 0.7);
+    assert_eq!(sent.body["thinking"], json!({"type": "disabled"}));
+    assert!(
+        sent.body.get("lakehouse").is_none(),
+        "the proxy's own options never go upstream"
+    );
+    assert_eq!(sent.body["model"], "kimi-k2.6", "prefix stripped");
+    assert_eq!(sent.headers["authorization"], format!("Bearer {TEST_KEY}"));
+    // OpenRouter gets the configured attribution header.
+    let (status, _) = h
+        .chat(&json!({"model": "openrouter/openai/gpt-4o-mini", "messages": user("hi")}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        h.last_request("/openrouter/api/v1/chat/completions")
+            .headers["x-title"],
+        "Lakehouse tests"
+    );
+}
+
+#[tokio::test]
+async fn ollama_request_is_native_with_think_false_and_options() {
+    let h = start().await;
+    let (status, _) = h
+        .chat(&json!({"model": "ollama/qwen3:8b", "messages": user("hi"), "max_tokens": 32, "stop": "END"}))
+        .await;
+    assert_eq!(status, 200);
+    let sent = h.last_request("/ollama/api/chat").body;
+    assert_eq!(sent["model"], "qwen3:8b");
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["think"], false);
+    assert_eq!(sent["options"], json!({"num_predict": 32, "stop": ["END"]}));
+    // Cloud: bare model name and a Bearer key.
+    let (status, _) = h
+        .chat(&json!({"model": "kimi-k2.6:cloud", "messages": user("hi")}))
+        .await;
+    assert_eq!(status, 200);
+    let sent = h.last_request("/ollama_cloud/api/chat");
+    assert_eq!(sent.body["model"], "kimi-k2.6");
+    assert_eq!(sent.headers["authorization"], format!("Bearer {TEST_KEY}"));
+}
+
+#[tokio::test]
+async fn zen_claude_uses_x_api_key_and_messages_format() {
+    let h = start().await;
+    let (status, _) = h
+        .chat(&json!({"model": "opencode/claude-sonnet-4-5", "messages": [
+            {"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(status, 200);
+    let sent = h.last_request("/zen/v1/messages");
+    assert_eq!(sent.headers["x-api-key"], TEST_KEY);
+    assert!(!sent.headers.contains_key("authorization"));
+    assert_eq!(sent.body["system"], "Be terse.");
+    assert!(sent.body["max_tokens"].as_u64().is_some());
+}
+
+#[tokio::test]
+async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
+    let h = start().await;
+    for model in [
+        "qwen3:8b",
+        "openrouter/openai/gpt-4o-mini",
+        "kimi/kimi-k2.6",
+        "opencode/claude-sonnet-4-5",
+        "opencode/gpt-5.4",
+    ] {
+        let (status, body) = h
+            .chat(&json!({"model": model, "messages": user("hi #think")}))
+            .await;
+        assert_eq!(status, 200, "{model}: {body}");
+        assert_eq!(
+            body["choices"][0]["message"]["reasoning_content"], "Let me think.",
+            "{model}: {body}"
+        );
+    }
+    let history = json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "reasoning_content": "I should call the tool.",
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12C"}
+    ]);
+    let (status, _) = h
+        .chat(&json!({"model": "kimi/kimi-k2.6", "messages": history, "tools": weather_tool()}))
+        .await;
+    assert_eq!(status, 200);
+    let sent = h.last_request("/kimi/v1/chat/completions").body;
+    assert_eq!(
+        sent["messages"][1]["reasoning_content"],
+        "I should call the tool."
+    );
+}
+
+#[tokio::test]
+async fn missing_key_files_leave_providers_unregistered_with_a_404() {
+    let h = start_with(Keys::None, "").await;
+    for model in [
+        "kimi/kimi-k2.6",
+        "openrouter/openai/gpt-4o-mini",
+        "opencode/gpt-5.4",
+        "gpt-oss:120b-cloud",
+    ] {
+        let (status, body) = h
+            .chat(&json!({"model": model, "messages": user("hi")}))
+            .await;
+        assert_eq!(status, 404, "{model}: {body}");
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(".env"),
+            "{body}"
+        );
+    }
+    // Local Ollama needs no key and still works.
+    let (status, _) = h
+        .chat(&json!({"model": "qwen3:8b", "messages": user("hi")}))
+        .await;
+    assert_eq!(status, 200);
+    let providers: Value = h
+        .client
+        .get(h.url("/v1/chat/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kimi = providers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "kimi")
+        .unwrap();
+    assert_eq!(kimi["registered"], false);
+    assert!(kimi["reason"].as_str().unwrap().contains("kimi.env"));
+    let ollama = providers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ollama")
+        .unwrap();
+    assert_eq!(ollama["registered"], true);
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors() {
+    let h = start_with(Keys::All, "[server]\nmax_body_bytes = 4096\n").await;
+    let cases = [
+        (b"{\"model\": \"qwen3:8b\"".to_vec(), 400),
+        (b"{\"messages\": []}".to_vec(), 400),
+        (b"{\"model\": \"qwen3:8b\", \"messages\": []}".to_vec(), 400),
+        (b"{\"model\": \"qwen3:8b\", \"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}".to_vec(), 400),
+        (b"{\"model\": \"qwen3:8b\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}".to_vec(), 400),
+        (format!("{{\"model\": \"qwen3:8b\", \"messages\": [{{\"role\": \"user\", \"content\": \"{}\"}}]}}", "x".repeat(5000)).into_bytes(), 413),
+        (b"{\"model\": \"tier/frontier_arch\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}".to_vec(), 404),
+        (b"\xff\xfe".to_vec(), 400),
+    ];
+    for (body, status) in cases {
+        let response = h
+            .client
+            .post(h.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(80)])
+        );
+        let value: Value = response.json().await.unwrap();
+        assert_eq!(value["error"].as_object().unwrap().len(), 4, "{value}");
+    }
+    let response = h.client.get(h.url("/v1/nothing")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(response.json::<Value>().await.unwrap()["error"].is_object());
+}
+
+#[tokio::test]
+async fn slow_upstreams_time_out_with_504() {
+    let h = start().await;
+    let (status, body) = h
+        .chat(&json!({"model": "slowpoke/gpt-4o", "messages": user("x #slow_first=3000")}))
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+    // Slow chunks within the read timeout are fine.
+    let (status, events) = h
+        .stream(&json!({"model": "slowpoke/gpt-4o", "messages": user("x #chunks=3 #slow_chunks=50"), "stream": true}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test]
+async fn tiers_route_to_their_models() {
+    let h = start().await;
+    let (status, body) = h
+        .chat(&json!({"model": "tier/frontier_review", "messages": user("hi there")}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "tier/frontier_review");
+    assert_eq!(
+        h.last_request("/zen/v1/messages").body["model"],
+        "claude-sonnet-4-5"
+    );
+}
+
+#[tokio::test]
+async fn chat_route_adds_provider_and_content() {
+    let h = start().await;
+    let response = h
+        .post(
+            "/v1/chat",
+            &json!({"model": "kimi/kimi-k2.6", "messages": user("hi there")}),
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["provider"], "kimi");
+    assert_eq!(body["content"], expected_text("kimi"));
+    assert_eq!(body["object"], "chat.completion");
+}
+
+#[tokio::test]
+async fn models_lists_tiers_and_every_registered_provider() {
+    let h = start().await;
+    let body: Value = h
+        .client
+        .get(h.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["object"], "list");
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "tier/local_fast",
+        "ollama/qwen3:8b",
+        "ollama_cloud/qwen3:8b",
+        "openrouter/openai/gpt-4o-mini",
+        "kimi/kimi-k2.6",
+        "opencode/claude-sonnet-4-5",
+        "plain/",
+    ] {
+        assert!(
+            ids.iter().any(|id| id.starts_with(expected)),
+            "{expected} missing from {ids:?}"
+        );
+    }
+    assert!(
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["object"] == "model")
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_comments_and_zen_cost_events_never_reach_the_client() {
+    let h = start().await;
+    for model in ["openrouter/openai/gpt-4o-mini", "opencode/big-pickle"] {
+        let response = h
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": model, "messages": user("hi there"), "stream": true}),
+            )
+            .await;
+        let text = response.text().await.unwrap();
+        assert!(!text.contains("OPENROUTER PROCESSING"), "{model}");
+        assert!(!text.contains("cost"), "{model}: {text}");
+        let events = sse_data(&text);
+        let chunks = chunks_of(model, &events);
+        assert!(!chunks.is_empty());
+    }
+}
