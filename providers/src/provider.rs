@@ -15,10 +15,10 @@ pub type ChunkStream = BoxStream<'static, Result<ChatChunk, ProviderError>>;
 
 /// One upstream protocol.
 ///
-/// Every chat is streamed from the upstream, also when the client asked for a
-/// single JSON answer: the proxy assembles that answer from the same chunks
-/// ([`crate::stream::Assembler`]), so each protocol has exactly one conversion
-/// path, and a silent upstream is caught by the per-read timeout.
+/// Whatever the upstream sends, the adapter yields OpenAI chunks: a streamed
+/// answer chunk by chunk, a non-stream answer as one chunk. The proxy then
+/// streams them or assembles the `chat.completion` from them
+/// ([`crate::stream::Assembler`]), so there is one way from chunks to either shape.
 pub trait ChatProvider: Send + Sync + 'static {
     /// The routing name (`ollama`, `openrouter`, ...).
     fn name(&self) -> &str;

@@ -280,7 +280,7 @@ impl Assembler {
                 let tool_calls: Vec<ToolCall> = parts.tool_calls.into_values().collect();
                 // OpenAI answers `content: null` when the reply is only tool calls.
                 let content = match parts.content {
-                    Some(c) if !(c.is_empty() && !tool_calls.is_empty()) => Some(c),
+                    Some(c) if !c.is_empty() || tool_calls.is_empty() => Some(c),
                     _ if tool_calls.is_empty() => Some(String::new()),
                     _ => None,
                 };

@@ -54,6 +54,9 @@ pub struct ServerConfig {
     /// Interval of `: keep-alive` comments on quiet streams.
     #[serde(default = "default_keep_alive_secs")]
     pub keep_alive_secs: u64,
+    /// Async worker threads; 0 means one per core.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 fn default_listen() -> SocketAddr {
@@ -76,6 +79,7 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body_bytes(),
             shutdown_grace_secs: default_shutdown_grace_secs(),
             keep_alive_secs: default_keep_alive_secs(),
+            worker_threads: 0,
         }
     }
 }

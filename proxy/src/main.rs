@@ -43,24 +43,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match cli.command {
-        None => runtime.block_on(serve(ServeArgs {
+    let args = match cli.command {
+        None => ServeArgs {
             config: PathBuf::from("lakehouse.toml"),
             listen: None,
-        })),
-        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        },
+        Some(Command::Serve(args)) => args,
     };
-    match result {
+    match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -69,9 +59,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
-    let listen = args.listen.unwrap_or(config.server.listen);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        runtime.worker_threads(config.server.worker_threads);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(run_server(config, args.listen))
+}
+
+async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), String> {
+    let listen = listen.unwrap_or(config.server.listen);
     let grace = config.server.shutdown_grace();
     let state = lakehouse::state_from_config(config).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen)

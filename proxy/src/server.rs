@@ -7,6 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::header;
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,6 +35,13 @@ pub async fn serve(
         tracing::info!("shutting down: draining in-flight requests for up to {grace:?}");
         let _ = stopping_tx.send(true);
     };
+    // Each SSE event is a small write; Nagle's algorithm would hold the last one
+    // back until the client's delayed ACK (~40 ms on a reused connection).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .into_future();

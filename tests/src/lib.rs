@@ -49,6 +49,11 @@ pub fn router(state: FakeState) -> Router {
 
 /// Serves every flavour on `listener` until the task is dropped or fails.
 pub async fn serve(listener: TcpListener, state: FakeState) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small SSE/NDJSON writes must leave at once, as a real upstream's do.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state)).await
 }
 

@@ -1,6 +1,9 @@
 //! End to end: the real proxy app in front of the fake upstream, one case per
 //! route of the design table, through every protocol the five providers speak.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -461,7 +464,7 @@ async fn ollama_request_is_native_with_think_false_and_options() {
     assert_eq!(status, 200);
     let sent = h.last_request("/ollama/api/chat").body;
     assert_eq!(sent["model"], "qwen3:8b");
-    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["stream"], false, "a non-stream chat asks Ollama for one object");
     assert_eq!(sent["think"], false);
     assert_eq!(sent["options"], json!({"num_predict": 32, "stop": ["END"]}));
     // Cloud: bare model name and a Bearer key.

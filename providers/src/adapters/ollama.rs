@@ -118,7 +118,8 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
     let mut body = Map::new();
     body.insert("model".into(), request.model.clone().into());
     body.insert("messages".into(), messages.into());
-    body.insert("stream".into(), true.into());
+    // Ollama streams when `stream` is left out, so the bool is always sent.
+    body.insert("stream".into(), request.is_stream().into());
     let tools_off = request.tool_choice.as_ref().is_some_and(|c| c.is_none());
     if let Some(tools) = &request.tools
         && !tools_off
@@ -314,6 +315,12 @@ impl ChatProvider for Ollama {
             let response = self.upstream.post_json("/api/chat", &body, &[]).await?;
             let provider = self.upstream.provider.clone();
             let mut next_tool_index = 0u32;
+            if !request.is_stream() {
+                // One object with the whole message, shaped like a `done:true` line.
+                let whole = response.bytes().await.map_err(|e| self.upstream.transport_error(e))?;
+                let chunk = convert_line(&provider, &whole, &mut next_tool_index)?;
+                return Ok(futures::stream::once(std::future::ready(Ok(chunk))).boxed());
+            }
             // Stop reading at the `done:true` line (or the first error): nothing after it belongs to this answer.
             let chunks = self
                 .upstream
@@ -387,7 +394,7 @@ mod tests {
             ]
         }));
         let body = to_ollama_request("ollama", &req).unwrap();
-        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream"], false);
         assert_eq!(body["think"], false);
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["images"], json!(["AAAA"]));

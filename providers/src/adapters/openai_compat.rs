@@ -1,9 +1,10 @@
 //! OpenAI-compatible `/chat/completions` upstreams: OpenRouter, Kimi, OpenCode
 //! Zen's chat family, and any base URL declared in config.
 //!
-//! The request goes out as the caller wrote it (unknown keys included), with
-//! `stream:true` and `stream_options.include_usage:true` so usage always comes
-//! back. The quirks of each upstream are handled generically: SSE comments
+//! The request goes out as the caller wrote it (unknown keys included). A
+//! streamed request gets `stream_options.include_usage:true` so usage always
+//! comes back; a non-stream one is sent non-stream and its single JSON answer
+//! becomes one chunk, so both go through the same normaliser and assembler. The quirks of each upstream are handled generically: SSE comments
 //! (OpenRouter keep-alives) never reach the JSON parser, usage found inside a
 //! choice (Kimi) is moved by the normaliser, and anything after `[DONE]`
 //! (Zen's cost event) is never read.
@@ -14,7 +15,9 @@ use serde::Deserialize;
 
 use crate::error::ProviderError;
 use crate::http::Upstream;
-use crate::openai::{ChatChunk, ChatRequest, StreamOptions};
+use crate::openai::{
+    ChatChunk, ChatRequest, ChunkChoice, Delta, FinishReason, StreamOptions, ToolCall, ToolCallDelta, Usage,
+};
 use crate::provider::{ChatProvider, ChunkStream};
 
 #[derive(Debug)]
@@ -28,8 +31,107 @@ impl OpenAiCompatible {
     }
 }
 
-/// Sends `request` to `{base}/chat/completions` and converts the SSE answer.
-pub async fn stream_chat(
+/// Sends `request` to `{base}/chat/completions`, streamed or not as the client asked.
+pub async fn send_chat(upstream: &Upstream, request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+    if request.is_stream() {
+        stream_chat(upstream, request).await
+    } else {
+        complete_chat(upstream, request).await
+    }
+}
+
+/// A non-stream answer, parsed leniently (reasoning under either name, `error` on a 200).
+#[derive(Deserialize)]
+struct Completion {
+    #[serde(default)]
+    system_fingerprint: Option<String>,
+    #[serde(default)]
+    choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct CompletionChoice {
+    #[serde(default)]
+    index: u32,
+    message: CompletionMessage,
+    #[serde(default)]
+    finish_reason: Option<FinishReason>,
+    #[serde(default)]
+    logprobs: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct CompletionMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCall>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+impl Completion {
+    /// The whole answer as one chunk: each choice's message becomes its delta.
+    fn into_chunk(self) -> ChatChunk {
+        let choices = self
+            .choices
+            .into_iter()
+            .map(|c| {
+                let calls: Vec<ToolCallDelta> = c
+                    .message
+                    .tool_calls
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, call)| {
+                        let index = u32::try_from(i).unwrap_or(u32::MAX);
+                        ToolCallDelta::start(index, call.id, call.function.name, call.function.arguments)
+                    })
+                    .collect();
+                ChunkChoice {
+                    index: c.index,
+                    delta: Delta {
+                        content: c.message.content,
+                        reasoning_content: c.message.reasoning_content.or(c.message.reasoning),
+                        tool_calls: (!calls.is_empty()).then_some(calls),
+                        refusal: c.message.refusal,
+                        ..Delta::default()
+                    },
+                    finish_reason: c.finish_reason,
+                    logprobs: c.logprobs,
+                    ..ChunkChoice::default()
+                }
+            })
+            .collect();
+        ChatChunk {
+            system_fingerprint: self.system_fingerprint,
+            choices,
+            usage: self.usage,
+            error: self.error,
+            ..ChatChunk::default()
+        }
+    }
+}
+
+async fn complete_chat(upstream: &Upstream, mut request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+    request.stream = Some(false);
+    request.stream_options = None;
+    let response = upstream.post_json("/chat/completions", &request, &[]).await?;
+    let body = response.bytes().await.map_err(|e| upstream.transport_error(e))?;
+    let completion: Completion = serde_json::from_slice(&body)
+        .map_err(|e| ProviderError::protocol(&upstream.provider, format!("bad completion JSON: {e}")))?;
+    Ok(futures::stream::once(std::future::ready(Ok(completion.into_chunk()))).boxed())
+}
+
+/// Sends a streamed request and converts the SSE answer, stopping at `[DONE]`.
+async fn stream_chat(
     upstream: &Upstream,
     mut request: ChatRequest,
 ) -> Result<ChunkStream, ProviderError> {
@@ -80,7 +182,7 @@ impl ChatProvider for OpenAiCompatible {
     }
 
     fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
-        Box::pin(stream_chat(&self.upstream, request))
+        Box::pin(send_chat(&self.upstream, request))
     }
 
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {

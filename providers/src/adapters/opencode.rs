@@ -67,7 +67,7 @@ impl ChatProvider for OpenCodeZen {
                 }
                 ZenEndpoint::Responses => responses::stream_chat(&self.upstream, &request).await,
                 ZenEndpoint::ChatCompletions => {
-                    openai_compat::stream_chat(&self.upstream, request).await
+                    openai_compat::send_chat(&self.upstream, request).await
                 }
             }
         })
