@@ -264,6 +264,11 @@ impl Assembler {
         }
     }
 
+    /// The usage reported so far.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
     /// The text gathered so far for choice 0 (post hooks summarise it).
     pub fn text(&self) -> &str {
         self.choices

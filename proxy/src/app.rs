@@ -16,6 +16,10 @@ use crate::routes;
 pub struct AppState {
     pub config: Config,
     pub registry: Registry,
+    pub store: Arc<lakehouse_retrieval::Store>,
+    pub pathway: Arc<lakehouse_memory::Pathway>,
+    pub playbook: Arc<lakehouse_memory::Playbook>,
+    pub pipeline: lakehouse_plugins::Pipeline,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -28,6 +32,58 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/chat/providers", get(routes::models::providers))
         .route("/v1/models", get(routes::models::models))
         .route("/healthz", get(routes::models::healthz))
+        .route("/v1/embeddings", post(routes::embeddings::embeddings))
+        .route("/admin/objects", get(routes::admin::list_objects))
+        .route(
+            "/admin/objects/{*key}",
+            get(routes::admin::get_object)
+                .put(routes::admin::put_object)
+                .delete(routes::admin::delete_object),
+        )
+        .route("/admin/query", post(routes::admin::query))
+        .route(
+            "/admin/corpora",
+            get(routes::admin::list_corpora).post(routes::admin::create_corpus),
+        )
+        .route(
+            "/admin/corpora/{name}",
+            get(routes::admin::get_corpus).delete(routes::admin::delete_corpus),
+        )
+        .route("/admin/corpora/{name}/ingest", post(routes::admin::ingest))
+        .route("/admin/corpora/{name}/search", post(routes::admin::search))
+        .route("/v1/feedback", post(routes::memory::feedback))
+        .route("/admin/memory/traces", post(routes::memory::add_trace))
+        .route(
+            "/admin/memory/traces/{id}",
+            get(routes::memory::get_trace).patch(routes::memory::update_trace),
+        )
+        .route(
+            "/admin/memory/traces/{id}/revise",
+            post(routes::memory::revise_trace),
+        )
+        .route(
+            "/admin/memory/traces/{id}/retire",
+            post(routes::memory::retire_trace),
+        )
+        .route(
+            "/admin/memory/traces/{id}/history",
+            get(routes::memory::trace_history),
+        )
+        .route(
+            "/admin/memory/namespaces/{namespace}",
+            get(routes::memory::list_traces),
+        )
+        .route("/admin/memory/search", post(routes::memory::search))
+        .route("/admin/memory/stats", get(routes::memory::stats))
+        .route("/admin/memory/compact", post(routes::memory::compact))
+        .route(
+            "/admin/playbook/outcomes",
+            get(routes::memory::list_outcomes),
+        )
+        .route(
+            "/admin/playbook/outcomes/{id}/retire",
+            post(routes::memory::retire_outcome),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lakehouse_plugins::config::{PluginsConfig, RagModel};
 use lakehouse_providers::router::{
     BUILTIN_PROVIDERS, KIMI, OLLAMA, OLLAMA_CLOUD, OPENCODE, OPENROUTER,
 };
+use lakehouse_retrieval::duck::QueryLimits;
+use lakehouse_retrieval::objects::StoreConfig;
 use serde::Deserialize;
 
 /// A config that could not be used.
@@ -34,6 +37,59 @@ pub struct Config {
     pub providers: ProvidersConfig,
     #[serde(default)]
     pub models: ModelTiers,
+    /// Where the lakehouse store keeps its objects.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Limits on `/admin/query` and `lakehouse query`.
+    #[serde(default)]
+    pub query: QueryLimits,
+    #[serde(default)]
+    pub embeddings: EmbeddingsConfig,
+    /// The plugins run around every chat and their settings.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Retrieval-augmented virtual models, used as `model = "rag/<name>"`.
+    #[serde(default)]
+    pub rag_models: Vec<RagModel>,
+}
+
+/// Embedders besides the built-in offline `local` one, and their cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// Size bound of the (embedder, text) → vector cache.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+    /// Models served by the `ollama` provider's `/api/embed`, used as `ollama/<model>`.
+    #[serde(default)]
+    pub ollama_models: Vec<String>,
+    /// OpenAI-compatible `/embeddings` endpoints, used by their `name`.
+    #[serde(default)]
+    pub openai: Vec<OpenAiEmbedderConfig>,
+}
+
+fn default_cache_mb() -> u64 {
+    64
+}
+
+impl Default for EmbeddingsConfig {
+    fn default() -> Self {
+        Self {
+            cache_mb: default_cache_mb(),
+            ollama_models: Vec::new(),
+            openai: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiEmbedderConfig {
+    pub name: String,
+    pub base_url: String,
+    pub model: String,
+    /// Key file holding `EMBEDDINGS_API_KEY`; none means no auth.
+    pub key_file: Option<PathBuf>,
 }
 
 fn default_secrets_dir() -> PathBuf {
@@ -225,6 +281,10 @@ impl Config {
         // Relative paths in the file are relative to the file, not to the working directory.
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             config.secrets_dir = dir.join(&config.secrets_dir);
+            match &mut config.store {
+                StoreConfig::Local { root, .. } => *root = dir.join(&*root),
+                StoreConfig::S3 { cache_dir, .. } => *cache_dir = dir.join(&*cache_dir),
+            }
             for custom in &mut config.providers.custom {
                 if let Some(f) = &custom.key_file {
                     custom.key_file = Some(dir.join(f));
@@ -324,7 +384,59 @@ impl Config {
                 ));
             }
         }
+        self.plugins
+            .validate()
+            .map_err(|(key, reason)| err(key, reason))?;
+        let mut names = std::collections::HashSet::new();
+        for (i, rag) in self.rag_models.iter().enumerate() {
+            let key = |field: &str| format!("rag_models[{i}].{field}");
+            let plain = rag.name.strip_prefix("rag/").is_some_and(|n| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            });
+            if !plain {
+                return Err(err(
+                    key("name"),
+                    format!(
+                        "{:?} must look like rag/<name> (letters, digits, _ - .)",
+                        rag.name
+                    ),
+                ));
+            }
+            if !names.insert(&rag.name) {
+                return Err(err(
+                    key("name"),
+                    format!("{:?} is declared twice", rag.name),
+                ));
+            }
+            if rag.corpora.is_empty() {
+                return Err(err(key("corpora"), "list at least one corpus".into()));
+            }
+            if let Some(tier) = rag.model.strip_prefix("tier/")
+                && self.models.get(tier).is_none()
+            {
+                return Err(err(
+                    key("model"),
+                    format!("tier {tier:?} is not set in [models]"),
+                ));
+            }
+            if rag.model.starts_with("rag/") {
+                return Err(err(
+                    key("model"),
+                    "a rag model cannot use another rag model".into(),
+                ));
+            }
+            if rag.k == Some(0) {
+                return Err(err(key("k"), "must be at least 1".into()));
+            }
+        }
         Ok(())
+    }
+
+    /// The rag model called `name`, if declared.
+    pub fn rag_model(&self, name: &str) -> Option<&RagModel> {
+        self.rag_models.iter().find(|r| r.name == name)
     }
 
     /// Settings of every provider, built-in first, with defaults filled in.

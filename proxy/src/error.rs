@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lakehouse_memory::MemoryError;
+use lakehouse_plugins::PluginError;
 use lakehouse_providers::router::RouteError;
 use lakehouse_providers::{ProviderError, UpstreamErrorKind};
+use lakehouse_retrieval::StoreError;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -56,13 +59,27 @@ impl ApiError {
         )
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            None,
+            message,
+        )
+    }
+
+    pub fn payload_too_large(limit: u64) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             Some("request_too_large"),
             format!("request body is larger than the {limit} byte limit (server.max_body_bytes)"),
         )
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -178,6 +195,76 @@ impl From<ProviderError> for ApiError {
                 message,
             ),
             ProviderError::InvalidRequest { .. } => ApiError::bad_request(message),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            StoreError::InvalidName { .. } => {
+                ApiError::bad_request(message).with_code("invalid_name")
+            }
+            StoreError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                Some("too_large"),
+                message,
+            ),
+            StoreError::NotFound { .. } => ApiError::not_found("not_found", message),
+            StoreError::Conflict(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_request_error",
+                Some("conflict"),
+                message,
+            ),
+            StoreError::InvalidInput(_) => {
+                ApiError::bad_request(message).with_code("invalid_input")
+            }
+            StoreError::Timeout(_) => ApiError::bad_request(message).with_code("query_timeout"),
+            StoreError::Backend(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("store_unavailable"),
+                message,
+            ),
+            StoreError::Embed(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                Some("embedder_error"),
+                message,
+            ),
+            StoreError::Internal(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<MemoryError> for ApiError {
+    fn from(e: MemoryError) -> Self {
+        match e {
+            MemoryError::NotFound { .. } => ApiError::not_found("not_found", e.to_string()),
+            MemoryError::InvalidInput(_) => {
+                ApiError::bad_request(e.to_string()).with_code("invalid_input")
+            }
+            MemoryError::Store(inner) => ApiError::from(inner),
+        }
+    }
+}
+
+impl From<PluginError> for ApiError {
+    fn from(e: PluginError) -> Self {
+        match e {
+            PluginError::InvalidRequest(message) => {
+                ApiError::bad_request(message).with_code("invalid_lakehouse_options")
+            }
+            // A required plugin failed: the chat cannot be served as configured.
+            PluginError::Failed { .. } | PluginError::Timeout { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("plugin_failed"),
+                e.to_string(),
+            ),
         }
     }
 }

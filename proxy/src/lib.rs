@@ -9,8 +9,10 @@
 //! - [`routes`]: handlers (`/v1/chat/completions`, `/v1/chat`, `/v1/models`, ...).
 //! - [`error`]: domain errors mapped to OpenAI error bodies and statuses; the only place statuses are chosen.
 //! - [`server`]: `serve(listener, app, shutdown, grace)` and OS signals.
+//! - [`cli`]: the store commands (`ingest`, `corpora`, `query`).
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod registry;
@@ -22,10 +24,39 @@ use std::sync::Arc;
 pub use app::{AppState, SharedState, app};
 pub use server::serve;
 
-/// Builds the shared state from a loaded config.
-pub fn state_from_config(
-    config: config::Config,
-) -> Result<SharedState, lakehouse_providers::ProviderError> {
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("providers: {0}")]
+    Provider(#[from] lakehouse_providers::ProviderError),
+    #[error("store: {0}")]
+    Store(#[from] lakehouse_retrieval::StoreError),
+    #[error("memory: {0}")]
+    Memory(#[from] lakehouse_memory::MemoryError),
+}
+
+/// Opens the store (loading every corpus index), replays memory and the
+/// playbook, and builds the plugin pipeline and the shared state.
+pub async fn state_from_config(config: config::Config) -> Result<SharedState, StartError> {
     let registry = registry::build_registry(&config)?;
-    Ok(Arc::new(AppState { config, registry }))
+    let store = Arc::new(registry::open_store(&config).await?);
+    let objects = store.objects().clone();
+    let pathway = Arc::new(
+        lakehouse_memory::Pathway::open(
+            objects.clone(),
+            store.embedders().clone(),
+            &config.plugins.pathway.embedder,
+        )
+        .await?,
+    );
+    let playbook = Arc::new(lakehouse_memory::Playbook::open(objects).await?);
+    let pipeline = registry::build_pipeline(&config, &store, &pathway, &playbook);
+    Ok(Arc::new(AppState {
+        config,
+        registry,
+        store,
+        pathway,
+        playbook,
+        pipeline,
+    }))
 }

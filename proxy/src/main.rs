@@ -22,6 +22,15 @@ struct Cli {
 enum Command {
     /// Serve the OpenAI-compatible API (the default command).
     Serve(ServeArgs),
+    /// Ingest a CSV, JSONL or Parquet file into a corpus (created if missing).
+    Ingest(lakehouse::cli::IngestArgs),
+    /// List the corpora in the store.
+    Corpora(lakehouse::cli::StoreArgs),
+    /// Run read-only SQL over the corpora (each is a view by its name).
+    Query(lakehouse::cli::QueryArgs),
+    /// Pathway memory and playbook maintenance.
+    #[command(subcommand)]
+    Memory(lakehouse::cli::MemoryCommand),
 }
 
 #[derive(clap::Args)]
@@ -43,14 +52,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let args = match cli.command {
-        None => ServeArgs {
+    let result = match cli.command {
+        None => serve(ServeArgs {
             config: PathBuf::from("lakehouse.toml"),
             listen: None,
-        },
-        Some(Command::Serve(args)) => args,
+        }),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Ingest(args)) => lakehouse::cli::run(lakehouse::cli::ingest(args)),
+        Some(Command::Corpora(args)) => lakehouse::cli::run(lakehouse::cli::corpora(args)),
+        Some(Command::Query(args)) => lakehouse::cli::run(lakehouse::cli::query(args)),
+        Some(Command::Memory(command)) => lakehouse::cli::run(lakehouse::cli::memory(command)),
     };
-    match serve(args) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -75,7 +88,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), String> {
     let listen = listen.unwrap_or(config.server.listen);
     let grace = config.server.shutdown_grace();
-    let state = lakehouse::state_from_config(config).map_err(|e| e.to_string())?;
+    let state = lakehouse::state_from_config(config)
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;

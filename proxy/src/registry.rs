@@ -1,4 +1,4 @@
-//! Builds the provider registry from the config and the key files.
+//! Builds the provider registry and the store's embedders from the config and the key files.
 
 use std::sync::Arc;
 
@@ -9,6 +9,18 @@ use lakehouse_providers::http::{Auth, Timeouts, Upstream};
 use lakehouse_providers::router::{OLLAMA, OLLAMA_CLOUD, OPENCODE, Registry};
 use lakehouse_providers::secrets::load_key;
 use lakehouse_providers::{ChatProvider, ProviderError};
+
+use lakehouse_memory::{Pathway, Playbook};
+use lakehouse_plugins::downgrade::DowngradeGate;
+use lakehouse_plugins::matrix::MatrixPlugin;
+use lakehouse_plugins::pathway::PathwayPlugin;
+use lakehouse_plugins::playbook::PlaybookPlugin;
+use lakehouse_plugins::{Pipeline, Plugin};
+use lakehouse_retrieval::embed::{
+    Embedder, Embedders, LOCAL, LocalEmbedder, OllamaEmbedder, OpenAiEmbedder,
+};
+use lakehouse_retrieval::objects::Objects;
+use lakehouse_retrieval::{Store, StoreError};
 
 use crate::config::{Config, ProviderSettings};
 
@@ -56,4 +68,87 @@ fn adapter(
         // OpenRouter, Kimi and custom providers all speak OpenAI chat/completions.
         _ => Arc::new(OpenAiCompatible::new(upstream)),
     })
+}
+
+/// The embedders the config asks for: always the built-in `local`, plus Ollama
+/// models on the `ollama` provider's URL and OpenAI-compatible endpoints.
+pub fn build_embedders(config: &Config) -> Result<Embedders, StoreError> {
+    let mut embedders: Vec<Arc<dyn Embedder>> = vec![Arc::new(LocalEmbedder::default())];
+    let timeouts = Timeouts {
+        connect: std::time::Duration::from_secs(5),
+        read: std::time::Duration::from_secs(120),
+    };
+    let store_err = |e: ProviderError| StoreError::Embed(e.to_string());
+    if let Some(ollama) = config
+        .provider_settings()
+        .into_iter()
+        .find(|p| p.name == OLLAMA)
+    {
+        for model in &config.embeddings.ollama_models {
+            let upstream =
+                Upstream::new(OLLAMA, &ollama.base_url, Auth::None, timeouts).map_err(store_err)?;
+            embedders.push(Arc::new(OllamaEmbedder::new(model, upstream)));
+        }
+    }
+    for e in &config.embeddings.openai {
+        let auth = match &e.key_file {
+            None => Auth::None,
+            Some(file) => Auth::Bearer(
+                load_key(file, "EMBEDDINGS_API_KEY")
+                    .map_err(|reason| StoreError::Embed(format!("{}: {reason}", e.name)))?,
+            ),
+        };
+        let upstream = Upstream::new(&e.name, &e.base_url, auth, timeouts).map_err(store_err)?;
+        embedders.push(Arc::new(OpenAiEmbedder::new(&e.name, &e.model, upstream)));
+    }
+    Ok(Embedders::new(
+        embedders,
+        config.embeddings.cache_mb * 1024 * 1024,
+    ))
+}
+
+/// Opens the object store and the lakehouse store on it.
+pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    let objects = Objects::open(&config.store)?;
+    Store::open(objects, build_embedders(config)?, config.query).await
+}
+
+/// The built-in plugins, in the configured order.
+pub fn build_pipeline(
+    config: &Config,
+    store: &Arc<Store>,
+    pathway: &Arc<Pathway>,
+    playbook: &Arc<Playbook>,
+) -> Pipeline {
+    let p = &config.plugins;
+    let resolve = |model: &str| -> String {
+        model
+            .strip_prefix("tier/")
+            .and_then(|tier| config.models.get(tier))
+            .unwrap_or(model)
+            .to_owned()
+    };
+    let plugins: Vec<Arc<dyn Plugin>> = vec![
+        Arc::new(DowngradeGate::new(
+            config
+                .models
+                .weak_models
+                .iter()
+                .map(|m| resolve(m))
+                .collect(),
+            config.models.get("local_fast").map(resolve),
+            p.downgrade.clone(),
+            Arc::clone(playbook),
+            Arc::clone(store),
+            LOCAL.to_owned(),
+        )),
+        Arc::new(MatrixPlugin::new(Arc::clone(store), p.matrix.clone())),
+        Arc::new(PathwayPlugin::new(Arc::clone(pathway), p.pathway.clone())),
+        Arc::new(PlaybookPlugin::new(
+            Arc::clone(playbook),
+            Arc::clone(store),
+            p.playbook.clone(),
+        )),
+    ];
+    Pipeline::new(plugins, p.clone())
 }

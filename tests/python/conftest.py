@@ -59,6 +59,14 @@ base_url = "{fake_upstream}/zen/v1"
 base_url = "{fake_upstream}/kimi/v1"
 [models]
 local_fast = "ollama/qwen3:8b"
+[plugins.matrix]
+min_similarity = -1.0
+[[rag_models]]
+name = "rag/docs"
+model = "kimi/kimi-k2.6"
+corpora = ["pydocs"]
+k = 2
+plugins = ["matrix", "playbook"]
 """
     )
     proc, url = _start([str(BIN_DIR / "lakehouse"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"])

@@ -1,6 +1,8 @@
 """The official `openai` Python package against the real `lakehouse` binary."""
 
 import json
+import urllib.error
+import urllib.request
 
 import openai
 import pytest
@@ -143,3 +145,79 @@ def test_mid_stream_error_raises(client):
 def test_reasoning_content_is_readable(client):
     reply = client.chat.completions.create(model="kimi/kimi-k2.6", messages=[{"role": "user", "content": "hi #think"}])
     assert reply.choices[0].message.model_extra.get("reasoning_content") == "Let me think."
+
+
+def test_embeddings_float_and_default_base64(client):
+    import array
+
+    floats = client.embeddings.create(model="local", input=["hello world", "goodbye"], encoding_format="float")
+    assert len(floats.data) == 2
+    assert len(floats.data[0].embedding) == 384
+    # The SDK asks for base64 by default and decodes little-endian f32 itself.
+    default = client.embeddings.create(model="local", input="hello world")
+    assert len(default.data[0].embedding) == 384
+    assert default.data[0].embedding == array.array("f", floats.data[0].embedding).tolist()
+    norm = sum(x * x for x in default.data[0].embedding)
+    assert abs(norm - 1.0) < 1e-3
+
+
+PYDOCS = "\n".join(
+    json.dumps(row)
+    for row in [
+        {"id": "tea", "text": "Green tea is brewed with water at about 80 degrees Celsius for two minutes."},
+        {"id": "moon", "text": "The Moon orbits the Earth roughly every 27 days."},
+        {"id": "bread", "text": "Sourdough bread rises with a culture of wild yeast and lactic acid bacteria."},
+    ]
+)
+
+
+def post(url, body, content_type="application/json"):
+    """POSTs to the admin API with the standard library; returns (status, parsed JSON)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"content-type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def pydocs(proxy_url):
+    """The `pydocs` corpus behind `rag/docs`, created and ingested over the admin API."""
+    status, created = post(f"{proxy_url}/admin/corpora", {"name": "pydocs", "text_columns": ["text"]})
+    assert status in (201, 200), created
+    status, ingested = post(
+        f"{proxy_url}/admin/corpora/pydocs/ingest?format=jsonl", PYDOCS.encode(), "application/x-ndjson"
+    )
+    assert status == 200, ingested
+    return proxy_url
+
+
+def test_rag_model_with_extra_body_returns_sources(client, pydocs):
+    question = "How hot should the water be for green tea?"
+    reply = client.chat.completions.create(
+        model="rag/docs",
+        messages=[{"role": "user", "content": question}],
+        extra_body={"lakehouse": {"k": 1}},
+    )
+    assert reply.model == "rag/docs"
+    assert reply.choices[0].message.content == f"Hello from kimi! You said: {question}"
+    lakehouse = reply.model_extra["lakehouse"]
+    assert [s["id"] for s in lakehouse["sources"]] == ["tea"]
+    assert lakehouse["sources"][0]["corpus"] == "pydocs"
+
+    stream = client.chat.completions.create(
+        model="rag/docs", messages=[{"role": "user", "content": question}], stream=True
+    )
+    chunks = list(stream)
+    first = chunks[0].model_extra["lakehouse"]
+    assert [s["id"] for s in first["sources"]][0] == "tea"
+    assert len(first["sources"]) == 2
+    assert all("lakehouse" not in (c.model_extra or {}) for c in chunks[1:])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == f"Hello from kimi! You said: {question}"
+
+    status, rated = post(f"{pydocs}/v1/feedback", {"id": reply.id, "rating": 1})
+    assert status == 200, rated
+    assert rated["outcome"]["sources"][0]["id"] == "tea"

@@ -464,7 +464,10 @@ async fn ollama_request_is_native_with_think_false_and_options() {
     assert_eq!(status, 200);
     let sent = h.last_request("/ollama/api/chat").body;
     assert_eq!(sent["model"], "qwen3:8b");
-    assert_eq!(sent["stream"], false, "a non-stream chat asks Ollama for one object");
+    assert_eq!(
+        sent["stream"], false,
+        "a non-stream chat asks Ollama for one object"
+    );
     assert_eq!(sent["think"], false);
     assert_eq!(sent["options"], json!({"num_predict": 32, "stop": ["END"]}));
     // Cloud: bare model name and a Bearer key.

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 
-use futures::stream::{BoxStream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -22,7 +21,7 @@ use crate::openai::{
 use crate::provider::ChunkStream;
 use crate::stream::error_from_value;
 
-use super::{arguments_object, system_text};
+use super::{SseConverter, arguments_object, convert_sse, system_text};
 
 /// `max_tokens` is mandatory in this protocol; used when the caller set no limit.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -195,150 +194,135 @@ struct StreamState {
 }
 
 /// Converts one event; `Ok(None)` for events with nothing to say (ping, block stops).
-fn convert_event(
-    provider: &str,
-    event: &SseEvent,
-    st: &mut StreamState,
-) -> Result<Option<ChatChunk>, ProviderError> {
-    let data: Value = serde_json::from_str(&event.data)
-        .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
-    let kind = data
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or(event.event.as_str());
-    Ok(match kind {
-        "message_start" => {
-            if let Some(u) = data.pointer("/message/usage") {
-                let u: AnthropicUsage = serde_json::from_value(u.clone())
-                    .map_err(|e| ProviderError::protocol(provider, format!("bad usage: {e}")))?;
-                st.prompt_tokens =
-                    u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
-                st.cached_tokens = u.cache_read_input_tokens;
+impl SseConverter for StreamState {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn convert(
+        &mut self,
+        provider: &str,
+        event: &SseEvent,
+    ) -> Result<Option<ChatChunk>, ProviderError> {
+        let st = self;
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(event.event.as_str());
+        Ok(match kind {
+            "message_start" => {
+                if let Some(u) = data.pointer("/message/usage") {
+                    let u: AnthropicUsage = serde_json::from_value(u.clone()).map_err(|e| {
+                        ProviderError::protocol(provider, format!("bad usage: {e}"))
+                    })?;
+                    st.prompt_tokens =
+                        u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
+                    st.cached_tokens = u.cache_read_input_tokens;
+                }
+                Some(ChatChunk::delta(Delta::content("")))
             }
-            Some(ChatChunk::delta(Delta::content("")))
-        }
-        "content_block_start" => {
-            let block = data.get("content_block").unwrap_or(&Value::Null);
-            if block.get("type").and_then(Value::as_str) == Some("tool_use") {
-                let index = st.next_tool_index;
-                st.next_tool_index += 1;
-                let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-                st.tool_index_by_block.insert(block_index, index);
-                let id = block
-                    .get("id")
+            "content_block_start" => {
+                let block = data.get("content_block").unwrap_or(&Value::Null);
+                if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let index = st.next_tool_index;
+                    st.next_tool_index += 1;
+                    let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    st.tool_index_by_block.insert(block_index, index);
+                    let id = block
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let name = block
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
+                        index,
+                        id,
+                        name,
+                        String::new(),
+                    ))))
+                } else {
+                    None
+                }
+            }
+            "content_block_delta" => {
+                let delta = data.get("delta").unwrap_or(&Value::Null);
+                let text = |key: &str| {
+                    delta
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                match delta.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
+                    Some("thinking_delta") => {
+                        Some(ChatChunk::delta(Delta::reasoning(text("thinking"))))
+                    }
+                    Some("input_json_delta") => {
+                        let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let index = st
+                            .tool_index_by_block
+                            .get(&block_index)
+                            .copied()
+                            .ok_or_else(|| {
+                                ProviderError::protocol(
+                                    provider,
+                                    format!("input_json_delta for unknown block {block_index}"),
+                                )
+                            })?;
+                        Some(ChatChunk::delta(Delta::tool_call(
+                            ToolCallDelta::arguments(index, text("partial_json")),
+                        )))
+                    }
+                    _ => None,
+                }
+            }
+            "message_delta" => {
+                let reason = data
+                    .pointer("/delta/stop_reason")
                     .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                let name = block
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
-                    index,
-                    id,
-                    name,
-                    String::new(),
-                ))))
-            } else {
+                    .map_or(FinishReason::Stop, finish_reason);
+                let output = data
+                    .pointer("/usage/output_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                let mut usage = Usage::new(st.prompt_tokens, output);
+                if st.cached_tokens > 0 {
+                    usage.prompt_tokens_details = Some(PromptTokensDetails {
+                        cached_tokens: st.cached_tokens,
+                    });
+                }
+                Some(ChatChunk::finish(reason, Some(usage)))
+            }
+            "message_stop" => {
+                st.done = true;
                 None
             }
-        }
-        "content_block_delta" => {
-            let delta = data.get("delta").unwrap_or(&Value::Null);
-            let text = |key: &str| {
-                delta
-                    .get(key)
+            "error" => {
+                let error = data.get("error").unwrap_or(&data);
+                let kind_name = error
+                    .get("type")
                     .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            match delta.get("type").and_then(Value::as_str) {
-                Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
-                Some("thinking_delta") => {
-                    Some(ChatChunk::delta(Delta::reasoning(text("thinking"))))
+                    .unwrap_or_default();
+                let mut err = error_from_value(provider, error);
+                if let ProviderError::Upstream { kind, .. } = &mut err {
+                    *kind = match kind_name {
+                        "overloaded_error" => UpstreamErrorKind::Overloaded,
+                        "rate_limit_error" => UpstreamErrorKind::RateLimited,
+                        _ => UpstreamErrorKind::Server,
+                    };
                 }
-                Some("input_json_delta") => {
-                    let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    let index = st
-                        .tool_index_by_block
-                        .get(&block_index)
-                        .copied()
-                        .ok_or_else(|| {
-                            ProviderError::protocol(
-                                provider,
-                                format!("input_json_delta for unknown block {block_index}"),
-                            )
-                        })?;
-                    Some(ChatChunk::delta(Delta::tool_call(
-                        ToolCallDelta::arguments(index, text("partial_json")),
-                    )))
-                }
-                _ => None,
+                return Err(err);
             }
-        }
-        "message_delta" => {
-            let reason = data
-                .pointer("/delta/stop_reason")
-                .and_then(Value::as_str)
-                .map_or(FinishReason::Stop, finish_reason);
-            let output = data
-                .pointer("/usage/output_tokens")
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let mut usage = Usage::new(st.prompt_tokens, output);
-            if st.cached_tokens > 0 {
-                usage.prompt_tokens_details = Some(PromptTokensDetails {
-                    cached_tokens: st.cached_tokens,
-                });
-            }
-            Some(ChatChunk::finish(reason, Some(usage)))
-        }
-        "message_stop" => {
-            st.done = true;
-            None
-        }
-        "error" => {
-            let error = data.get("error").unwrap_or(&data);
-            let kind_name = error
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let mut err = error_from_value(provider, error);
-            if let ProviderError::Upstream { kind, .. } = &mut err {
-                *kind = match kind_name {
-                    "overloaded_error" => UpstreamErrorKind::Overloaded,
-                    "rate_limit_error" => UpstreamErrorKind::RateLimited,
-                    _ => UpstreamErrorKind::Server,
-                };
-            }
-            return Err(err);
-        }
-        _ => None,
-    })
-}
-
-/// Converts a `/messages` SSE stream into chunks.
-pub fn convert_stream(
-    provider: String,
-    events: BoxStream<'static, Result<SseEvent, ProviderError>>,
-) -> ChunkStream {
-    events
-        .scan(StreamState::default(), move |st, event| {
-            if st.done {
-                return std::future::ready(None);
-            }
-            let out = match event {
-                Ok(ev) => convert_event(&provider, &ev, st).transpose(),
-                Err(e) => Some(Err(e)),
-            };
-            if matches!(out, Some(Err(_))) {
-                st.done = true;
-            }
-            std::future::ready(Some(out))
+            _ => None,
         })
-        .filter_map(std::future::ready)
-        .boxed()
+    }
 }
 
 /// Sends the request to `{base}/messages`.
@@ -350,7 +334,7 @@ pub async fn stream_chat(
     let response = upstream
         .post_json("/messages", &body, &[("anthropic-version", "2023-06-01")])
         .await?;
-    Ok(convert_stream(
+    Ok(convert_sse::<StreamState>(
         upstream.provider.clone(),
         upstream.sse_events(response),
     ))
@@ -359,6 +343,7 @@ pub async fn stream_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use futures::executor::block_on;
 
     #[test]
@@ -432,8 +417,9 @@ mod tests {
             ev("message_stop", json!({"type": "message_stop"})),
             ev("ping", json!({"type": "ping", "cost": "0.01"})),
         ];
-        let out: Vec<_> =
-            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> = block_on(
+            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+        );
         assert_eq!(out.len(), 5);
         let start = out[2].as_ref().unwrap().choices[0]
             .delta
@@ -464,8 +450,9 @@ mod tests {
             ),
             ev("message_stop", json!({"type": "message_stop"})),
         ];
-        let out: Vec<_> =
-            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> = block_on(
+            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+        );
         assert_eq!(out.len(), 2);
         match out[1].as_ref().unwrap_err() {
             ProviderError::Upstream { kind, message, .. } => {

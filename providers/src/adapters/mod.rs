@@ -14,10 +14,13 @@ pub mod openai_compat;
 pub mod opencode;
 pub mod responses;
 
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::{Map, Value};
 
 use crate::error::ProviderError;
-use crate::openai::{ChatRequest, Role};
+use crate::http::SseEvent;
+use crate::openai::{ChatChunk, ChatRequest, Role};
+use crate::provider::ChunkStream;
 
 /// OpenAI sends tool-call arguments as a JSON string; Ollama and Anthropic want the
 /// object (trap 6). Invalid JSON is refused with the message index rather than
@@ -49,4 +52,37 @@ pub(crate) fn system_text(request: &ChatRequest) -> Option<String> {
         .filter(|t| !t.is_empty())
         .collect();
     (!parts.is_empty()).then(|| parts.join("\n\n"))
+}
+
+/// A protocol whose SSE events convert one at a time, with state across the stream.
+pub(crate) trait SseConverter: Default + Send + 'static {
+    /// One event; `Ok(None)` for events with nothing to say (pings, `*.done` repeats).
+    fn convert(
+        &mut self,
+        provider: &str,
+        event: &SseEvent,
+    ) -> Result<Option<ChatChunk>, ProviderError>;
+    /// The protocol's end marker was seen; nothing after it is read.
+    fn done(&self) -> bool;
+}
+
+/// Runs a converter over an SSE stream, ending at the end marker or the first error.
+pub(crate) fn convert_sse<C: SseConverter>(
+    provider: String,
+    events: BoxStream<'static, Result<SseEvent, ProviderError>>,
+) -> ChunkStream {
+    events
+        .scan((C::default(), false), move |(converter, failed), event| {
+            if *failed || converter.done() {
+                return std::future::ready(None);
+            }
+            let out = match event {
+                Ok(ev) => converter.convert(&provider, &ev).transpose(),
+                Err(e) => Some(Err(e)),
+            };
+            *failed = matches!(out, Some(Err(_)));
+            std::future::ready(Some(out))
+        })
+        .filter_map(std::future::ready)
+        .boxed()
 }

@@ -317,7 +317,10 @@ impl ChatProvider for Ollama {
             let mut next_tool_index = 0u32;
             if !request.is_stream() {
                 // One object with the whole message, shaped like a `done:true` line.
-                let whole = response.bytes().await.map_err(|e| self.upstream.transport_error(e))?;
+                let whole = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.upstream.transport_error(e))?;
                 let chunk = convert_line(&provider, &whole, &mut next_tool_index)?;
                 return Ok(futures::stream::once(std::future::ready(Ok(chunk))).boxed());
             }

@@ -16,7 +16,8 @@ use serde::Deserialize;
 use crate::error::ProviderError;
 use crate::http::Upstream;
 use crate::openai::{
-    ChatChunk, ChatRequest, ChunkChoice, Delta, FinishReason, StreamOptions, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatRequest, ChunkChoice, Delta, FinishReason, StreamOptions, ToolCall,
+    ToolCallDelta, Usage,
 };
 use crate::provider::{ChatProvider, ChunkStream};
 
@@ -32,7 +33,10 @@ impl OpenAiCompatible {
 }
 
 /// Sends `request` to `{base}/chat/completions`, streamed or not as the client asked.
-pub async fn send_chat(upstream: &Upstream, request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+pub async fn send_chat(
+    upstream: &Upstream,
+    request: ChatRequest,
+) -> Result<ChunkStream, ProviderError> {
     if request.is_stream() {
         stream_chat(upstream, request).await
     } else {
@@ -92,7 +96,12 @@ impl Completion {
                     .enumerate()
                     .map(|(i, call)| {
                         let index = u32::try_from(i).unwrap_or(u32::MAX);
-                        ToolCallDelta::start(index, call.id, call.function.name, call.function.arguments)
+                        ToolCallDelta::start(
+                            index,
+                            call.id,
+                            call.function.name,
+                            call.function.arguments,
+                        )
                     })
                     .collect();
                 ChunkChoice {
@@ -120,13 +129,22 @@ impl Completion {
     }
 }
 
-async fn complete_chat(upstream: &Upstream, mut request: ChatRequest) -> Result<ChunkStream, ProviderError> {
+async fn complete_chat(
+    upstream: &Upstream,
+    mut request: ChatRequest,
+) -> Result<ChunkStream, ProviderError> {
     request.stream = Some(false);
     request.stream_options = None;
-    let response = upstream.post_json("/chat/completions", &request, &[]).await?;
-    let body = response.bytes().await.map_err(|e| upstream.transport_error(e))?;
-    let completion: Completion = serde_json::from_slice(&body)
-        .map_err(|e| ProviderError::protocol(&upstream.provider, format!("bad completion JSON: {e}")))?;
+    let response = upstream
+        .post_json("/chat/completions", &request, &[])
+        .await?;
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| upstream.transport_error(e))?;
+    let completion: Completion = serde_json::from_slice(&body).map_err(|e| {
+        ProviderError::protocol(&upstream.provider, format!("bad completion JSON: {e}"))
+    })?;
     Ok(futures::stream::once(std::future::ready(Ok(completion.into_chunk()))).boxed())
 }
 

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 
-use futures::stream::{BoxStream, StreamExt};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
@@ -21,7 +20,7 @@ use crate::openai::{
 use crate::provider::ChunkStream;
 use crate::stream::error_from_value;
 
-use super::system_text;
+use super::{SseConverter, convert_sse, system_text};
 
 /// Builds the `/responses` body from an OpenAI request.
 pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
@@ -182,143 +181,129 @@ fn usage_from(response: &Value) -> Option<Usage> {
     Some(usage)
 }
 
-fn convert_event(
-    provider: &str,
-    event: &SseEvent,
-    st: &mut StreamState,
-) -> Result<Option<ChatChunk>, ProviderError> {
-    let data: Value = serde_json::from_str(&event.data)
-        .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
-    let kind = data
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or(event.event.as_str());
-    let str_field = |key: &str| {
-        data.get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    Ok(match kind {
-        "response.created" | "response.in_progress" => {
-            if st.started {
-                None
-            } else {
-                st.started = true;
-                Some(ChatChunk::delta(Delta::content("")))
-            }
-        }
-        "response.output_item.added" => {
-            let item = data.get("item").unwrap_or(&Value::Null);
-            if item.get("type").and_then(Value::as_str) != Some("function_call") {
-                return Ok(None);
-            }
-            let index = u32::try_from(st.tool_index_by_item.len()).unwrap_or(u32::MAX);
-            let item_id = item
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            st.tool_index_by_item.insert(item_id, index);
-            let call_id = item
-                .get("call_id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let name = item
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let arguments = item
-                .get("arguments")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
-                index, call_id, name, arguments,
-            ))))
-        }
-        "response.function_call_arguments.delta" => {
-            let item_id = str_field("item_id");
-            let index = st
-                .tool_index_by_item
-                .get(&item_id)
-                .copied()
-                .ok_or_else(|| {
-                    ProviderError::protocol(
-                        provider,
-                        format!("arguments delta for unknown item {item_id:?}"),
-                    )
-                })?;
-            Some(ChatChunk::delta(Delta::tool_call(
-                ToolCallDelta::arguments(index, str_field("delta")),
-            )))
-        }
-        "response.output_text.delta" => Some(ChatChunk::delta(Delta::content(str_field("delta")))),
-        "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-            Some(ChatChunk::delta(Delta::reasoning(str_field("delta"))))
-        }
-        "response.completed" | "response.incomplete" => {
-            st.done = true;
-            let response = data.get("response").unwrap_or(&Value::Null);
-            let reason = if !st.tool_index_by_item.is_empty() {
-                FinishReason::ToolCalls
-            } else {
-                match response
-                    .pointer("/incomplete_details/reason")
-                    .and_then(Value::as_str)
-                {
-                    Some("max_output_tokens") => FinishReason::Length,
-                    Some("content_filter") => FinishReason::ContentFilter,
-                    _ => FinishReason::Stop,
-                }
-            };
-            Some(ChatChunk::finish(reason, usage_from(response)))
-        }
-        "response.failed" => {
-            let error = data
-                .pointer("/response/error")
-                .cloned()
-                .unwrap_or_else(|| json!("the response failed"));
-            return Err(error_from_value(provider, &error));
-        }
-        "error" => {
-            let message = data
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error");
-            return Err(ProviderError::mid_stream(
-                provider,
-                UpstreamErrorKind::Server,
-                message,
-            ));
-        }
-        _ => None,
-    })
-}
+impl SseConverter for StreamState {
+    fn done(&self) -> bool {
+        self.done
+    }
 
-/// Converts a `/responses` SSE stream into chunks.
-pub fn convert_stream(
-    provider: String,
-    events: BoxStream<'static, Result<SseEvent, ProviderError>>,
-) -> ChunkStream {
-    events
-        .scan(StreamState::default(), move |st, event| {
-            if st.done {
-                return std::future::ready(None);
+    fn convert(
+        &mut self,
+        provider: &str,
+        event: &SseEvent,
+    ) -> Result<Option<ChatChunk>, ProviderError> {
+        let st = self;
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|e| ProviderError::protocol(provider, format!("bad event JSON: {e}")))?;
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(event.event.as_str());
+        let str_field = |key: &str| {
+            data.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Ok(match kind {
+            "response.created" | "response.in_progress" => {
+                if st.started {
+                    None
+                } else {
+                    st.started = true;
+                    Some(ChatChunk::delta(Delta::content("")))
+                }
             }
-            let out = match event {
-                Ok(ev) => convert_event(&provider, &ev, st).transpose(),
-                Err(e) => Some(Err(e)),
-            };
-            if matches!(out, Some(Err(_))) {
+            "response.output_item.added" => {
+                let item = data.get("item").unwrap_or(&Value::Null);
+                if item.get("type").and_then(Value::as_str) != Some("function_call") {
+                    return Ok(None);
+                }
+                let index = u32::try_from(st.tool_index_by_item.len()).unwrap_or(u32::MAX);
+                let item_id = item
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                st.tool_index_by_item.insert(item_id, index);
+                let call_id = item
+                    .get("call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let name = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let arguments = item
+                    .get("arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
+                    index, call_id, name, arguments,
+                ))))
+            }
+            "response.function_call_arguments.delta" => {
+                let item_id = str_field("item_id");
+                let index = st
+                    .tool_index_by_item
+                    .get(&item_id)
+                    .copied()
+                    .ok_or_else(|| {
+                        ProviderError::protocol(
+                            provider,
+                            format!("arguments delta for unknown item {item_id:?}"),
+                        )
+                    })?;
+                Some(ChatChunk::delta(Delta::tool_call(
+                    ToolCallDelta::arguments(index, str_field("delta")),
+                )))
+            }
+            "response.output_text.delta" => {
+                Some(ChatChunk::delta(Delta::content(str_field("delta"))))
+            }
+            "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
+                Some(ChatChunk::delta(Delta::reasoning(str_field("delta"))))
+            }
+            "response.completed" | "response.incomplete" => {
                 st.done = true;
+                let response = data.get("response").unwrap_or(&Value::Null);
+                let reason = if !st.tool_index_by_item.is_empty() {
+                    FinishReason::ToolCalls
+                } else {
+                    match response
+                        .pointer("/incomplete_details/reason")
+                        .and_then(Value::as_str)
+                    {
+                        Some("max_output_tokens") => FinishReason::Length,
+                        Some("content_filter") => FinishReason::ContentFilter,
+                        _ => FinishReason::Stop,
+                    }
+                };
+                Some(ChatChunk::finish(reason, usage_from(response)))
             }
-            std::future::ready(Some(out))
+            "response.failed" => {
+                let error = data
+                    .pointer("/response/error")
+                    .cloned()
+                    .unwrap_or_else(|| json!("the response failed"));
+                return Err(error_from_value(provider, &error));
+            }
+            "error" => {
+                let message = data
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream error");
+                return Err(ProviderError::mid_stream(
+                    provider,
+                    UpstreamErrorKind::Server,
+                    message,
+                ));
+            }
+            _ => None,
         })
-        .filter_map(std::future::ready)
-        .boxed()
+    }
 }
 
 /// Sends the request to `{base}/responses`.
@@ -328,7 +313,7 @@ pub async fn stream_chat(
 ) -> Result<ChunkStream, ProviderError> {
     let body = to_responses_request(&upstream.provider, request)?;
     let response = upstream.post_json("/responses", &body, &[]).await?;
-    Ok(convert_stream(
+    Ok(convert_sse::<StreamState>(
         upstream.provider.clone(),
         upstream.sse_events(response),
     ))
@@ -337,6 +322,7 @@ pub async fn stream_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use futures::executor::block_on;
 
     #[test]
@@ -400,8 +386,9 @@ mod tests {
             ),
             ev(json!({"type": "ping", "cost": "1"})),
         ];
-        let out: Vec<_> =
-            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> = block_on(
+            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+        );
         assert_eq!(out.len(), 4);
         let start = &out[1].as_ref().unwrap().choices[0]
             .delta
@@ -422,8 +409,9 @@ mod tests {
         let events = vec![ev(
             json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}),
         )];
-        let out: Vec<_> =
-            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> = block_on(
+            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+        );
         assert_eq!(
             out[0].as_ref().unwrap().choices[0].finish_reason,
             Some(FinishReason::Length)
@@ -431,8 +419,9 @@ mod tests {
         let events = vec![ev(
             json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}),
         )];
-        let out: Vec<_> =
-            block_on(convert_stream("z".into(), futures::stream::iter(events).boxed()).collect());
+        let out: Vec<_> = block_on(
+            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+        );
         assert!(out[0].as_ref().unwrap_err().to_string().contains("boom"));
     }
 }

@@ -12,11 +12,12 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use lakehouse_plugins::config::PluginName;
+use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
 use lakehouse_providers::ChunkStream;
 use lakehouse_providers::openai::{ChatChunk, ChatRequest, new_id, unix_now};
 use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
@@ -24,6 +25,7 @@ use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
 use crate::app::SharedState;
 use crate::config::ModelTiers;
 use crate::error::ApiError;
+use crate::routes::body::read_json;
 
 /// The OpenAI route.
 pub async fn chat_completions(
@@ -55,29 +57,28 @@ async fn handle(
     body: Body,
     shape: Shape,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, state.config.server.max_body_bytes).await?;
-    let mut request: ChatRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let mut request: ChatRequest =
+        read_json(&headers, body, state.config.server.max_body_bytes).await?;
     request.validate().map_err(ApiError::bad_request)?;
-    // The proxy's own per-request options never travel upstream.
-    request.extra.remove("lakehouse");
+    let options = take_options(&mut request)?;
+    let mut ctx = plan(&state, &headers, request, &options).await?;
+    state.pipeline.pre(&mut ctx).await?;
 
-    let client_model = request.model.clone();
-    let target = resolve_tier(&state.config.models, &client_model)?;
-    let (provider, upstream_model) = state.registry.resolve(target)?;
+    let (provider, upstream_model) = state.registry.resolve(&ctx.target_model)?;
+    let mut request = ctx.request.clone();
     request.model = upstream_model;
     let stream = request.is_stream();
     let wants_usage = request.wants_usage();
-    tracing::debug!(model = %client_model, provider = provider.name(), stream, "chat");
+    tracing::debug!(model = %ctx.client_model, provider = provider.name(), stream, "chat");
 
     let upstream = provider.chat(request).await?;
     let meta = ResponseMeta {
-        id: new_id("chatcmpl-"),
+        id: ctx.id.clone(),
         created: unix_now(),
-        model: client_model,
+        model: ctx.client_model.clone(),
     };
     let mut chunks = normalize(provider.name().to_owned(), upstream, meta.clone());
-    let first = match chunks.next().await {
+    let mut first = match chunks.next().await {
         Some(Ok(chunk)) => chunk,
         Some(Err(e)) => return Err(e.into()),
         None => {
@@ -86,23 +87,34 @@ async fn handle(
             ));
         }
     };
+    let lakehouse = ctx.lakehouse_field();
+    // Plain chats (no plugin ran) skip assembling and post hooks entirely.
+    let post = lakehouse.is_some().then(|| PostHooks {
+        state: state.clone(),
+        ctx,
+    });
 
     if stream {
+        first.lakehouse = lakehouse;
         let keep_alive = Duration::from_secs(state.config.server.keep_alive_secs.max(1));
-        return Ok(sse_response(first, chunks, wants_usage, keep_alive));
+        return Ok(sse_response(first, chunks, wants_usage, keep_alive, post));
     }
     let mut assembler = Assembler::default();
     assembler.push(&first);
     while let Some(chunk) = chunks.next().await {
         assembler.push(&chunk?);
     }
-    let completion = assembler.finish(&meta);
+    if let Some(post) = post {
+        post.run(&assembler, None).await;
+    }
+    let mut completion = assembler.finish(&meta);
+    completion.lakehouse = lakehouse;
     Ok(match shape {
         Shape::Completions => Json(completion).into_response(),
         Shape::Chat => {
             let content = completion.first_text().to_owned();
             let mut value = serde_json::to_value(&completion)
-                .map_err(|e| ApiError::bad_request(format!("cannot encode the response: {e}")))?;
+                .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
             if let Some(obj) = value.as_object_mut() {
                 obj.insert("provider".into(), provider.name().into());
                 obj.insert("content".into(), content.into());
@@ -110,6 +122,141 @@ async fn handle(
             Json(value).into_response()
         }
     })
+}
+
+/// Takes the proxy's own `lakehouse` options out of the body: they never travel upstream.
+fn take_options(request: &mut ChatRequest) -> Result<RequestOptions, ApiError> {
+    let Some(value) = request.extra.remove("lakehouse") else {
+        return Ok(RequestOptions::default());
+    };
+    let options: RequestOptions = serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(format!("invalid lakehouse options: {e}")).with_param("lakehouse")
+    })?;
+    if options.k.is_some_and(|k| !(1..=50).contains(&k)) {
+        return Err(
+            ApiError::bad_request("lakehouse.k must be from 1 to 50").with_param("lakehouse")
+        );
+    }
+    Ok(options)
+}
+
+/// Longest accepted namespace.
+const MAX_NAMESPACE: usize = 256;
+
+/// Resolves the model (rag model, tier, plain id) and what the plugins should do.
+async fn plan(
+    state: &SharedState,
+    headers: &HeaderMap,
+    request: ChatRequest,
+    options: &RequestOptions,
+) -> Result<ChatContext, ApiError> {
+    let client_model = request.model.clone();
+    let rag = state.config.rag_model(&client_model);
+    if rag.is_none() && client_model.starts_with("rag/") {
+        let known: Vec<&str> = state
+            .config
+            .rag_models
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        return Err(ApiError::not_found(
+            "model_not_found",
+            format!(
+                "no rag model {client_model:?} in [[rag_models]]; declared: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        )
+        .with_param("model"));
+    }
+    let base = rag.map_or(client_model.as_str(), |r| r.model.as_str());
+    let target_model = resolve_tier(&state.config.models, base)?.to_owned();
+    let plugins = &state.config.plugins;
+    let enabled: Vec<PluginName> = match rag.and_then(|r| r.plugins.as_ref()) {
+        Some(listed) => plugins
+            .order
+            .iter()
+            .copied()
+            .filter(|p| listed.contains(p))
+            .collect(),
+        None => plugins.order.clone(),
+    };
+    let corpora = options
+        .corpora
+        .clone()
+        .or_else(|| rag.map(|r| r.corpora.clone()))
+        .unwrap_or_default();
+    for corpus in &corpora {
+        state
+            .store
+            .corpus(corpus)
+            .await
+            .map_err(|e| ApiError::from(e).with_param("lakehouse.corpora"))?;
+    }
+    let memory = options
+        .memory
+        .unwrap_or_else(|| rag.is_some() && enabled.contains(&PluginName::Pathway));
+    let namespace = options
+        .namespace
+        .clone()
+        .or_else(|| {
+            headers
+                .get("x-lakehouse-namespace")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .or_else(|| request.user.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    if namespace.is_empty() || namespace.len() > MAX_NAMESPACE {
+        return Err(ApiError::bad_request(format!(
+            "the memory namespace must be 1-{MAX_NAMESPACE} bytes"
+        )));
+    }
+    let k = options
+        .k
+        .or_else(|| rag.and_then(|r| r.k))
+        .unwrap_or(plugins.matrix.k);
+    Ok(ChatContext {
+        id: new_id("chatcmpl-"),
+        query: ChatContext::last_user_text(&request),
+        request,
+        client_model,
+        target_model,
+        namespace,
+        corpora,
+        k,
+        token_budget: plugins.matrix.token_budget,
+        memory,
+        cost_downgrade: options
+            .downgrade
+            .unwrap_or(plugins.downgrade.cost_downgrade),
+        enabled,
+        query_vectors: Default::default(),
+        sources: Vec::new(),
+        memories: Vec::new(),
+        annotations: Default::default(),
+    })
+}
+
+/// Post hooks of a chat that ran plugins.
+struct PostHooks {
+    state: SharedState,
+    ctx: ChatContext,
+}
+
+impl PostHooks {
+    /// Runs the post hooks on the answer `assembler` gathered.
+    async fn run(self, assembler: &Assembler, error: Option<String>) {
+        let result = ChatResult {
+            text: assembler.text().to_owned(),
+            usage: assembler.usage().cloned(),
+            error,
+        };
+        self.state.pipeline.post(&self.ctx, &result).await;
+    }
 }
 
 /// `tier/<name>` → the model the `[models]` tier names; other ids pass unchanged.
@@ -130,39 +277,22 @@ fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<&'a str, Ap
     })
 }
 
-/// Reads at most `limit` bytes; a larger body is refused before it is buffered.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::payload_too_large(limit));
-    }
-    let mut data = body.into_data_stream();
-    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(1024));
-    while let Some(frame) = data.next().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
-        if buffer.len() + frame.len() > limit {
-            return Err(ApiError::payload_too_large(limit));
-        }
-        buffer.extend_from_slice(&frame);
-    }
-    Ok(buffer.freeze())
-}
-
 /// One SSE event per chunk, then exactly one `[DONE]`; after an error, an error
 /// event and nothing more. The trailing usage chunk goes out only when asked for.
+/// Post hooks (when plugins ran) see every chunk as it passes and run once
+/// the upstream is done, before `[DONE]`, so a client may rate the chat as
+/// soon as it has read the stream.
 fn sse_response(
     first: ChatChunk,
     rest: ChunkStream,
     wants_usage: bool,
     keep_alive: Duration,
+    post: Option<PostHooks>,
 ) -> Response {
     struct State {
         chunks: ChunkStream,
         finished: bool,
+        post: Option<(PostHooks, Assembler)>,
     }
     let chunks = futures::stream::once(std::future::ready(Ok(first)))
         .chain(rest)
@@ -171,27 +301,36 @@ fn sse_response(
         State {
             chunks,
             finished: false,
+            post: post.map(|p| (p, Assembler::default())),
         },
         move |mut st| async move {
             if st.finished {
                 return None;
             }
             loop {
-                let event = match st.chunks.next().await {
+                let next = st.chunks.next().await;
+                if let (Some(Ok(chunk)), Some((_, assembler))) = (&next, &mut st.post) {
+                    assembler.push(chunk);
+                }
+                let event = match next {
                     Some(Ok(chunk)) if chunk.choices.is_empty() && !wants_usage => continue,
                     Some(Ok(chunk)) => Event::default().json_data(&chunk).unwrap_or_else(|e| {
                         st.finished = true;
-                        error_event(&ApiError::bad_request(format!(
-                            "cannot encode a chunk: {e}"
-                        )))
+                        error_event(&ApiError::internal(format!("cannot encode a chunk: {e}")))
                     }),
                     Some(Err(e)) => {
                         tracing::warn!("stream failed after it started: {e}");
                         st.finished = true;
+                        if let Some((post, assembler)) = st.post.take() {
+                            post.run(&assembler, Some(e.to_string())).await;
+                        }
                         error_event(&ApiError::from(e))
                     }
                     None => {
                         st.finished = true;
+                        if let Some((post, assembler)) = st.post.take() {
+                            post.run(&assembler, None).await;
+                        }
                         Event::default().data("[DONE]")
                     }
                 };

@@ -1,4 +1,8 @@
 //! HTTP handlers, one module per area.
 
+pub mod admin;
+pub mod body;
 pub mod chat;
+pub mod embeddings;
+pub mod memory;
 pub mod models;

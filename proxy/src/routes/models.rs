@@ -13,7 +13,7 @@ use crate::app::SharedState;
 /// How long one provider may take to list its models before it is left out.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Tier aliases, then every registered provider's models with its routing prefix.
+/// Tier aliases and rag models, then every registered provider's models with its routing prefix.
 /// A provider that fails to answer is left out (and logged), never fails the list.
 pub async fn models(State(state): State<SharedState>) -> Json<Value> {
     let now = unix_now();
@@ -22,6 +22,13 @@ pub async fn models(State(state): State<SharedState>) -> Json<Value> {
         .models
         .iter()
         .map(|(tier, _)| ModelEntry::new(format!("tier/{tier}"), "lakehouse", now))
+        .chain(
+            state
+                .config
+                .rag_models
+                .iter()
+                .map(|rag| ModelEntry::new(rag.name.clone(), "lakehouse", now)),
+        )
         .collect();
     let lists = join_all(state.registry.providers().map(|p| async move {
         let result = tokio::time::timeout(LIST_TIMEOUT, p.list_models()).await;

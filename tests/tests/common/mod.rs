@@ -80,9 +80,13 @@ name = "slowpoke"
 base_url = "{openai}"
 key_file = "{secrets}/slowpoke.env"
 read_timeout_ms = 300
+[store]
+backend = "local"
+root = "{secrets}/data"
 [models]
 local_fast = "ollama/qwen3:8b"
 frontier_review = "opencode/claude-sonnet-4-5"
+weak_models = ["ollama/qwen3:8b"]
 "#,
         secrets = secrets.display(),
         ollama = fake.url("/ollama"),
@@ -93,7 +97,9 @@ frontier_review = "opencode/claude-sonnet-4-5"
         openai = fake.url("/openai/v1"),
     );
     let config = Config::parse(&toml, "test.toml").expect("test config is valid");
-    let state = lakehouse::state_from_config(config).expect("state builds");
+    let state = lakehouse::state_from_config(config)
+        .await
+        .expect("state builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();

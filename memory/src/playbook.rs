@@ -1,0 +1,516 @@
+//! The playbook: rated outcomes that re-rank future retrieval.
+//!
+//! Every chat that showed sources leaves a *shown* record (query, its
+//! embedding, the sources, the model) in a bounded in-memory cache keyed by the
+//! chat completion id. `POST /v1/feedback` turns it into a rated *outcome*,
+//! persisted in `memory/playbook`. At retrieval time, each live outcome whose
+//! query is similar to the new one votes for (rating > 0) or against
+//! (rating < 0) the sources it showed, weighted by query similarity and
+//! recency; the votes become a bounded boost added to each source's score.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lakehouse_retrieval::objects::Objects;
+use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::error::{MemoryError, Result};
+use crate::log::{CompactReport, JsonlLog};
+use crate::vector::cosine;
+
+/// A source as the playbook knows it: a row of a corpus.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub corpus: String,
+    pub id: String,
+}
+
+/// A shown source and how it was rated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatedSource {
+    pub corpus: String,
+    pub id: String,
+    pub rating: f32,
+}
+
+/// What a chat showed, kept until it is rated (or forgotten).
+#[derive(Debug, Clone)]
+pub struct Shown {
+    pub query: String,
+    pub embedder: String,
+    pub embedding: Vec<f32>,
+    pub sources: Vec<SourceRef>,
+    pub model: String,
+}
+
+/// A rated chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The chat completion id.
+    pub id: String,
+    pub query: String,
+    pub model: String,
+    pub rating: f32,
+    #[serde(default)]
+    pub note: Option<String>,
+    pub sources: Vec<RatedSource>,
+    pub embedder: String,
+    pub rated_at: u64,
+    #[serde(default)]
+    pub retired: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    outcome: Outcome,
+    embedding: Vec<f32>,
+}
+
+/// A rating request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feedback {
+    pub id: String,
+    pub rating: f32,
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Per-source ratings; sources not listed take `rating`.
+    #[serde(default)]
+    pub sources: Vec<RatedSource>,
+}
+
+/// How strongly past outcomes move new rankings.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoostConfig {
+    /// The largest boost (or penalty) a source can get, in score units.
+    #[serde(default = "default_strength")]
+    pub strength: f32,
+    /// Past queries less similar than this do not vote.
+    #[serde(default = "default_min_similarity")]
+    pub min_similarity: f32,
+    /// Vote weight is `((sim - min) / (1 - min))^power`: higher favours near-identical queries.
+    #[serde(default = "default_power")]
+    pub similarity_power: f32,
+    /// A vote loses half its weight every this many days (0: never decays).
+    #[serde(default = "default_half_life")]
+    pub half_life_days: f32,
+}
+
+fn default_strength() -> f32 {
+    0.3
+}
+fn default_min_similarity() -> f32 {
+    0.6
+}
+fn default_power() -> f32 {
+    2.0
+}
+fn default_half_life() -> f32 {
+    30.0
+}
+
+impl Default for BoostConfig {
+    fn default() -> Self {
+        Self {
+            strength: default_strength(),
+            min_similarity: default_min_similarity(),
+            similarity_power: default_power(),
+            half_life_days: default_half_life(),
+        }
+    }
+}
+
+/// How many unrated chats are remembered, and for how long.
+const SHOWN_CAPACITY: u64 = 100_000;
+const SHOWN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaybookStats {
+    pub outcomes: usize,
+    pub live: usize,
+    pub awaiting_rating: u64,
+    pub skipped_lines: u64,
+}
+
+pub struct Playbook {
+    log: JsonlLog,
+    entries: RwLock<HashMap<String, Entry>>,
+    shown: Cache<String, Arc<Shown>>,
+    write: Mutex<()>,
+    skipped: AtomicU64,
+}
+
+impl std::fmt::Debug for Playbook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playbook").finish_non_exhaustive()
+    }
+}
+
+impl Playbook {
+    /// Opens `memory/playbook` and replays it.
+    pub async fn open(objects: Objects) -> Result<Self> {
+        let log = JsonlLog::new(objects, "memory/playbook");
+        let replay = log.replay::<Entry>().await?;
+        let mut entries = HashMap::new();
+        for entry in replay.records {
+            entries.insert(entry.outcome.id.clone(), entry);
+        }
+        Ok(Self {
+            log,
+            entries: RwLock::new(entries),
+            shown: Cache::builder()
+                .max_capacity(SHOWN_CAPACITY)
+                .time_to_live(SHOWN_TTL)
+                .build(),
+            write: Mutex::new(()),
+            skipped: AtomicU64::new(replay.skipped),
+        })
+    }
+
+    /// Remembers what chat `id` showed, so it can be rated.
+    pub fn remember(&self, id: &str, shown: Shown) {
+        self.shown.insert(id.to_owned(), Arc::new(shown));
+    }
+
+    /// Records a rating for chat `id`. Rating again replaces the earlier rating.
+    pub async fn rate(&self, feedback: Feedback) -> Result<Outcome> {
+        let valid = |r: f32| r.is_finite() && (-1.0..=1.0).contains(&r);
+        if !valid(feedback.rating) || feedback.sources.iter().any(|s| !valid(s.rating)) {
+            return Err(MemoryError::InvalidInput(
+                "ratings must be numbers from -1 to 1".into(),
+            ));
+        }
+        let _guard = self.write.lock().await;
+        let (query, embedder, embedding, shown_sources, model) =
+            if let Some(shown) = self.shown.get(&feedback.id) {
+                let s = shown.as_ref().clone();
+                (s.query, s.embedder, s.embedding, s.sources, s.model)
+            } else if let Some(e) = self.entries.read().await.get(&feedback.id) {
+                let o = &e.outcome;
+                let sources = o
+                    .sources
+                    .iter()
+                    .map(|s| SourceRef {
+                        corpus: s.corpus.clone(),
+                        id: s.id.clone(),
+                    })
+                    .collect();
+                (
+                    o.query.clone(),
+                    o.embedder.clone(),
+                    e.embedding.clone(),
+                    sources,
+                    o.model.clone(),
+                )
+            } else {
+                return Err(MemoryError::NotFound {
+                    what: "chat completion",
+                    id: format!(
+                        "{} (only chats that used retrieval can be rated, within {} hours)",
+                        feedback.id,
+                        SHOWN_TTL.as_secs() / 3600
+                    ),
+                });
+            };
+        for rated in &feedback.sources {
+            if !shown_sources
+                .iter()
+                .any(|s| s.corpus == rated.corpus && s.id == rated.id)
+            {
+                return Err(MemoryError::InvalidInput(format!(
+                    "source {}/{} was not shown in chat {}",
+                    rated.corpus, rated.id, feedback.id
+                )));
+            }
+        }
+        let sources = shown_sources
+            .into_iter()
+            .map(|s| {
+                let rating = feedback
+                    .sources
+                    .iter()
+                    .find(|r| r.corpus == s.corpus && r.id == s.id)
+                    .map_or(feedback.rating, |r| r.rating);
+                RatedSource {
+                    corpus: s.corpus,
+                    id: s.id,
+                    rating,
+                }
+            })
+            .collect();
+        let outcome = Outcome {
+            id: feedback.id,
+            query,
+            model,
+            rating: feedback.rating,
+            note: feedback.note,
+            sources,
+            embedder,
+            rated_at: now(),
+            retired: false,
+        };
+        let entry = Entry {
+            outcome: outcome.clone(),
+            embedding,
+        };
+        self.log.append(std::slice::from_ref(&entry)).await?;
+        self.entries.write().await.insert(outcome.id.clone(), entry);
+        Ok(outcome)
+    }
+
+    /// Outcomes, newest first.
+    pub async fn list(&self, include_retired: bool, limit: usize) -> Vec<Outcome> {
+        let entries = self.entries.read().await;
+        let mut out: Vec<Outcome> = entries
+            .values()
+            .filter(|e| include_retired || !e.outcome.retired)
+            .map(|e| e.outcome.clone())
+            .collect();
+        out.sort_by(|a, b| b.rated_at.cmp(&a.rated_at).then_with(|| b.id.cmp(&a.id)));
+        out.truncate(limit);
+        out
+    }
+
+    /// Stops an outcome from boosting; it stays listed as retired.
+    pub async fn retire(&self, id: &str) -> Result<Outcome> {
+        let _guard = self.write.lock().await;
+        let mut entry =
+            self.entries
+                .read()
+                .await
+                .get(id)
+                .cloned()
+                .ok_or_else(|| MemoryError::NotFound {
+                    what: "outcome",
+                    id: id.to_owned(),
+                })?;
+        entry.outcome.retired = true;
+        self.log.append(std::slice::from_ref(&entry)).await?;
+        let outcome = entry.outcome.clone();
+        self.entries.write().await.insert(id.to_owned(), entry);
+        Ok(outcome)
+    }
+
+    /// The boost of every source voted on by outcomes similar to `query`
+    /// (embedded by `embedder`); sources without votes are absent.
+    pub async fn boosts(
+        &self,
+        embedder: &str,
+        query: &[f32],
+        config: &BoostConfig,
+    ) -> HashMap<SourceRef, f32> {
+        let entries = self.entries.read().await;
+        let at = now();
+        let span = (1.0 - config.min_similarity).max(1e-6);
+        let mut votes: HashMap<SourceRef, f32> = HashMap::new();
+        for entry in entries.values() {
+            let outcome = &entry.outcome;
+            if outcome.retired || outcome.embedder != embedder {
+                continue;
+            }
+            let similarity = cosine(query, &entry.embedding);
+            if similarity < config.min_similarity {
+                continue;
+            }
+            let closeness = ((similarity - config.min_similarity) / span).clamp(0.0, 1.0);
+            let mut weight = closeness.powf(config.similarity_power.max(0.0));
+            if config.half_life_days > 0.0 {
+                let age_days = at.saturating_sub(outcome.rated_at) as f32 / 86_400.0;
+                weight *= 0.5f32.powf(age_days / config.half_life_days);
+            }
+            for source in &outcome.sources {
+                *votes
+                    .entry(SourceRef {
+                        corpus: source.corpus.clone(),
+                        id: source.id.clone(),
+                    })
+                    .or_default() += weight * source.rating;
+            }
+        }
+        // tanh keeps many agreeing votes from outweighing relevance entirely.
+        votes
+            .into_iter()
+            .filter(|(_, v)| *v != 0.0)
+            .map(|(source, v)| (source, config.strength * v.tanh()))
+            .collect()
+    }
+
+    /// The best-rated outcome for a near-identical query: `(outcome, similarity)`.
+    pub async fn best_match(
+        &self,
+        embedder: &str,
+        query: &[f32],
+        min_similarity: f32,
+        min_rating: f32,
+    ) -> Option<(Outcome, f32)> {
+        let entries = self.entries.read().await;
+        entries
+            .values()
+            .filter(|e| {
+                !e.outcome.retired
+                    && e.outcome.embedder == embedder
+                    && e.outcome.rating >= min_rating
+            })
+            .map(|e| (e, cosine(query, &e.embedding)))
+            .filter(|(_, s)| *s >= min_similarity)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(e, s)| (e.outcome.clone(), s))
+    }
+
+    /// Folds the log into one base object (see [`JsonlLog::compact`]).
+    pub async fn compact(&self) -> Result<CompactReport> {
+        let _guard = self.write.lock().await;
+        self.log.compact(|e: &Entry| e.outcome.id.clone()).await
+    }
+
+    pub async fn stats(&self) -> PlaybookStats {
+        let entries = self.entries.read().await;
+        PlaybookStats {
+            outcomes: entries.len(),
+            live: entries.values().filter(|e| !e.outcome.retired).count(),
+            awaiting_rating: self.shown.entry_count(),
+            skipped_lines: self.skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lakehouse_retrieval::objects::{Caps, StoreConfig};
+
+    use super::*;
+
+    fn objects() -> Objects {
+        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("playbook-test-"));
+        Objects::open(&StoreConfig::Local {
+            root,
+            caps: Caps::default(),
+        })
+        .unwrap()
+    }
+
+    fn source(id: &str) -> SourceRef {
+        SourceRef {
+            corpus: "c".into(),
+            id: id.into(),
+        }
+    }
+
+    fn shown(embedding: Vec<f32>) -> Shown {
+        Shown {
+            query: "q".into(),
+            embedder: "e".into(),
+            embedding,
+            sources: vec![source("a"), source("b")],
+            model: "m".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ratings_boost_similar_queries_only_and_survive_restart() {
+        let objects = objects();
+        let playbook = Playbook::open(objects.clone()).await.unwrap();
+        playbook.remember("chat-1", shown(vec![1.0, 0.0]));
+        let outcome = playbook
+            .rate(Feedback {
+                id: "chat-1".into(),
+                rating: 1.0,
+                note: None,
+                sources: vec![RatedSource {
+                    corpus: "c".into(),
+                    id: "a".into(),
+                    rating: -1.0,
+                }],
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome.sources[0].rating, -1.0);
+        assert_eq!(outcome.sources[1].rating, 1.0);
+
+        let config = BoostConfig::default();
+        let expected = config.strength * 1f32.tanh();
+        let reopened = Playbook::open(objects).await.unwrap();
+        let boosts = reopened.boosts("e", &[1.0, 0.0], &config).await;
+        assert!((boosts[&source("b")] - expected).abs() < 1e-3, "{boosts:?}");
+        assert!((boosts[&source("a")] + expected).abs() < 1e-3, "{boosts:?}");
+        // A dissimilar query, or another embedder's space, gets no votes.
+        assert!(reopened.boosts("e", &[0.0, 1.0], &config).await.is_empty());
+        assert!(
+            reopened
+                .boosts("other", &[1.0, 0.0], &config)
+                .await
+                .is_empty()
+        );
+        // A less similar query gets a weaker boost.
+        let near = reopened.boosts("e", &[0.95, 0.31], &config).await;
+        assert!(near[&source("b")] > 0.0 && near[&source("b")] < expected);
+
+        assert!(
+            reopened
+                .best_match("e", &[1.0, 0.0], 0.95, 0.5)
+                .await
+                .is_some()
+        );
+        reopened.retire("chat-1").await.unwrap();
+        assert!(reopened.boosts("e", &[1.0, 0.0], &config).await.is_empty());
+        assert!(
+            reopened
+                .best_match("e", &[1.0, 0.0], 0.95, 0.5)
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn old_votes_fade_and_bad_ratings_are_refused() {
+        let objects = objects();
+        let month_ago = now() - 30 * 86_400;
+        let line = serde_json::json!({
+            "outcome": {"id": "old", "query": "q", "model": "m", "rating": 1.0,
+                        "sources": [{"corpus": "c", "id": "a", "rating": 1.0}],
+                        "embedder": "e", "rated_at": month_ago},
+            "embedding": [1.0, 0.0]
+        });
+        objects
+            .put(
+                "memory/playbook.jsonl",
+                bytes::Bytes::from(format!("{line}\nnot json\n")),
+            )
+            .await
+            .unwrap();
+        let playbook = Playbook::open(objects).await.unwrap();
+        assert_eq!(playbook.stats().await.skipped_lines, 1);
+        let config = BoostConfig::default();
+        let boost = playbook.boosts("e", &[1.0, 0.0], &config).await[&source("a")];
+        // One half-life old: half the vote.
+        assert!(
+            (boost - config.strength * 0.5f32.tanh()).abs() < 1e-3,
+            "{boost}"
+        );
+
+        playbook.remember("chat-2", shown(vec![1.0, 0.0]));
+        for rating in [1.5, f32::NAN, -2.0] {
+            let err = playbook
+                .rate(Feedback {
+                    id: "chat-2".into(),
+                    rating,
+                    note: None,
+                    sources: Vec::new(),
+                })
+                .await;
+            assert!(matches!(err, Err(MemoryError::InvalidInput(_))));
+        }
+        assert_eq!(playbook.stats().await.outcomes, 1);
+    }
+}

@@ -1,0 +1,632 @@
+//! DuckDB: turning uploads into Parquet, and read-only SQL over the catalog.
+//!
+//! Two kinds of connection, never mixed:
+//! - ingest connections run only SQL this module writes, over temporary files;
+//! - the query database runs caller SQL with external access off, file access
+//!   limited to the store's local folder, and the configuration locked, so a
+//!   query cannot read `/etc/passwd`, ATTACH, COPY, INSTALL or LOAD, nor turn
+//!   those guards off. Only one SELECT/WITH statement is accepted, rows are
+//!   capped and a timer interrupts a query that runs too long.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use duckdb::Connection;
+use duckdb::types::ValueRef;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::catalog::Column;
+use crate::error::{Result, StoreError};
+
+/// Upload formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Jsonl,
+    Parquet,
+}
+
+impl Format {
+    /// Guesses from a file name's extension.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            Some(Self::Csv)
+        } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
+            Some(Self::Jsonl)
+        } else if lower.ends_with(".parquet") {
+            Some(Self::Parquet)
+        } else {
+            None
+        }
+    }
+}
+
+/// A SQL string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What a conversion produced.
+#[derive(Debug, Clone)]
+pub struct ParquetInfo {
+    pub rows: u64,
+    pub schema: Vec<Column>,
+}
+
+/// Reads `input` in `format` and writes it as Parquet to `output`.
+/// A malformed file fails naming the line and the reason, and writes nothing usable.
+pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result<ParquetInfo> {
+    let conn = Connection::open_in_memory()?;
+    let source = literal(&input.to_string_lossy());
+    let reader = match format {
+        Format::Csv => {
+            // Checked first, so a broken file gets a precise line and reason
+            // instead of whatever dialect DuckDB's sniffer settles on for it.
+            let delimiter = check_csv(input)?;
+            format!(
+                "read_csv({source}, header = true, delim = {}, quote = '\"', escape = '\"', \
+                 auto_detect = true, strict_mode = true)",
+                literal(&delimiter.to_string())
+            )
+        }
+        Format::Jsonl => format!("read_json({source}, format = 'newline_delimited')"),
+        Format::Parquet => format!("read_parquet({source})"),
+    };
+    let target = literal(&output.to_string_lossy());
+    conn.execute_batch(&format!(
+        "COPY (SELECT * FROM {reader}) TO {target} (FORMAT parquet, COMPRESSION zstd)"
+    ))
+    .map_err(|e| StoreError::InvalidInput(format!("cannot read the {format:?} file: {e}")))?;
+    parquet_info(&conn, output)
+}
+
+/// Delimiters a CSV upload may use; the header line decides which.
+const DELIMITERS: [u8; 4] = [b',', b'\t', b';', b'|'];
+
+/// Checks a CSV file's structure (RFC 4180 quoting, every record as wide as
+/// the header) in one pass, and returns its delimiter.
+pub fn check_csv(path: &Path) -> Result<char> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| StoreError::Internal(format!("cannot open the upload: {e}")))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    check_csv_reader(&mut reader)
+}
+
+fn check_csv_reader(reader: &mut impl std::io::BufRead) -> Result<char> {
+    let bad = |line: usize, reason: String| {
+        StoreError::InvalidInput(format!("CSV line {line}: {reason}"))
+    };
+    let mut first = Vec::new();
+    reader
+        .read_until(b'\n', &mut first)
+        .map_err(|e| StoreError::Internal(format!("cannot read the upload: {e}")))?;
+    if first.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(1, "the header line is empty".into()));
+    }
+    let delimiter = DELIMITERS
+        .into_iter()
+        .max_by_key(|d| first.iter().filter(|b| *b == d).count())
+        .unwrap_or(b',');
+    let mut scanner = CsvScanner::new(delimiter);
+    scanner.feed(&first);
+    let mut buffer = Vec::with_capacity(1 << 16);
+    loop {
+        buffer.clear();
+        let n = reader
+            .read_until(b'\n', &mut buffer)
+            .map_err(|e| StoreError::Internal(format!("cannot read the upload: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        scanner.feed(&buffer);
+        if let Some((line, reason)) = scanner.error.take() {
+            return Err(bad(line, reason));
+        }
+    }
+    scanner
+        .finish()
+        .map_err(|(line, reason)| bad(line, reason))?;
+    Ok(char::from(delimiter))
+}
+
+/// A byte-level CSV record counter.
+struct CsvScanner {
+    delimiter: u8,
+    line: usize,
+    record_line: usize,
+    in_quotes: bool,
+    after_quote: bool,
+    fields: usize,
+    header_fields: Option<usize>,
+    record_has_data: bool,
+    error: Option<(usize, String)>,
+}
+
+impl CsvScanner {
+    fn new(delimiter: u8) -> Self {
+        Self {
+            delimiter,
+            line: 1,
+            record_line: 1,
+            in_quotes: false,
+            after_quote: false,
+            fields: 1,
+            header_fields: None,
+            record_has_data: false,
+            error: None,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.error.is_some() {
+                return;
+            }
+            if self.in_quotes {
+                match b {
+                    b'"' => {
+                        self.in_quotes = false;
+                        self.after_quote = true;
+                    }
+                    b'\n' => self.line += 1,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' if self.after_quote => {
+                    // An escaped quote ("") inside a quoted field.
+                    self.in_quotes = true;
+                    self.after_quote = false;
+                }
+                b'"' => {
+                    self.in_quotes = true;
+                    self.record_has_data = true;
+                }
+                b'\n' => {
+                    self.end_record();
+                    self.line += 1;
+                    self.record_line = self.line;
+                }
+                b'\r' => {}
+                b if b == self.delimiter => {
+                    self.fields += 1;
+                    self.after_quote = false;
+                    self.record_has_data = true;
+                }
+                _ if self.after_quote => {
+                    self.error = Some((
+                        self.line,
+                        "text after a closing quote (quote the whole field and double inner quotes)"
+                            .into(),
+                    ));
+                }
+                _ => self.record_has_data = true,
+            }
+        }
+    }
+
+    fn end_record(&mut self) {
+        self.after_quote = false;
+        if !self.record_has_data && self.fields == 1 {
+            return; // a blank line
+        }
+        match self.header_fields {
+            None => self.header_fields = Some(self.fields),
+            Some(expected) if expected != self.fields => {
+                self.error = Some((
+                    self.record_line,
+                    format!("{} fields, but the header has {expected}", self.fields),
+                ));
+            }
+            Some(_) => {}
+        }
+        self.fields = 1;
+        self.record_has_data = false;
+    }
+
+    fn finish(mut self) -> std::result::Result<(), (usize, String)> {
+        if self.in_quotes {
+            return Err((self.record_line, "a quoted field is never closed".into()));
+        }
+        self.end_record();
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn parquet_info(conn: &Connection, file: &Path) -> Result<ParquetInfo> {
+    let source = literal(&file.to_string_lossy());
+    let rows: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM read_parquet({source})"),
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(&format!("DESCRIBE SELECT * FROM read_parquet({source})"))?;
+    let schema = stmt
+        .query_map([], |r| {
+            Ok(Column {
+                name: r.get(0)?,
+                kind: r.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParquetInfo {
+        rows: u64::try_from(rows).unwrap_or(0),
+        schema,
+    })
+}
+
+/// `(id, text)` for every row of `file`: the id column as text, the text columns joined by newlines.
+pub fn read_texts(
+    file: &Path,
+    id_column: &str,
+    text_columns: &[String],
+) -> Result<Vec<(String, String)>> {
+    let conn = Connection::open_in_memory()?;
+    let texts: Vec<String> = text_columns
+        .iter()
+        .map(|c| format!("coalesce(CAST({} AS VARCHAR), '')", ident(c)))
+        .collect();
+    let sql = format!(
+        "SELECT CAST({} AS VARCHAR), concat_ws(chr(10), {}) FROM read_parquet({})",
+        ident(id_column),
+        texts.join(", "),
+        literal(&file.to_string_lossy())
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                r.get::<_, String>(1)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Limits applied to every caller query.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryLimits {
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_max_rows() -> usize {
+    10_000
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+/// A query's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Map<String, Value>>,
+    /// More rows existed than `max_rows`.
+    pub truncated: bool,
+}
+
+/// One dataset as the query engine sees it: a view over its local Parquet files.
+#[derive(Debug, Clone)]
+pub struct ViewSource {
+    pub name: String,
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// The read-only SQL engine.
+pub struct QueryEngine {
+    base: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryEngine")
+    }
+}
+
+impl QueryEngine {
+    /// An in-memory database that may read files under `allowed_dir` only.
+    pub fn open(allowed_dir: &Path) -> Result<Self> {
+        let conn = Connection::open_in_memory()?;
+        let dir = allowed_dir.to_string_lossy();
+        let dir = if dir.ends_with('/') {
+            dir.into_owned()
+        } else {
+            format!("{dir}/")
+        };
+        conn.execute_batch(&format!(
+            "SET allowed_directories = [{}]; SET enable_external_access = false; \
+             SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
+             SET lock_configuration = true;",
+            literal(&dir)
+        ))
+        .map_err(|e| StoreError::Internal(format!("cannot lock down the query database: {e}")))?;
+        Ok(Self {
+            base: Mutex::new(conn),
+        })
+    }
+
+    /// Runs one read-only statement over `views`; blocking, so call it from a blocking thread.
+    pub fn run(&self, sql: &str, views: &[ViewSource], limits: QueryLimits) -> Result<QueryResult> {
+        check_read_only(sql)?;
+        let conn = {
+            let base = self
+                .base
+                .lock()
+                .map_err(|_| StoreError::Internal("query engine lock poisoned".into()))?;
+            base.try_clone()?
+        };
+        for view in views {
+            let sql = if view.files.is_empty() {
+                format!(
+                    "CREATE OR REPLACE TEMP VIEW {} AS SELECT NULL AS empty WHERE false",
+                    ident(&view.name)
+                )
+            } else {
+                let files: Vec<String> = view
+                    .files
+                    .iter()
+                    .map(|f| literal(&f.to_string_lossy()))
+                    .collect();
+                format!(
+                    "CREATE OR REPLACE TEMP VIEW {} AS SELECT * FROM read_parquet([{}])",
+                    ident(&view.name),
+                    files.join(", ")
+                )
+            };
+            conn.execute_batch(&sql).map_err(|e| {
+                StoreError::Internal(format!("cannot create view {}: {e}", view.name))
+            })?;
+        }
+
+        let interrupt = conn.interrupt_handle();
+        let timeout = Duration::from_millis(limits.timeout_ms);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let timer = std::thread::spawn(move || {
+            if done_rx.recv_timeout(timeout).is_err() {
+                interrupt.interrupt();
+                true
+            } else {
+                false
+            }
+        });
+        let result = collect_rows(&conn, sql, limits.max_rows);
+        let _ = done_tx.send(());
+        let timed_out = timer.join().unwrap_or(false);
+        match result {
+            Err(_) if timed_out => Err(StoreError::Timeout(timeout)),
+            other => other,
+        }
+    }
+}
+
+fn collect_rows(conn: &Connection, sql: &str, max_rows: usize) -> Result<QueryResult> {
+    let mut stmt = conn
+        .prepare(sql)
+        .map_err(|e| StoreError::InvalidInput(format!("SQL error: {e}")))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(|e| StoreError::InvalidInput(format!("SQL error: {e}")))?;
+    let columns: Vec<String> = rows
+        .as_ref()
+        .map(|s| {
+            s.column_names()
+                .into_iter()
+                .map(|c| c.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut truncated = false;
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| StoreError::InvalidInput(format!("SQL error: {e}")))?
+    {
+        if out.len() == max_rows {
+            truncated = true;
+            break;
+        }
+        let mut object = Map::new();
+        for (i, name) in columns.iter().enumerate() {
+            let value = row.get_ref(i).map(to_json).unwrap_or(Value::Null);
+            object.insert(name.clone(), value);
+        }
+        out.push(object);
+    }
+    Ok(QueryResult {
+        columns,
+        rows: out,
+        truncated,
+    })
+}
+
+/// A DuckDB value as JSON; types without a JSON form are written as text.
+pub fn to_json(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Boolean(b) => Value::Bool(b),
+        ValueRef::TinyInt(n) => n.into(),
+        ValueRef::SmallInt(n) => n.into(),
+        ValueRef::Int(n) => n.into(),
+        ValueRef::BigInt(n) => n.into(),
+        ValueRef::UTinyInt(n) => n.into(),
+        ValueRef::USmallInt(n) => n.into(),
+        ValueRef::UInt(n) => n.into(),
+        ValueRef::UBigInt(n) => n.into(),
+        ValueRef::Float(f) => {
+            serde_json::Number::from_f64(f64::from(f)).map_or(Value::Null, Value::Number)
+        }
+        ValueRef::Double(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        ValueRef::Text(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        other => match other.to_owned() {
+            duckdb::types::Value::HugeInt(n) => Value::String(n.to_string()),
+            duckdb::types::Value::Blob(b) => Value::String(format!("<{} bytes>", b.len())),
+            v => Value::String(format!("{v:?}")),
+        },
+    }
+}
+
+/// One statement, and it must read: SELECT, WITH, FROM (DuckDB's FROM-first), VALUES,
+/// DESCRIBE or SHOW. The database settings are the real guard; this gives the
+/// caller a clear message instead of a permission error.
+pub fn check_read_only(sql: &str) -> Result<()> {
+    let stripped = strip_comments(sql);
+    let trimmed = stripped.trim().trim_end_matches(';').trim();
+    if trimmed.is_empty() {
+        return Err(StoreError::InvalidInput("empty SQL".into()));
+    }
+    if has_statement_separator(trimmed) {
+        return Err(StoreError::InvalidInput(
+            "only one SQL statement is allowed".into(),
+        ));
+    }
+    let first = trimmed
+        .trim_start_matches('(')
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    match first.as_str() {
+        "SELECT" | "WITH" | "FROM" | "VALUES" | "DESCRIBE" | "SHOW" | "SUMMARIZE" => Ok(()),
+        _ => Err(StoreError::InvalidInput(format!(
+            "only read-only queries (SELECT/WITH) are allowed, not {first}"
+        ))),
+    }
+}
+
+fn strip_comments(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => {
+                quote = Some(c);
+                out.push(c);
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn has_statement_separator(sql: &str) -> bool {
+    let mut quote: Option<char> = None;
+    for c in sql.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == ';' => return true,
+            None => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> std::result::Result<char, String> {
+        check_csv_reader(&mut text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn csv_check_names_the_line_and_reason() {
+        assert_eq!(check("a,b\n1,2\n\n3,\"x,\n\"\"y\"\"\"\n"), Ok(','));
+        assert_eq!(check("a;b\n1;2\n"), Ok(';'));
+        assert_eq!(check("a\tb\n1\t2"), Ok('\t'));
+        let err = check("id,title,text\n6,Broken,\"unterminated\n7,x\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("never closed"),
+            "{err}"
+        );
+        let err = check("id,title\n1,a\n2,b,c\n").unwrap_err();
+        assert!(err.contains("line 3") && err.contains("3 fields"), "{err}");
+        let err = check("id,t\n1,\"a\"b\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("closing quote"),
+            "{err}"
+        );
+        assert!(check("\n").unwrap_err().contains("header"));
+    }
+
+    #[test]
+    fn read_only_check_accepts_reads_and_refuses_the_rest() {
+        for ok in [
+            "SELECT 1",
+            "  with x as (select 1) select * from x;",
+            "-- comment\nSELECT ';'",
+            "FROM docs",
+            "(SELECT 1)",
+        ] {
+            assert!(check_read_only(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "COPY docs TO '/tmp/x.csv'",
+            "ATTACH '/tmp/x.db'",
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "SELECT 1; DROP TABLE x",
+            "/* hi */ DELETE FROM docs",
+            "CREATE TABLE t AS SELECT 1",
+            "SET enable_external_access = true",
+            "",
+        ] {
+            assert!(check_read_only(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Embedders behind one trait, with a shared cache.
+//!
+//! - `local`: the built-in offline encoder (pocket-encoder, MiniLM, 384
+//!   dimensions, weights compiled in). Loaded on first use, so an idle server
+//!   does not hold its ~90 MB; batches are spread over the cores.
+//! - `ollama/<model>`: Ollama's `/api/embed`.
+//! - `openai/<model>`: any OpenAI-compatible `/embeddings`.
+//!
+//! [`Embedders`] caches vectors by (embedder, text) in a size-bounded moka cache,
+//! so repeated texts (queries, re-ingests) are embedded once.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use lakehouse_providers::http::Upstream;
+use moka::future::Cache;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::error::{Result, StoreError};
+
+/// The built-in embedder's name and width.
+pub const LOCAL: &str = "local";
+/// A corpus with this embedder is not embedded: it is queried with SQL only.
+pub const NONE: &str = "none";
+pub const LOCAL_DIMENSIONS: usize = 384;
+
+/// Turns texts into vectors.
+pub trait Embedder: Send + Sync {
+    fn name(&self) -> &str;
+    /// Vectors in input order, one per text.
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>>;
+}
+
+/// The offline default.
+#[derive(Default)]
+pub struct LocalEmbedder {
+    encoder: OnceCell<pocket_encoder::Encoder>,
+}
+
+impl LocalEmbedder {
+    async fn encoder(&self) -> Result<pocket_encoder::Encoder> {
+        self.encoder
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(pocket_encoder::Encoder::new)
+                    .await
+                    .map_err(|e| StoreError::Embed(format!("loader task failed: {e}")))?
+                    .map_err(|e| StoreError::Embed(e.to_string()))
+            })
+            .await
+            .cloned()
+    }
+}
+
+impl Embedder for LocalEmbedder {
+    fn name(&self) -> &str {
+        LOCAL
+    }
+
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(async move {
+            let encoder = self.encoder().await?;
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            let per_task = texts.len().div_ceil(cores).clamp(1, 256);
+            let tasks: Vec<_> = texts
+                .chunks(per_task)
+                .map(|chunk| {
+                    let encoder = encoder.clone();
+                    // The encoder refuses empty text; an empty row embeds as a single space.
+                    let chunk: Vec<String> = chunk
+                        .iter()
+                        .map(|t| {
+                            if t.trim().is_empty() {
+                                "-".to_owned()
+                            } else {
+                                t.clone()
+                            }
+                        })
+                        .collect();
+                    tokio::task::spawn_blocking(move || encoder.embed(&chunk))
+                })
+                .collect();
+            let mut out = Vec::with_capacity(texts.len());
+            for task in tasks {
+                let vectors = task
+                    .await
+                    .map_err(|e| StoreError::Embed(format!("embedding task failed: {e}")))?
+                    .map_err(|e| StoreError::Embed(e.to_string()))?;
+                out.extend(vectors);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Ollama `/api/embed`.
+pub struct OllamaEmbedder {
+    name: String,
+    model: String,
+    upstream: Upstream,
+}
+
+impl OllamaEmbedder {
+    pub fn new(model: &str, upstream: Upstream) -> Self {
+        Self {
+            name: format!("ollama/{model}"),
+            model: model.to_owned(),
+            upstream,
+        }
+    }
+}
+
+impl Embedder for OllamaEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Answer {
+                embeddings: Vec<Vec<f32>>,
+            }
+            let body = json!({"model": self.model, "input": texts, "truncate": true});
+            let response = self
+                .upstream
+                .post_json("/api/embed", &body, &[])
+                .await
+                .map_err(|e| StoreError::Embed(e.to_string()))?;
+            let answer: Answer = response
+                .json()
+                .await
+                .map_err(|e| StoreError::Embed(e.to_string()))?;
+            check_count(&self.name, texts.len(), answer.embeddings)
+        })
+    }
+}
+
+/// Any OpenAI-compatible `/embeddings`.
+pub struct OpenAiEmbedder {
+    name: String,
+    model: String,
+    upstream: Upstream,
+}
+
+impl OpenAiEmbedder {
+    pub fn new(name: &str, model: &str, upstream: Upstream) -> Self {
+        Self {
+            name: name.to_owned(),
+            model: model.to_owned(),
+            upstream,
+        }
+    }
+}
+
+impl Embedder for OpenAiEmbedder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Item {
+                index: usize,
+                embedding: Vec<f32>,
+            }
+            #[derive(Deserialize)]
+            struct Answer {
+                data: Vec<Item>,
+            }
+            let body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
+            let response = self
+                .upstream
+                .post_json("/embeddings", &body, &[])
+                .await
+                .map_err(|e| StoreError::Embed(e.to_string()))?;
+            let mut answer: Answer = response
+                .json()
+                .await
+                .map_err(|e| StoreError::Embed(e.to_string()))?;
+            answer.data.sort_by_key(|i| i.index);
+            check_count(
+                &self.name,
+                texts.len(),
+                answer.data.into_iter().map(|i| i.embedding).collect(),
+            )
+        })
+    }
+}
+
+fn check_count(name: &str, expected: usize, vectors: Vec<Vec<f32>>) -> Result<Vec<Vec<f32>>> {
+    if vectors.len() == expected {
+        Ok(vectors)
+    } else {
+        Err(StoreError::Embed(format!(
+            "{name} returned {} vectors for {expected} texts",
+            vectors.len()
+        )))
+    }
+}
+
+/// The embedders by name, behind one cache.
+#[derive(Clone)]
+pub struct Embedders {
+    by_name: Arc<std::collections::HashMap<String, Arc<dyn Embedder>>>,
+    cache: Cache<(String, String), Arc<Vec<f32>>>,
+}
+
+impl std::fmt::Debug for Embedders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedders")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+impl Embedders {
+    /// `cache_bytes` bounds the cache by the size of the vectors it holds.
+    pub fn new(embedders: Vec<Arc<dyn Embedder>>, cache_bytes: u64) -> Self {
+        let by_name = embedders
+            .into_iter()
+            .map(|e| (e.name().to_owned(), e))
+            .collect();
+        let cache = Cache::builder()
+            .max_capacity(cache_bytes)
+            .weigher(|key: &(String, String), value: &Arc<Vec<f32>>| {
+                let bytes = key.0.len() + key.1.len() + value.len() * 4 + 64;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self {
+            by_name: Arc::new(by_name),
+            cache,
+        }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Embeds `texts` with `name`, answering repeated texts from the cache.
+    pub async fn embed(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let embedder = self.by_name.get(name).ok_or_else(|| StoreError::NotFound {
+            what: "embedder",
+            name: name.to_owned(),
+        })?;
+        let mut out: Vec<Option<Arc<Vec<f32>>>> = Vec::with_capacity(texts.len());
+        let mut missing: Vec<String> = Vec::new();
+        let mut missing_at: Vec<usize> = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let hit = self.cache.get(&(name.to_owned(), text.clone())).await;
+            if hit.is_none() {
+                missing.push(text.clone());
+                missing_at.push(i);
+            }
+            out.push(hit);
+        }
+        if !missing.is_empty() {
+            let fresh = embedder.embed(&missing).await?;
+            for ((i, text), vector) in missing_at.into_iter().zip(missing).zip(fresh) {
+                let vector = Arc::new(vector);
+                self.cache
+                    .insert((name.to_owned(), text), Arc::clone(&vector))
+                    .await;
+                out[i] = Some(vector);
+            }
+        }
+        out.into_iter()
+            .map(|v| {
+                v.map(|v| v.as_ref().clone())
+                    .ok_or_else(|| StoreError::Embed("a vector is missing".into()))
+            })
+            .collect()
+    }
+}

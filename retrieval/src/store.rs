@@ -1,0 +1,550 @@
+//! The store as the proxy and the CLI use it: corpora (catalog + Parquet +
+//! HNSW index), SQL, search and embeddings behind one handle.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::catalog::{
+    Catalog, CorpusSettings, DataFile, Manifest, VectorsRef, check_schema, now, validate_name,
+};
+use crate::duck::{self, Format, QueryEngine, QueryLimits, QueryResult, ViewSource};
+use crate::embed::{Embedders, NONE};
+use crate::error::{Result, StoreError};
+use crate::objects::Objects;
+use crate::vectors::{Doc, Neighbor, VectorIndex};
+
+/// How far an ingest has come, for progress bars. Calls are cheap and may be ignored.
+pub trait Progress: Send + Sync {
+    /// A new stage starts (`parse`, `write`, `embed`, `index`) with `total` units.
+    fn stage(&self, name: &str, total: u64);
+    fn advance(&self, done: u64);
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// Texts per embedding call during ingest.
+const EMBED_BATCH: usize = 256;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IngestReport {
+    pub corpus: String,
+    /// False when the same content was already registered (nothing changed).
+    pub added: bool,
+    pub rows: u64,
+    pub file: String,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub id: String,
+    pub score: f32,
+    pub row: Map<String, Value>,
+}
+
+struct LoadedIndex {
+    index_key: String,
+    index: Arc<VectorIndex>,
+}
+
+pub struct Store {
+    objects: Objects,
+    catalog: Catalog,
+    query: Arc<QueryEngine>,
+    embedders: Embedders,
+    limits: QueryLimits,
+    indexes: RwLock<HashMap<String, LoadedIndex>>,
+    ingest_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("objects", &self.objects)
+            .finish()
+    }
+}
+
+fn searchable_embedder(manifest: &Manifest) -> Result<&str> {
+    if manifest.settings.embedder == NONE {
+        return Err(StoreError::InvalidInput(format!(
+            "corpus {:?} has no embedder (\"none\"); query it with SQL",
+            manifest.name
+        )));
+    }
+    Ok(&manifest.settings.embedder)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A temporary folder removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "lakehouse-ingest-{}-{}",
+            std::process::id(),
+            lakehouse_providers::openai::new_id("")
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Internal(format!("temp dir: {e}")))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
+}
+
+impl Store {
+    /// Opens the store and loads every corpus's index.
+    pub async fn open(objects: Objects, embedders: Embedders, limits: QueryLimits) -> Result<Self> {
+        let query = Arc::new(QueryEngine::open(objects.local_dir())?);
+        let store = Self {
+            catalog: Catalog::new(objects.clone()),
+            objects,
+            query,
+            embedders,
+            limits,
+            indexes: RwLock::default(),
+            ingest_locks: std::sync::Mutex::default(),
+        };
+        for manifest in store.catalog.list().await? {
+            if let Err(e) = store.index_for(&manifest).await {
+                tracing::warn!(corpus = %manifest.name, "cannot load the vector index: {e}");
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    pub fn embedders(&self) -> &Embedders {
+        &self.embedders
+    }
+
+    pub async fn create_corpus(&self, name: &str, settings: CorpusSettings) -> Result<Manifest> {
+        validate_name(name)?;
+        if settings.embedder != NONE && !self.embedders.contains(&settings.embedder) {
+            return Err(StoreError::InvalidInput(format!(
+                "unknown embedder {:?}; known: {}",
+                settings.embedder,
+                self.embedders.names().join(", ")
+            )));
+        }
+        if settings.text_columns.is_empty() {
+            return Err(StoreError::InvalidInput(
+                "text_columns must name at least one column".into(),
+            ));
+        }
+        self.catalog.create(name, settings).await
+    }
+
+    pub async fn corpora(&self) -> Result<Vec<Manifest>> {
+        self.catalog.list().await
+    }
+
+    pub async fn corpus(&self, name: &str) -> Result<Manifest> {
+        self.catalog.get(name).await
+    }
+
+    /// Rows held by the loaded index of `name` (0 when none).
+    pub async fn vector_count(&self, name: &str) -> usize {
+        self.indexes
+            .read()
+            .await
+            .get(name)
+            .map_or(0, |l| l.index.len())
+    }
+
+    fn ingest_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut locks = match self.ingest_locks.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(locks.entry(name.to_owned()).or_default())
+    }
+
+    /// Ingests a local file: converts it to Parquet, stores it content-addressed,
+    /// embeds and indexes its rows, and registers it. Nothing becomes visible
+    /// unless every step succeeded.
+    pub async fn ingest_file(
+        &self,
+        name: &str,
+        input: &Path,
+        format: Format,
+        progress: &dyn Progress,
+    ) -> Result<IngestReport> {
+        let lock = self.ingest_lock(name);
+        let _guard = lock.lock().await;
+        let manifest = self.catalog.get(name).await?;
+        let settings = manifest.settings.clone();
+        let tmp = TempDir::new()?;
+        let parquet = tmp.0.join("data.parquet");
+
+        progress.stage("parse", 1);
+        let (input_path, output) = (input.to_path_buf(), parquet.clone());
+        let info = blocking(move || duck::convert_to_parquet(&input_path, format, &output)).await?;
+        progress.advance(1);
+        let names: Vec<&str> = info.schema.iter().map(|c| c.name.as_str()).collect();
+        for column in settings
+            .text_columns
+            .iter()
+            .chain(std::iter::once(&settings.id_column))
+        {
+            if !names.contains(&column.as_str()) {
+                return Err(StoreError::InvalidInput(format!(
+                    "column {column:?} is not in the file; its columns are: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        if info.rows == 0 {
+            return Err(StoreError::InvalidInput("the file has no rows".into()));
+        }
+        // Checked again under the catalog lock; here so a mismatch writes nothing.
+        check_schema(name, &manifest.schema, &info.schema)?;
+
+        let bytes = Bytes::from(
+            tokio::fs::read(&parquet)
+                .await
+                .map_err(|e| StoreError::Internal(format!("reading the converted file: {e}")))?,
+        );
+        let sha = hex(&Sha256::digest(&bytes));
+        let key = format!("corpora/{name}/{sha}.parquet");
+        if manifest.files.iter().any(|f| f.sha256 == sha) {
+            return Ok(IngestReport {
+                corpus: name.to_owned(),
+                added: false,
+                rows: info.rows,
+                file: key,
+                version: manifest.version,
+            });
+        }
+        progress.stage("write", bytes.len() as u64);
+        let size = bytes.len() as u64;
+        self.objects.put(&key, bytes).await?;
+        progress.advance(size);
+
+        let vectors = if settings.embedder == NONE {
+            None
+        } else {
+            Some(self.embed_and_index(&manifest, &parquet, progress).await?)
+        };
+        let data_file = DataFile {
+            key: key.clone(),
+            sha256: sha,
+            rows: info.rows,
+            bytes: size,
+            added_at: now(),
+        };
+        let (manifest, added) = self
+            .catalog
+            .register(
+                name,
+                data_file,
+                info.schema,
+                vectors.as_ref().map(|(r, _)| r.clone()),
+            )
+            .await?;
+        if let Some((vectors, index)) = vectors {
+            self.indexes.write().await.insert(
+                name.to_owned(),
+                LoadedIndex {
+                    index_key: vectors.index_key,
+                    index: Arc::new(index),
+                },
+            );
+        }
+        Ok(IngestReport {
+            corpus: name.to_owned(),
+            added,
+            rows: info.rows,
+            file: key,
+            version: manifest.version,
+        })
+    }
+
+    /// Embeds the rows of `parquet`, extends the corpus index with them and stores
+    /// the new index under the next version; the catalog is not touched.
+    async fn embed_and_index(
+        &self,
+        manifest: &Manifest,
+        parquet: &Path,
+        progress: &dyn Progress,
+    ) -> Result<(VectorsRef, VectorIndex)> {
+        let settings = &manifest.settings;
+        let name = &manifest.name;
+        let (file, id_column, text_columns) = (
+            parquet.to_path_buf(),
+            settings.id_column.clone(),
+            settings.text_columns.clone(),
+        );
+        let texts = blocking(move || duck::read_texts(&file, &id_column, &text_columns)).await?;
+        progress.stage("embed", texts.len() as u64);
+        let mut rows = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(EMBED_BATCH) {
+            let strings: Vec<String> = batch.iter().map(|(_, t)| t.clone()).collect();
+            let vectors = self.embedders.embed(&settings.embedder, &strings).await?;
+            rows.extend(
+                batch
+                    .iter()
+                    .map(|(id, text)| Doc {
+                        id: id.clone(),
+                        text: text.clone(),
+                    })
+                    .zip(vectors),
+            );
+            progress.advance(batch.len() as u64);
+        }
+
+        progress.stage("index", rows.len() as u64);
+        let dimensions = rows.first().map_or(0, |(_, v)| v.len());
+        let current = self.index_for(manifest).await?;
+        let count = rows.len() as u64;
+        let version = manifest.version + 1;
+        let (index_bytes, docs_bytes, index) = blocking(move || {
+            let mut index = match current {
+                Some(existing) => existing.duplicate()?,
+                None => VectorIndex::new(dimensions)?,
+            };
+            index.add(rows)?;
+            let (a, b) = index.to_bytes()?;
+            Ok((a, b, index))
+        })
+        .await?;
+        progress.advance(count);
+        let vectors = VectorsRef {
+            index_key: format!("_vectors/{name}/{version}.usearch"),
+            docs_key: format!("_vectors/{name}/{version}.docs.json"),
+            count: index.len() as u64,
+            dimensions: index.dimensions(),
+        };
+        self.objects
+            .put(&vectors.index_key, Bytes::from(index_bytes))
+            .await?;
+        self.objects
+            .put(&vectors.docs_key, Bytes::from(docs_bytes))
+            .await?;
+        Ok((vectors, index))
+    }
+
+    /// The loaded index of this manifest version, loading it from the store if needed.
+    async fn index_for(&self, manifest: &Manifest) -> Result<Option<Arc<VectorIndex>>> {
+        let Some(vectors) = &manifest.vectors else {
+            return Ok(None);
+        };
+        if let Some(loaded) = self.indexes.read().await.get(&manifest.name)
+            && loaded.index_key == vectors.index_key
+        {
+            return Ok(Some(Arc::clone(&loaded.index)));
+        }
+        let index_bytes = self.objects.get(&vectors.index_key).await?;
+        let docs_bytes = self.objects.get(&vectors.docs_key).await?;
+        let dimensions = vectors.dimensions;
+        let index = Arc::new(
+            blocking(move || VectorIndex::from_bytes(&index_bytes, &docs_bytes, dimensions))
+                .await?,
+        );
+        self.indexes.write().await.insert(
+            manifest.name.clone(),
+            LoadedIndex {
+                index_key: vectors.index_key.clone(),
+                index: Arc::clone(&index),
+            },
+        );
+        Ok(Some(index))
+    }
+
+    /// The `k` rows nearest to `query`, best first, with all their fields
+    /// (read from the Parquet files; the chat path uses [`Self::search_vector`]).
+    pub async fn search(&self, name: &str, query: &str, k: usize) -> Result<Vec<Hit>> {
+        if query.trim().is_empty() {
+            return Err(StoreError::InvalidInput("query must not be empty".into()));
+        }
+        let manifest = self.catalog.get(name).await?;
+        let embedder = searchable_embedder(&manifest)?;
+        let vector = self.embed_query(embedder, query).await?;
+        let neighbors = self.search_vector(name, &vector, k).await?;
+        let ids: Vec<String> = neighbors.iter().map(|n| n.id.clone()).collect();
+        let rows = self.rows_by_id(&manifest, &ids).await?;
+        Ok(neighbors
+            .into_iter()
+            .map(|n| Hit {
+                row: rows.get(&n.id).cloned().unwrap_or_default(),
+                id: n.id,
+                score: n.score,
+            })
+            .collect())
+    }
+
+    /// Embeds one query text with `embedder` (cached).
+    pub async fn embed_query(&self, embedder: &str, query: &str) -> Result<Vec<f32>> {
+        self.embedders
+            .embed(embedder, &[query.to_owned()])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Embed("no vector for the query".into()))
+    }
+
+    /// The embedder of a searchable corpus.
+    pub async fn corpus_embedder(&self, name: &str) -> Result<String> {
+        let manifest = self.catalog.get(name).await?;
+        searchable_embedder(&manifest).map(str::to_owned)
+    }
+
+    /// The `k` rows nearest to an already embedded query: ids, texts and
+    /// cosine similarities, from memory only.
+    pub async fn search_vector(
+        &self,
+        name: &str,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<Neighbor>> {
+        let index = self.loaded_index(name).await?;
+        let Some(index) = index else {
+            return Ok(Vec::new());
+        };
+        if vector.len() != index.dimensions() {
+            return Err(StoreError::InvalidInput(format!(
+                "the query vector has {} dimensions, corpus {name:?} {}",
+                vector.len(),
+                index.dimensions()
+            )));
+        }
+        // HNSW search of a loaded index takes microseconds: not worth a thread hop.
+        index.search(vector, k.clamp(1, 1000))
+    }
+
+    /// One indexed row by id: its embedded text.
+    pub async fn doc(&self, name: &str, id: &str) -> Result<Option<Doc>> {
+        Ok(self
+            .loaded_index(name)
+            .await?
+            .and_then(|index| index.doc(id).cloned()))
+    }
+
+    /// One indexed row by id and its cosine similarity to `vector`.
+    pub async fn doc_similarity(
+        &self,
+        name: &str,
+        id: &str,
+        vector: &[f32],
+    ) -> Result<Option<(Doc, f32)>> {
+        let Some(index) = self.loaded_index(name).await? else {
+            return Ok(None);
+        };
+        Ok(index
+            .similarity(id, vector)?
+            .map(|(doc, similarity)| (doc.clone(), similarity)))
+    }
+
+    /// The loaded index of corpus `name`, loading it if this replica has not yet.
+    async fn loaded_index(&self, name: &str) -> Result<Option<Arc<VectorIndex>>> {
+        if let Some(loaded) = self.indexes.read().await.get(name) {
+            return Ok(Some(Arc::clone(&loaded.index)));
+        }
+        let manifest = self.catalog.get(name).await?;
+        self.index_for(&manifest).await
+    }
+
+    async fn rows_by_id(
+        &self,
+        manifest: &Manifest,
+        ids: &[String],
+    ) -> Result<HashMap<String, Map<String, Value>>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let views = vec![self.view_of(manifest).await?];
+        let list: Vec<String> = ids.iter().map(|id| duck::literal(id)).collect();
+        let id_column = manifest.settings.id_column.clone();
+        let sql = format!(
+            "SELECT * FROM {} WHERE CAST({} AS VARCHAR) IN ({})",
+            duck::ident(&manifest.name),
+            duck::ident(&id_column),
+            list.join(", ")
+        );
+        let engine = Arc::clone(&self.query);
+        let limits = QueryLimits {
+            max_rows: ids.len() * 4,
+            ..self.limits
+        };
+        let result = blocking(move || engine.run(&sql, &views, limits)).await?;
+        let mut out = HashMap::new();
+        for row in result.rows {
+            let id = match row.get(&id_column) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => continue,
+            };
+            out.entry(id).or_insert(row);
+        }
+        Ok(out)
+    }
+
+    async fn view_of(&self, manifest: &Manifest) -> Result<ViewSource> {
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for f in &manifest.files {
+            files.push(self.objects.local_file(&f.key).await?);
+        }
+        Ok(ViewSource {
+            name: manifest.name.clone(),
+            files,
+        })
+    }
+
+    /// Runs read-only SQL over every corpus (each a view by its name).
+    pub async fn query(&self, sql: &str) -> Result<QueryResult> {
+        duck::check_read_only(sql)?;
+        let mut views = Vec::new();
+        for manifest in self.catalog.list().await? {
+            views.push(self.view_of(&manifest).await?);
+        }
+        let engine = Arc::clone(&self.query);
+        let (sql, limits) = (sql.to_owned(), self.limits);
+        blocking(move || engine.run(&sql, &views, limits)).await
+    }
+
+    /// Deletes a corpus: its manifest first (so it disappears at once), then its files.
+    pub async fn delete_corpus(&self, name: &str) -> Result<Manifest> {
+        let lock = self.ingest_lock(name);
+        let _guard = lock.lock().await;
+        let manifest = self.catalog.delete(name).await?;
+        self.indexes.write().await.remove(name);
+        for prefix in [format!("corpora/{name}"), format!("_vectors/{name}")] {
+            for object in self.objects.list(&prefix).await? {
+                if let Err(e) = self.objects.delete(&object.key).await {
+                    tracing::warn!("cannot delete {}: {e}", object.key);
+                }
+            }
+        }
+        Ok(manifest)
+    }
+}

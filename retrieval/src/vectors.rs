@@ -1,0 +1,321 @@
+//! One usearch HNSW index per corpus (cosine, f32), keyed by row ordinal.
+//!
+//! Keys are `0..n` in ingest order; `docs[key]` is the row's id and the text
+//! that was embedded, kept in memory so a search answers without touching the
+//! Parquet files (the retrieval pre-hook is on every chat's path). Capacity is
+//! reserved ahead and doubles when full, so adding rows does not rebuild. An
+//! index is saved as two objects per catalog version,
+//! `_vectors/<corpus>/<version>.usearch` and `.docs.json`, and loaded back at start.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::error::{Result, StoreError};
+
+/// One indexed row: its id and the text that was embedded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Doc {
+    pub id: String,
+    pub text: String,
+}
+
+pub struct VectorIndex {
+    index: Index,
+    docs: Vec<Doc>,
+    keys_by_id: HashMap<String, u64>,
+    dimensions: usize,
+}
+
+impl std::fmt::Debug for VectorIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorIndex")
+            .field("rows", &self.docs.len())
+            .field("dimensions", &self.dimensions)
+            .finish()
+    }
+}
+
+fn options(dimensions: usize) -> IndexOptions {
+    IndexOptions {
+        dimensions,
+        metric: MetricKind::Cos,
+        quantization: ScalarKind::F32,
+        connectivity: 16,
+        expansion_add: 128,
+        expansion_search: 64,
+        multi: false,
+    }
+}
+
+/// Concurrent searches and inserts each need a thread slot in usearch.
+fn thread_slots() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .max(16)
+}
+
+fn reserve(index: &Index, capacity: usize) -> Result<()> {
+    index
+        .reserve_capacity_and_threads(capacity, thread_slots())
+        .map_err(usearch_error)
+}
+
+fn usearch_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("usearch: {e}"))
+}
+
+/// One search hit: the row id, its text and its cosine similarity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbor {
+    pub id: String,
+    pub key: u64,
+    pub score: f32,
+    pub text: String,
+}
+
+impl VectorIndex {
+    pub fn new(dimensions: usize) -> Result<Self> {
+        let index = Index::new(&options(dimensions)).map_err(usearch_error)?;
+        reserve(&index, 1024)?;
+        Ok(Self {
+            index,
+            docs: Vec::new(),
+            keys_by_id: HashMap::new(),
+            dimensions,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// The row with this id (the first one, if ids repeat).
+    pub fn doc(&self, id: &str) -> Option<&Doc> {
+        let key = usize::try_from(*self.keys_by_id.get(id)?).ok()?;
+        self.docs.get(key)
+    }
+
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// The row with this id and its cosine similarity to `query`.
+    pub fn similarity(&self, id: &str, query: &[f32]) -> Result<Option<(&Doc, f32)>> {
+        let Some(&key) = self.keys_by_id.get(id) else {
+            return Ok(None);
+        };
+        let Some(doc) = usize::try_from(key).ok().and_then(|k| self.docs.get(k)) else {
+            return Ok(None);
+        };
+        let mut vector = vec![0f32; self.dimensions];
+        if self.index.get(key, &mut vector).map_err(usearch_error)? == 0 {
+            return Ok(None);
+        }
+        let (mut dot, mut nq, mut nv) = (0f32, 0f32, 0f32);
+        for (q, v) in query.iter().zip(&vector) {
+            dot += q * v;
+            nq += q * q;
+            nv += v * v;
+        }
+        let similarity = if nq == 0.0 || nv == 0.0 {
+            0.0
+        } else {
+            dot / (nq.sqrt() * nv.sqrt())
+        };
+        Ok(Some((doc, similarity)))
+    }
+
+    /// Sets how many candidates a search visits (recall against speed).
+    pub fn set_expansion_search(&self, n: usize) {
+        self.index.change_expansion_search(n);
+    }
+
+    /// Appends rows; keys continue from the current size.
+    pub fn add(&mut self, rows: Vec<(Doc, Vec<f32>)>) -> Result<()> {
+        let needed = self.docs.len() + rows.len();
+        if needed > self.index.capacity() {
+            let mut capacity = self.index.capacity().max(1024);
+            while capacity < needed {
+                capacity *= 2;
+            }
+            reserve(&self.index, capacity)?;
+        }
+        if let Some((_, v)) = rows.iter().find(|(_, v)| v.len() != self.dimensions) {
+            return Err(StoreError::Embed(format!(
+                "a vector has {} dimensions, the index {}",
+                v.len(),
+                self.dimensions
+            )));
+        }
+        let first = self.docs.len() as u64;
+        // usearch inserts concurrently; spread the rows over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let per_thread = rows.len().div_ceil(threads).max(1);
+        let index = &self.index;
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = rows
+                .chunks(per_thread)
+                .enumerate()
+                .map(|(t, chunk)| {
+                    scope.spawn(move || {
+                        for (i, (_, vector)) in chunk.iter().enumerate() {
+                            let key = first + (t * per_thread + i) as u64;
+                            index.add(key, vector).map_err(usearch_error)?;
+                        }
+                        Ok::<(), StoreError>(())
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .map_err(|_| StoreError::Internal("an index worker panicked".into()))?
+            })
+        })?;
+        for (doc, _) in rows {
+            let key = self.docs.len() as u64;
+            self.keys_by_id.entry(doc.id.clone()).or_insert(key);
+            self.docs.push(doc);
+        }
+        Ok(())
+    }
+
+    /// The `k` nearest rows by cosine similarity, best first.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbor>> {
+        if self.docs.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let matches = self.index.search(query, k).map_err(usearch_error)?;
+        Ok(self.neighbors(matches))
+    }
+
+    /// Brute-force search over every row (ground truth for recall).
+    pub fn exact_search(&self, query: &[f32], k: usize) -> Result<Vec<Neighbor>> {
+        if self.docs.is_empty() || k == 0 {
+            return Ok(Vec::new());
+        }
+        let matches = self.index.exact_search(query, k).map_err(usearch_error)?;
+        Ok(self.neighbors(matches))
+    }
+
+    fn neighbors(&self, matches: usearch::ffi::Matches) -> Vec<Neighbor> {
+        matches
+            .keys
+            .into_iter()
+            .zip(matches.distances)
+            .filter_map(|(key, distance)| {
+                let doc = self.docs.get(usize::try_from(key).ok()?)?;
+                Some(Neighbor {
+                    id: doc.id.clone(),
+                    key,
+                    score: 1.0 - distance,
+                    text: doc.text.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The index and the docs, ready to store.
+    pub fn to_bytes(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut buffer = vec![0u8; self.index.serialized_length()];
+        self.index
+            .save_to_buffer(&mut buffer)
+            .map_err(usearch_error)?;
+        let docs =
+            serde_json::to_vec(&self.docs).map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok((buffer, docs))
+    }
+
+    pub fn from_bytes(index: &[u8], docs: &[u8], dimensions: usize) -> Result<Self> {
+        let loaded = Index::new(&options(dimensions)).map_err(usearch_error)?;
+        loaded.load_from_buffer(index).map_err(usearch_error)?;
+        reserve(&loaded, loaded.capacity().max(loaded.size()))?;
+        let docs: Vec<Doc> = serde_json::from_slice(docs)
+            .map_err(|e| StoreError::Internal(format!("vector doc map: {e}")))?;
+        if docs.len() != loaded.size() {
+            return Err(StoreError::Internal(format!(
+                "vector index holds {} rows but its doc map {}",
+                loaded.size(),
+                docs.len()
+            )));
+        }
+        let mut keys_by_id = HashMap::with_capacity(docs.len());
+        for (key, doc) in docs.iter().enumerate() {
+            keys_by_id.entry(doc.id.clone()).or_insert(key as u64);
+        }
+        Ok(Self {
+            index: loaded,
+            docs,
+            keys_by_id,
+            dimensions,
+        })
+    }
+
+    /// A copy to extend while the original keeps serving searches.
+    pub fn duplicate(&self) -> Result<Self> {
+        let (index, docs) = self.to_bytes()?;
+        Self::from_bytes(&index, &docs, self.dimensions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn finds_nearest_grows_and_round_trips() {
+        let mut index = VectorIndex::new(3).unwrap();
+        let rows: Vec<(Doc, Vec<f32>)> = (0..3000)
+            .map(|i| {
+                let a = i as f32 / 3000.0 * std::f32::consts::PI;
+                let doc = Doc {
+                    id: format!("row{i}"),
+                    text: format!("text {i}"),
+                };
+                (doc, unit(&[a.cos(), a.sin(), 0.1]))
+            })
+            .collect();
+        index.add(rows).unwrap();
+        assert_eq!(index.len(), 3000);
+        let a = 1500.0 / 3000.0 * std::f32::consts::PI;
+        let hits = index.search(&unit(&[a.cos(), a.sin(), 0.1]), 3).unwrap();
+        // Neighbours 1499 and 1501 differ from 1500 by less than f32 noise: any order.
+        let exact = hits.iter().find(|h| h.id == "row1500").unwrap();
+        assert_eq!(exact.text, "text 1500");
+        assert!(hits.iter().all(|h| h.score > 0.999));
+        assert_eq!(index.doc("row7").map(|d| d.text.as_str()), Some("text 7"));
+        let a7 = 7.0 / 3000.0 * std::f32::consts::PI;
+        let (doc, sim) = index
+            .similarity("row7", &unit(&[a7.cos(), a7.sin(), 0.1]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(doc.id, "row7");
+        assert!(sim > 0.999, "{sim}");
+        assert!(
+            index
+                .similarity("nope", &[1.0, 0.0, 0.0])
+                .unwrap()
+                .is_none()
+        );
+        let (bytes, ids) = index.to_bytes().unwrap();
+        let back = VectorIndex::from_bytes(&bytes, &ids, 3).unwrap();
+        let back_hits = back.search(&unit(&[a.cos(), a.sin(), 0.1]), 3).unwrap();
+        assert!(back_hits.iter().any(|h| h.id == "row1500"));
+        let bad = Doc {
+            id: "bad".into(),
+            text: String::new(),
+        };
+        assert!(index.add(vec![(bad, vec![1.0])]).is_err());
+        assert_eq!(index.len(), 3000);
+    }
+}

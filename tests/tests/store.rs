@@ -1,0 +1,474 @@
+//! The lakehouse store through the admin API and `/v1/embeddings`: objects,
+//! corpora, ingest, SQL, search, restart. Every case runs on the local backend,
+//! and on S3 too when `LAKEHOUSE_TEST_S3_ENDPOINT` names a running S3 server
+//! (scripts/test.sh starts one).
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use lakehouse::config::Config;
+use serde_json::{Value, json};
+
+/// A running app on a fresh store; `store_toml` is the `[store]` section.
+struct StoreApp {
+    base: String,
+    client: reqwest::Client,
+    config_text: String,
+    _dir: std::path::PathBuf,
+}
+
+fn backends(dir: &std::path::Path, other_cap: u64) -> Vec<(String, String)> {
+    let caps = format!("caps = {{ vectors_bytes = 4294967296, other_bytes = {other_cap} }}");
+    let mut out = vec![(
+        "local".to_owned(),
+        format!(
+            "[store]\nbackend = \"local\"\nroot = \"{}/data\"\n{caps}\n",
+            dir.display()
+        ),
+    )];
+    if let Ok(endpoint) = std::env::var("LAKEHOUSE_TEST_S3_ENDPOINT") {
+        let bucket =
+            std::env::var("LAKEHOUSE_TEST_S3_BUCKET").unwrap_or_else(|_| "lakehouse-test".into());
+        let prefix = lakehouse_providers::openai::new_id("run-");
+        out.push((
+            "s3".to_owned(),
+            format!(
+                "[store]\nbackend = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"{prefix}\"\nendpoint = \"{endpoint}\"\n\
+                 region = \"us-east-1\"\ncache_dir = \"{}/cache\"\n{caps}\n",
+                dir.display()
+            ),
+        ));
+    }
+    out
+}
+
+async fn start(config_text: &str, dir: std::path::PathBuf) -> StoreApp {
+    let config = Config::parse(config_text, "store-test.toml").expect("valid config");
+    let state = lakehouse::state_from_config(config)
+        .await
+        .expect("state builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(lakehouse::serve(
+        listener,
+        lakehouse::app(state),
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    StoreApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        config_text: config_text.to_owned(),
+        _dir: dir,
+    }
+}
+
+async fn each_backend(other_cap: u64) -> Vec<(String, StoreApp)> {
+    let mut apps = Vec::new();
+    for (name, store_toml) in backends(&temp_dir(), other_cap) {
+        let dir = temp_dir();
+        let text = format!("[providers.ollama]\nenabled = false\n{store_toml}");
+        apps.push((name, start(&text, dir).await));
+    }
+    apps
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(lakehouse_providers::openai::new_id("lakehouse-store-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl StoreApp {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let response = req.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn upload(
+        &self,
+        corpus: &str,
+        format: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/admin/corpora/{corpus}/ingest?format={format}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    async fn sql(&self, sql: &str) -> (u16, Value) {
+        self.json(
+            reqwest::Method::POST,
+            "/admin/query",
+            Some(json!({"sql": sql})),
+        )
+        .await
+    }
+}
+
+const ANIMALS_CSV: &str = "id,title,text\n\
+1,Cats,Cats are small domestic felines that purr and chase mice.\n\
+2,Rust,Rust is a systems programming language focused on safety.\n\
+3,Bread,Sourdough bread is leavened with a fermented starter.\n\
+4,Oslo,Oslo is the capital city of Norway.\n\
+5,Dogs,Dogs are loyal animals that bark and fetch sticks.\n";
+
+async fn create_docs(app: &StoreApp) {
+    let (status, body) = app
+        .json(
+            reqwest::Method::POST,
+            "/admin/corpora",
+            Some(json!({"name": "docs", "text_columns": ["title", "text"], "id_column": "id"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn ingest_search_query_and_idempotent_register() {
+    for (backend, app) in each_backend(256 * 1024 * 1024).await {
+        create_docs(&app).await;
+        let (status, report) = app.upload("docs", "csv", ANIMALS_CSV).await;
+        assert_eq!(status, 200, "{backend}: {report}");
+        assert_eq!(report["rows"], 5);
+        assert_eq!(report["added"], true);
+        assert_eq!(report["version"], 1);
+
+        let (_, corpus) = app
+            .json(reqwest::Method::GET, "/admin/corpora/docs", None)
+            .await;
+        assert_eq!(corpus["rows"], 5, "{backend}: {corpus}");
+        assert_eq!(corpus["vectors"], 5, "{backend}");
+        assert_eq!(corpus["files"].as_array().unwrap().len(), 1);
+        let key = corpus["files"][0]["key"].as_str().unwrap().to_owned();
+        assert!(
+            key.starts_with("corpora/docs/") && key.ends_with(".parquet"),
+            "{key}"
+        );
+
+        // Same content again: nothing changes.
+        let (status, again) = app.upload("docs", "csv", ANIMALS_CSV).await;
+        assert_eq!(status, 200);
+        assert_eq!(again["added"], false, "{backend}: {again}");
+        assert_eq!(again["version"], 1);
+
+        let (status, hits) = app
+            .json(
+                reqwest::Method::POST,
+                "/admin/corpora/docs/search",
+                Some(json!({"query": "a pet that purrs", "k": 2})),
+            )
+            .await;
+        assert_eq!(status, 200, "{backend}: {hits}");
+        assert_eq!(hits["data"][0]["id"], "1", "{backend}: {hits}");
+        assert_eq!(hits["data"][0]["row"]["title"], "Cats");
+        assert!(
+            hits["data"][0]["score"].as_f64().unwrap() > hits["data"][1]["score"].as_f64().unwrap()
+        );
+
+        let (status, result) = app.sql("SELECT title FROM docs WHERE id = 4").await;
+        assert_eq!(status, 200, "{backend}: {result}");
+        assert_eq!(result["rows"], json!([{"title": "Oslo"}]));
+        let (_, count) = app.sql("SELECT count(*) AS n FROM docs").await;
+        assert_eq!(count["rows"][0]["n"], 5);
+
+        // The stored Parquet file itself is an accepted upload format.
+        let parquet = app
+            .client
+            .get(app.url(&format!("/admin/objects/{key}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(parquet.status().as_u16(), 200);
+        let bytes = parquet.bytes().await.unwrap();
+        let (status, _) = app
+            .json(
+                reqwest::Method::POST,
+                "/admin/corpora",
+                Some(json!({"name": "copy", "text_columns": ["text"]})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let (status, report) = app.upload("copy", "parquet", bytes).await;
+        assert_eq!(status, 200, "{backend}: {report}");
+        assert_eq!(report["rows"], 5);
+
+        // JSONL too.
+        let (status, _) = app
+            .json(
+                reqwest::Method::POST,
+                "/admin/corpora",
+                Some(json!({"name": "notes", "text_columns": ["body"], "id_column": "key"})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let jsonl = "{\"key\":\"a\",\"body\":\"meeting notes about the budget\"}\n{\"key\":\"b\",\"body\":\"a recipe for pancakes\"}\n";
+        let (status, report) = app.upload("notes", "jsonl", jsonl).await;
+        assert_eq!(status, 200, "{backend}: {report}");
+        let (_, listed) = app.json(reqwest::Method::GET, "/admin/corpora", None).await;
+        assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_leaves_data_intact() {
+    for (backend, app) in each_backend(64 * 1024).await {
+        create_docs(&app).await;
+        let (status, _) = app.upload("docs", "csv", ANIMALS_CSV).await;
+        assert_eq!(status, 200);
+
+        let malformed = "id,title,text\n6,Broken,\"unterminated quote\n7,x\n8,a,b,c,d,e\n";
+        let (status, err) = app.upload("docs", "csv", malformed).await;
+        assert_eq!(status, 400, "{backend}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("line"),
+            "{backend}: {err}"
+        );
+
+        let wrong_columns = "ident,body\n1,hello\n";
+        let (status, err) = app.upload("docs", "csv", wrong_columns).await;
+        assert_eq!(status, 400, "{backend}: {err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains("title"),
+            "{err}"
+        );
+
+        let (status, err) = app
+            .upload("docs", "jsonl", "{\"id\": 1, \"title\": \n")
+            .await;
+        assert_eq!(status, 400, "{backend}: {err}");
+
+        let big = format!("id,title,text\n{}", "9,x,y\n".repeat(20_000));
+        let (status, err) = app.upload("docs", "csv", big).await;
+        assert_eq!(status, 413, "{backend}: {err}");
+
+        let (status, _) = app.upload("nothere", "csv", ANIMALS_CSV).await;
+        assert_eq!(status, 404);
+
+        for sql in [
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT * FROM read_text('/etc/hostname')",
+            "COPY docs TO '/tmp/stolen.csv'",
+            "ATTACH '/tmp/x.db' AS x",
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "SET enable_external_access = true",
+            "CREATE TABLE t AS SELECT 1",
+            "DROP VIEW docs",
+            "SELECT 1; SELECT 2",
+            "SELEC nonsense",
+        ] {
+            let (status, err) = app.sql(sql).await;
+            assert_eq!(status, 400, "{backend}: {sql} → {err}");
+            assert_eq!(err["error"].as_object().unwrap().len(), 4);
+        }
+
+        // (The HTTP client itself resolves literal `..` segments, so traversal arrives encoded.)
+        for key in [
+            "..%2Fsecrets",
+            "a%2F..%2Fb",
+            "bad%0akey",
+            "a//b",
+            "%2Fetc%2Fpasswd",
+        ] {
+            let response = app
+                .client
+                .put(app.url(&format!("/admin/objects/{key}")))
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 400, "{backend}: {key}");
+        }
+        let response = app
+            .client
+            .put(app.url("/admin/objects/big/blob.bin"))
+            .body(vec![0u8; 70 * 1024])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 413, "{backend}");
+        let response = app
+            .client
+            .get(app.url("/admin/objects/big/blob.bin"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            404,
+            "{backend}: nothing was written"
+        );
+
+        // Everything stored before is still there and queryable.
+        let (status, count) = app.sql("SELECT count(*) AS n FROM docs").await;
+        assert_eq!(status, 200, "{backend}: {count}");
+        assert_eq!(count["rows"][0]["n"], 5, "{backend}");
+        let (_, corpus) = app
+            .json(reqwest::Method::GET, "/admin/corpora/docs", None)
+            .await;
+        assert_eq!(corpus["version"], 1, "{backend}: {corpus}");
+        assert_eq!(corpus["vectors"], 5);
+    }
+}
+
+#[tokio::test]
+async fn objects_api_round_trips() {
+    for (backend, app) in each_backend(1024 * 1024).await {
+        let response = app
+            .client
+            .put(app.url("/admin/objects/notes/a.txt"))
+            .body("hello")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201, "{backend}");
+        let body = app
+            .client
+            .get(app.url("/admin/objects/notes/a.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(body.text().await.unwrap(), "hello");
+        let (_, listed) = app
+            .json(reqwest::Method::GET, "/admin/objects?prefix=notes", None)
+            .await;
+        assert_eq!(
+            listed["data"][0]["key"], "notes/a.txt",
+            "{backend}: {listed}"
+        );
+        assert_eq!(listed["data"][0]["size"], 5);
+        let (status, _) = app
+            .json(reqwest::Method::DELETE, "/admin/objects/notes/a.txt", None)
+            .await;
+        assert_eq!(status, 200);
+        let gone = app
+            .client
+            .get(app.url("/admin/objects/notes/a.txt"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status().as_u16(), 404, "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn restart_brings_back_corpora_and_indexes() {
+    for (backend, app) in each_backend(256 * 1024 * 1024).await {
+        create_docs(&app).await;
+        let (status, _) = app.upload("docs", "csv", ANIMALS_CSV).await;
+        assert_eq!(status, 200);
+        // A second process on the same store, as after a restart.
+        let again = start(&app.config_text, temp_dir()).await;
+        let (_, corpus) = again
+            .json(reqwest::Method::GET, "/admin/corpora/docs", None)
+            .await;
+        assert_eq!(corpus["rows"], 5, "{backend}: {corpus}");
+        assert_eq!(corpus["vectors"], 5, "{backend}: index loaded at start");
+        let (status, hits) = again
+            .json(
+                reqwest::Method::POST,
+                "/admin/corpora/docs/search",
+                Some(json!({"query": "capital of Norway", "k": 1})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(hits["data"][0]["id"], "4", "{backend}: {hits}");
+        // Deleting removes it everywhere.
+        let (status, _) = again
+            .json(reqwest::Method::DELETE, "/admin/corpora/docs", None)
+            .await;
+        assert_eq!(status, 200);
+        let (status, _) = again
+            .json(reqwest::Method::GET, "/admin/corpora/docs", None)
+            .await;
+        assert_eq!(status, 404);
+        let (_, objects) = again
+            .json(
+                reqwest::Method::GET,
+                "/admin/objects?prefix=corpora/docs",
+                None,
+            )
+            .await;
+        assert_eq!(objects["data"], json!([]), "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn embeddings_in_the_openai_shape() {
+    for (_, app) in each_backend(1024 * 1024).await {
+        let (status, float) = app
+            .json(
+                reqwest::Method::POST,
+                "/v1/embeddings",
+                Some(json!({"model": "local", "input": ["hello world", "goodbye"], "encoding_format": "float"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{float}");
+        assert_eq!(float["object"], "list");
+        assert_eq!(float["data"][1]["index"], 1);
+        let vector: Vec<f32> =
+            serde_json::from_value(float["data"][0]["embedding"].clone()).unwrap();
+        assert_eq!(vector.len(), 384);
+        let (_, b64) = app
+            .json(
+                reqwest::Method::POST,
+                "/v1/embeddings",
+                Some(
+                    json!({"model": "local", "input": "hello world", "encoding_format": "base64"}),
+                ),
+            )
+            .await;
+        let encoded = b64["data"][0]["embedding"].as_str().unwrap();
+        assert_eq!(encoded.len(), 2048, "384 little-endian f32s, base64");
+        assert_eq!(
+            encoded,
+            lakehouse::routes::embeddings::f32_base64(&vector),
+            "same vector both ways"
+        );
+        for (bad, status) in [
+            (json!({"model": "local", "input": ""}), 400),
+            (json!({"model": "local", "input": []}), 400),
+            (json!({"model": "local", "input": [[1, 2, 3]]}), 400),
+            (
+                json!({"model": "local", "input": "x", "dimensions": 256}),
+                400,
+            ),
+            (
+                json!({"model": "local", "input": "x", "encoding_format": "hex"}),
+                400,
+            ),
+            (json!({"model": "nope", "input": "x"}), 404),
+        ] {
+            let (got, body) = app
+                .json(reqwest::Method::POST, "/v1/embeddings", Some(bad.clone()))
+                .await;
+            assert_eq!(got, status, "{bad} → {body}");
+        }
+    }
+}
