@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
 ROWS="${ROWS:-100000}"
 INGEST_ROWS="${INGEST_ROWS:-1000000}"
-cargo build --release -p lakehouse --bins -p lakehouse-retrieval --examples -p lakehouse-plugins --examples
+cargo build --release -p lakehouse -p lakehouse-retrieval -p lakehouse-plugins --bins --examples
 
 echo "== HNSW ($ROWS x 384)"
 hnsw=$("$CARGO_TARGET_DIR/release/examples/bench_hnsw" "$ROWS" 1000)

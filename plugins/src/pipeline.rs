@@ -263,3 +263,80 @@ impl Annotations {
         self.plugins.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin whose pre hook never finishes: only the timeout ends it.
+    struct Stalls(PluginName);
+
+    impl Plugin for Stalls {
+        fn name(&self) -> PluginName {
+            self.0
+        }
+        fn applies(&self, _ctx: &ChatContext) -> bool {
+            true
+        }
+        fn pre<'a>(&'a self, _ctx: &'a mut ChatContext) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(futures::future::pending())
+        }
+    }
+
+    fn pipeline(required: bool) -> Pipeline {
+        let mut config = PluginsConfig {
+            order: vec![PluginName::Pathway],
+            ..PluginsConfig::default()
+        };
+        config.pathway.timeout_ms = 20;
+        config.pathway.required = required;
+        Pipeline::new(vec![Arc::new(Stalls(PluginName::Pathway))], config)
+    }
+
+    fn context() -> ChatContext {
+        let request = serde_json::from_value(serde_json::json!({
+            "model": "ollama/qwen3:8b",
+            "messages": [{"role": "user", "content": "hello"}]
+        }));
+        ChatContext {
+            id: "chatcmpl-test".into(),
+            request: request.unwrap(),
+            client_model: "ollama/qwen3:8b".into(),
+            target_model: "ollama/qwen3:8b".into(),
+            namespace: "default".into(),
+            corpora: Vec::new(),
+            k: 4,
+            token_budget: 1000,
+            memory: true,
+            cost_downgrade: false,
+            enabled: vec![PluginName::Pathway],
+            query: "hello".into(),
+            query_vectors: Default::default(),
+            sources: Vec::new(),
+            memories: Vec::new(),
+            annotations: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_optional_plugin_is_cut_off_and_the_chat_goes_on() {
+        let mut ctx = context();
+        pipeline(false).pre(&mut ctx).await.unwrap();
+        assert!(ctx.annotations.degraded);
+        let run = &ctx.annotations.plugins[0];
+        assert_eq!((run.name, run.status), ("pathway", "timeout"));
+        assert_eq!(run.error.as_deref(), Some("no answer within 20 ms"));
+        // Nothing to inject: the request reaches the model unchanged.
+        assert_eq!(ctx.request.messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slow_required_plugin_fails_the_chat() {
+        let mut ctx = context();
+        let error = pipeline(true).pre(&mut ctx).await.unwrap_err();
+        assert!(
+            matches!(error, PluginError::Timeout { ref plugin, ms: 20 } if plugin == "pathway"),
+            "{error:?}"
+        );
+    }
+}
