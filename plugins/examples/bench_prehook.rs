@@ -24,13 +24,17 @@ use lakehouse_retrieval::store::{NoProgress, Store};
 
 const DIMS: usize = 384;
 
-/// Random unit vectors seeded by the text: as fast as an embedder can be.
-struct Synthetic;
+#[path = "../../retrieval/examples/support/synthetic.rs"]
+mod synthetic;
+use synthetic::Mixture;
 
-fn unit(rng: &mut fastrand::Rng) -> Vec<f32> {
-    let v: Vec<f32> = (0..DIMS).map(|_| rng.f32() * 2.0 - 1.0).collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.into_iter().map(|x| x / n).collect()
+/// Embedding-like vectors (see `synthetic.rs`) seeded by the text: as fast
+/// as an embedder can be, with the neighbour structure real embeddings have.
+struct Synthetic(Mixture);
+
+/// The same topics for the corpora and the queries.
+fn topics() -> Mixture {
+    Mixture::new(&mut fastrand::Rng::with_seed(7), 2_000, DIMS)
 }
 
 impl Embedder for Synthetic {
@@ -47,7 +51,7 @@ impl Embedder for Synthetic {
                 .map(|t| {
                     let mut h = std::collections::hash_map::DefaultHasher::new();
                     t.hash(&mut h);
-                    unit(&mut fastrand::Rng::with_seed(h.finish()))
+                    self.0.draw(&mut fastrand::Rng::with_seed(h.finish()))
                 })
                 .collect())
         })
@@ -74,7 +78,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         caps: Caps::default(),
     })?;
     let embedders = Embedders::new(
-        vec![Arc::new(Synthetic), Arc::new(LocalEmbedder::default())],
+        vec![
+            Arc::new(Synthetic(topics())),
+            Arc::new(LocalEmbedder::default()),
+        ],
         64 << 20,
     );
     let store =
@@ -123,6 +130,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pipeline = Pipeline::new(plugins, config.clone());
 
     let mut rng = fastrand::Rng::with_seed(11);
+    let query_topics = topics();
     let mut latencies = Vec::with_capacity(queries);
     let mut injected = 0usize;
     for q in 0..queries + 100 {
@@ -143,7 +151,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             memory: false,
             cost_downgrade: false,
             enabled: config.order.clone(),
-            query_vectors: [("synthetic".to_owned(), unit(&mut rng))].into(),
+            query_vectors: [("synthetic".to_owned(), query_topics.draw(&mut rng))].into(),
             sources: Vec::new(),
             memories: Vec::new(),
             annotations: Default::default(),

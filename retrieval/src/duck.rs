@@ -8,6 +8,7 @@
 //!   those guards off. Only one SELECT/WITH statement is accepted, rows are
 //!   capped and a timer interrupts a query that runs too long.
 
+use std::io::BufRead;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -69,9 +70,9 @@ pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result
     let source = literal(&input.to_string_lossy());
     let reader = match format {
         Format::Csv => {
-            // Checked first, so a broken file gets a precise line and reason
-            // instead of whatever dialect DuckDB's sniffer settles on for it.
-            let delimiter = check_csv(input)?;
+            // The header names the delimiter, so DuckDB's sniffer cannot settle
+            // on another dialect for a broken file.
+            let delimiter = header_delimiter(input)?;
             format!(
                 "read_csv({source}, header = true, delim = {}, quote = '\"', escape = '\"', \
                  auto_detect = true, strict_mode = true)",
@@ -85,12 +86,40 @@ pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result
     conn.execute_batch(&format!(
         "COPY (SELECT * FROM {reader}) TO {target} (FORMAT parquet, COMPRESSION zstd)"
     ))
-    .map_err(|e| StoreError::InvalidInput(format!("cannot read the {format:?} file: {e}")))?;
+    .map_err(|e| {
+        // DuckDB's reason for a broken CSV rarely names the line: the scan
+        // (run only on failure, to keep ingest at DuckDB's speed) does.
+        let precise = match format {
+            Format::Csv => check_csv(input).err(),
+            Format::Jsonl | Format::Parquet => None,
+        };
+        precise.unwrap_or_else(|| {
+            StoreError::InvalidInput(format!("cannot read the {format:?} file: {e}"))
+        })
+    })?;
     parquet_info(&conn, output)
 }
 
 /// Delimiters a CSV upload may use; the header line decides which.
 const DELIMITERS: [u8; 4] = [b',', b'\t', b';', b'|'];
+
+/// The delimiter a CSV file's header line uses most.
+fn header_delimiter(path: &Path) -> Result<char> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| StoreError::Internal(format!("cannot open the upload: {e}")))?;
+    let mut header = Vec::new();
+    std::io::BufReader::new(file)
+        .read_until(b'\n', &mut header)
+        .map_err(|e| StoreError::Internal(format!("cannot read the upload: {e}")))?;
+    Ok(char::from(delimiter_of(&header)))
+}
+
+fn delimiter_of(header: &[u8]) -> u8 {
+    DELIMITERS
+        .into_iter()
+        .max_by_key(|d| header.iter().filter(|b| *b == d).count())
+        .unwrap_or(b',')
+}
 
 /// Checks a CSV file's structure (RFC 4180 quoting, every record as wide as
 /// the header) in one pass, and returns its delimiter.
@@ -112,10 +141,7 @@ fn check_csv_reader(reader: &mut impl std::io::BufRead) -> Result<char> {
     if first.iter().all(u8::is_ascii_whitespace) {
         return Err(bad(1, "the header line is empty".into()));
     }
-    let delimiter = DELIMITERS
-        .into_iter()
-        .max_by_key(|d| first.iter().filter(|b| *b == d).count())
-        .unwrap_or(b',');
+    let delimiter = delimiter_of(&first);
     let mut scanner = CsvScanner::new(delimiter);
     scanner.feed(&first);
     let mut buffer = Vec::with_capacity(1 << 16);
@@ -339,9 +365,11 @@ pub struct ViewSource {
     pub files: Vec<std::path::PathBuf>,
 }
 
-/// The read-only SQL engine.
+/// The read-only SQL engine. DuckDB is opened on the first query: an idle
+/// server with no SQL traffic does not carry its memory.
 pub struct QueryEngine {
-    base: Mutex<Connection>,
+    allowed_dir: String,
+    base: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -351,36 +379,50 @@ impl std::fmt::Debug for QueryEngine {
 }
 
 impl QueryEngine {
-    /// An in-memory database that may read files under `allowed_dir` only.
+    /// An engine that may read files under `allowed_dir` only.
     pub fn open(allowed_dir: &Path) -> Result<Self> {
-        let conn = Connection::open_in_memory()?;
         let dir = allowed_dir.to_string_lossy();
-        let dir = if dir.ends_with('/') {
+        let allowed_dir = if dir.ends_with('/') {
             dir.into_owned()
         } else {
             format!("{dir}/")
         };
+        Ok(Self {
+            allowed_dir,
+            base: Mutex::new(None),
+        })
+    }
+
+    /// An in-memory database locked down to `allowed_dir`.
+    fn locked_down(&self) -> Result<Connection> {
+        let conn = Connection::open_in_memory()?;
         conn.execute_batch(&format!(
             "SET allowed_directories = [{}]; SET enable_external_access = false; \
              SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
              SET lock_configuration = true;",
-            literal(&dir)
+            literal(&self.allowed_dir)
         ))
         .map_err(|e| StoreError::Internal(format!("cannot lock down the query database: {e}")))?;
-        Ok(Self {
-            base: Mutex::new(conn),
-        })
+        Ok(conn)
     }
 
     /// Runs one read-only statement over `views`; blocking, so call it from a blocking thread.
     pub fn run(&self, sql: &str, views: &[ViewSource], limits: QueryLimits) -> Result<QueryResult> {
         check_read_only(sql)?;
         let conn = {
-            let base = self
+            let mut base = self
                 .base
                 .lock()
                 .map_err(|_| StoreError::Internal("query engine lock poisoned".into()))?;
-            base.try_clone()?
+            match base.as_ref() {
+                Some(conn) => conn.try_clone()?,
+                None => {
+                    let conn = self.locked_down()?;
+                    let clone = conn.try_clone()?;
+                    *base = Some(conn);
+                    clone
+                }
+            }
         };
         for view in views {
             let sql = if view.files.is_empty() {

@@ -438,8 +438,10 @@ impl Store {
                 index.dimensions()
             )));
         }
-        // HNSW search of a loaded index takes microseconds: not worth a thread hop.
-        index.search(vector, k.clamp(1, 1000))
+        // A search of a large index takes a few hundred microseconds of CPU: on
+        // the blocking pool, the searches of several corpora run in parallel.
+        let vector = vector.to_vec();
+        blocking(move || index.search(&vector, k.clamp(1, 1000))).await
     }
 
     /// One indexed row by id: its embedded text.

@@ -272,45 +272,53 @@ mod tests {
         v.iter().map(|x| x / n).collect()
     }
 
+    /// Deterministic, well-separated 16-dim unit vectors: no near-ties, so
+    /// the nearest neighbour of a stored vector is itself, whatever order
+    /// HNSW visits the graph in.
+    fn spread(i: u64) -> Vec<f32> {
+        let mut state = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let raw: Vec<f32> = (0..16)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        unit(&raw)
+    }
+
     #[test]
     fn finds_nearest_grows_and_round_trips() {
-        let mut index = VectorIndex::new(3).unwrap();
+        let mut index = VectorIndex::new(16).unwrap();
         let rows: Vec<(Doc, Vec<f32>)> = (0..3000)
             .map(|i| {
-                let a = i as f32 / 3000.0 * std::f32::consts::PI;
                 let doc = Doc {
                     id: format!("row{i}"),
                     text: format!("text {i}"),
                 };
-                (doc, unit(&[a.cos(), a.sin(), 0.1]))
+                (doc, spread(i))
             })
             .collect();
         index.add(rows).unwrap();
         assert_eq!(index.len(), 3000);
-        let a = 1500.0 / 3000.0 * std::f32::consts::PI;
-        let hits = index.search(&unit(&[a.cos(), a.sin(), 0.1]), 3).unwrap();
-        // Neighbours 1499 and 1501 differ from 1500 by less than f32 noise: any order.
-        let exact = hits.iter().find(|h| h.id == "row1500").unwrap();
-        assert_eq!(exact.text, "text 1500");
-        assert!(hits.iter().all(|h| h.score > 0.999));
+        let hits = index.search(&spread(1500), 3).unwrap();
+        assert_eq!(hits.len(), 3);
+        assert_eq!(hits[0].id, "row1500");
+        assert_eq!(hits[0].text, "text 1500");
+        assert!(hits[0].score > 0.999, "{}", hits[0].score);
+        assert!(hits[1].score < hits[0].score);
         assert_eq!(index.doc("row7").map(|d| d.text.as_str()), Some("text 7"));
-        let a7 = 7.0 / 3000.0 * std::f32::consts::PI;
-        let (doc, sim) = index
-            .similarity("row7", &unit(&[a7.cos(), a7.sin(), 0.1]))
-            .unwrap()
-            .unwrap();
+        let (doc, sim) = index.similarity("row7", &spread(7)).unwrap().unwrap();
         assert_eq!(doc.id, "row7");
         assert!(sim > 0.999, "{sim}");
-        assert!(
-            index
-                .similarity("nope", &[1.0, 0.0, 0.0])
-                .unwrap()
-                .is_none()
-        );
+        let (_, far) = index.similarity("row7", &spread(8)).unwrap().unwrap();
+        assert!(far < 0.9, "{far}");
+        assert!(index.similarity("nope", &spread(1)).unwrap().is_none());
         let (bytes, ids) = index.to_bytes().unwrap();
-        let back = VectorIndex::from_bytes(&bytes, &ids, 3).unwrap();
-        let back_hits = back.search(&unit(&[a.cos(), a.sin(), 0.1]), 3).unwrap();
-        assert!(back_hits.iter().any(|h| h.id == "row1500"));
+        let back = VectorIndex::from_bytes(&bytes, &ids, 16).unwrap();
+        let back_hits = back.search(&spread(1500), 3).unwrap();
+        assert_eq!(back_hits[0].id, "row1500");
         let bad = Doc {
             id: "bad".into(),
             text: String::new(),

@@ -232,6 +232,32 @@ async fn ingest_search_query_and_idempotent_register() {
 }
 
 #[tokio::test]
+async fn concurrent_ingests_into_one_corpus_lose_no_update() {
+    for (backend, app) in each_backend(256 * 1024 * 1024).await {
+        create_docs(&app).await;
+        let uploads = (1..=6).map(|n| {
+            let csv = format!(
+                "id,title,text\n{n}0,Part {n},First row of upload {n}.\n{n}1,More {n},Second row of upload {n}.\n"
+            );
+            let app = &app;
+            async move { app.upload("docs", "csv", csv).await }
+        });
+        for (status, report) in futures::future::join_all(uploads).await {
+            assert_eq!(status, 200, "{backend}: {report}");
+        }
+        let (_, corpus) = app
+            .json(reqwest::Method::GET, "/admin/corpora/docs", None)
+            .await;
+        assert_eq!(corpus["version"], 6, "{backend}: {corpus}");
+        assert_eq!(corpus["files"].as_array().unwrap().len(), 6, "{backend}");
+        assert_eq!(corpus["rows"], 12, "{backend}");
+        assert_eq!(corpus["vectors"], 12, "{backend}");
+        let (_, count) = app.sql("SELECT count(DISTINCT id) AS n FROM docs").await;
+        assert_eq!(count["rows"][0]["n"], 12, "{backend}: {count}");
+    }
+}
+
+#[tokio::test]
 async fn bad_input_is_refused_and_leaves_data_intact() {
     for (backend, app) in each_backend(64 * 1024).await {
         create_docs(&app).await;
