@@ -29,6 +29,7 @@ pub fn app(state: SharedState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(routes::chat::chat_completions))
         .route("/v1/chat", post(routes::chat::chat))
+        .route("/v1/fanout", post(routes::fanout::fanout))
         .route("/v1/chat/providers", get(routes::models::providers))
         .route("/v1/models", get(routes::models::models))
         .route("/healthz", get(routes::models::healthz))

@@ -1,9 +1,10 @@
-//! Store commands of the `lakehouse` CLI. They open the store named by the
-//! config directly (no server needed); a running server sees the result on
-//! its next read of the catalog.
+//! Commands of the `lakehouse` CLI besides `serve`. They open the store named
+//! by the config directly (no server needed); a running server sees the
+//! result on its next read of the catalog.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lakehouse_retrieval::catalog::CorpusSettings;
@@ -230,4 +231,77 @@ pub async fn memory(command: MemoryCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+#[derive(clap::Args)]
+pub struct ScrumArgs {
+    /// Unified diff to review (`git diff` output).
+    pub diff: PathBuf,
+    /// Name of this review; the report goes to `<out>/<date>/<label>/`.
+    #[arg(long)]
+    pub label: String,
+    /// Reviewer models (ids, `tier/<name>` or rag models); default: the
+    /// `[models]` tiers cloud_review, frontier_review and cloud_judge.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Context tokens of the smallest reviewer; longer diffs are split.
+    #[arg(long, default_value_t = 32_000)]
+    pub context_tokens: usize,
+    /// Per-model time limit for each part, in seconds (default: `[fanout].timeout_secs`).
+    #[arg(long)]
+    pub timeout_secs: Option<u64>,
+    /// Reports root.
+    #[arg(long, default_value = "reports/scrum")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `lakehouse scrum`: a cross-lineage review of a diff, in process (no server needed).
+pub async fn scrum(args: ScrumArgs) -> Result<(), String> {
+    let diff = std::fs::read_to_string(&args.diff)
+        .map_err(|e| format!("cannot read the diff {}: {e}", args.diff.display()))?;
+    let config = Config::load(&args.store.config).map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(args.timeout_secs.unwrap_or(config.fanout.timeout_secs));
+    let state = crate::state_from_config(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let models = if args.models.is_empty() {
+        crate::scrum::default_models(&state)
+    } else {
+        args.models
+    };
+    if models.is_empty() {
+        return Err(
+            "no reviewers: pass --models or set [models] cloud_review, frontier_review or cloud_judge"
+                .into(),
+        );
+    }
+    let options = crate::scrum::ReviewOptions {
+        label: args.label,
+        models,
+        context_tokens: args.context_tokens,
+        timeout,
+    };
+    let review = crate::scrum::review(&state, &diff, &options)
+        .await
+        .map_err(|e| e.message)?;
+    let dir = crate::scrum::report_dir(&args.out, &review);
+    crate::scrum::write_report(&dir, &review)
+        .map_err(|e| format!("cannot write the report to {}: {e}", dir.display()))?;
+    for verdict in &review.verdicts {
+        eprintln!(
+            "{}: {:?}, {} findings",
+            verdict.model,
+            verdict.status,
+            verdict.findings.len()
+        );
+    }
+    eprintln!(
+        "{} finding groups, composite score {}",
+        review.groups.len(),
+        review.score
+    );
+    println!("{}", dir.display());
+    Ok(())
 }

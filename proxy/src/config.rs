@@ -51,6 +51,37 @@ pub struct Config {
     /// Retrieval-augmented virtual models, used as `model = "rag/<name>"`.
     #[serde(default)]
     pub rag_models: Vec<RagModel>,
+    /// `/v1/fanout` and `lakehouse scrum`.
+    #[serde(default)]
+    pub fanout: FanoutConfig,
+}
+
+/// Limits of one multi-model fan-out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FanoutConfig {
+    /// Per-model time limit when the request sets none (`timeout_ms`).
+    #[serde(default = "default_fanout_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Most models one fan-out may name.
+    #[serde(default = "default_fanout_max_models")]
+    pub max_models: usize,
+}
+
+fn default_fanout_timeout_secs() -> u64 {
+    120
+}
+fn default_fanout_max_models() -> usize {
+    8
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: default_fanout_timeout_secs(),
+            max_models: default_fanout_max_models(),
+        }
+    }
 }
 
 /// Embedders besides the built-in offline `local` one, and their cache.
@@ -387,6 +418,15 @@ impl Config {
         self.plugins
             .validate()
             .map_err(|(key, reason)| err(key, reason))?;
+        if self.fanout.timeout_secs == 0 {
+            return Err(err(
+                "fanout.timeout_secs".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.fanout.max_models == 0 {
+            return Err(err("fanout.max_models".into(), "must be at least 1".into()));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, rag) in self.rag_models.iter().enumerate() {
             let key = |field: &str| format!("rag_models[{i}].{field}");

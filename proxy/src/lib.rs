@@ -10,13 +10,17 @@
 //! - [`error`]: domain errors mapped to OpenAI error bodies and statuses; the only place statuses are chosen.
 //! - [`server`]: `serve(listener, app, shutdown, grace)` and OS signals.
 //! - [`cli`]: the store commands (`ingest`, `corpora`, `query`).
+//! - [`fanout`]: one chat to several models at once (`/v1/fanout`).
+//! - [`scrum`]: cross-lineage code review over a fan-out (`lakehouse scrum`).
 
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod registry;
 pub mod routes;
+pub mod scrum;
 pub mod server;
 
 use std::sync::Arc;

@@ -28,6 +28,8 @@ enum Command {
     Corpora(lakehouse::cli::StoreArgs),
     /// Run read-only SQL over the corpora (each is a view by its name).
     Query(lakehouse::cli::QueryArgs),
+    /// Cross-lineage review of a diff by several models; writes reports/scrum/<date>/<label>/.
+    Scrum(lakehouse::cli::ScrumArgs),
     /// Pathway memory and playbook maintenance.
     #[command(subcommand)]
     Memory(lakehouse::cli::MemoryCommand),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Some(Command::Ingest(args)) => lakehouse::cli::run(lakehouse::cli::ingest(args)),
         Some(Command::Corpora(args)) => lakehouse::cli::run(lakehouse::cli::corpora(args)),
         Some(Command::Query(args)) => lakehouse::cli::run(lakehouse::cli::query(args)),
+        Some(Command::Scrum(args)) => lakehouse::cli::run(lakehouse::cli::scrum(args)),
         Some(Command::Memory(command)) => lakehouse::cli::run(lakehouse::cli::memory(command)),
     };
     match result {

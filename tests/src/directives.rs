@@ -13,7 +13,8 @@
 //! | `#fault=drop` | two content events, then abort the connection |
 //! | `#fault=garbage` | two content events, then a line that is not JSON, then a clean close |
 //!
-//! Unknown `#tokens` are stripped and ignored.
+//! Unknown `#tokens` are stripped and ignored. A model with a canned answer
+//! (`POST /_fake/canned`) takes its directives from the canned entry instead.
 
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub(crate) struct Directives {
     pub tool: bool,
     pub noid: bool,
     pub fault: Option<Fault>,
+    /// A canned answer that replaces the echo.
+    pub canned: Option<String>,
 }
 
 impl Directives {

@@ -11,7 +11,7 @@ use crate::flavour::{Endpoint, Flavour, Route, route};
 use crate::plan::{ChatInput, Ending, MIDSTREAM_MESSAGE, Plan};
 use crate::reply::{error, json_ok, json_with, played};
 use crate::script::{Piece, Script};
-use crate::state::{FakeState, Recorded};
+use crate::state::{Canned, FakeState, Recorded};
 use crate::{anthropic, ollama, openai, responses};
 
 /// Largest request body read (larger bodies are recorded as `Null`).
@@ -25,7 +25,7 @@ pub(crate) async fn handle(State(state): State<FakeState>, request: Request) -> 
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     if let Some(control) = path.strip_prefix("/_fake/") {
-        return control_route(&state, control);
+        return control_route(&state, control, &bytes);
     }
     state.record(Recorded::new(&parts, &bytes));
     match route(&parts.method, &path) {
@@ -38,9 +38,17 @@ pub(crate) async fn handle(State(state): State<FakeState>, request: Request) -> 
     }
 }
 
-/// `GET /_fake/requests` and `GET /_fake/stats` (not recorded).
-fn control_route(state: &FakeState, name: &str) -> Response {
+/// `GET /_fake/requests`, `GET /_fake/stats` and `POST /_fake/canned`
+/// (a [`Canned`] answer for one model); none of them is recorded.
+fn control_route(state: &FakeState, name: &str, bytes: &Bytes) -> Response {
     match name {
+        "canned" => match serde_json::from_slice::<Canned>(bytes) {
+            Ok(canned) => {
+                state.set_canned(canned);
+                json_ok(&json!({ "ok": true }))
+            }
+            Err(e) => json_with(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() })),
+        },
         "requests" => json_ok(&serde_json::to_value(state.requests()).unwrap_or(Value::Null)),
         "stats" => json_ok(&json!({ "cancelled": state.cancelled() })),
         _ => json_with(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
@@ -109,7 +117,13 @@ async fn chat(state: &FakeState, flavour: Flavour, endpoint: Endpoint, bytes: &B
         _ => return error(flavour, 400, "invalid JSON body"),
     };
     let input = ChatInput::parse(endpoint, &body);
-    let directives = Directives::parse(&input.text);
+    let directives = match state.canned(&input.model) {
+        Some(canned) => Directives {
+            canned: Some(canned.reply),
+            ..Directives::parse(&canned.directives)
+        },
+        None => Directives::parse(&input.text),
+    };
     if let Some(wait) = directives.slow_first {
         tokio::time::sleep(wait).await;
     }

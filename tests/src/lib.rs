@@ -40,7 +40,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use state::{FakeState, Recorded};
+pub use state::{Canned, FakeState, Recorded};
 
 /// The router serving every flavour, sharing `state`.
 pub fn router(state: FakeState) -> Router {

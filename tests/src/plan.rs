@@ -207,6 +207,8 @@ impl Plan {
                     .unwrap_or_else(|| "get_weather".to_owned()),
                 with_id: !d.noid,
             }
+        } else if let Some(text) = &d.canned {
+            Reply::Text(words(text))
         } else if let Some(n) = d.chunks {
             Reply::Text((0..n).map(|i| format!("tok{i} ")).collect())
         } else {

@@ -52,6 +52,21 @@ pub struct FakeState {
 struct Inner {
     requests: Mutex<Vec<Recorded>>,
     cancelled: watch::Sender<u64>,
+    canned: Mutex<BTreeMap<String, Canned>>,
+}
+
+/// A fixed answer for every chat naming one model (see [`FakeState::set_canned`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canned {
+    /// The model id as the upstream receives it.
+    pub model: String,
+    /// Answer text, sent verbatim (split into words when streamed).
+    #[serde(default)]
+    pub reply: String,
+    /// Directives for this model (e.g. `#fault=429`, `#slow_first=5000`); the
+    /// prompt's own directives are ignored for it.
+    #[serde(default)]
+    pub directives: String,
 }
 
 impl Default for FakeState {
@@ -77,6 +92,7 @@ impl FakeState {
             inner: Arc::new(Inner {
                 requests: Mutex::new(Vec::new()),
                 cancelled,
+                canned: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -101,6 +117,24 @@ impl FakeState {
         // A timeout or a closed channel both just mean "report what we have".
         let _ = tokio::time::timeout(timeout, rx.wait_for(|count| *count >= n)).await;
         self.cancelled()
+    }
+
+    /// From now on, chats naming `canned.model` get `canned`'s answer.
+    pub fn set_canned(&self, canned: Canned) {
+        self.inner
+            .canned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(canned.model.clone(), canned);
+    }
+
+    pub(crate) fn canned(&self, model: &str) -> Option<Canned> {
+        self.inner
+            .canned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(model)
+            .cloned()
     }
 
     pub(crate) fn record(&self, request: Recorded) {

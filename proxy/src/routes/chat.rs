@@ -19,7 +19,7 @@ use futures::StreamExt;
 use lakehouse_plugins::config::PluginName;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
 use lakehouse_providers::ChunkStream;
-use lakehouse_providers::openai::{ChatChunk, ChatRequest, new_id, unix_now};
+use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
 use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
 
 use crate::app::SharedState;
@@ -57,11 +57,57 @@ async fn handle(
     body: Body,
     shape: Shape,
 ) -> Result<Response, ApiError> {
-    let mut request: ChatRequest =
+    let request: ChatRequest =
         read_json(&headers, body, state.config.server.max_body_bytes).await?;
+    let started = start(&state, &headers, request).await?;
+    if started.stream {
+        let keep_alive = Duration::from_secs(state.config.server.keep_alive_secs.max(1));
+        let wants_usage = started.wants_usage;
+        return Ok(sse_response(started.chunks(), wants_usage, keep_alive));
+    }
+    let provider = started.provider.clone();
+    let completion = started.complete().await?;
+    Ok(match shape {
+        Shape::Completions => Json(completion).into_response(),
+        Shape::Chat => {
+            let content = completion.first_text().to_owned();
+            let mut value = serde_json::to_value(&completion)
+                .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("provider".into(), provider.into());
+                obj.insert("content".into(), content.into());
+            }
+            Json(value).into_response()
+        }
+    })
+}
+
+/// A chat under way: routed, pre hooks run, the first upstream chunk in hand.
+pub(crate) struct Started {
+    /// The provider answering.
+    pub provider: String,
+    /// The caller asked for a stream.
+    pub stream: bool,
+    /// The caller asked for the trailing usage chunk.
+    pub wants_usage: bool,
+    meta: ResponseMeta,
+    first: ChatChunk,
+    rest: ChunkStream,
+    lakehouse: Option<serde_json::Value>,
+    post: Option<PostHooks>,
+}
+
+/// Starts one chat: validates, plans (rag model, tier), runs the pre hooks,
+/// routes and waits for the first upstream chunk, so that a refusal or an
+/// early failure is still an error rather than a broken stream.
+pub(crate) async fn start(
+    state: &SharedState,
+    headers: &HeaderMap,
+    mut request: ChatRequest,
+) -> Result<Started, ApiError> {
     request.validate().map_err(ApiError::bad_request)?;
     let options = take_options(&mut request)?;
-    let mut ctx = plan(&state, &headers, request, &options).await?;
+    let mut ctx = plan(state, headers, request, &options).await?;
     state.pipeline.pre(&mut ctx).await?;
 
     let (provider, upstream_model) = state.registry.resolve(&ctx.target_model)?;
@@ -77,8 +123,8 @@ async fn handle(
         created: unix_now(),
         model: ctx.client_model.clone(),
     };
-    let mut chunks = normalize(provider.name().to_owned(), upstream, meta.clone());
-    let mut first = match chunks.next().await {
+    let mut rest = normalize(provider.name().to_owned(), upstream, meta.clone());
+    let first = match rest.next().await {
         Some(Ok(chunk)) => chunk,
         Some(Err(e)) => return Err(e.into()),
         None => {
@@ -93,35 +139,77 @@ async fn handle(
         state: state.clone(),
         ctx,
     });
-
-    if stream {
-        first.lakehouse = lakehouse;
-        let keep_alive = Duration::from_secs(state.config.server.keep_alive_secs.max(1));
-        return Ok(sse_response(first, chunks, wants_usage, keep_alive, post));
-    }
-    let mut assembler = Assembler::default();
-    assembler.push(&first);
-    while let Some(chunk) = chunks.next().await {
-        assembler.push(&chunk?);
-    }
-    if let Some(post) = post {
-        post.run(&assembler, None).await;
-    }
-    let mut completion = assembler.finish(&meta);
-    completion.lakehouse = lakehouse;
-    Ok(match shape {
-        Shape::Completions => Json(completion).into_response(),
-        Shape::Chat => {
-            let content = completion.first_text().to_owned();
-            let mut value = serde_json::to_value(&completion)
-                .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert("provider".into(), provider.name().into());
-                obj.insert("content".into(), content.into());
-            }
-            Json(value).into_response()
-        }
+    Ok(Started {
+        provider: provider.name().to_owned(),
+        stream,
+        wants_usage,
+        meta,
+        first,
+        rest,
+        lakehouse,
+        post,
     })
+}
+
+impl Started {
+    /// The whole answer as one completion; post hooks run before it returns.
+    pub(crate) async fn complete(mut self) -> Result<ChatCompletion, ApiError> {
+        let mut assembler = Assembler::default();
+        assembler.push(&self.first);
+        while let Some(chunk) = self.rest.next().await {
+            assembler.push(&chunk?);
+        }
+        if let Some(post) = self.post {
+            post.run(&assembler, None).await;
+        }
+        let mut completion = assembler.finish(&self.meta);
+        completion.lakehouse = self.lakehouse;
+        Ok(completion)
+    }
+
+    /// Every chunk as it arrives, the first carrying the `lakehouse` field.
+    /// Post hooks (when plugins ran) see each chunk as it passes and run once
+    /// the upstream is done or failed, before the stream ends, so a client
+    /// may rate the chat as soon as it has read the stream.
+    pub(crate) fn chunks(self) -> ChunkStream {
+        struct Tap {
+            chunks: ChunkStream,
+            post: Option<(PostHooks, Assembler)>,
+            failed: bool,
+        }
+        let mut first = self.first;
+        first.lakehouse = self.lakehouse;
+        let chunks = futures::stream::once(std::future::ready(Ok(first)))
+            .chain(self.rest)
+            .boxed();
+        let tap = Tap {
+            chunks,
+            post: self.post.map(|p| (p, Assembler::default())),
+            failed: false,
+        };
+        futures::stream::unfold(tap, |mut tap| async move {
+            if tap.failed {
+                return None;
+            }
+            let next = tap.chunks.next().await;
+            let error = match &next {
+                Some(Ok(chunk)) => {
+                    if let Some((_, assembler)) = &mut tap.post {
+                        assembler.push(chunk);
+                    }
+                    return next.map(|item| (item, tap));
+                }
+                Some(Err(e)) => Some(e.to_string()),
+                None => None,
+            };
+            if let Some((post, assembler)) = tap.post.take() {
+                post.run(&assembler, error).await;
+            }
+            tap.failed = true;
+            next.map(|item| (item, tap))
+        })
+        .boxed()
+    }
 }
 
 /// Takes the proxy's own `lakehouse` options out of the body: they never travel upstream.
@@ -279,65 +367,40 @@ fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<&'a str, Ap
 
 /// One SSE event per chunk, then exactly one `[DONE]`; after an error, an error
 /// event and nothing more. The trailing usage chunk goes out only when asked for.
-/// Post hooks (when plugins ran) see every chunk as it passes and run once
-/// the upstream is done, before `[DONE]`, so a client may rate the chat as
-/// soon as it has read the stream.
-fn sse_response(
-    first: ChatChunk,
-    rest: ChunkStream,
-    wants_usage: bool,
-    keep_alive: Duration,
-    post: Option<PostHooks>,
-) -> Response {
-    struct State {
-        chunks: ChunkStream,
-        finished: bool,
-        post: Option<(PostHooks, Assembler)>,
-    }
-    let chunks = futures::stream::once(std::future::ready(Ok(first)))
-        .chain(rest)
-        .boxed();
-    let events = futures::stream::unfold(
-        State {
-            chunks,
-            finished: false,
-            post: post.map(|p| (p, Assembler::default())),
-        },
-        move |mut st| async move {
-            if st.finished {
+fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) -> Response {
+    let events =
+        futures::stream::unfold((chunks, false), move |(mut chunks, finished)| async move {
+            if finished {
                 return None;
             }
             loop {
-                let next = st.chunks.next().await;
-                if let (Some(Ok(chunk)), Some((_, assembler))) = (&next, &mut st.post) {
-                    assembler.push(chunk);
-                }
-                let event = match next {
+                let (event, finished) = match chunks.next().await {
                     Some(Ok(chunk)) if chunk.choices.is_empty() && !wants_usage => continue,
-                    Some(Ok(chunk)) => Event::default().json_data(&chunk).unwrap_or_else(|e| {
-                        st.finished = true;
-                        error_event(&ApiError::internal(format!("cannot encode a chunk: {e}")))
-                    }),
+                    Some(Ok(chunk)) => match Event::default().json_data(&chunk) {
+                        Ok(event) => (event, false),
+                        Err(e) => (
+                            error_event(&ApiError::internal(format!("cannot encode a chunk: {e}"))),
+                            true,
+                        ),
+                    },
                     Some(Err(e)) => {
                         tracing::warn!("stream failed after it started: {e}");
-                        st.finished = true;
-                        if let Some((post, assembler)) = st.post.take() {
-                            post.run(&assembler, Some(e.to_string())).await;
-                        }
-                        error_event(&ApiError::from(e))
+                        (error_event(&ApiError::from(e)), true)
                     }
-                    None => {
-                        st.finished = true;
-                        if let Some((post, assembler)) = st.post.take() {
-                            post.run(&assembler, None).await;
-                        }
-                        Event::default().data("[DONE]")
-                    }
+                    None => (Event::default().data("[DONE]"), true),
                 };
-                return Some((Ok::<_, Infallible>(event), st));
+                return Some((Ok::<_, Infallible>(event), (chunks, finished)));
             }
-        },
-    );
+        });
+    sse(events, keep_alive)
+}
+
+/// An SSE response of `events` with keep-alive comments; proxies are told
+/// not to buffer it.
+pub(crate) fn sse(
+    events: impl futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    keep_alive: Duration,
+) -> Response {
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response();
@@ -347,7 +410,7 @@ fn sse_response(
     response
 }
 
-fn error_event(error: &ApiError) -> Event {
+pub(crate) fn error_event(error: &ApiError) -> Event {
     Event::default().data(error.body().to_string())
 }
 

@@ -4,5 +4,6 @@ pub mod admin;
 pub mod body;
 pub mod chat;
 pub mod embeddings;
+pub mod fanout;
 pub mod memory;
 pub mod models;

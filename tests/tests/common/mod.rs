@@ -22,6 +22,8 @@ pub struct Harness {
     pub shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// The server task; ends when the server has shut down.
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The state the server runs on (for in-process calls such as a review).
+    pub state: lakehouse::SharedState,
 }
 
 /// Which key files to write.
@@ -105,7 +107,7 @@ weak_models = ["ollama/qwen3:8b"]
     let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(lakehouse::serve(
         listener,
-        lakehouse::app(state),
+        lakehouse::app(state.clone()),
         async move {
             let _ = shutdown_rx.await;
         },
@@ -118,6 +120,7 @@ weak_models = ["ollama/qwen3:8b"]
         secrets,
         shutdown: Some(shutdown_tx),
         server,
+        state,
     }
 }
 
