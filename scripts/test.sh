@@ -11,6 +11,12 @@ VENV="${LAKEHOUSE_VENV:-$HOME/.cache/lakehouse/venv}"
 echo "== build (release, target dir $CARGO_TARGET_DIR)"
 cargo build --release --workspace --all-targets
 
+echo "== system tools: chromium + chromedriver (console test), chattr (read-only store test)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v chattr >/dev/null; then
+  # CI runs as root on Debian; elsewhere install them once with sudo.
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver e2fsprogs >/dev/null
+fi
+
 echo "== python venv ($VENV)"
 if [ ! -x "$VENV/bin/python" ]; then
   # Debian splits venv out of python3; install it when missing (CI runs as root).
@@ -36,3 +42,6 @@ cargo test --release --workspace --no-fail-fast
 
 echo "== python client tests"
 LAKEHOUSE_BIN_DIR="$CARGO_TARGET_DIR/release" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+
+echo "== load test (10,000 chats on loopback, zero errors, RSS flat after warm-up)"
+LOAD_REPORT_DIR=test-output scripts/load_test.sh --requests 10000 --concurrency 32

@@ -141,25 +141,37 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Post hooks: failures are logged and never change the answer.
-    pub async fn post(&self, ctx: &ChatContext, result: &ChatResult) {
+    /// Post hooks: failures are logged and never change the answer. Returns
+    /// how each hook ended, for the caller's metrics.
+    pub async fn post(&self, ctx: &ChatContext, result: &ChatResult) -> Vec<PluginRun> {
+        let mut runs = Vec::new();
         for plugin in self.active(ctx) {
             if !plugin.applies(ctx) {
                 continue;
             }
+            let name = plugin.name().as_str();
             let (outcome, ms) = self
                 .run_hook(plugin.as_ref(), plugin.post(ctx, result))
                 .await;
-            match outcome {
-                Outcome::Ok => {}
+            let (status, error) = match outcome {
+                Outcome::Ok => ("ok", None),
                 Outcome::Failed(e) => {
-                    tracing::warn!(plugin = plugin.name().as_str(), ms, "post hook failed: {e}");
+                    tracing::warn!(plugin = name, ms, "post hook failed: {e}");
+                    ("failed", Some(e))
                 }
                 Outcome::TimedOut => {
-                    tracing::warn!(plugin = plugin.name().as_str(), ms, "post hook timed out");
+                    tracing::warn!(plugin = name, ms, "post hook timed out");
+                    ("timeout", Some("post hook timed out".to_owned()))
                 }
-            }
+            };
+            runs.push(PluginRun {
+                name,
+                status,
+                ms,
+                error,
+            });
         }
+        runs
     }
 
     /// Ranks candidates, keeps the best within `k` and the token budget, and

@@ -46,7 +46,7 @@ impl UpstreamErrorKind {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
     /// The upstream answered with an error, before or during the stream.
     #[error("{provider} upstream error: {message}")]
@@ -84,6 +84,27 @@ impl ProviderError {
         Self::InvalidRequest {
             provider: provider.to_owned(),
             message: message.into(),
+        }
+    }
+
+    /// A short, stable name of the failure's kind, for metrics and logs.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            Self::Upstream { kind, .. } => match kind {
+                UpstreamErrorKind::BadRequest => "bad_request",
+                UpstreamErrorKind::Authentication => "authentication",
+                UpstreamErrorKind::PermissionDenied => "permission_denied",
+                UpstreamErrorKind::NotFound => "not_found",
+                UpstreamErrorKind::PaymentRequired => "payment_required",
+                UpstreamErrorKind::RateLimited => "rate_limited",
+                UpstreamErrorKind::Overloaded => "overloaded",
+                UpstreamErrorKind::Timeout => "upstream_timeout",
+                UpstreamErrorKind::Server => "server_error",
+            },
+            Self::Timeout { .. } => "read_timeout",
+            Self::Connection { .. } => "connection",
+            Self::Protocol { .. } => "protocol",
+            Self::InvalidRequest { .. } => "invalid_request",
         }
     }
 

@@ -21,5 +21,8 @@ pub mod router;
 pub mod secrets;
 pub mod stream;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{ProviderError, UpstreamErrorKind};
 pub use provider::{ChatProvider, ChunkStream};

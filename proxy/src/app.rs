@@ -10,7 +10,7 @@ use lakehouse_providers::router::Registry;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::routes;
+use crate::{middleware, routes};
 
 /// What every handler shares.
 pub struct AppState {
@@ -20,6 +20,11 @@ pub struct AppState {
     pub pathway: Arc<lakehouse_memory::Pathway>,
     pub playbook: Arc<lakehouse_memory::Playbook>,
     pub pipeline: lakehouse_plugins::Pipeline,
+    pub metrics: crate::metrics::Metrics,
+    pub observer: crate::observer::Observer,
+    pub auth: crate::auth::Auth,
+    /// Slots of `server.max_concurrent_requests`.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -33,6 +38,10 @@ pub fn app(state: SharedState) -> Router {
         .route("/v1/chat/providers", get(routes::models::providers))
         .route("/v1/models", get(routes::models::models))
         .route("/healthz", get(routes::models::healthz))
+        .route("/metrics", get(routes::observe::metrics))
+        .route("/admin", get(routes::console::page))
+        .route("/admin/assets/{file}", get(routes::console::asset))
+        .route("/admin/requests", get(routes::observe::requests))
         .route("/v1/embeddings", post(routes::embeddings::embeddings))
         .route("/admin/objects", get(routes::admin::list_objects))
         .route(
@@ -85,8 +94,22 @@ pub fn app(state: SharedState) -> Router {
             "/admin/playbook/outcomes/{id}/retire",
             post(routes::memory::retire_outcome),
         )
+        .nest_service("/mcp", crate::mcp::http_service(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Layers run outermost last-added: observe, then guard, then shed.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::shed,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe_request,
+        ))
         .with_state(state)
 }
 

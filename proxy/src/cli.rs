@@ -1,6 +1,7 @@
-//! Commands of the `lakehouse` CLI besides `serve`. They open the store named
-//! by the config directly (no server needed); a running server sees the
-//! result on its next read of the catalog.
+//! Commands of the `lakehouse` CLI besides `serve`. The store commands open
+//! the store named by the config directly (no server needed; a running server
+//! sees the result on its next read of the catalog); `chat` talks to a
+//! running server over HTTP, like any client.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -303,5 +304,177 @@ pub async fn scrum(args: ScrumArgs) -> Result<(), String> {
         review.score
     );
     println!("{}", dir.display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// Model id (`ollama/qwen3:8b`), tier (`tier/local_fast`) or rag model (`rag/docs`).
+    pub model: String,
+    /// The prompt; `-` reads it from standard input.
+    pub prompt: String,
+    /// A system message sent before the prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Corpora to retrieve context from (comma-separated), besides a rag model's own.
+    #[arg(long, value_delimiter = ',')]
+    pub corpora: Vec<String>,
+    /// The server to talk to.
+    #[arg(long, env = "LAKEHOUSE_URL", default_value = "http://127.0.0.1:3110")]
+    pub url: String,
+    /// Bearer token, for a server with auth on.
+    #[arg(long, env = "LAKEHOUSE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print only the answer: no sources, usage or rating hint on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `lakehouse chat`: streams one answer from a running server to the terminal.
+pub async fn chat(args: ChatArgs) -> Result<(), String> {
+    use std::io::Write as _;
+
+    use eventsource_stream::Eventsource as _;
+    use futures::StreamExt as _;
+
+    let prompt = if args.prompt == "-" {
+        std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("cannot read the prompt from stdin: {e}"))?
+    } else {
+        args.prompt.clone()
+    };
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(serde_json::json!({"role": "system", "content": system}));
+    }
+    messages.push(serde_json::json!({"role": "user", "content": prompt}));
+    let mut body = serde_json::json!({
+        "model": args.model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if !args.corpora.is_empty() {
+        body["lakehouse"] = serde_json::json!({"corpora": args.corpora});
+    }
+    let base = args.url.trim_end_matches('/');
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body);
+    if let Some(token) = &args.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|e| {
+        format!(
+            "cannot reach the server at {base}: {e}\n  is `lakehouse serve` running? Start it, or point --url (or LAKEHOUSE_URL) at it"
+        )
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(explain_api_error(status.as_u16(), &text, base));
+    }
+    let mut events = response.bytes_stream().eventsource();
+    let mut stdout = std::io::stdout().lock();
+    let mut first: Option<serde_json::Value> = None;
+    let mut usage: Option<serde_json::Value> = None;
+    let mut ended_with_newline = true;
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| format!("the stream broke: {e}"))?;
+        if event.data == "[DONE]" {
+            break;
+        }
+        let chunk: serde_json::Value = serde_json::from_str(&event.data)
+            .map_err(|e| format!("the server sent an unreadable event ({e}): {}", event.data))?;
+        if let Some(error) = chunk.get("error") {
+            let message = error["message"].as_str().unwrap_or("unknown error");
+            return Err(format!("the answer failed midway: {message}"));
+        }
+        if first.is_none() {
+            first = Some(chunk.clone());
+        }
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            if let Some(text) = choice["delta"]["content"].as_str() {
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+                ended_with_newline = text.ends_with('\n');
+            }
+        }
+        if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+            usage = chunk.get("usage").cloned();
+        }
+    }
+    if !ended_with_newline {
+        let _ = writeln!(stdout);
+    }
+    if args.quiet {
+        return Ok(());
+    }
+    let first = first.unwrap_or_default();
+    let sources = first["lakehouse"]["sources"].as_array().cloned().unwrap_or_default();
+    for source in &sources {
+        eprintln!(
+            "[{}] {}/{} score {:.3}",
+            source["n"],
+            source["corpus"].as_str().unwrap_or_default(),
+            source["id"].as_str().unwrap_or_default(),
+            source["score"].as_f64().unwrap_or_default()
+        );
+    }
+    if let Some(usage) = usage {
+        eprintln!(
+            "{} tokens in, {} out",
+            usage["prompt_tokens"], usage["completion_tokens"]
+        );
+    }
+    if !sources.is_empty() {
+        let id = first["id"].as_str().unwrap_or_default();
+        eprintln!(
+            "rate it: curl -s {base}/v1/feedback -H 'content-type: application/json' -d '{{\"id\":\"{id}\",\"rating\":1}}'"
+        );
+    }
+    Ok(())
+}
+
+/// An OpenAI error body as one line, with what to do about it.
+fn explain_api_error(status: u16, body: &str, base: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let message = value["error"]["message"]
+        .as_str()
+        .map_or_else(|| body.trim().to_owned(), str::to_owned);
+    let hint = match status {
+        401 | 403 => "pass --token (or set LAKEHOUSE_TOKEN) with a token the server accepts".to_owned(),
+        404 => format!("list the models the server knows with: curl -s {base}/v1/models"),
+        429 => "the upstream or the server is rate limiting: wait and try again".to_owned(),
+        502..=504 => format!(
+            "the upstream failed: check its key and reachability with: curl -s {base}/v1/chat/providers"
+        ),
+        _ => String::new(),
+    };
+    if hint.is_empty() {
+        format!("the server refused the chat ({status}): {message}")
+    } else {
+        format!("the server refused the chat ({status}): {message}\n  {hint}")
+    }
+}
+
+/// `lakehouse doctor`: prints the checks as a table; fails when any check failed.
+pub async fn doctor(args: StoreArgs) -> Result<(), String> {
+    let checks = crate::doctor::run(&args.config).await;
+    print!("{}", crate::doctor::render(&checks));
+    if crate::doctor::failed(&checks) {
+        return Err("some checks failed; see the fixes above".into());
+    }
+    Ok(())
+}
+
+/// `lakehouse mcp`: the MCP tools over stdio, on a state of its own (no server needed).
+pub async fn mcp(args: StoreArgs) -> Result<(), String> {
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    let state = crate::state_from_config(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::mcp::serve_stdio(state.clone()).await?;
+    state.observer.flush().await;
     Ok(())
 }

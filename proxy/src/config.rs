@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lakehouse_plugins::config::{PluginsConfig, RagModel};
+
+pub use crate::auth::AuthConfig;
 use lakehouse_providers::router::{
     BUILTIN_PROVIDERS, KIMI, OLLAMA, OLLAMA_CLOUD, OPENCODE, OPENROUTER,
 };
@@ -54,6 +56,12 @@ pub struct Config {
     /// `/v1/fanout` and `lakehouse scrum`.
     #[serde(default)]
     pub fanout: FanoutConfig,
+    /// Bearer tokens, scopes, IP allowlist and per-token rate limits.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The file this config came from, for messages.
+    #[serde(skip)]
+    pub file: String,
 }
 
 /// Limits of one multi-model fan-out.
@@ -144,6 +152,32 @@ pub struct ServerConfig {
     /// Async worker threads; 0 means one per core.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Chats kept in memory for `/admin/requests` and the console.
+    #[serde(default = "default_recent_requests")]
+    pub recent_requests: usize,
+    /// Requests in flight at once; past it, 503 with `Retry-After` (load shedding).
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Most messages one chat may carry.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: usize,
+    /// Time a client has to send a request body (slow uploads are cut).
+    #[serde(default = "default_body_read_timeout_secs")]
+    pub body_read_timeout_secs: u64,
+}
+
+fn default_max_concurrent_requests() -> usize {
+    1024
+}
+fn default_max_messages() -> usize {
+    2048
+}
+fn default_body_read_timeout_secs() -> u64 {
+    60
+}
+
+fn default_recent_requests() -> usize {
+    1000
 }
 
 fn default_listen() -> SocketAddr {
@@ -167,6 +201,10 @@ impl Default for ServerConfig {
             shutdown_grace_secs: default_shutdown_grace_secs(),
             keep_alive_secs: default_keep_alive_secs(),
             worker_threads: 0,
+            recent_requests: default_recent_requests(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_messages: default_max_messages(),
+            body_read_timeout_secs: default_body_read_timeout_secs(),
         }
     }
 }
@@ -326,18 +364,24 @@ impl Config {
                     p.key_file = Some(dir.join(f));
                 }
             }
+            for t in &mut config.auth.tokens {
+                if let Some(f) = &t.token_file {
+                    t.token_file = Some(dir.join(f));
+                }
+            }
         }
         Ok(config)
     }
 
     /// Parses and validates TOML text; `file` is only used in messages.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_owned(),
             key: "(syntax)".into(),
             reason: e.to_string().trim().replace('\n', " "),
         })?;
         config.validate(file)?;
+        config.file = file.to_owned();
         Ok(config)
     }
 
@@ -362,6 +406,21 @@ impl Config {
             return Err(err(
                 "server.max_body_bytes".into(),
                 "must be at least 1024".into(),
+            ));
+        }
+        for (key, value) in [
+            ("server.max_concurrent_requests", self.server.max_concurrent_requests),
+            ("server.max_messages", self.server.max_messages),
+            ("server.body_read_timeout_secs", self.server.body_read_timeout_secs as usize),
+        ] {
+            if value == 0 {
+                return Err(err(key.into(), "must be at least 1".into()));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.server.recent_requests) {
+            return Err(err(
+                "server.recent_requests".into(),
+                "must be from 1 to 1000000".into(),
             ));
         }
         for p in self.provider_settings() {
@@ -571,6 +630,20 @@ mod tests {
         assert_eq!(config.server.listen, default_listen());
         assert_eq!(config.provider_settings().len(), 5);
         assert!(config.models.get("local_fast").is_some());
+        assert!(config.auth.tokens.is_empty());
+    }
+
+    #[test]
+    fn the_production_example_parses_and_protects_admin() {
+        let text = include_str!("../../deploy/lakehouse.production.toml");
+        let config = Config::parse(text, "lakehouse.production.toml").unwrap();
+        assert!(!config.server.listen.ip().is_loopback());
+        let scopes: Vec<_> = config.auth.tokens.iter().map(|t| t.scope).collect();
+        assert_eq!(
+            scopes,
+            vec![crate::auth::Scope::Admin, crate::auth::Scope::Client]
+        );
+        assert_eq!(config.auth.tokens[1].requests_per_minute, Some(600));
     }
 
     #[test]

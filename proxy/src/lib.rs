@@ -6,18 +6,30 @@
 //! - [`config`]: `lakehouse.toml`, strict and validated at start.
 //! - [`registry`]: providers built from the config and the key files.
 //! - [`app`]: `app(state) -> Router`, the route table.
+//! - [`middleware`]: request ids and access logs, the auth guard, load shedding.
+//! - [`auth`]: bearer tokens with scopes, IP allowlist, per-token rate limits.
 //! - [`routes`]: handlers (`/v1/chat/completions`, `/v1/chat`, `/v1/models`, ...).
 //! - [`error`]: domain errors mapped to OpenAI error bodies and statuses; the only place statuses are chosen.
 //! - [`server`]: `serve(listener, app, shutdown, grace)` and OS signals.
 //! - [`cli`]: the store commands (`ingest`, `corpora`, `query`).
+//! - [`doctor`]: `lakehouse doctor`, a deployment check with fixes.
 //! - [`fanout`]: one chat to several models at once (`/v1/fanout`).
+//! - [`mcp`]: the store, memory and chat as MCP tools (stdio and `/mcp`).
+//! - [`metrics`]: Prometheus counters and histograms (`GET /metrics`).
+//! - [`observer`]: every chat witnessed once, in the metrics and a ring of recent events.
 //! - [`scrum`]: cross-lineage code review over a fan-out (`lakehouse scrum`).
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod fanout;
+pub mod mcp;
+pub mod metrics;
+pub mod middleware;
+pub mod observer;
 pub mod registry;
 pub mod routes;
 pub mod scrum;
@@ -37,11 +49,18 @@ pub enum StartError {
     Store(#[from] lakehouse_retrieval::StoreError),
     #[error("memory: {0}")]
     Memory(#[from] lakehouse_memory::MemoryError),
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
 }
 
 /// Opens the store (loading every corpus index), replays memory and the
 /// playbook, and builds the plugin pipeline and the shared state.
 pub async fn state_from_config(config: config::Config) -> Result<SharedState, StartError> {
+    let auth = auth::Auth::load(&config.auth).map_err(|(key, reason)| config::ConfigError {
+        file: config.file.clone(),
+        key,
+        reason,
+    })?;
     let registry = registry::build_registry(&config)?;
     let store = Arc::new(registry::open_store(&config).await?);
     let objects = store.objects().clone();
@@ -53,8 +72,12 @@ pub async fn state_from_config(config: config::Config) -> Result<SharedState, St
         )
         .await?,
     );
-    let playbook = Arc::new(lakehouse_memory::Playbook::open(objects).await?);
+    let playbook = Arc::new(lakehouse_memory::Playbook::open(objects.clone()).await?);
     let pipeline = registry::build_pipeline(&config, &store, &pathway, &playbook);
+    let observer = observer::Observer::open(objects, config.server.recent_requests).await?;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(
+        config.server.max_concurrent_requests,
+    ));
     Ok(Arc::new(AppState {
         config,
         registry,
@@ -62,5 +85,9 @@ pub async fn state_from_config(config: config::Config) -> Result<SharedState, St
         pathway,
         playbook,
         pipeline,
+        metrics: metrics::Metrics::default(),
+        observer,
+        auth,
+        in_flight,
     }))
 }

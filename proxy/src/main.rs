@@ -11,25 +11,83 @@ use lakehouse::config::Config;
 #[command(
     name = "lakehouse",
     version,
-    about = "OpenAI-compatible LLM proxy with retrieval built in"
+    about = "OpenAI-compatible LLM proxy with retrieval built in",
+    long_about = "OpenAI-compatible LLM proxy with retrieval built in.\n\n\
+        One process serves the OpenAI API in front of Ollama, Ollama Cloud, OpenRouter, \
+        OpenCode Zen and Kimi, runs retrieval plugins around every chat, and hosts the \
+        store they search. With no command it serves with lakehouse.toml.",
+    after_help = "Examples:\n  \
+        lakehouse                                   serve with ./lakehouse.toml on 127.0.0.1:3110\n  \
+        lakehouse ingest docs.csv --corpus docs --text-column title,body\n  \
+        lakehouse chat rag/docs \"How do I rotate the logs?\"\n  \
+        lakehouse query \"SELECT count(*) FROM docs\"\n  \
+        lakehouse scrum change.diff --label my-change\n\n\
+        The console is at http://127.0.0.1:3110/admin and metrics at /metrics."
 )]
 struct Cli {
+    /// Log format on stderr: `pretty` for people, `json` for log collectors.
+    #[arg(long, global = true, env = "LAKEHOUSE_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the OpenAI-compatible API (the default command).
+    /// Serve the OpenAI-compatible API, the admin API and the console (the default command).
+    #[command(after_help = "Examples:\n  \
+        lakehouse serve\n  \
+        lakehouse serve --config /etc/lakehouse/lakehouse.toml --listen 0.0.0.0:3110\n  \
+        RUST_LOG=debug lakehouse serve --log-format json")]
     Serve(ServeArgs),
+    /// Stream one answer from a running server to the terminal.
+    #[command(after_help = "Examples:\n  \
+        lakehouse chat ollama/qwen3:8b \"Explain HNSW in two sentences\"\n  \
+        lakehouse chat rag/docs \"How do I rotate the logs?\"\n  \
+        git diff | lakehouse chat tier/cloud_review - --system \"Review this diff\"\n  \
+        lakehouse chat kimi/kimi-k2.6 \"hello\" --url http://gateway:3110 --token $TOKEN\n\n\
+        Sources, token counts and a rating command go to stderr; --quiet leaves only the answer.")]
+    Chat(lakehouse::cli::ChatArgs),
     /// Ingest a CSV, JSONL or Parquet file into a corpus (created if missing).
+    #[command(after_help = "Examples:\n  \
+        lakehouse ingest docs.csv --corpus docs --text-column title,body\n  \
+        lakehouse ingest more.jsonl --corpus docs\n  \
+        lakehouse ingest dump.parquet --corpus packages --text-column description --id-column package\n\n\
+        Re-ingesting the same file changes nothing; a malformed file registers nothing.")]
     Ingest(lakehouse::cli::IngestArgs),
     /// List the corpora in the store.
+    #[command(after_help = "Example:\n  lakehouse corpora --config lakehouse.toml")]
     Corpora(lakehouse::cli::StoreArgs),
     /// Run read-only SQL over the corpora (each is a view by its name).
+    #[command(after_help = "Examples:\n  \
+        lakehouse query \"SELECT count(*) FROM docs\"\n  \
+        lakehouse query \"SELECT id, title FROM docs WHERE title ILIKE '%log%' LIMIT 5\"\n\n\
+        One SELECT or WITH statement; files outside the store, ATTACH, COPY and INSTALL are refused.")]
     Query(lakehouse::cli::QueryArgs),
     /// Cross-lineage review of a diff by several models; writes reports/scrum/<date>/<label>/.
+    #[command(after_help = "Examples:\n  \
+        git diff main > change.diff && lakehouse scrum change.diff --label my-change\n  \
+        lakehouse scrum change.diff --label x --models kimi/kimi-k2.6,openrouter/qwen/qwen3-coder\n\n\
+        Writes verdicts/<model>.json, disposition.md and summary.json, and prints the folder.")]
     Scrum(lakehouse::cli::ScrumArgs),
+    /// Check the config, secrets, store, embedder and every provider; print fixes.
+    #[command(after_help = "Examples:\n  \
+        lakehouse doctor\n  \
+        lakehouse doctor --config /etc/lakehouse/lakehouse.toml\n\n\
+        Exits non-zero when any check fails, so it fits a deploy pipeline or a systemd ExecStartPre.")]
+    Doctor(lakehouse::cli::StoreArgs),
+    /// Serve the store, memory and chat as MCP tools on stdin/stdout.
+    #[command(after_help = "Examples:\n  \
+        lakehouse mcp --config lakehouse.toml\n\n\
+        In an MCP client config: {\"command\": \"lakehouse\", \"args\": [\"mcp\", \"--config\", \"/path/lakehouse.toml\"]}\n\
+        A running server offers the same tools over streamable HTTP at /mcp (admin token when auth is on).")]
+    Mcp(lakehouse::cli::StoreArgs),
     /// Pathway memory and playbook maintenance.
     #[command(subcommand)]
     Memory(lakehouse::cli::MemoryCommand),
@@ -46,24 +104,21 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
         None => serve(ServeArgs {
             config: PathBuf::from("lakehouse.toml"),
             listen: None,
         }),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Chat(args)) => lakehouse::cli::run(lakehouse::cli::chat(args)),
         Some(Command::Ingest(args)) => lakehouse::cli::run(lakehouse::cli::ingest(args)),
         Some(Command::Corpora(args)) => lakehouse::cli::run(lakehouse::cli::corpora(args)),
         Some(Command::Query(args)) => lakehouse::cli::run(lakehouse::cli::query(args)),
         Some(Command::Scrum(args)) => lakehouse::cli::run(lakehouse::cli::scrum(args)),
+        Some(Command::Doctor(args)) => lakehouse::cli::run(lakehouse::cli::doctor(args)),
+        Some(Command::Mcp(args)) => lakehouse::cli::run(lakehouse::cli::mcp(args)),
         Some(Command::Memory(command)) => lakehouse::cli::run(lakehouse::cli::memory(command)),
     };
     match result {
@@ -72,6 +127,19 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to stderr (stdout carries command output); `RUST_LOG` filters them.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
     }
 }
 
@@ -94,9 +162,16 @@ async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), St
     let state = lakehouse::state_from_config(config)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(refusal) = state.auth.exposure_error(listen) {
+        return Err(refusal);
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {listen}: {e}\n  is another server using that port? Pick another with --listen or [server] listen"
+            )
+        })?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     for status in state.registry.statuses() {
         match &status.reason {
@@ -110,12 +185,14 @@ async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), St
     }
     // One machine-readable line on stdout, so scripts and tests can find a port-0 server.
     println!("lakehouse listening on http://{local}");
-    lakehouse::serve(
+    let served = lakehouse::serve(
         listener,
-        lakehouse::app(state),
+        lakehouse::app(state.clone()),
         lakehouse::server::shutdown_signal(),
         grace,
     )
-    .await
-    .map_err(|e| format!("server failed: {e}"))
+    .await;
+    // The last witnessed chats reach the store before the process ends.
+    state.observer.flush().await;
+    served.map_err(|e| format!("server failed: {e}"))
 }

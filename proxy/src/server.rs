@@ -42,7 +42,11 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
     });
-    let server = axum::serve(listener, app)
+    // The peer address feeds the [auth] IP allowlist.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
         .with_graceful_shutdown(signal)
         .into_future();
     tokio::pin!(server);

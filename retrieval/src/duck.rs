@@ -671,4 +671,88 @@ mod tests {
             assert!(check_read_only(bad).is_err(), "{bad}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        const WRITES: &[&str] = &[
+            "INSERT", "UPDATE", "DELETE", "COPY", "ATTACH", "DETACH", "INSTALL", "LOAD",
+            "CREATE", "DROP", "ALTER", "PRAGMA", "SET", "RESET", "CALL", "EXPORT", "IMPORT",
+            "CHECKPOINT", "VACUUM", "USE",
+        ];
+        const READERS: &[&str] = &[
+            "read_csv", "read_csv_auto", "read_parquet", "parquet_scan", "read_json",
+            "read_json_auto", "read_text", "read_blob", "glob", "sniff_csv",
+        ];
+        const OUTSIDE: &[&str] = &[
+            "/etc/passwd", "/proc/self/environ", "../../../../etc/hosts", "/root/.ssh/id_rsa",
+            "file:///etc/passwd", "/tmp/*",
+        ];
+
+        fn random_case(word: &str, mask: u64) -> String {
+            word.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if mask >> (i % 64) & 1 == 1 {
+                        c.to_ascii_lowercase()
+                    } else {
+                        c.to_ascii_uppercase()
+                    }
+                })
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            #[test]
+            fn the_guard_and_the_csv_check_never_panic(sql in ".{0,200}", bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                let _ = check_read_only(&sql);
+                let _ = check_csv_reader(&mut bytes.as_slice());
+            }
+
+            #[test]
+            fn writes_are_refused_whatever_the_case_and_comments(
+                word in prop::sample::select(WRITES),
+                mask in any::<u64>(),
+                lead in prop::sample::select(&["", "  ", "\n", "-- note\n", "/* x */ ", "("][..]),
+                rest in "[a-z0-9 _.,*']{0,30}",
+            ) {
+                let sql = format!("{lead}{} {rest}", random_case(word, mask));
+                prop_assert!(check_read_only(&sql).is_err(), "{}", sql);
+            }
+
+            #[test]
+            fn a_second_statement_is_refused(
+                select in "SELECT [a-z0-9_, *]{1,20}( FROM [a-z_]{1,8})?",
+                word in prop::sample::select(WRITES),
+                rest in "[a-z0-9 _]{0,20}",
+            ) {
+                prop_assert!(check_read_only(&select).is_ok(), "{}", select);
+                let sql = format!("{select}; {word} {rest}");
+                prop_assert!(check_read_only(&sql).is_err(), "{}", sql);
+            }
+        }
+
+        proptest! {
+            // Each case opens a real, locked-down DuckDB: fewer cases.
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn duckdb_reads_nothing_outside_the_store(
+                reader in prop::sample::select(READERS),
+                mask in any::<u64>(),
+                path in prop::sample::select(OUTSIDE),
+            ) {
+                let dir = std::env::temp_dir().join("lakehouse-guard-prop");
+                std::fs::create_dir_all(&dir).unwrap();
+                let engine = QueryEngine::open(&dir).unwrap();
+                let sql = format!("SELECT * FROM {}('{path}')", random_case(reader, mask));
+                let limits = QueryLimits { max_rows: 10, timeout_ms: 5_000 };
+                prop_assert!(engine.run(&sql, &[], limits).is_err(), "{}", sql);
+            }
+        }
+    }
 }

@@ -206,6 +206,23 @@ fn check_count(name: &str, expected: usize, vectors: Vec<Vec<f32>>) -> Result<Ve
 pub struct Embedders {
     by_name: Arc<std::collections::HashMap<String, Arc<dyn Embedder>>>,
     cache: Cache<(String, String), Arc<Vec<f32>>>,
+    stats: Arc<CacheCounters>,
+}
+
+#[derive(Debug, Default)]
+struct CacheCounters {
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+/// The embedding cache's totals since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+    /// Weighted size of the cached vectors and keys.
+    pub bytes: u64,
 }
 
 impl std::fmt::Debug for Embedders {
@@ -233,6 +250,18 @@ impl Embedders {
         Self {
             by_name: Arc::new(by_name),
             cache,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Hits, misses and size of the embedding cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CacheStats {
+            hits: self.stats.hits.load(Relaxed),
+            misses: self.stats.misses.load(Relaxed),
+            entries: self.cache.entry_count(),
+            bytes: self.cache.weighted_size(),
         }
     }
 
@@ -262,6 +291,14 @@ impl Embedders {
                 missing_at.push(i);
             }
             out.push(hit);
+        }
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let misses = missing.len() as u64;
+            self.stats.misses.fetch_add(misses, Relaxed);
+            self.stats
+                .hits
+                .fetch_add(texts.len() as u64 - misses, Relaxed);
         }
         if !missing.is_empty() {
             let fresh = embedder.embed(&missing).await?;

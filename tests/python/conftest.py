@@ -29,8 +29,9 @@ def fake_upstream():
     proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def proxy_url(fake_upstream):
+def start_lakehouse(fake_upstream, extra_toml=""):
+    """Starts `lakehouse serve` on port 0 with every provider pointed at the fake
+    and a fresh store; returns (process, base URL)."""
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-py-"))
     secrets = tmp / "secrets"
     secrets.mkdir()
@@ -47,6 +48,9 @@ def proxy_url(fake_upstream):
     config.write_text(
         f"""
 secrets_dir = "secrets"
+[store]
+backend = "local"
+root = "{tmp / 'data'}"
 [providers.ollama]
 base_url = "{fake_upstream}/ollama"
 [providers.ollama_cloud]
@@ -57,6 +61,22 @@ base_url = "{fake_upstream}/openrouter/api/v1"
 base_url = "{fake_upstream}/zen/v1"
 [providers.kimi]
 base_url = "{fake_upstream}/kimi/v1"
+{extra_toml}
+"""
+    )
+    return _start([str(BIN_DIR / "lakehouse"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"])
+
+
+def stop(proc):
+    proc.terminate()
+    proc.wait(timeout=40)
+
+
+@pytest.fixture(scope="session")
+def proxy_url(fake_upstream):
+    proc, url = start_lakehouse(
+        fake_upstream,
+        """
 [models]
 local_fast = "ollama/qwen3:8b"
 [plugins.matrix]
@@ -67,9 +87,7 @@ model = "kimi/kimi-k2.6"
 corpora = ["pydocs"]
 k = 2
 plugins = ["matrix", "playbook"]
-"""
+""",
     )
-    proc, url = _start([str(BIN_DIR / "lakehouse"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"])
     yield url
-    proc.terminate()
-    proc.wait(timeout=40)
+    stop(proc)

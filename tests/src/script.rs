@@ -144,6 +144,9 @@ pub(crate) fn play(pieces: Vec<Piece>, state: Option<FakeState>) -> Body {
                 }
                 Some(Piece::Pause(duration)) => tokio::time::sleep(duration).await,
                 Some(Piece::Data(bytes)) => {
+                    if let Some(state) = &pb.guard.state {
+                        state.count_piece();
+                    }
                     if pb.only_pauses_left() {
                         pb.guard.finish();
                     }

@@ -53,6 +53,8 @@ struct Inner {
     requests: Mutex<Vec<Recorded>>,
     cancelled: watch::Sender<u64>,
     canned: Mutex<BTreeMap<String, Canned>>,
+    /// Body pieces of streamed answers handed to the connection so far.
+    pieces_sent: std::sync::atomic::AtomicU64,
 }
 
 /// A fixed answer for every chat naming one model (see [`FakeState::set_canned`]).
@@ -93,6 +95,7 @@ impl FakeState {
                 requests: Mutex::new(Vec::new()),
                 cancelled,
                 canned: Mutex::new(BTreeMap::new()),
+                pieces_sent: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -104,6 +107,20 @@ impl FakeState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Body pieces (SSE events, NDJSON lines) of streamed answers the
+    /// connection has taken so far; it stops growing when the reader stalls.
+    pub fn pieces_sent(&self) -> u64 {
+        self.inner
+            .pieces_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_piece(&self) {
+        self.inner
+            .pieces_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Streaming responses the client dropped before the fake finished writing them.

@@ -176,6 +176,23 @@ async fn feedback_boost_reorders_sources_for_the_same_need() {
     // Every hit shows its base similarity and its boost; the score is their sum.
     let sum = top["similarity"].as_f64().unwrap() + top["boost"].as_f64().unwrap();
     assert!((top["score"].as_f64().unwrap() - sum).abs() < 1e-4);
+    // The admin search shows the same boosts and ranks by the boosted score.
+    let found: Value = h
+        .post(
+            "/admin/corpora/docs/search",
+            &json!({"query": TEA_QUESTION, "k": 5}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hits = found["data"].as_array().unwrap();
+    assert_eq!(hits[0]["id"], runner_up.as_str(), "{found}");
+    assert!(hits[0]["boost"].as_f64().unwrap() > 0.5, "{found}");
+    let tea = hits.iter().find(|hit| hit["id"] == "tea").unwrap();
+    assert!(tea["boost"].as_f64().unwrap() < 0.0, "{found}");
+    let sum = tea["score"].as_f64().unwrap() + tea["boost"].as_f64().unwrap();
+    assert!((tea["final_score"].as_f64().unwrap() - sum).abs() < 1e-4);
     // The injected message follows the boosted order.
     let messages = upstream_messages(&h);
     let context = messages[0]["content"].as_str().unwrap();

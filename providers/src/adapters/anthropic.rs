@@ -185,7 +185,7 @@ struct AnthropicUsage {
 
 /// What one SSE stream has seen so far.
 #[derive(Default)]
-struct StreamState {
+pub(crate) struct StreamState {
     prompt_tokens: u64,
     cached_tokens: u64,
     next_tool_index: u32,

@@ -237,7 +237,7 @@ struct LineFunction {
 }
 
 /// Converts one NDJSON line; `next_tool_index` counts calls across the stream.
-fn convert_line(
+pub(crate) fn convert_line(
     provider: &str,
     line: &[u8],
     next_tool_index: &mut u32,

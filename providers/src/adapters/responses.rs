@@ -153,7 +153,7 @@ fn message_content(
 }
 
 #[derive(Default)]
-struct StreamState {
+pub(crate) struct StreamState {
     tool_index_by_item: HashMap<String, u32>,
     started: bool,
     done: bool,

@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lakehouse_memory::playbook::SourceRef;
 use lakehouse_retrieval::catalog::{CorpusSettings, Manifest};
 use lakehouse_retrieval::duck::Format;
 use lakehouse_retrieval::embed::LOCAL;
@@ -230,8 +231,46 @@ pub async fn search(
 ) -> Result<Json<Value>, ApiError> {
     let request: SearchRequest =
         read_json(&headers, body, state.config.server.max_body_bytes).await?;
-    let hits = state.store.search(&name, &request.query, request.k).await?;
+    let data = search_with_boosts(&state, &name, &request.query, request.k).await?;
     Ok(Json(
-        json!({"object": "list", "corpus": name, "data": hits}),
+        json!({"object": "list", "corpus": name, "data": data}),
     ))
+}
+
+/// The `k` nearest rows of corpus `name` with the playbook boost this query
+/// would get in a chat, ranked by the boosted score as a chat ranks them.
+pub(crate) async fn search_with_boosts(
+    state: &SharedState,
+    name: &str,
+    query: &str,
+    k: usize,
+) -> Result<Vec<Value>, ApiError> {
+    let hits = state.store.search(name, query, k).await?;
+    // The playbook boost this query would get in a chat, so the ranking shown is the chat's.
+    let embedder = state.store.corpus_embedder(name).await?;
+    let vector = state.store.embed_query(&embedder, query).await?;
+    let boosts = state
+        .playbook
+        .boosts(&embedder, &vector, &state.pipeline.config().playbook.boost)
+        .await;
+    let mut data: Vec<Value> = hits
+        .into_iter()
+        .map(|hit| {
+            let key = SourceRef {
+                corpus: name.to_owned(),
+                id: hit.id.clone(),
+            };
+            let boost = boosts.get(&key).copied().unwrap_or(0.0);
+            json!({
+                "id": hit.id,
+                "score": hit.score,
+                "boost": boost,
+                "final_score": hit.score + boost,
+                "row": hit.row,
+            })
+        })
+        .collect();
+    let final_score = |v: &Value| v["final_score"].as_f64().unwrap_or(f64::MIN);
+    data.sort_by(|a, b| final_score(b).total_cmp(&final_score(a)));
+    Ok(data)
 }

@@ -7,12 +7,27 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::ApiError;
+use crate::middleware::BodyStalled;
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// A body that stalled past `server.body_read_timeout_secs` is a 408; other read failures are 400.
+fn body_error(e: axum::Error) -> ApiError {
+    let e = e.into_inner();
+    if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
+        return ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("request_timeout"),
+            stalled.to_string(),
+        );
+    }
+    ApiError::bad_request(format!("cannot read the request body: {e}"))
 }
 
 /// Reads at most `limit` bytes; a larger body is refused before it is buffered.
@@ -26,7 +41,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
     let mut buffer = BytesMut::with_capacity(capacity);
     while let Some(frame) = data.next().await {
         let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            .map_err(body_error)?;
         if (buffer.len() + frame.len()) as u64 > limit {
             return Err(ApiError::payload_too_large(limit));
         }
@@ -52,7 +67,7 @@ pub async fn body_to_file(
     let mut written = 0u64;
     while let Some(frame) = data.next().await {
         let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            .map_err(body_error)?;
         written += frame.len() as u64;
         if written > limit {
             return Err(ApiError::payload_too_large(limit));

@@ -16,7 +16,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use tracing::Instrument;
 use lakehouse_plugins::config::PluginName;
+use lakehouse_plugins::context::PluginRun;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
 use lakehouse_providers::ChunkStream;
 use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
@@ -25,6 +27,7 @@ use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
 use crate::app::SharedState;
 use crate::config::ModelTiers;
 use crate::error::ApiError;
+use crate::observer::Witness;
 use crate::routes::body::read_json;
 
 /// The OpenAI route.
@@ -95,29 +98,62 @@ pub(crate) struct Started {
     rest: ChunkStream,
     lakehouse: Option<serde_json::Value>,
     post: Option<PostHooks>,
+    witness: Witness,
 }
 
 /// Starts one chat: validates, plans (rag model, tier), runs the pre hooks,
 /// routes and waits for the first upstream chunk, so that a refusal or an
-/// early failure is still an error rather than a broken stream.
+/// early failure is still an error rather than a broken stream. Every chat
+/// started here is witnessed (metrics and the observer), failed ones too.
 pub(crate) async fn start(
     state: &SharedState,
     headers: &HeaderMap,
+    request: ChatRequest,
+) -> Result<Started, ApiError> {
+    let mut witness = Witness::new(state, headers, &request.model, request.is_stream());
+    let started = begin(state, headers, request, &mut witness).await;
+    if let Err(e) = &started {
+        witness.failed(e);
+    }
+    started
+}
+
+async fn begin(
+    state: &SharedState,
+    headers: &HeaderMap,
     mut request: ChatRequest,
+    witness: &mut Witness,
 ) -> Result<Started, ApiError> {
     request.validate().map_err(ApiError::bad_request)?;
+    let max_messages = state.config.server.max_messages;
+    if request.messages.len() > max_messages {
+        return Err(ApiError::bad_request(format!(
+            "{} messages is more than the {max_messages} this server accepts (server.max_messages)",
+            request.messages.len()
+        ))
+        .with_param("messages"));
+    }
     let options = take_options(&mut request)?;
     let mut ctx = plan(state, headers, request, &options).await?;
-    state.pipeline.pre(&mut ctx).await?;
+    let pre = state.pipeline.pre(&mut ctx).await;
+    record_plugin_runs(state, "pre", &ctx.annotations.plugins);
+    pre?;
 
     let (provider, upstream_model) = state.registry.resolve(&ctx.target_model)?;
+    witness.routed(&ctx.id, provider.name());
     let mut request = ctx.request.clone();
     request.model = upstream_model;
     let stream = request.is_stream();
     let wants_usage = request.wants_usage();
     tracing::debug!(model = %ctx.client_model, provider = provider.name(), stream, "chat");
 
-    let upstream = provider.chat(request).await?;
+    let upstream = match provider.chat(request).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            witness.upstream_error(&e);
+            return Err(e.into());
+        }
+    };
     let meta = ResponseMeta {
         id: ctx.id.clone(),
         created: unix_now(),
@@ -126,14 +162,21 @@ pub(crate) async fn start(
     let mut rest = normalize(provider.name().to_owned(), upstream, meta.clone());
     let first = match rest.next().await {
         Some(Ok(chunk)) => chunk,
-        Some(Err(e)) => return Err(e.into()),
+        Some(Err(e)) => {
+            witness.upstream_error(&e);
+            return Err(e.into());
+        }
         None => {
-            return Err(ApiError::from(
-                lakehouse_providers::ProviderError::protocol(provider.name(), "empty stream"),
-            ));
+            let e = lakehouse_providers::ProviderError::protocol(provider.name(), "empty stream");
+            witness.upstream_error(&e);
+            return Err(e.into());
         }
     };
     let lakehouse = ctx.lakehouse_field();
+    witness.first_chunk(lakehouse.as_ref());
+    if let Some(usage) = &first.usage {
+        witness.usage(usage);
+    }
     // Plain chats (no plugin ran) skip assembling and post hooks entirely.
     let post = lakehouse.is_some().then(|| PostHooks {
         state: state.clone(),
@@ -148,34 +191,73 @@ pub(crate) async fn start(
         rest,
         lakehouse,
         post,
+        witness: witness.take(),
     })
+}
+
+/// Counts plugin hook runs and their time in the metrics.
+fn record_plugin_runs(state: &SharedState, hook: &str, runs: &[PluginRun]) {
+    for run in runs {
+        state
+            .metrics
+            .plugin_runs
+            .with(&[run.name, hook, run.status])
+            .add(1);
+        state
+            .metrics
+            .plugin_duration
+            .with(&[run.name, hook])
+            .observe(Duration::from_secs_f64(run.ms.max(0.0) / 1000.0));
+    }
 }
 
 impl Started {
     /// The whole answer as one completion; post hooks run before it returns.
-    pub(crate) async fn complete(mut self) -> Result<ChatCompletion, ApiError> {
+    pub(crate) async fn complete(self) -> Result<ChatCompletion, ApiError> {
+        let Self {
+            meta,
+            first,
+            mut rest,
+            lakehouse,
+            post,
+            mut witness,
+            ..
+        } = self;
         let mut assembler = Assembler::default();
-        assembler.push(&self.first);
-        while let Some(chunk) = self.rest.next().await {
-            assembler.push(&chunk?);
+        assembler.push(&first);
+        while let Some(chunk) = rest.next().await {
+            match chunk {
+                Ok(chunk) => assembler.push(&chunk),
+                Err(e) => {
+                    witness.upstream_error(&e);
+                    let e = ApiError::from(e);
+                    witness.failed(&e);
+                    return Err(e);
+                }
+            }
         }
-        if let Some(post) = self.post {
+        if let Some(post) = post {
             post.run(&assembler, None).await;
         }
-        let mut completion = assembler.finish(&self.meta);
-        completion.lakehouse = self.lakehouse;
+        if let Some(usage) = assembler.usage() {
+            witness.usage(usage);
+        }
+        witness.succeeded();
+        let mut completion = assembler.finish(&meta);
+        completion.lakehouse = lakehouse;
         Ok(completion)
     }
 
     /// Every chunk as it arrives, the first carrying the `lakehouse` field.
     /// Post hooks (when plugins ran) see each chunk as it passes and run once
     /// the upstream is done or failed, before the stream ends, so a client
-    /// may rate the chat as soon as it has read the stream.
+    /// may rate the chat as soon as it has read the stream. The chat is
+    /// witnessed when the stream ends, fails, or is dropped by the client.
     pub(crate) fn chunks(self) -> ChunkStream {
         struct Tap {
             chunks: ChunkStream,
             post: Option<(PostHooks, Assembler)>,
-            failed: bool,
+            witness: Option<Witness>,
         }
         let mut first = self.first;
         first.lakehouse = self.lakehouse;
@@ -185,28 +267,42 @@ impl Started {
         let tap = Tap {
             chunks,
             post: self.post.map(|p| (p, Assembler::default())),
-            failed: false,
+            witness: Some(self.witness),
         };
-        futures::stream::unfold(tap, |mut tap| async move {
-            if tap.failed {
-                return None;
-            }
-            let next = tap.chunks.next().await;
-            let error = match &next {
-                Some(Ok(chunk)) => {
-                    if let Some((_, assembler)) = &mut tap.post {
-                        assembler.push(chunk);
+        // Logs from later polls belong to the request's span too.
+        let span = tracing::Span::current();
+        futures::stream::unfold(tap, move |mut tap| {
+            let span = span.clone();
+            async move {
+                let mut witness = tap.witness.take()?;
+                let next = tap.chunks.next().await;
+                let error = match &next {
+                    Some(Ok(chunk)) => {
+                        if let Some((_, assembler)) = &mut tap.post {
+                            assembler.push(chunk);
+                        }
+                        if let Some(usage) = &chunk.usage {
+                            witness.usage(usage);
+                        }
+                        tap.witness = Some(witness);
+                        return next.map(|item| (item, tap));
                     }
-                    return next.map(|item| (item, tap));
+                    Some(Err(e)) => Some(e),
+                    None => None,
+                };
+                if let Some((post, assembler)) = tap.post.take() {
+                    post.run(&assembler, error.map(ToString::to_string)).await;
                 }
-                Some(Err(e)) => Some(e.to_string()),
-                None => None,
-            };
-            if let Some((post, assembler)) = tap.post.take() {
-                post.run(&assembler, error).await;
+                match error {
+                    Some(e) => {
+                        witness.upstream_error(e);
+                        witness.failed(&ApiError::from(e.clone()));
+                    }
+                    None => witness.succeeded(),
+                }
+                next.map(|item| (item, tap))
             }
-            tap.failed = true;
-            next.map(|item| (item, tap))
+            .instrument(span)
         })
         .boxed()
     }
@@ -343,7 +439,8 @@ impl PostHooks {
             usage: assembler.usage().cloned(),
             error,
         };
-        self.state.pipeline.post(&self.ctx, &result).await;
+        let runs = self.state.pipeline.post(&self.ctx, &result).await;
+        record_plugin_runs(&self.state, "post", &runs);
     }
 }
 

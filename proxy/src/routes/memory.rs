@@ -21,7 +21,9 @@ pub async fn feedback(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let request: Feedback = read_json(&headers, body, state.config.server.max_body_bytes).await?;
+    let (id, rating) = (request.id.clone(), request.rating);
     let outcome = state.playbook.rate(request).await?;
+    state.observer.rate(&id, rating);
     Ok(Json(json!({"object": "feedback", "outcome": outcome})))
 }
 

@@ -3,7 +3,9 @@
 pub mod admin;
 pub mod body;
 pub mod chat;
+pub mod console;
 pub mod embeddings;
 pub mod fanout;
 pub mod memory;
 pub mod models;
+pub mod observe;

@@ -48,7 +48,8 @@ pub async fn models(State(state): State<SharedState>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
-/// Every known provider: registered or not, and why not.
+/// Every known provider: registered or not and why not, with its recent
+/// request count, errors and latency (from the observer's ring).
 pub async fn providers(State(state): State<SharedState>) -> Json<Value> {
     let data: Vec<Value> = state
         .registry
@@ -60,6 +61,7 @@ pub async fn providers(State(state): State<SharedState>) -> Json<Value> {
                 "registered": s.registered,
                 "base_url": s.base_url,
                 "reason": s.reason,
+                "recent": state.observer.provider_recent(&s.name),
             })
         })
         .collect();

@@ -24,6 +24,8 @@ pub struct Harness {
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The state the server runs on (for in-process calls such as a review).
     pub state: lakehouse::SharedState,
+    /// The config it was built from (to open the same store again).
+    pub config: Config,
 }
 
 /// Which key files to write.
@@ -99,7 +101,7 @@ weak_models = ["ollama/qwen3:8b"]
         openai = fake.url("/openai/v1"),
     );
     let config = Config::parse(&toml, "test.toml").expect("test config is valid");
-    let state = lakehouse::state_from_config(config)
+    let state = lakehouse::state_from_config(config.clone())
         .await
         .expect("state builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -121,6 +123,7 @@ weak_models = ["ollama/qwen3:8b"]
         shutdown: Some(shutdown_tx),
         server,
         state,
+        config,
     }
 }
 

@@ -1,0 +1,381 @@
+//! Prometheus metrics, rendered in the text exposition format at `GET /metrics`.
+//!
+//! A small registry of counter and histogram families with fixed label names.
+//! Series are created on first use behind a read-mostly lock, and each family
+//! caps its number of series so that a client inventing model ids cannot grow
+//! memory without bound: past the cap, new label sets are counted under
+//! `other`. Gauges that describe the store are read at scrape time instead.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Most label sets one family keeps before folding new ones into `other`.
+const MAX_SERIES: usize = 2000;
+
+/// Latency buckets in seconds: 100 µs to 60 s, for a proxy hop as for a long answer.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Observations in fixed latency buckets, with their count and sum.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// The sum in nanoseconds, so it can be an atomic integer.
+    sum_nanos: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        // Buckets are stored non-cumulatively; rendering sums them up.
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
+            if let Some(bucket) = self.buckets.get(i) {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// A metric name, its help text, its label names and one series per label set.
+pub struct Family<S> {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    series: RwLock<BTreeMap<Vec<String>, Arc<S>>>,
+}
+
+impl<S: Default> Family<S> {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            help,
+            labels,
+            series: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The series for `values` (one per label name, in order), created on first use.
+    pub fn with(&self, values: &[&str]) -> Arc<S> {
+        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        if let Ok(series) = self.series.read() {
+            if let Some(s) = series.get(&key) {
+                return s.clone();
+            }
+        }
+        // A poisoned lock only means a panic elsewhere mid-insert; the map is still usable.
+        let mut series = self
+            .series
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = if series.len() >= MAX_SERIES && !series.contains_key(&key) {
+            vec!["other".to_owned(); self.labels.len()]
+        } else {
+            key
+        };
+        series.entry(key).or_default().clone()
+    }
+
+    fn snapshot(&self) -> Vec<(Vec<String>, Arc<S>)> {
+        let series = self
+            .series
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        series.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn header(&self, out: &mut String, kind: &str) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
+    }
+}
+
+impl Family<Counter> {
+    fn render(&self, out: &mut String) {
+        self.header(out, "counter");
+        for (values, counter) in self.snapshot() {
+            let _ = writeln!(
+                out,
+                "{}{} {}",
+                self.name,
+                label_set(self.labels, &values, None),
+                counter.get()
+            );
+        }
+    }
+}
+
+impl Family<Histogram> {
+    fn render(&self, out: &mut String) {
+        self.header(out, "histogram");
+        for (values, h) in self.snapshot() {
+            let mut cumulative = 0;
+            for (le, bucket) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let le = le.to_string();
+                let _ = writeln!(
+                    out,
+                    "{}_bucket{} {cumulative}",
+                    self.name,
+                    label_set(self.labels, &values, Some(&le))
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let labels = label_set(self.labels, &values, None);
+            let _ = writeln!(
+                out,
+                "{}_bucket{} {count}",
+                self.name,
+                label_set(self.labels, &values, Some("+Inf"))
+            );
+            let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{}_sum{labels} {sum}", self.name);
+            let _ = writeln!(out, "{}_count{labels} {count}", self.name);
+        }
+    }
+}
+
+/// `{a="x",b="y"}` (or nothing without labels), with an optional `le` last.
+fn label_set(names: &[&str], values: &[String], le: Option<&str>) -> String {
+    let mut pairs: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+        .collect();
+    if let Some(le) = le {
+        pairs.push(format!("le=\"{le}\""));
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", pairs.join(","))
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes one gauge family from values read at scrape time.
+pub fn render_gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    series: &[(Vec<String>, f64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (values, value) in series {
+        let _ = writeln!(out, "{name}{} {value}", label_set(labels, values, None));
+    }
+}
+
+/// Writes one counter family from totals kept elsewhere (read at scrape time).
+pub fn render_counter(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    series: &[(Vec<String>, u64)],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (values, value) in series {
+        let _ = writeln!(out, "{name}{} {value}", label_set(labels, values, None));
+    }
+}
+
+/// Every metric the proxy records as it goes.
+pub struct Metrics {
+    pub http_requests: Family<Counter>,
+    pub http_duration: Family<Histogram>,
+    pub chat_requests: Family<Counter>,
+    pub chat_duration: Family<Histogram>,
+    pub time_to_first_token: Family<Histogram>,
+    pub tokens: Family<Counter>,
+    pub upstream_errors: Family<Counter>,
+    pub plugin_runs: Family<Counter>,
+    pub plugin_duration: Family<Histogram>,
+    pub auth_refusals: Family<Counter>,
+    /// Requests refused by the concurrency limit.
+    pub shed: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            http_requests: Family::new(
+                "lakehouse_http_requests_total",
+                "HTTP requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_duration: Family::new(
+                "lakehouse_http_request_duration_seconds",
+                "Time from the request to the response head, by route and method.",
+                &["route", "method"],
+            ),
+            chat_requests: Family::new(
+                "lakehouse_chat_requests_total",
+                "Chats routed to a provider, by provider, model, stream and outcome (ok or error).",
+                &["provider", "model", "stream", "outcome"],
+            ),
+            chat_duration: Family::new(
+                "lakehouse_chat_duration_seconds",
+                "Time from the request to the last chunk of the answer.",
+                &["provider", "model", "stream"],
+            ),
+            time_to_first_token: Family::new(
+                "lakehouse_time_to_first_token_seconds",
+                "Time from the request to the first upstream chunk, plugins included.",
+                &["provider", "model"],
+            ),
+            tokens: Family::new(
+                "lakehouse_tokens_total",
+                "Tokens reported by the upstream, by direction (in = prompt, out = completion).",
+                &["provider", "model", "direction"],
+            ),
+            upstream_errors: Family::new(
+                "lakehouse_upstream_errors_total",
+                "Upstream failures, before or during the answer, by provider and kind.",
+                &["provider", "kind"],
+            ),
+            plugin_runs: Family::new(
+                "lakehouse_plugin_runs_total",
+                "Plugin hook runs, by plugin, hook (pre or post) and status (ok, failed, timeout).",
+                &["plugin", "hook", "status"],
+            ),
+            plugin_duration: Family::new(
+                "lakehouse_plugin_duration_seconds",
+                "Plugin hook run time, by plugin and hook.",
+                &["plugin", "hook"],
+            ),
+            auth_refusals: Family::new(
+                "lakehouse_auth_refusals_total",
+                "Requests refused by [auth], by reason.",
+                &["reason"],
+            ),
+            shed: Counter::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Renders every recorded family; the caller appends the scrape-time gauges.
+    pub fn render(&self, out: &mut String) {
+        self.http_requests.render(out);
+        self.http_duration.render(out);
+        self.chat_requests.render(out);
+        self.chat_duration.render(out);
+        self.time_to_first_token.render(out);
+        self.tokens.render(out);
+        self.upstream_errors.render(out);
+        self.plugin_runs.render(out);
+        self.plugin_duration.render(out);
+        self.auth_refusals.render(out);
+        render_counter(
+            out,
+            "lakehouse_shed_requests_total",
+            "Requests refused with 503 because server.max_concurrent_requests were in flight.",
+            &[],
+            &[(vec![], self.shed.get())],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_render_in_the_text_format() {
+        let metrics = Metrics::default();
+        metrics.http_requests.with(&["/v1/models", "GET", "200"]).add(2);
+        metrics
+            .http_duration
+            .with(&["/v1/models", "GET"])
+            .observe(Duration::from_micros(300));
+        metrics
+            .http_duration
+            .with(&["/v1/models", "GET"])
+            .observe(Duration::from_secs(100));
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(out.contains(
+            "lakehouse_http_requests_total{route=\"/v1/models\",method=\"GET\",status=\"200\"} 2"
+        ));
+        // 300 µs falls in the 0.0005 bucket and every one above it; 100 s only in +Inf.
+        assert!(out.contains(
+            "lakehouse_http_request_duration_seconds_bucket{route=\"/v1/models\",method=\"GET\",le=\"0.00025\"} 0"
+        ));
+        assert!(out.contains(
+            "lakehouse_http_request_duration_seconds_bucket{route=\"/v1/models\",method=\"GET\",le=\"0.0005\"} 1"
+        ));
+        assert!(out.contains(
+            "lakehouse_http_request_duration_seconds_bucket{route=\"/v1/models\",method=\"GET\",le=\"60\"} 1"
+        ));
+        assert!(out.contains(
+            "lakehouse_http_request_duration_seconds_bucket{route=\"/v1/models\",method=\"GET\",le=\"+Inf\"} 2"
+        ));
+        assert!(out.contains(
+            "lakehouse_http_request_duration_seconds_count{route=\"/v1/models\",method=\"GET\"} 2"
+        ));
+        assert!(out.contains("# TYPE lakehouse_tokens_total counter"));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_series_are_capped() {
+        let family: Family<Counter> = Family::new("t_total", "test", &["model"]);
+        family.with(&["a\"b\\c\nd"]).add(1);
+        for i in 0..MAX_SERIES + 10 {
+            family.with(&[&format!("m{i}")]).add(1);
+        }
+        let mut out = String::new();
+        family.render(&mut out);
+        assert!(out.contains(r#"t_total{model="a\"b\\c\nd"} 1"#));
+        assert!(out.contains("t_total{model=\"other\"} 11"));
+        assert_eq!(family.snapshot().len(), MAX_SERIES + 1);
+    }
+}

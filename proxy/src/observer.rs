@@ -1,0 +1,630 @@
+//! The observer: every chat (and each model of a fan-out) becomes one
+//! [`ChatEvent`], recorded in Prometheus metrics and kept in a bounded ring of
+//! recent events (`GET /admin/requests`, the console's request list and the
+//! per-provider latency and error figures).
+//!
+//! A [`Witness`] follows one chat from its start to its last chunk and records
+//! the event exactly once: when it is finished, or when it is dropped (the
+//! client went away mid-stream).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use lakehouse_providers::ProviderError;
+use lakehouse_providers::openai::Usage;
+use serde::{Deserialize, Serialize};
+
+use crate::app::SharedState;
+use crate::auth::CALLER;
+use crate::error::ApiError;
+
+/// The header carrying the request id, in and out.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// How a witnessed chat ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+    /// The client left before the end.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One witnessed chat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatEvent {
+    pub request_id: String,
+    /// The name of the bearer token that made the call, when auth is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// The completion id (`chatcmpl-...`), once the chat was planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Unix time in milliseconds when the request came in.
+    pub at_ms: u64,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    pub stream: bool,
+    pub outcome: Outcome,
+    /// The HTTP status the error mapped to, for failed chats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_out: Option<u64>,
+    /// What the plugins did (sources, memories, plugin runs), as sent to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lakehouse: Option<serde_json::Value>,
+    /// The user's rating, once `/v1/feedback` rated this completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<f32>,
+}
+
+/// Recent figures of one provider, from the events in the ring.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProviderRecent {
+    pub requests: usize,
+    pub errors: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Where witnessed events are kept in the store.
+pub const LOG: &str = "observer/events";
+
+/// One line of the observer's log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Record {
+    Chat(ChatEvent),
+    /// A later rating of the chat with completion id `id`.
+    Rating { id: String, rating: f32, at_ms: u64 },
+}
+
+enum Command {
+    Write(Record),
+    /// Acknowledged once everything sent before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Write(_) => "Write",
+            Self::Flush(_) => "Flush",
+        })
+    }
+}
+
+/// How long the writer waits for more events before writing a segment.
+const LINGER: Duration = Duration::from_millis(250);
+/// Most records in one segment.
+const MAX_BATCH: usize = 2000;
+
+/// Which events to return.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    /// Only rated events at or above this rating.
+    pub min_rating: Option<f32>,
+    /// Only rated events at or below this rating.
+    pub max_rating: Option<f32>,
+}
+
+impl EventFilter {
+    fn matches(&self, e: &ChatEvent) -> bool {
+        self.model.as_ref().is_none_or(|m| e.model == *m)
+            && self
+                .provider
+                .as_ref()
+                .is_none_or(|p| e.provider.as_deref() == Some(p.as_str()))
+            && self.since_ms.is_none_or(|t| e.at_ms >= t)
+            && self.until_ms.is_none_or(|t| e.at_ms <= t)
+            && self
+                .min_rating
+                .is_none_or(|r| e.rating.is_some_and(|x| x >= r))
+            && self
+                .max_rating
+                .is_none_or(|r| e.rating.is_some_and(|x| x <= r))
+    }
+}
+
+/// The observer's own health.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ObserverStats {
+    /// Events held in memory.
+    pub in_memory: usize,
+    /// Events read back from the store at start.
+    pub replayed: usize,
+    /// Unreadable log lines skipped at start.
+    pub skipped_lines: u64,
+    /// Events not persisted because the writer's queue was full.
+    pub dropped: u64,
+    /// Segments that could not be written.
+    pub write_failures: u64,
+}
+
+/// The bounded ring of recent events, and the writer that appends them to
+/// `observer/events` in the store. Recording never waits: a full queue
+/// drops the event from the log (counted), never the chat.
+#[derive(Debug)]
+pub struct Observer {
+    capacity: usize,
+    events: Mutex<VecDeque<ChatEvent>>,
+    writer: Option<tokio::sync::mpsc::Sender<Command>>,
+    replayed: usize,
+    skipped_lines: u64,
+    dropped: AtomicU64,
+    write_failures: std::sync::Arc<AtomicU64>,
+}
+
+impl Observer {
+    /// A ring in memory only.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            events: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 4096))),
+            writer: None,
+            replayed: 0,
+            skipped_lines: 0,
+            dropped: AtomicU64::new(0),
+            write_failures: std::sync::Arc::default(),
+        }
+    }
+
+    /// Replays the log into the ring (the newest `capacity` chats, with their
+    /// ratings; unreadable lines skipped and counted) and starts the writer.
+    pub async fn open(
+        objects: lakehouse_retrieval::objects::Objects,
+        capacity: usize,
+    ) -> Result<Self, lakehouse_memory::MemoryError> {
+        let log = lakehouse_memory::log::JsonlLog::new(objects, LOG);
+        let replay = log.replay::<Record>().await?;
+        let mut observer = Self::new(capacity);
+        let mut ratings: std::collections::HashMap<String, f32> = Default::default();
+        let mut chats = Vec::new();
+        for record in replay.records {
+            match record {
+                Record::Chat(e) => chats.push(e),
+                Record::Rating { id, rating, .. } => {
+                    ratings.insert(id, rating);
+                }
+            }
+        }
+        let keep = chats.len().saturating_sub(observer.capacity);
+        let mut ring = VecDeque::with_capacity(chats.len() - keep);
+        for mut e in chats.into_iter().skip(keep) {
+            if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
+                e.rating = Some(*r);
+            }
+            ring.push_back(e);
+        }
+        observer.replayed = ring.len();
+        observer.events = Mutex::new(ring);
+        observer.skipped_lines = replay.skipped;
+        let (tx, rx) = tokio::sync::mpsc::channel(16 * 1024);
+        tokio::spawn(write_loop(log, rx, observer.write_failures.clone()));
+        observer.writer = Some(tx);
+        Ok(observer)
+    }
+
+    fn record(&self, event: ChatEvent) {
+        self.persist(Record::Chat(event.clone()));
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if events.len() >= self.capacity {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    fn persist(&self, record: Record) {
+        if let Some(writer) = &self.writer {
+            if writer.try_send(Command::Write(record)).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records a rating of the completion `id` (in memory and in the log).
+    pub fn rate(&self, id: &str, rating: f32) {
+        {
+            let mut events = self
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(e) = events
+                .iter_mut()
+                .rev()
+                .find(|e| e.id.as_deref() == Some(id))
+            {
+                e.rating = Some(rating);
+            }
+        }
+        self.persist(Record::Rating {
+            id: id.to_owned(),
+            rating,
+            at_ms: unix_ms(),
+        });
+    }
+
+    /// Waits until everything recorded so far is written (shutdown, tests).
+    pub async fn flush(&self) {
+        let Some(writer) = &self.writer else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if writer.send(Command::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn stats(&self) -> ObserverStats {
+        ObserverStats {
+            in_memory: self.events.lock().map(|e| e.len()).unwrap_or_default(),
+            replayed: self.replayed,
+            skipped_lines: self.skipped_lines,
+            dropped: self.dropped.load(Ordering::Relaxed),
+            write_failures: self.write_failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The newest events first, at most `limit`, that pass `filter`.
+    pub fn query(&self, limit: usize, filter: &EventFilter) -> Vec<ChatEvent> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        events
+            .iter()
+            .rev()
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The newest events first, at most `limit`, optionally of one model or provider.
+    pub fn recent(
+        &self,
+        limit: usize,
+        model: Option<&str>,
+        provider: Option<&str>,
+    ) -> Vec<ChatEvent> {
+        let filter = EventFilter {
+            model: model.map(str::to_owned),
+            provider: provider.map(str::to_owned),
+            ..EventFilter::default()
+        };
+        self.query(limit, &filter)
+    }
+
+    /// Request count, errors and latency percentiles of one provider's recent chats.
+    pub fn provider_recent(&self, provider: &str) -> ProviderRecent {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine: Vec<&ChatEvent> = events
+            .iter()
+            .filter(|e| e.provider.as_deref() == Some(provider))
+            .collect();
+        let mut latencies: Vec<f64> = mine
+            .iter()
+            .filter(|e| e.outcome == Outcome::Ok)
+            .map(|e| e.latency_ms)
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let pick = |q: f64| -> Option<f64> {
+            let last = latencies.len().checked_sub(1)?;
+            latencies
+                .get(((last as f64) * q).round() as usize)
+                .copied()
+        };
+        ProviderRecent {
+            requests: mine.len(),
+            errors: mine.iter().filter(|e| e.outcome == Outcome::Error).count(),
+            p50_ms: pick(0.5),
+            p99_ms: pick(0.99),
+            last_error: mine
+                .iter()
+                .rev()
+                .find_map(|e| e.error.clone()),
+        }
+    }
+}
+
+/// Appends what arrives, one segment per burst: after the first record it
+/// waits up to [`LINGER`] for more, so a busy server writes few objects.
+async fn write_loop(
+    log: lakehouse_memory::log::JsonlLog,
+    mut commands: tokio::sync::mpsc::Receiver<Command>,
+    failures: std::sync::Arc<AtomicU64>,
+) {
+    while let Some(first) = commands.recv().await {
+        let mut batch = Vec::new();
+        let mut acks = Vec::new();
+        let mut next = Some(first);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while let Some(command) = next.take() {
+            match command {
+                Command::Write(record) => batch.push(record),
+                Command::Flush(ack) => {
+                    acks.push(ack);
+                    break;
+                }
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            next = tokio::time::timeout_at(deadline, commands.recv())
+                .await
+                .ok()
+                .flatten();
+        }
+        if let Err(e) = log.append(&batch).await {
+            failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("observer: cannot write {} events: {e}", batch.len());
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// Follows one chat and records it once, in the metrics and the observer.
+pub(crate) struct Witness {
+    state: SharedState,
+    started: Instant,
+    event: Option<ChatEvent>,
+    first_token: Option<Duration>,
+}
+
+impl Witness {
+    pub(crate) fn new(state: &SharedState, headers: &HeaderMap, model: &str, stream: bool) -> Self {
+        let request_id = headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let caller = headers
+            .get(CALLER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let at_ms = unix_ms();
+        Self {
+            state: state.clone(),
+            started: Instant::now(),
+            first_token: None,
+            event: Some(ChatEvent {
+                request_id,
+                caller,
+                id: None,
+                at_ms,
+                model: model.to_owned(),
+                provider: None,
+                stream,
+                outcome: Outcome::Cancelled,
+                status: None,
+                error: None,
+                latency_ms: 0.0,
+                ttft_ms: None,
+                tokens_in: None,
+                tokens_out: None,
+                lakehouse: None,
+                rating: None,
+            }),
+        }
+    }
+
+    pub(crate) fn routed(&mut self, id: &str, provider: &str) {
+        if let Some(e) = &mut self.event {
+            e.id = Some(id.to_owned());
+            e.provider = Some(provider.to_owned());
+        }
+    }
+
+    pub(crate) fn first_chunk(&mut self, lakehouse: Option<&serde_json::Value>) {
+        let elapsed = self.started.elapsed();
+        self.first_token = Some(elapsed);
+        if let Some(e) = &mut self.event {
+            e.ttft_ms = Some(ms(elapsed));
+            e.lakehouse = lakehouse.cloned();
+        }
+    }
+
+    pub(crate) fn usage(&mut self, usage: &Usage) {
+        if let Some(e) = &mut self.event {
+            e.tokens_in = Some(usage.prompt_tokens);
+            e.tokens_out = Some(usage.completion_tokens);
+        }
+    }
+
+    /// Counts an upstream failure by its kind (the chat's outcome is recorded separately).
+    pub(crate) fn upstream_error(&self, error: &ProviderError) {
+        let provider = self
+            .event
+            .as_ref()
+            .and_then(|e| e.provider.as_deref())
+            .unwrap_or("unknown");
+        self.state
+            .metrics
+            .upstream_errors
+            .with(&[provider, error.kind_label()])
+            .add(1);
+    }
+
+    /// Hands the chat over to a new witness, leaving this one empty (it records nothing).
+    pub(crate) fn take(&mut self) -> Witness {
+        Witness {
+            state: self.state.clone(),
+            started: self.started,
+            event: self.event.take(),
+            first_token: self.first_token,
+        }
+    }
+
+    pub(crate) fn succeeded(mut self) {
+        self.finish(Outcome::Ok, None);
+    }
+
+    pub(crate) fn failed(mut self, error: &ApiError) {
+        self.finish(Outcome::Error, Some(error));
+    }
+
+    fn finish(&mut self, outcome: Outcome, error: Option<&ApiError>) {
+        let Some(mut event) = self.event.take() else {
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        event.outcome = outcome;
+        event.latency_ms = ms(elapsed);
+        if let Some(error) = error {
+            event.status = Some(error.status.as_u16());
+            event.error = Some(error.message.clone());
+        }
+        let metrics = &self.state.metrics;
+        let stream = if event.stream { "true" } else { "false" };
+        // Chats refused before routing have no provider; they are still counted.
+        let provider = event.provider.as_deref().unwrap_or("none");
+        let model = event.model.as_str();
+        metrics
+            .chat_requests
+            .with(&[provider, model, stream, outcome.as_str()])
+            .add(1);
+        if event.provider.is_some() {
+            metrics
+                .chat_duration
+                .with(&[provider, model, stream])
+                .observe(elapsed);
+        }
+        if let Some(ttft) = self.first_token {
+            metrics
+                .time_to_first_token
+                .with(&[provider, model])
+                .observe(ttft);
+        }
+        if let (Some(tokens_in), Some(tokens_out)) = (event.tokens_in, event.tokens_out) {
+            metrics.tokens.with(&[provider, model, "in"]).add(tokens_in);
+            metrics.tokens.with(&[provider, model, "out"]).add(tokens_out);
+            if let Some(caller) = &event.caller {
+                self.state.auth.charge(caller, tokens_in + tokens_out);
+            }
+        }
+        tracing::debug!(
+            model = %event.model,
+            provider,
+            outcome = outcome.as_str(),
+            latency_ms = event.latency_ms,
+            "chat finished"
+        );
+        self.state.observer.record(event);
+    }
+}
+
+impl Drop for Witness {
+    /// A witness dropped unfinished is a chat whose client went away.
+    fn drop(&mut self) {
+        self.finish(Outcome::Cancelled, None);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(provider: &str, outcome: Outcome, latency_ms: f64) -> ChatEvent {
+        ChatEvent {
+            request_id: "req".into(),
+            caller: None,
+            id: None,
+            at_ms: 0,
+            model: format!("{provider}/m"),
+            provider: Some(provider.into()),
+            stream: false,
+            outcome,
+            status: None,
+            error: (outcome == Outcome::Error).then(|| "boom".to_owned()),
+            latency_ms,
+            ttft_ms: None,
+            tokens_in: None,
+            tokens_out: None,
+            lakehouse: None,
+            rating: None,
+        }
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_newest_first() {
+        let observer = Observer::new(3);
+        for i in 0..5 {
+            observer.record(event("kimi", Outcome::Ok, f64::from(i)));
+        }
+        let recent = observer.recent(10, None, None);
+        let latencies: Vec<f64> = recent.iter().map(|e| e.latency_ms).collect();
+        assert_eq!(latencies, vec![4.0, 3.0, 2.0]);
+        assert_eq!(observer.recent(1, None, None).len(), 1);
+        assert!(observer.recent(10, Some("ollama/m"), None).is_empty());
+    }
+
+    #[test]
+    fn provider_figures_count_errors_and_take_percentiles_of_successes() {
+        let observer = Observer::new(100);
+        for i in 1..=10 {
+            observer.record(event("kimi", Outcome::Ok, f64::from(i)));
+        }
+        observer.record(event("kimi", Outcome::Error, 1000.0));
+        observer.record(event("ollama", Outcome::Ok, 7.0));
+        let kimi = observer.provider_recent("kimi");
+        assert_eq!(kimi.requests, 11);
+        assert_eq!(kimi.errors, 1);
+        assert_eq!(kimi.p50_ms, Some(6.0));
+        assert_eq!(kimi.p99_ms, Some(10.0));
+        assert_eq!(kimi.last_error.as_deref(), Some("boom"));
+        let none = observer.provider_recent("openrouter");
+        assert_eq!(none.requests, 0);
+        assert_eq!(none.p50_ms, None);
+    }
+}

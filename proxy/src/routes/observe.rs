@@ -1,0 +1,145 @@
+//! `GET /metrics` (Prometheus text format) and `GET /admin/requests` (recent chats).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::SharedState;
+use crate::metrics::{render_counter, render_gauge};
+use crate::observer::EventFilter;
+
+/// The recorded metrics, then gauges read now: the embedding cache, the store, memory.
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    let mut out = String::with_capacity(16 * 1024);
+    state.metrics.render(&mut out);
+
+    let cache = state.store.embedders().cache_stats();
+    render_counter(
+        &mut out,
+        "lakehouse_embedder_cache_requests_total",
+        "Texts looked up in the embedding cache, by result (hit or miss).",
+        &["result"],
+        &[
+            (vec!["hit".into()], cache.hits),
+            (vec!["miss".into()], cache.misses),
+        ],
+    );
+    render_gauge(
+        &mut out,
+        "lakehouse_embedder_cache_entries",
+        "Vectors held in the embedding cache.",
+        &[],
+        &[(vec![], cache.entries as f64)],
+    );
+
+    match state.store.corpora().await {
+        Ok(corpora) => {
+            let per = |f: &dyn Fn(&lakehouse_retrieval::catalog::Manifest) -> f64| {
+                corpora
+                    .iter()
+                    .map(|m| (vec![m.name.clone()], f(m)))
+                    .collect::<Vec<_>>()
+            };
+            render_gauge(
+                &mut out,
+                "lakehouse_store_corpus_rows",
+                "Rows in each corpus.",
+                &["corpus"],
+                &per(&|m| m.rows() as f64),
+            );
+            render_gauge(
+                &mut out,
+                "lakehouse_store_corpus_bytes",
+                "Parquet bytes of each corpus.",
+                &["corpus"],
+                &per(&|m| m.files.iter().map(|f| f.bytes).sum::<u64>() as f64),
+            );
+            render_gauge(
+                &mut out,
+                "lakehouse_store_corpus_vectors",
+                "Vectors in each corpus's HNSW index.",
+                &["corpus"],
+                &per(&|m| m.vectors.as_ref().map_or(0.0, |v| v.count as f64)),
+            );
+        }
+        Err(e) => tracing::warn!("metrics: cannot list the corpora: {e}"),
+    }
+
+    let observer = state.observer.stats();
+    render_counter(
+        &mut out,
+        "lakehouse_observer_dropped_total",
+        "Witnessed chats not written to the store because the writer's queue was full.",
+        &[],
+        &[(vec![], observer.dropped)],
+    );
+    render_counter(
+        &mut out,
+        "lakehouse_observer_write_failures_total",
+        "Observer log segments the store refused.",
+        &[],
+        &[(vec![], observer.write_failures)],
+    );
+    let pathway = state.pathway.stats().await;
+    let playbook = state.playbook.stats().await;
+    render_gauge(
+        &mut out,
+        "lakehouse_memory_live_traces",
+        "Live (not retired) pathway memory traces.",
+        &[],
+        &[(vec![], pathway.live as f64)],
+    );
+    render_gauge(
+        &mut out,
+        "lakehouse_playbook_live_outcomes",
+        "Live (not retired) playbook outcomes.",
+        &[],
+        &[(vec![], playbook.live as f64)],
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsQuery {
+    #[serde(default = "default_limit")]
+    limit: usize,
+    model: Option<String>,
+    provider: Option<String>,
+    /// Unix milliseconds, inclusive.
+    since_ms: Option<u64>,
+    until_ms: Option<u64>,
+    min_rating: Option<f32>,
+    max_rating: Option<f32>,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+/// The newest witnessed chats first, filtered by model, provider, time and
+/// rating, with the observer's own health.
+pub async fn requests(
+    State(state): State<SharedState>,
+    Query(q): Query<RequestsQuery>,
+) -> Json<Value> {
+    let filter = EventFilter {
+        model: q.model,
+        provider: q.provider,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+        min_rating: q.min_rating,
+        max_rating: q.max_rating,
+    };
+    let data = state.observer.query(q.limit.min(10_000), &filter);
+    Json(json!({"object": "list", "data": data, "observer": state.observer.stats()}))
+}
