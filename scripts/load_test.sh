@@ -26,6 +26,7 @@ fake="${line##*listening on }"
 
 cat > "$tmp/lakehouse.toml" <<TOML
 [store]
+backend = "local"
 root = "$tmp/data"
 [providers.ollama]
 base_url = "$fake/ollama"

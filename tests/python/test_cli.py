@@ -37,6 +37,7 @@ def write_config(tmp_path, fake_upstream, extra=""):
 secrets_dir = "secrets"
 {extra}
 [store]
+backend = "local"
 root = "{tmp_path / 'data'}"
 [providers.ollama]
 base_url = "{fake_upstream}/ollama"
@@ -133,15 +134,23 @@ def test_doctor_fails_with_fixes(tmp_path, fake_upstream):
     dead = f"http://127.0.0.1:{free_port()}"
     config = write_config(
         tmp_path, fake_upstream,
-        f'[[providers.custom]]\nname = "gone"\nbase_url = "{dead}/v1"\nkey_file = "secrets/gone.env"\n',
+        f'[[providers.custom]]\nname = "gone"\nbase_url = "{dead}/v1"\nkey_file = "secrets/gone.env"\n'
+        f'[[providers.custom]]\nname = "leaky"\nbase_url = "{fake_upstream}/openai/v1"\nkey_file = "secrets/leaky.env"\n',
     )
-    key = tmp_path / "secrets" / "gone.env"
-    key.write_text(f"GONE_API_KEY={TEST_KEY}\n")
-    key.chmod(0o644)
+    good = tmp_path / "secrets" / "gone.env"
+    good.write_text(f"GONE_API_KEY={TEST_KEY}\n")
+    good.chmod(0o600)
+    leaky = tmp_path / "secrets" / "leaky.env"
+    leaky.write_text(f"LEAKY_API_KEY={TEST_KEY}\n")
+    leaky.chmod(0o644)
     out = run("doctor", "--config", str(config), timeout=120)
     assert out.returncode == 1
-    assert f"chmod 600 {key}" in out.stdout
-    gone = [line for line in out.stdout.splitlines() if line.startswith("provider gone")]
+    lines = out.stdout.splitlines()
+    # A readable key file is a failure with its fix; the provider is not registered.
+    assert any(l.startswith("key leaky") and "FAIL" in l for l in lines), out.stdout
+    assert f"chmod 600 {leaky}" in out.stdout
+    # A registered provider that cannot be reached fails and names the setting to check.
+    gone = [l for l in lines if l.startswith("provider gone")]
     assert gone and "FAIL" in gone[0], out.stdout
     assert "providers.gone.base_url" in out.stdout
     assert "some checks failed" in out.stderr

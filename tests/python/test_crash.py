@@ -26,7 +26,7 @@ def kill9(proc):
 def make_config(fake_upstream):
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-crash-"))
     config = tmp / "lakehouse.toml"
-    config.write_text(f'[store]\nroot = "{tmp / "data"}"\n[providers.ollama]\nbase_url = "{fake_upstream}/ollama"\n')
+    config.write_text(f'[store]\nbackend = "local"\nroot = "{tmp / "data"}"\n[providers.ollama]\nbase_url = "{fake_upstream}/ollama"\n')
     return config
 
 

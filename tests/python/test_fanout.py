@@ -64,7 +64,7 @@ def test_scrum_cli_writes_the_report(fake_upstream, tmp_path):
     can(fake_upstream, "py-rev-b", '[{"file": "b/src/x.rs", "line": 4, "severity": "high", "title": "Empty input panics"}] done')
     can(fake_upstream, "py-rev-c", "no JSON here")
     config = tmp_path / "lakehouse.toml"
-    config.write_text(f'[providers.ollama]\nbase_url = "{fake_upstream}/ollama"\n[store]\nroot = "{tmp_path}/data"\n')
+    config.write_text(f'[providers.ollama]\nbase_url = "{fake_upstream}/ollama"\n[store]\nbackend = "local"\nroot = "{tmp_path}/data"\n')
     diff = tmp_path / "change.diff"
     diff.write_text("diff --git a/src/x.rs b/src/x.rs\n--- a/src/x.rs\n+++ b/src/x.rs\n@@ -1 +1,4 @@\n+fn f(v: &[u8]) -> u8 {\n+    v[0]\n+}\n")
     out = subprocess.run(

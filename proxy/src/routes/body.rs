@@ -19,13 +19,18 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 /// A body that stalled past `server.body_read_timeout_secs` is a 408; other read failures are 400.
 fn body_error(e: axum::Error) -> ApiError {
     let e = e.into_inner();
-    if let Some(stalled) = e.downcast_ref::<BodyStalled>() {
-        return ApiError::new(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            "invalid_request_error",
-            Some("request_timeout"),
-            stalled.to_string(),
-        );
+    // The stall may arrive wrapped by the layers between the guard and here.
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(err) = current {
+        if let Some(stalled) = err.downcast_ref::<BodyStalled>() {
+            return ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                Some("request_timeout"),
+                stalled.to_string(),
+            );
+        }
+        current = err.source();
     }
     ApiError::bad_request(format!("cannot read the request body: {e}"))
 }
