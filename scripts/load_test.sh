@@ -34,6 +34,10 @@ base_url = "$fake/ollama"
 order = ["downgrade", "matrix", "playbook"]
 [plugins.matrix]
 min_similarity = -1.0
+# Chats awaiting a rating are a bounded cache (100,000 by default); a small
+# bound lets the warm-up fill it, so what is left to see is any real growth.
+[plugins.playbook]
+awaiting_rating = 1000
 [[rag_models]]
 name = "rag/load"
 model = "ollama/qwen3:8b"

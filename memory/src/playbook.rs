@@ -147,7 +147,8 @@ impl Default for BoostConfig {
 }
 
 /// How many unrated chats are remembered, and for how long.
-const SHOWN_CAPACITY: u64 = 100_000;
+/// Chats kept awaiting a rating, unless the config says otherwise.
+pub const SHOWN_CAPACITY: u64 = 100_000;
 const SHOWN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 fn now() -> u64 {
@@ -200,6 +201,16 @@ impl Playbook {
     }
 
     /// Remembers what chat `id` showed, so it can be rated.
+    /// Keeps at most `capacity` chats awaiting a rating (the oldest go first;
+    /// each holds its query vector and sources, about 2 KB). Call right after `open`.
+    pub fn with_awaiting_capacity(mut self, capacity: u64) -> Self {
+        self.shown = Cache::builder()
+            .max_capacity(capacity.max(1))
+            .time_to_live(SHOWN_TTL)
+            .build();
+        self
+    }
+
     pub fn remember(&self, id: &str, shown: Shown) {
         self.shown.insert(id.to_owned(), Arc::new(shown));
     }

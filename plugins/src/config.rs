@@ -305,6 +305,13 @@ pub struct PlaybookConfig {
     /// Well-rated sources for similar queries that retrieval missed are added, up to this many.
     #[serde(default = "default_recall")]
     pub recall: usize,
+    /// Chats remembered for a later rating (about 2 KB each; oldest dropped first, 24 h at most).
+    #[serde(default = "default_awaiting_rating")]
+    pub awaiting_rating: u64,
+}
+
+fn default_awaiting_rating() -> u64 {
+    lakehouse_memory::playbook::SHOWN_CAPACITY
 }
 
 fn default_recall() -> usize {
@@ -318,6 +325,7 @@ impl Default for PlaybookConfig {
             required: false,
             boost: BoostConfig::default(),
             recall: default_recall(),
+            awaiting_rating: default_awaiting_rating(),
         }
     }
 }

@@ -165,7 +165,9 @@ impl Network {
         };
         match (self.base, ip) {
             (IpAddr::V4(base), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(base) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(base), IpAddr::V6(ip)) => {
@@ -276,7 +278,10 @@ impl Auth {
         let mut tokens: Vec<Token> = Vec::new();
         for (i, t) in config.tokens.iter().enumerate() {
             let key = |field: &str| format!("auth.tokens[{i}].{field}");
-            if t.name.is_empty() || t.name.len() > 64 || !t.name.chars().all(|c| c.is_ascii_graphic()) {
+            if t.name.is_empty()
+                || t.name.len() > 64
+                || !t.name.chars().all(|c| c.is_ascii_graphic())
+            {
                 return Err((key("name"), "must be 1-64 printable characters".into()));
             }
             if tokens.iter().any(|other| other.name == t.name) {
@@ -285,19 +290,28 @@ impl Auth {
             let digest = match (&t.token_file, &t.sha256) {
                 (Some(path), None) => {
                     let text = std::fs::read_to_string(&path).map_err(|e| {
-                        (key("token_file"), format!("cannot read {}: {e}", path.display()))
+                        (
+                            key("token_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
                     })?;
                     let token = text.lines().next().unwrap_or_default().trim();
                     if token.len() < 16 {
                         return Err((
                             key("token_file"),
-                            format!("{} must hold a token of at least 16 characters", path.display()),
+                            format!(
+                                "{} must hold a token of at least 16 characters",
+                                path.display()
+                            ),
                         ));
                     }
                     digest(token.as_bytes())
                 }
                 (None, Some(hex)) => parse_hex_digest(hex).ok_or_else(|| {
-                    (key("sha256"), "must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)".into())
+                    (
+                        key("sha256"),
+                        "must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)".into(),
+                    )
                 })?,
                 _ => {
                     return Err((
@@ -488,7 +502,10 @@ tokens = [
         let admin = Some(b"bearer admin-token-0123456789".as_slice());
         assert_eq!(a.check(LOCAL, "/healthz", None), Ok(None));
         assert_eq!(a.check(LOCAL, "/admin", None), Ok(None));
-        assert_eq!(a.check(LOCAL, "/v1/models", None), Err(Denied::MissingToken));
+        assert_eq!(
+            a.check(LOCAL, "/v1/models", None),
+            Err(Denied::MissingToken)
+        );
         assert_eq!(
             a.check(LOCAL, "/v1/models", Some(b"Bearer nope")),
             Err(Denied::InvalidToken)
@@ -507,14 +524,20 @@ tokens = [
             a.check(LOCAL, "/metrics", client),
             Err(Denied::NeedsAdmin("app".into()))
         );
-        assert_eq!(a.check(LOCAL, "/admin/corpora", admin), Ok(Some("ops".into())));
+        assert_eq!(
+            a.check(LOCAL, "/admin/corpora", admin),
+            Ok(Some("ops".into()))
+        );
         assert_eq!(a.check(LOCAL, "/v1/models", admin), Ok(Some("ops".into())));
         assert_eq!(a.check(LOCAL, "/metrics", admin), Ok(Some("ops".into())));
         // The client token's 2 requests per minute were used by the two /v1 passes above
         // (refusals by scope do not count against it).
         assert!(matches!(
             a.check(LOCAL, "/v1/models", client),
-            Err(Denied::RateLimited { what: "requests per minute", .. })
+            Err(Denied::RateLimited {
+                what: "requests per minute",
+                ..
+            })
         ));
     }
 
@@ -544,7 +567,11 @@ tokens = [
             let err = Auth::load(&config).unwrap_err();
             assert_eq!(err.0, "auth.allow_ips[0]");
         }
-        assert!(Network::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]
@@ -560,11 +587,20 @@ tokens = [
     #[test]
     fn exposure_needs_an_admin_token_off_loopback() {
         let open = Auth::load(&AuthConfig::default()).unwrap();
-        assert!(open.exposure_error("127.0.0.1:3110".parse().unwrap()).is_none());
+        assert!(
+            open.exposure_error("127.0.0.1:3110".parse().unwrap())
+                .is_none()
+        );
         assert!(open.exposure_error("[::1]:3110".parse().unwrap()).is_none());
-        let message = open.exposure_error("0.0.0.0:3110".parse().unwrap()).unwrap();
+        let message = open
+            .exposure_error("0.0.0.0:3110".parse().unwrap())
+            .unwrap();
         assert!(message.contains("[[auth.tokens]]") && message.contains("scope = \"admin\""));
-        assert!(auth("").exposure_error("0.0.0.0:3110".parse().unwrap()).is_none());
+        assert!(
+            auth("")
+                .exposure_error("0.0.0.0:3110".parse().unwrap())
+                .is_none()
+        );
     }
 
     #[test]
@@ -575,10 +611,7 @@ tokens = [
         let config: AuthConfig =
             toml::from_str(r#"tokens = [{ name = "x", scope = "client", sha256 = "abc" }]"#)
                 .unwrap();
-        assert_eq!(
-            Auth::load(&config).unwrap_err().0,
-            "auth.tokens[0].sha256"
-        );
+        assert_eq!(Auth::load(&config).unwrap_err().0, "auth.tokens[0].sha256");
         let config: AuthConfig = toml::from_str(
             r#"tokens = [{ name = "x", scope = "client", token_file = "/nonexistent/t" }]"#,
         )

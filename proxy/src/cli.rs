@@ -411,7 +411,10 @@ pub async fn chat(args: ChatArgs) -> Result<(), String> {
         return Ok(());
     }
     let first = first.unwrap_or_default();
-    let sources = first["lakehouse"]["sources"].as_array().cloned().unwrap_or_default();
+    let sources = first["lakehouse"]["sources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for source in &sources {
         eprintln!(
             "[{}] {}/{} score {:.3}",
@@ -443,7 +446,9 @@ fn explain_api_error(status: u16, body: &str, base: &str) -> String {
         .as_str()
         .map_or_else(|| body.trim().to_owned(), str::to_owned);
     let hint = match status {
-        401 | 403 => "pass --token (or set LAKEHOUSE_TOKEN) with a token the server accepts".to_owned(),
+        401 | 403 => {
+            "pass --token (or set LAKEHOUSE_TOKEN) with a token the server accepts".to_owned()
+        }
         404 => format!("list the models the server knows with: curl -s {base}/v1/models"),
         429 => "the upstream or the server is rate limiting: wait and try again".to_owned(),
         502..=504 => format!(

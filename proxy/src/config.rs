@@ -409,9 +409,15 @@ impl Config {
             ));
         }
         for (key, value) in [
-            ("server.max_concurrent_requests", self.server.max_concurrent_requests),
+            (
+                "server.max_concurrent_requests",
+                self.server.max_concurrent_requests,
+            ),
             ("server.max_messages", self.server.max_messages),
-            ("server.body_read_timeout_secs", self.server.body_read_timeout_secs as usize),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(err(key.into(), "must be at least 1".into()));

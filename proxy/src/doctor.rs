@@ -76,7 +76,10 @@ pub async fn run(config_path: &Path) -> Vec<Check> {
             )];
         }
     };
-    let mut checks = vec![Check::ok("config", format!("{} is valid", config_path.display()))];
+    let mut checks = vec![Check::ok(
+        "config",
+        format!("{} is valid", config_path.display()),
+    )];
     checks.extend(secret_files(&config));
     checks.push(match crate::auth::Auth::load(&config.auth) {
         Err((key, reason)) => Check::fail("auth", format!("{key}: {reason}"), "fix that [auth] entry"),
@@ -114,7 +117,10 @@ fn secret_files(config: &Config) -> Vec<Check> {
         .map(|(name, path)| match std::fs::metadata(&path) {
             Err(_) => Check::warn(
                 name,
-                format!("{} is missing: that provider is not registered", path.display()),
+                format!(
+                    "{} is missing: that provider is not registered",
+                    path.display()
+                ),
                 "create it (see secrets/*.env.example) if you use that provider",
             ),
             Ok(meta) => {
@@ -125,7 +131,10 @@ fn secret_files(config: &Config) -> Vec<Check> {
                     if mode & 0o077 != 0 {
                         return Check::fail(
                             name,
-                            format!("{} is mode {mode:o}: others can read the secret", path.display()),
+                            format!(
+                                "{} is mode {mode:o}: others can read the secret",
+                                path.display()
+                            ),
                             format!("chmod 600 {}", path.display()),
                         );
                     }
@@ -164,7 +173,11 @@ async fn store_check(config: &Config) -> Check {
     match round_trip {
         Ok(true) => {}
         Ok(false) => {
-            return Check::fail("store", "the probe object came back different", "check the store backend's consistency");
+            return Check::fail(
+                "store",
+                "the probe object came back different",
+                "check the store backend's consistency",
+            );
         }
         Err(e) => {
             return Check::fail(
@@ -177,14 +190,25 @@ async fn store_check(config: &Config) -> Check {
     let corpora = match store.corpora().await {
         Ok(c) => c.len(),
         Err(e) => {
-            return Check::fail("store", format!("cannot read the catalog: {e}"), "look at _catalog/ in the store");
+            return Check::fail(
+                "store",
+                format!("cannot read the catalog: {e}"),
+                "look at _catalog/ in the store",
+            );
         }
     };
     if let Err(e) = store.query("SELECT 42 AS answer").await {
-        return Check::fail("store", format!("DuckDB cannot run a query: {e}"), "see the error; the binary bundles DuckDB, so this is a bug worth reporting");
+        return Check::fail(
+            "store",
+            format!("DuckDB cannot run a query: {e}"),
+            "see the error; the binary bundles DuckDB, so this is a bug worth reporting",
+        );
     }
     let short: String = where_.chars().take(80).collect();
-    Check::ok("store", format!("writable, {corpora} corpora, DuckDB answers ({short})"))
+    Check::ok(
+        "store",
+        format!("writable, {corpora} corpora, DuckDB answers ({short})"),
+    )
 }
 
 async fn embedder_check(config: &Config) -> Check {
@@ -192,7 +216,10 @@ async fn embedder_check(config: &Config) -> Check {
     let result = async {
         let embedders = crate::registry::build_embedders(config)?;
         embedders
-            .embed(lakehouse_retrieval::embed::LOCAL, &["doctor probe".to_owned()])
+            .embed(
+                lakehouse_retrieval::embed::LOCAL,
+                &["doctor probe".to_owned()],
+            )
             .await
     }
     .await;
@@ -205,7 +232,11 @@ async fn embedder_check(config: &Config) -> Check {
                 started.elapsed().as_millis()
             ),
         ),
-        Err(e) => Check::fail("embedder", format!("the local embedder failed: {e}"), "the model ships in the binary; report this with the error"),
+        Err(e) => Check::fail(
+            "embedder",
+            format!("the local embedder failed: {e}"),
+            "the model ships in the binary; report this with the error",
+        ),
     }
 }
 
@@ -213,13 +244,23 @@ async fn embedder_check(config: &Config) -> Check {
 async fn provider_checks(config: &Config) -> Vec<Check> {
     let registry = match crate::registry::build_registry(config) {
         Ok(r) => r,
-        Err(e) => return vec![Check::fail("providers", e.to_string(), "fix the [providers] section")],
+        Err(e) => {
+            return vec![Check::fail(
+                "providers",
+                e.to_string(),
+                "fix the [providers] section",
+            )];
+        }
     };
     let mut checks = Vec::new();
     for status in registry.statuses() {
         let name = format!("provider {}", status.name);
         if let Some(reason) = &status.reason {
-            checks.push(Check::warn(name, format!("not registered: {reason}"), "add its key file to use it (secrets/README.md)"));
+            checks.push(Check::warn(
+                name,
+                format!("not registered: {reason}"),
+                "add its key file to use it (secrets/README.md)",
+            ));
         }
     }
     let listings = futures::future::join_all(registry.providers().map(|p| async move {
@@ -248,7 +289,12 @@ async fn provider_checks(config: &Config) -> Vec<Check> {
 
 /// The report as an aligned table.
 pub fn render(checks: &[Check]) -> String {
-    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
+    let width = checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     let mut out = format!("{:<width$}  {:<6}  DETAIL\n", "CHECK", "STATUS");
     for c in checks {
         let status = match c.status {
@@ -263,7 +309,10 @@ pub fn render(checks: &[Check]) -> String {
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
     let warned = checks.iter().filter(|c| c.status == Status::Warn).count();
-    out.push_str(&format!("\n{failed} failed, {warned} warnings, {} checks\n", checks.len()));
+    out.push_str(&format!(
+        "\n{failed} failed, {warned} warnings, {} checks\n",
+        checks.len()
+    ));
     out
 }
 

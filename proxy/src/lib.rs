@@ -72,7 +72,11 @@ pub async fn state_from_config(config: config::Config) -> Result<SharedState, St
         )
         .await?,
     );
-    let playbook = Arc::new(lakehouse_memory::Playbook::open(objects.clone()).await?);
+    let playbook = Arc::new(
+        lakehouse_memory::Playbook::open(objects.clone())
+            .await?
+            .with_awaiting_capacity(config.plugins.playbook.awaiting_rating),
+    );
     let pipeline = registry::build_pipeline(&config, &store, &pathway, &playbook);
     let observer = observer::Observer::open(objects, config.server.recent_requests).await?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(

@@ -26,7 +26,12 @@ use lakehouse::config::Config;
 )]
 struct Cli {
     /// Log format on stderr: `pretty` for people, `json` for log collectors.
-    #[arg(long, global = true, env = "LAKEHOUSE_LOG_FORMAT", default_value = "pretty")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAKEHOUSE_LOG_FORMAT",
+        default_value = "pretty"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,

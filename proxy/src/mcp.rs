@@ -190,23 +190,28 @@ fn args<T: serde::de::DeserializeOwned>(
 }
 
 impl Tools {
-    async fn run(&self, request: CallToolRequestParams) -> Result<Result<Value, ApiError>, McpError> {
+    async fn run(
+        &self,
+        request: CallToolRequestParams,
+    ) -> Result<Result<Value, ApiError>, McpError> {
         let state = &self.state;
         let arguments = request.arguments;
         Ok(match request.name.as_ref() {
-            "list_corpora" => async {
-                let mut out = Vec::new();
-                for m in state.store.corpora().await? {
-                    out.push(json!({
-                        "name": m.name,
-                        "rows": m.rows(),
-                        "vectors": state.store.vector_count(&m.name).await,
-                        "text_columns": m.settings.text_columns,
-                    }));
+            "list_corpora" => {
+                async {
+                    let mut out = Vec::new();
+                    for m in state.store.corpora().await? {
+                        out.push(json!({
+                            "name": m.name,
+                            "rows": m.rows(),
+                            "vectors": state.store.vector_count(&m.name).await,
+                            "text_columns": m.settings.text_columns,
+                        }));
+                    }
+                    Ok::<Value, ApiError>(Value::Array(out))
                 }
-                Ok::<Value, ApiError>(Value::Array(out))
+                .await
             }
-            .await,
             "search_corpus" => {
                 let a: SearchArgs = args("search_corpus", arguments)?;
                 let k = a.k.clamp(1, 100);

@@ -332,7 +332,10 @@ mod tests {
     #[test]
     fn counters_and_histograms_render_in_the_text_format() {
         let metrics = Metrics::default();
-        metrics.http_requests.with(&["/v1/models", "GET", "200"]).add(2);
+        metrics
+            .http_requests
+            .with(&["/v1/models", "GET", "200"])
+            .add(2);
         metrics
             .http_duration
             .with(&["/v1/models", "GET"])

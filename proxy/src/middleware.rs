@@ -124,7 +124,12 @@ pub(crate) async fn guard(
 fn denied_response(denied: Denied) -> Response {
     let message = denied.to_string();
     let (status, kind, code, retry_after) = match denied {
-        Denied::Address(_) => (StatusCode::FORBIDDEN, "permission_error", "ip_not_allowed", None),
+        Denied::Address(_) => (
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "ip_not_allowed",
+            None,
+        ),
         Denied::MissingToken => (
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",

@@ -103,7 +103,11 @@ pub const LOG: &str = "observer/events";
 enum Record {
     Chat(ChatEvent),
     /// A later rating of the chat with completion id `id`.
-    Rating { id: String, rating: f32, at_ms: u64 },
+    Rating {
+        id: String,
+        rating: f32,
+        at_ms: u64,
+    },
 }
 
 enum Command {
@@ -348,19 +352,14 @@ impl Observer {
         latencies.sort_by(f64::total_cmp);
         let pick = |q: f64| -> Option<f64> {
             let last = latencies.len().checked_sub(1)?;
-            latencies
-                .get(((last as f64) * q).round() as usize)
-                .copied()
+            latencies.get(((last as f64) * q).round() as usize).copied()
         };
         ProviderRecent {
             requests: mine.len(),
             errors: mine.iter().filter(|e| e.outcome == Outcome::Error).count(),
             p50_ms: pick(0.5),
             p99_ms: pick(0.99),
-            last_error: mine
-                .iter()
-                .rev()
-                .find_map(|e| e.error.clone()),
+            last_error: mine.iter().rev().find_map(|e| e.error.clone()),
         }
     }
 }
@@ -544,7 +543,10 @@ impl Witness {
         }
         if let (Some(tokens_in), Some(tokens_out)) = (event.tokens_in, event.tokens_out) {
             metrics.tokens.with(&[provider, model, "in"]).add(tokens_in);
-            metrics.tokens.with(&[provider, model, "out"]).add(tokens_out);
+            metrics
+                .tokens
+                .with(&[provider, model, "out"])
+                .add(tokens_out);
             if let Some(caller) = &event.caller {
                 self.state.auth.charge(caller, tokens_in + tokens_out);
             }

@@ -47,8 +47,8 @@ pub async fn serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-        .with_graceful_shutdown(signal)
-        .into_future();
+    .with_graceful_shutdown(signal)
+    .into_future();
     tokio::pin!(server);
     let deadline = async move {
         // A closed channel means the server ended first; then this never fires.

@@ -678,17 +678,46 @@ mod tests {
         use super::super::*;
 
         const WRITES: &[&str] = &[
-            "INSERT", "UPDATE", "DELETE", "COPY", "ATTACH", "DETACH", "INSTALL", "LOAD",
-            "CREATE", "DROP", "ALTER", "PRAGMA", "SET", "RESET", "CALL", "EXPORT", "IMPORT",
-            "CHECKPOINT", "VACUUM", "USE",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "COPY",
+            "ATTACH",
+            "DETACH",
+            "INSTALL",
+            "LOAD",
+            "CREATE",
+            "DROP",
+            "ALTER",
+            "PRAGMA",
+            "SET",
+            "RESET",
+            "CALL",
+            "EXPORT",
+            "IMPORT",
+            "CHECKPOINT",
+            "VACUUM",
+            "USE",
         ];
         const READERS: &[&str] = &[
-            "read_csv", "read_csv_auto", "read_parquet", "parquet_scan", "read_json",
-            "read_json_auto", "read_text", "read_blob", "glob", "sniff_csv",
+            "read_csv",
+            "read_csv_auto",
+            "read_parquet",
+            "parquet_scan",
+            "read_json",
+            "read_json_auto",
+            "read_text",
+            "read_blob",
+            "glob",
+            "sniff_csv",
         ];
         const OUTSIDE: &[&str] = &[
-            "/etc/passwd", "/proc/self/environ", "../../../../etc/hosts", "/root/.ssh/id_rsa",
-            "file:///etc/passwd", "/tmp/*",
+            "/etc/passwd",
+            "/proc/self/environ",
+            "../../../../etc/hosts",
+            "/root/.ssh/id_rsa",
+            "file:///etc/passwd",
+            "/tmp/*",
         ];
 
         fn random_case(word: &str, mask: u64) -> String {

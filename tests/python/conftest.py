@@ -29,12 +29,11 @@ def fake_upstream():
     proc.wait(timeout=10)
 
 
-def start_lakehouse(fake_upstream, extra_toml=""):
-    """Starts `lakehouse serve` on port 0 with every provider pointed at the fake
-    and a fresh store; returns (process, base URL)."""
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-py-"))
+def write_config(tmp, fake_upstream, extra_toml=""):
+    """Writes key files and a config with every provider pointed at the fake and
+    a store under `tmp`; returns the config's path."""
     secrets = tmp / "secrets"
-    secrets.mkdir()
+    secrets.mkdir(exist_ok=True)
     for name, var in [
         ("ollama_cloud", "OLLAMA_CLOUD_KEY"),
         ("openrouter", "OPENROUTER_API_KEY"),
@@ -64,6 +63,13 @@ base_url = "{fake_upstream}/kimi/v1"
 {extra_toml}
 """
     )
+    return config
+
+
+def start_lakehouse(fake_upstream, extra_toml=""):
+    """Starts `lakehouse serve` on port 0 with a fresh store (see `write_config`);
+    returns (process, base URL)."""
+    config = write_config(pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-py-")), fake_upstream, extra_toml)
     return _start([str(BIN_DIR / "lakehouse"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"])
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import httpx
 
-from conftest import BIN_DIR, TEST_KEY
+from conftest import BIN_DIR, TEST_KEY, write_config
 
 LAKEHOUSE = str(BIN_DIR / "lakehouse")
 
@@ -21,37 +21,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def write_config(tmp_path, fake_upstream, extra=""):
-    secrets = tmp_path / "secrets"
-    secrets.mkdir(exist_ok=True)
-    for name, var in [("ollama_cloud", "OLLAMA_CLOUD_KEY"), ("openrouter", "OPENROUTER_API_KEY"),
-                      ("opencode", "OPENCODE_API_KEY"), ("kimi", "KIMI_API_KEY")]:
-        path = secrets / f"{name}.env"
-        path.write_text(f"{var}={TEST_KEY}\n")
-        path.chmod(0o600)
-    config = tmp_path / "lakehouse.toml"
-    config.write_text(
-        f"""
-secrets_dir = "secrets"
-{extra}
-[store]
-backend = "local"
-root = "{tmp_path / 'data'}"
-[providers.ollama]
-base_url = "{fake_upstream}/ollama"
-[providers.ollama_cloud]
-base_url = "{fake_upstream}/ollama_cloud"
-[providers.openrouter]
-base_url = "{fake_upstream}/openrouter/api/v1"
-[providers.opencode]
-base_url = "{fake_upstream}/zen/v1"
-[providers.kimi]
-base_url = "{fake_upstream}/kimi/v1"
-"""
-    )
-    return config
 
 
 def test_help_explains_every_command_with_examples():

@@ -37,7 +37,10 @@ fn sample(text: &str, series: &str) -> f64 {
 async fn every_response_carries_a_request_id_and_sane_ones_are_kept() {
     let h = common::start().await;
     let response = h.client.get(h.url("/healthz")).send().await.unwrap();
-    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(id.starts_with("req_") && id.len() == 36, "{id}");
 
     let response = h
@@ -121,8 +124,7 @@ async fn chats_are_witnessed_newest_first_with_their_request_id() {
     assert_eq!(plain["id"], completion["id"]);
     assert_eq!(plain["provider"], "kimi");
     assert_eq!(
-        plain["tokens_in"],
-        completion["usage"]["prompt_tokens"],
+        plain["tokens_in"], completion["usage"]["prompt_tokens"],
         "{plain}"
     );
 
@@ -241,7 +243,15 @@ async fn the_console_page_and_its_assets_are_served_from_the_binary() {
             .starts_with("text/html")
     );
     let page = response.text().await.unwrap();
-    for id in ["providers", "corpora", "playground", "memory", "playbook", "fanout", "requests"] {
+    for id in [
+        "providers",
+        "corpora",
+        "playground",
+        "memory",
+        "playbook",
+        "fanout",
+        "requests",
+    ] {
         assert!(page.contains(&format!("<section id=\"{id}\"")), "{id}");
     }
     // Nothing is loaded from elsewhere.
@@ -303,7 +313,9 @@ async fn witnessed_chats_and_ratings_survive_a_restart_and_bad_lines_are_skipped
         .await
         .unwrap();
 
-    let again = lakehouse::state_from_config(h.config.clone()).await.unwrap();
+    let again = lakehouse::state_from_config(h.config.clone())
+        .await
+        .unwrap();
     let stats = again.observer.stats();
     assert_eq!((stats.replayed, stats.skipped_lines), (2, 2), "{stats:?}");
     let events = again.observer.recent(10, None, None);

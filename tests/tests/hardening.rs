@@ -57,7 +57,13 @@ async fn chat_as(h: &Harness, token: &str, body: &Value) -> reqwest::Response {
 async fn error_code(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
-    (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -127,7 +133,12 @@ async fn request_rate_limits_answer_429_with_retry_after() {
     assert!((1..=21).contains(&retry_after), "{retry_after}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("\"app\""));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"app\"")
+    );
     // Another token is not affected.
     assert_eq!(get(&h, "/v1/models", Some(ADMIN)).await.status(), 200);
 }
@@ -184,7 +195,10 @@ async fn past_the_concurrency_limit_requests_are_shed_not_queued() {
     // Health and metrics stay reachable under load.
     assert_eq!(get(&h, "/healthz", None).await.status(), 200);
     let metrics = get(&h, "/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains("lakehouse_shed_requests_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("lakehouse_shed_requests_total 1"),
+        "{metrics}"
+    );
 
     // Once the stream has ended, its slot is free again.
     while stream.chunk().await.unwrap().is_some() {}
@@ -202,7 +216,12 @@ async fn too_many_messages_are_refused() {
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["param"], "messages");
-    assert!(body["error"]["message"].as_str().unwrap().contains("server.max_messages"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("server.max_messages")
+    );
     let (status, _) = h
         .chat(&json!({"model": "kimi/kimi-k2.6", "messages": messages[..3]}))
         .await;
@@ -260,7 +279,10 @@ async fn a_stalled_client_holds_the_upstream_back_instead_of_buffering() {
     }
     assert_eq!(steady, 10, "the upstream kept being read for 20 s");
     // Only socket buffers' worth went out: a fraction of the 60 MB answer.
-    assert!(last < CHUNKS / 2, "{last} of {CHUNKS} pieces left the upstream");
+    assert!(
+        last < CHUNKS / 2,
+        "{last} of {CHUNKS} pieces left the upstream"
+    );
 
     // Reading on delivers every chunk, in order.
     let mut body = Vec::new();

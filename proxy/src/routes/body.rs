@@ -45,8 +45,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
     let mut data = body.into_data_stream();
     let mut buffer = BytesMut::with_capacity(capacity);
     while let Some(frame) = data.next().await {
-        let frame = frame
-            .map_err(body_error)?;
+        let frame = frame.map_err(body_error)?;
         if (buffer.len() + frame.len()) as u64 > limit {
             return Err(ApiError::payload_too_large(limit));
         }
@@ -71,8 +70,7 @@ pub async fn body_to_file(
     let mut data = body.into_data_stream();
     let mut written = 0u64;
     while let Some(frame) = data.next().await {
-        let frame = frame
-            .map_err(body_error)?;
+        let frame = frame.map_err(body_error)?;
         written += frame.len() as u64;
         if written > limit {
             return Err(ApiError::payload_too_large(limit));

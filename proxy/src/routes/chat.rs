@@ -16,13 +16,13 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use tracing::Instrument;
 use lakehouse_plugins::config::PluginName;
 use lakehouse_plugins::context::PluginRun;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
 use lakehouse_providers::ChunkStream;
 use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
 use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
+use tracing::Instrument;
 
 use crate::app::SharedState;
 use crate::config::ModelTiers;

@@ -39,9 +39,18 @@ struct Args {
 
 /// Needs the same topics again and again, so caches fill during warm-up.
 const TOPICS: &[&str] = &[
-    "rotating log files", "nightly backups", "blue green deploys", "on-call pages",
-    "database failover", "TLS certificate renewal", "disk space alerts", "queue backlogs",
-    "cache invalidation", "feature flags", "rate limiting", "DNS changes",
+    "rotating log files",
+    "nightly backups",
+    "blue green deploys",
+    "on-call pages",
+    "database failover",
+    "TLS certificate renewal",
+    "disk space alerts",
+    "queue backlogs",
+    "cache invalidation",
+    "feature flags",
+    "rate limiting",
+    "DNS changes",
 ];
 
 fn rss_kib(pid: u32) -> u64 {
@@ -78,7 +87,10 @@ async fn one(client: &reqwest::Client, url: &str, model: &str, i: usize) -> Resu
     }
     if !stream {
         let value: Value = response.json().await.map_err(|e| format!("body: {e}"))?;
-        if value["choices"][0]["message"]["content"].as_str().is_none_or(str::is_empty) {
+        if value["choices"][0]["message"]["content"]
+            .as_str()
+            .is_none_or(str::is_empty)
+        {
             return Err(format!("no content: {value}"));
         }
         return Ok(());
@@ -90,7 +102,10 @@ async fn one(client: &reqwest::Client, url: &str, model: &str, i: usize) -> Resu
     }
     let text = String::from_utf8_lossy(&text);
     if text.contains("data: {\"error\"") || !text.trim_end().ends_with("data: [DONE]") {
-        return Err(format!("incomplete stream: {}", &text[text.len().saturating_sub(200)..]));
+        return Err(format!(
+            "incomplete stream: {}",
+            &text[text.len().saturating_sub(200)..]
+        ));
     }
     Ok(())
 }
@@ -116,7 +131,9 @@ async fn main() -> std::process::ExitCode {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::with_capacity(args.requests)));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::with_capacity(
+        args.requests,
+    )));
     let samples = Arc::new(std::sync::Mutex::new(Vec::<(usize, u64)>::new()));
     let started = Instant::now();
     let rss_start = rss_kib(args.pid);
