@@ -164,6 +164,10 @@ pub struct ServerConfig {
     /// Time a client has to send a request body (slow uploads are cut).
     #[serde(default = "default_body_read_timeout_secs")]
     pub body_read_timeout_secs: u64,
+    /// Time a client has to send a request head once connected or between
+    /// keep-alive requests (slowloris clients and idle connections are closed).
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
 }
 
 fn default_max_concurrent_requests() -> usize {
@@ -174,6 +178,9 @@ fn default_max_messages() -> usize {
 }
 fn default_body_read_timeout_secs() -> u64 {
     60
+}
+fn default_header_read_timeout_secs() -> u64 {
+    30
 }
 
 fn default_recent_requests() -> usize {
@@ -205,6 +212,7 @@ impl Default for ServerConfig {
             max_concurrent_requests: default_max_concurrent_requests(),
             max_messages: default_max_messages(),
             body_read_timeout_secs: default_body_read_timeout_secs(),
+            header_read_timeout_secs: default_header_read_timeout_secs(),
         }
     }
 }
@@ -212,6 +220,14 @@ impl Default for ServerConfig {
 impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// The connection limits and shutdown budget `serve` applies.
+    pub fn serve_options(&self) -> crate::server::ServeOptions {
+        crate::server::ServeOptions {
+            grace: self.shutdown_grace(),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+        }
     }
 }
 
@@ -417,6 +433,10 @@ impl Config {
             (
                 "server.body_read_timeout_secs",
                 self.server.body_read_timeout_secs as usize,
+            ),
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs as usize,
             ),
         ] {
             if value == 0 {

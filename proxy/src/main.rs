@@ -163,7 +163,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
 
 async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), String> {
     let listen = listen.unwrap_or(config.server.listen);
-    let grace = config.server.shutdown_grace();
+    let options = config.server.serve_options();
     let state = lakehouse::state_from_config(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -194,7 +194,7 @@ async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), St
         listener,
         lakehouse::app(state.clone()),
         lakehouse::server::shutdown_signal(),
-        grace,
+        options,
     )
     .await;
     // The last witnessed chats reach the store before the process ends.

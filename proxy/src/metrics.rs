@@ -192,31 +192,28 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Writes one gauge family from values read at scrape time.
-pub fn render_gauge(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-    series: &[(Vec<String>, f64)],
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (values, value) in series {
-        let _ = writeln!(out, "{name}{} {value}", label_set(labels, values, None));
-    }
+/// Kind of a family rendered from values kept elsewhere (read at scrape time).
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Gauge,
+    Counter,
 }
 
-/// Writes one counter family from totals kept elsewhere (read at scrape time).
-pub fn render_counter(
+/// Writes one gauge or counter family from values kept elsewhere.
+pub fn render_family<V: std::fmt::Display>(
     out: &mut String,
+    kind: Kind,
     name: &str,
     help: &str,
     labels: &[&str],
-    series: &[(Vec<String>, u64)],
+    series: &[(Vec<String>, V)],
 ) {
+    let kind = match kind {
+        Kind::Gauge => "gauge",
+        Kind::Counter => "counter",
+    };
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
     for (values, value) in series {
         let _ = writeln!(out, "{name}{} {value}", label_set(labels, values, None));
     }
@@ -315,8 +312,9 @@ impl Metrics {
         self.plugin_runs.render(out);
         self.plugin_duration.render(out);
         self.auth_refusals.render(out);
-        render_counter(
+        render_family(
             out,
+            Kind::Counter,
             "lakehouse_shed_requests_total",
             "Requests refused with 503 because server.max_concurrent_requests were in flight.",
             &[],

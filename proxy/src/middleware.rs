@@ -216,11 +216,7 @@ pub(crate) async fn shed(
         return error.into_response();
     };
     let response = next.run(request).await;
-    let is_stream = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if !is_stream {
+    if !crate::server::is_event_stream(&response) {
         // Other bodies are already in memory: the slot is freed with the head.
         return response;
     }

@@ -1,83 +1,136 @@
-//! Serving: `serve(listener, app, shutdown, grace)`, and the OS signals that start a shutdown.
+//! Serving: `serve(listener, app, shutdown, options)`, and the OS signals that start a shutdown.
+//!
+//! Our own accept loop on hyper-util rather than `axum::serve`, because only
+//! hyper's connection builder can bound how long a client takes to send a
+//! request head (a slowloris client otherwise holds a connection forever).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::Response;
-use axum::serve::ListenerExt;
 use futures::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// After the grace period, how long cut connections get to close before `serve` returns anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Connection-level limits and the shutdown budget.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How long in-flight requests (open streams included) may run after shutdown starts.
+    pub grace: Duration,
+    /// Time a client has to send a complete request head, idle keep-alive
+    /// connections included; past it the connection is closed.
+    pub header_read_timeout: Duration,
+}
 
 /// Serves `app` until `shutdown` resolves, then stops accepting, lets in-flight
-/// requests (open streams included) finish for at most `grace`, ends the streams
-/// still open, and returns.
+/// requests (open streams included) finish for at most `options.grace`, ends
+/// the streams still open, and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
-    let (stopping_tx, mut stopping_rx) = watch::channel(false);
     let (cut_tx, cut_rx) = watch::channel(false);
     let app = app.layer(axum::middleware::map_response(move |response: Response| {
         let cut = cut_rx.clone();
         async move { end_streams_on(cut, response) }
     }));
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests for up to {grace:?}");
-        let _ = stopping_tx.send(true);
-    };
-    // Each SSE event is a small write; Nagle's algorithm would hold the last one
-    // back until the client's delayed ACK (~40 ms on a reused connection).
-    let listener = listener.tap_io(|tcp| {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    let connections = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Each SSE event is a small write; Nagle's algorithm would hold the last one
+        // back until the client's delayed ACK (~40 ms on a reused connection).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-    });
-    // The peer address feeds the [auth] IP allowlist.
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal)
-    .into_future();
-    tokio::pin!(server);
-    let deadline = async move {
-        // A closed channel means the server ended first; then this never fires.
-        if stopping_rx.wait_for(|stopping| *stopping).await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        result = &mut server => return result,
-        () = deadline => {}
+        let router = app.clone();
+        let first_request = Arc::new(Notify::new());
+        let request_seen = first_request.clone();
+        // The peer address feeds the [auth] IP allowlist.
+        let service =
+            hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                request_seen.notify_one();
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), request)
+            });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        let connection = connections.watch(connection.into_owned());
+        let first_head_limit = options.header_read_timeout;
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            // hyper's head timeout starts once it knows the protocol; the
+            // protocol sniff before it has none, so the first head is bounded here.
+            let ended = tokio::select! {
+                ended = &mut connection => Some(ended),
+                () = first_request.notified() => None,
+                () = tokio::time::sleep(first_head_limit) => {
+                    tracing::debug!(%peer, "no request head in {first_head_limit:?}: closing");
+                    return;
+                }
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => connection.await,
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        "shutting down: draining in-flight requests for up to {:?}",
+        options.grace
+    );
+    let drained = connections.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(options.grace, &mut drained)
+        .await
+        .is_ok()
+    {
+        return Ok(());
     }
     tracing::warn!("grace period over: ending the streams still open");
     let _ = cut_tx.send(true);
-    match tokio::time::timeout(CLOSE_WAIT, server).await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
+    Ok(())
 }
 
 /// Event streams end when `cut` turns true, so a shutdown is never held up by an
 /// endless stream. Other responses pass untouched.
 fn end_streams_on(mut cut: watch::Receiver<bool>, response: Response) -> Response {
-    let is_stream = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if !is_stream {
+    if !is_event_stream(&response) {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -86,6 +139,14 @@ fn end_streams_on(mut cut: watch::Receiver<bool>, response: Response) -> Respons
     };
     let body = Body::from_stream(body.into_data_stream().take_until(Box::pin(stop)));
     Response::from_parts(parts, body)
+}
+
+/// Whether a response is an SSE stream (its body outlives the handler).
+pub fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// Resolves on SIGINT or SIGTERM.

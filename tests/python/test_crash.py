@@ -11,7 +11,7 @@ import threading
 
 import httpx
 
-from conftest import BIN_DIR, _start
+from conftest import BIN_DIR, _start, write_config
 
 
 def serve(config):
@@ -24,10 +24,7 @@ def kill9(proc):
 
 
 def make_config(fake_upstream):
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-crash-"))
-    config = tmp / "lakehouse.toml"
-    config.write_text(f'[store]\nbackend = "local"\nroot = "{tmp / "data"}"\n[providers.ollama]\nbase_url = "{fake_upstream}/ollama"\n')
-    return config
+    return write_config(pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-crash-")), fake_upstream)
 
 
 def test_kill_during_ingest_leaves_the_last_good_version(fake_upstream):

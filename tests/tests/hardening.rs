@@ -251,6 +251,59 @@ async fn a_stalled_request_body_is_cut_with_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }
 
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_until_closed(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return seen,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_that_send_no_complete_head_are_closed() {
+    let h = start_with(Keys::All, "[server]\nheader_read_timeout_secs = 1\n").await;
+
+    // Connects and says nothing (the protocol sniff stage).
+    let mut silent = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    // Starts a head and never finishes it (slowloris).
+    let mut partial = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    partial
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // Sends one whole request, then idles on the kept-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let bound = std::time::Duration::from_secs(30);
+    let silent_saw = tokio::time::timeout(bound, read_until_closed(&mut silent))
+        .await
+        .expect("the silent connection is closed by the server");
+    assert!(silent_saw.is_empty());
+    let partial_saw = tokio::time::timeout(bound, read_until_closed(&mut partial))
+        .await
+        .expect("the half-sent head is cut by the server");
+    assert!(
+        partial_saw.is_empty() || String::from_utf8_lossy(&partial_saw).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&partial_saw)
+    );
+    let idle_saw = tokio::time::timeout(bound, read_until_closed(&mut idle))
+        .await
+        .expect("the idle keep-alive connection is closed by the server");
+    assert!(String::from_utf8_lossy(&idle_saw).starts_with("HTTP/1.1 200"));
+
+    // The server itself is fine.
+    let r = h.client.get(h.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn a_stalled_client_holds_the_upstream_back_instead_of_buffering() {
     const CHUNKS: u64 = 400_000;

@@ -46,6 +46,7 @@ fn backends(dir: &std::path::Path, other_cap: u64) -> Vec<(String, String)> {
 
 async fn start(config_text: &str, dir: std::path::PathBuf) -> StoreApp {
     let config = Config::parse(config_text, "store-test.toml").expect("valid config");
+    let options = config.server.serve_options();
     let state = lakehouse::state_from_config(config)
         .await
         .expect("state builds");
@@ -55,7 +56,10 @@ async fn start(config_text: &str, dir: std::path::PathBuf) -> StoreApp {
         listener,
         lakehouse::app(state),
         std::future::pending(),
-        Duration::from_secs(1),
+        lakehouse::server::ServeOptions {
+            grace: Duration::from_secs(1),
+            ..options
+        },
     ));
     StoreApp {
         base: format!("http://{addr}"),

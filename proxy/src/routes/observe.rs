@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::SharedState;
-use crate::metrics::{render_counter, render_gauge};
+use crate::metrics::{Kind, render_family};
 use crate::observer::EventFilter;
 
 /// The recorded metrics, then gauges read now: the embedding cache, the store, memory.
@@ -17,8 +17,9 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     state.metrics.render(&mut out);
 
     let cache = state.store.embedders().cache_stats();
-    render_counter(
+    render_family(
         &mut out,
+        Kind::Counter,
         "lakehouse_embedder_cache_requests_total",
         "Texts looked up in the embedding cache, by result (hit or miss).",
         &["result"],
@@ -27,8 +28,9 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
             (vec!["miss".into()], cache.misses),
         ],
     );
-    render_gauge(
+    render_family(
         &mut out,
+        Kind::Gauge,
         "lakehouse_embedder_cache_entries",
         "Vectors held in the embedding cache.",
         &[],
@@ -43,22 +45,25 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
                     .map(|m| (vec![m.name.clone()], f(m)))
                     .collect::<Vec<_>>()
             };
-            render_gauge(
+            render_family(
                 &mut out,
+                Kind::Gauge,
                 "lakehouse_store_corpus_rows",
                 "Rows in each corpus.",
                 &["corpus"],
                 &per(&|m| m.rows() as f64),
             );
-            render_gauge(
+            render_family(
                 &mut out,
+                Kind::Gauge,
                 "lakehouse_store_corpus_bytes",
                 "Parquet bytes of each corpus.",
                 &["corpus"],
                 &per(&|m| m.files.iter().map(|f| f.bytes).sum::<u64>() as f64),
             );
-            render_gauge(
+            render_family(
                 &mut out,
+                Kind::Gauge,
                 "lakehouse_store_corpus_vectors",
                 "Vectors in each corpus's HNSW index.",
                 &["corpus"],
@@ -69,15 +74,17 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     }
 
     let observer = state.observer.stats();
-    render_counter(
+    render_family(
         &mut out,
+        Kind::Counter,
         "lakehouse_observer_dropped_total",
         "Witnessed chats not written to the store because the writer's queue was full.",
         &[],
         &[(vec![], observer.dropped)],
     );
-    render_counter(
+    render_family(
         &mut out,
+        Kind::Counter,
         "lakehouse_observer_write_failures_total",
         "Observer log segments the store refused.",
         &[],
@@ -85,15 +92,17 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     );
     let pathway = state.pathway.stats().await;
     let playbook = state.playbook.stats().await;
-    render_gauge(
+    render_family(
         &mut out,
+        Kind::Gauge,
         "lakehouse_memory_live_traces",
         "Live (not retired) pathway memory traces.",
         &[],
         &[(vec![], pathway.live as f64)],
     );
-    render_gauge(
+    render_family(
         &mut out,
+        Kind::Gauge,
         "lakehouse_playbook_live_outcomes",
         "Live (not retired) playbook outcomes.",
         &[],

@@ -113,7 +113,10 @@ weak_models = ["ollama/qwen3:8b"]
         async move {
             let _ = shutdown_rx.await;
         },
-        Duration::from_secs(1),
+        lakehouse::server::ServeOptions {
+            grace: Duration::from_secs(1),
+            ..config.server.serve_options()
+        },
     ));
     Harness {
         fake,
