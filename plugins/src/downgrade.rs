@@ -17,6 +17,37 @@ use crate::config::{DowngradeConfig, PluginName};
 use crate::context::ChatContext;
 use crate::pipeline::Plugin;
 
+/// The context a model gets: `full` for weak models, `reduced` for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextLimits {
+    pub context: &'static str,
+    pub k: usize,
+    pub token_budget: usize,
+}
+
+/// The gate's decision for `model`, from the `k` and `token_budget` asked for.
+pub fn context_for(
+    weak_models: &[String],
+    config: &DowngradeConfig,
+    model: &str,
+    k: usize,
+    token_budget: usize,
+) -> ContextLimits {
+    if weak_models.iter().any(|m| m == model) {
+        ContextLimits {
+            context: "full",
+            k,
+            token_budget,
+        }
+    } else {
+        ContextLimits {
+            context: "reduced",
+            k: k.min(config.reduced_k),
+            token_budget: token_budget.min(config.reduced_token_budget),
+        }
+    }
+}
+
 pub struct DowngradeGate {
     weak_models: Vec<String>,
     local_fast: Option<String>,
@@ -103,13 +134,16 @@ impl Plugin for DowngradeGate {
             if ctx.cost_downgrade || self.config.cost_downgrade {
                 self.cheaper_model(ctx).await?;
             }
-            if self.weak_models.contains(&ctx.target_model) {
-                ctx.annotations.context = Some("full");
-            } else {
-                ctx.k = ctx.k.min(self.config.reduced_k);
-                ctx.token_budget = ctx.token_budget.min(self.config.reduced_token_budget);
-                ctx.annotations.context = Some("reduced");
-            }
+            let limits = context_for(
+                &self.weak_models,
+                &self.config,
+                &ctx.target_model,
+                ctx.k,
+                ctx.token_budget,
+            );
+            ctx.k = limits.k;
+            ctx.token_budget = limits.token_budget;
+            ctx.annotations.context = Some(limits.context);
             Ok(())
         })
     }

@@ -133,14 +133,13 @@ proptest! {
 
     #[test]
     fn requests_never_panic_the_parser_or_the_converters(body in request_value()) {
-        if let Ok(request) = serde_json::from_value::<ChatRequest>(body) {
-            if request.validate().is_ok() {
+        if let Ok(request) = serde_json::from_value::<ChatRequest>(body)
+            && request.validate().is_ok() {
                 let _ = ollama::to_ollama_request("ollama", &request);
                 let _ = anthropic::to_messages_request("opencode", &request);
                 let _ = responses::to_responses_request("opencode", &request);
                 let _ = serde_json::to_vec(&request).unwrap();
             }
-        }
     }
 
     #[test]
@@ -234,11 +233,10 @@ proptest! {
         let mut messages = anthropic::StreamState::default();
         let mut responses_state = responses::StreamState::default();
         for (name, mut data, typed) in events {
-            if typed {
-                if let Value::Object(map) = &mut data {
+            if typed
+                && let Value::Object(map) = &mut data {
                     map.insert("type".into(), Value::String(name.to_owned()));
                 }
-            }
             let event = SseEvent { event: name.to_owned(), data: data.to_string() };
             if !messages.done() {
                 let _ = messages.convert("opencode", &event);

@@ -23,6 +23,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     pub observer: crate::observer::Observer,
     pub auth: crate::auth::Auth,
+    /// Workflows loaded from `[workflows] dir`, by name.
+    pub workflows: std::collections::BTreeMap<String, crate::workflow::Workflow>,
     /// Slots of `server.max_concurrent_requests`.
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -94,6 +96,18 @@ pub fn app(state: SharedState) -> Router {
             "/admin/playbook/outcomes/{id}/retire",
             post(routes::memory::retire_outcome),
         )
+        .route("/admin/workflows", get(routes::workflows::list))
+        .route("/admin/workflows/{name}/run", post(routes::workflows::run))
+        .route("/admin/workflows/runs", get(routes::workflows::runs))
+        .route(
+            "/admin/workflows/runs/{id}",
+            get(routes::workflows::get_run),
+        )
+        .route(
+            "/admin/distillation/export",
+            post(routes::workflows::export),
+        )
+        .route("/admin/drift", get(routes::workflows::drift))
         .nest_service("/mcp", crate::mcp::http_service(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

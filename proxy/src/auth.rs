@@ -289,7 +289,7 @@ impl Auth {
             }
             let digest = match (&t.token_file, &t.sha256) {
                 (Some(path), None) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
                         (
                             key("token_file"),
                             format!("cannot read {}: {e}", path.display()),
@@ -425,14 +425,14 @@ impl Auth {
         if access == Access::Admin && token.scope != Scope::Admin {
             return Err(Denied::NeedsAdmin(token.name.clone()));
         }
-        if let Some(limiter) = &token.requests {
-            if let Err(not_until) = limiter.check() {
-                return Err(Denied::RateLimited {
-                    name: token.name.clone(),
-                    what: "requests per minute",
-                    retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-                });
-            }
+        if let Some(limiter) = &token.requests
+            && let Err(not_until) = limiter.check()
+        {
+            return Err(Denied::RateLimited {
+                name: token.name.clone(),
+                what: "requests per minute",
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            });
         }
         if let Some(budget) = &token.tokens {
             budget.check().map_err(|retry_after| Denied::RateLimited {

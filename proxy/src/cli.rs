@@ -483,3 +483,41 @@ pub async fn mcp(args: StoreArgs) -> Result<(), String> {
     state.observer.flush().await;
     Ok(())
 }
+
+/// `lakehouse workflow ...`.
+#[derive(clap::Subcommand)]
+pub enum WorkflowCommand {
+    /// Run a workflow file in process and print the run as JSON.
+    #[command(after_help = "Examples:\n  \
+        lakehouse workflow run workflows/nightly.toml\n  \
+        lakehouse workflow run my.toml --config /etc/lakehouse/lakehouse.toml\n\n\
+        The run is kept under workflows/runs/ in the store; the exit status is non-zero unless its verdict is accept.")]
+    Run(WorkflowRunArgs),
+}
+
+#[derive(clap::Args)]
+pub struct WorkflowRunArgs {
+    /// The workflow file (TOML).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `lakehouse workflow run`: runs a workflow against the store, prints the run.
+pub async fn workflow(command: WorkflowCommand) -> Result<(), String> {
+    let WorkflowCommand::Run(args) = command;
+    let workflow = crate::workflow::Workflow::load(&args.file).map_err(|e| e.to_string())?;
+    let config = Config::load(&args.store.config).map_err(|e| e.to_string())?;
+    let state = crate::state_from_config(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let run = crate::workflow::run(&state, &workflow).await;
+    state.observer.flush().await;
+    let text =
+        serde_json::to_string_pretty(&run).map_err(|e| format!("cannot print the run: {e}"))?;
+    println!("{text}");
+    match run.verdict {
+        crate::distill::Verdict::Accept => Ok(()),
+        other => Err(format!("run {} ended with verdict {other:?}", run.id)),
+    }
+}

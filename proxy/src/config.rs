@@ -59,9 +59,159 @@ pub struct Config {
     /// Bearer tokens, scopes, IP allowlist and per-token rate limits.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Scoring witnessed chats and exporting the good ones as SFT data.
+    #[serde(default)]
+    pub distillation: DistillationConfig,
+    /// Drift of run scores, ratings and retrieval scores between two windows.
+    #[serde(default)]
+    pub drift: DriftConfig,
+    /// Workflow files (`lakehouse workflow run`, `/admin/workflows`).
+    #[serde(default)]
+    pub workflows: WorkflowsConfig,
     /// The file this config came from, for messages.
     #[serde(skip)]
     pub file: String,
+}
+
+/// `[distillation]`: what is captured, how runs are scored, what is never exported.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillationConfig {
+    /// Keep each chat's messages and answer with its witnessed event.
+    #[serde(default = "default_true")]
+    pub capture: bool,
+    /// Runs scoring at least this (0..1) are accepted for export.
+    #[serde(default = "default_accept_score")]
+    pub accept_score: f64,
+    /// Weights of the signals in a run's score (renormalised over those present).
+    #[serde(default = "default_rating_weight")]
+    pub rating_weight: f64,
+    #[serde(default = "default_judge_weight")]
+    pub judge_weight: f64,
+    #[serde(default = "default_retrieval_weight")]
+    pub retrieval_weight: f64,
+    /// Evaluation sets (JSONL with a `query`, `text`, `question` or `prompt`
+    /// field per line, or plain text lines) no export may overlap, e.g. the
+    /// lift harness's `test_queries.jsonl`. Relative to the config file.
+    #[serde(default)]
+    pub eval_files: Vec<PathBuf>,
+    /// Corpora in the store holding evaluation text (all their text columns).
+    #[serde(default)]
+    pub eval_corpora: Vec<String>,
+    /// Word n-gram length of the overlap check.
+    #[serde(default = "default_ngram")]
+    pub ngram: usize,
+    /// A prompt whose n-grams are at least this share found in an eval set is excluded.
+    #[serde(default = "default_max_overlap")]
+    pub max_overlap: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_accept_score() -> f64 {
+    0.7
+}
+fn default_rating_weight() -> f64 {
+    0.6
+}
+fn default_judge_weight() -> f64 {
+    0.3
+}
+fn default_retrieval_weight() -> f64 {
+    0.1
+}
+fn default_ngram() -> usize {
+    5
+}
+fn default_max_overlap() -> f64 {
+    0.5
+}
+
+impl Default for DistillationConfig {
+    fn default() -> Self {
+        Self {
+            capture: true,
+            accept_score: default_accept_score(),
+            rating_weight: default_rating_weight(),
+            judge_weight: default_judge_weight(),
+            retrieval_weight: default_retrieval_weight(),
+            eval_files: Vec::new(),
+            eval_corpora: Vec::new(),
+            ngram: default_ngram(),
+            max_overlap: default_max_overlap(),
+        }
+    }
+}
+
+/// `[drift]`: the two windows compared and the thresholds that flag drift.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    /// The recent window: the last this many seconds.
+    #[serde(default = "default_recent_secs")]
+    pub recent_secs: u64,
+    /// The baseline window: this many seconds before the recent one.
+    #[serde(default = "default_baseline_secs")]
+    pub baseline_secs: u64,
+    /// Population stability index at or above which a signal has drifted.
+    #[serde(default = "default_psi_threshold")]
+    pub psi_threshold: f64,
+    /// Kolmogorov-Smirnov statistic at or above which a signal has drifted.
+    #[serde(default = "default_ks_threshold")]
+    pub ks_threshold: f64,
+    /// Fewer samples than this in either window: not judged.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: usize,
+}
+
+fn default_recent_secs() -> u64 {
+    3600
+}
+fn default_baseline_secs() -> u64 {
+    86_400
+}
+fn default_psi_threshold() -> f64 {
+    0.2
+}
+fn default_ks_threshold() -> f64 {
+    0.3
+}
+fn default_min_samples() -> usize {
+    30
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            recent_secs: default_recent_secs(),
+            baseline_secs: default_baseline_secs(),
+            psi_threshold: default_psi_threshold(),
+            ks_threshold: default_ks_threshold(),
+            min_samples: default_min_samples(),
+        }
+    }
+}
+
+/// `[workflows]`: where workflow files are loaded from at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowsConfig {
+    /// Folder of `<name>.toml` workflows, relative to the config file; absent is fine.
+    #[serde(default = "default_workflows_dir")]
+    pub dir: PathBuf,
+}
+
+fn default_workflows_dir() -> PathBuf {
+    PathBuf::from("workflows")
+}
+
+impl Default for WorkflowsConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_workflows_dir(),
+        }
+    }
 }
 
 /// Limits of one multi-model fan-out.
@@ -380,6 +530,10 @@ impl Config {
                     p.key_file = Some(dir.join(f));
                 }
             }
+            config.workflows.dir = dir.join(&config.workflows.dir);
+            for f in &mut config.distillation.eval_files {
+                *f = dir.join(&*f);
+            }
             for t in &mut config.auth.tokens {
                 if let Some(f) = &t.token_file {
                     t.token_file = Some(dir.join(f));
@@ -508,6 +662,46 @@ impl Config {
                 "fanout.timeout_secs".into(),
                 "must be at least 1".into(),
             ));
+        }
+        let d = &self.distillation;
+        for (key, value) in [
+            ("distillation.accept_score", d.accept_score),
+            ("distillation.max_overlap", d.max_overlap),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(err(key.into(), "must be from 0 to 1".into()));
+            }
+        }
+        for (key, value) in [
+            ("distillation.rating_weight", d.rating_weight),
+            ("distillation.judge_weight", d.judge_weight),
+            ("distillation.retrieval_weight", d.retrieval_weight),
+        ] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(err(key.into(), "must be 0 or more".into()));
+            }
+        }
+        if !(1..=32).contains(&d.ngram) {
+            return Err(err(
+                "distillation.ngram".into(),
+                "must be from 1 to 32".into(),
+            ));
+        }
+        let drift = &self.drift;
+        if drift.recent_secs == 0 || drift.baseline_secs == 0 {
+            return Err(err(
+                "drift.recent_secs".into(),
+                "both windows (recent_secs, baseline_secs) must be at least 1 second".into(),
+            ));
+        }
+        if !(drift.psi_threshold > 0.0 && drift.ks_threshold > 0.0 && drift.ks_threshold <= 1.0) {
+            return Err(err(
+                "drift.psi_threshold".into(),
+                "thresholds must be above 0 (ks_threshold at most 1)".into(),
+            ));
+        }
+        if drift.min_samples < 2 {
+            return Err(err("drift.min_samples".into(), "must be at least 2".into()));
         }
         if self.fanout.max_models == 0 {
             return Err(err("fanout.max_models".into(), "must be at least 1".into()));

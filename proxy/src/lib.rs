@@ -10,7 +10,7 @@
 //! - [`auth`]: bearer tokens with scopes, IP allowlist, per-token rate limits.
 //! - [`routes`]: handlers (`/v1/chat/completions`, `/v1/chat`, `/v1/models`, ...).
 //! - [`error`]: domain errors mapped to OpenAI error bodies and statuses; the only place statuses are chosen.
-//! - [`server`]: `serve(listener, app, shutdown, grace)` and OS signals.
+//! - [`server`]: `serve(listener, app, shutdown, options)` and OS signals.
 //! - [`cli`]: the store commands (`ingest`, `corpora`, `query`).
 //! - [`doctor`]: `lakehouse doctor`, a deployment check with fixes.
 //! - [`fanout`]: one chat to several models at once (`/v1/fanout`).
@@ -18,12 +18,17 @@
 //! - [`metrics`]: Prometheus counters and histograms (`GET /metrics`).
 //! - [`observer`]: every chat witnessed once, in the metrics and a ring of recent events.
 //! - [`scrum`]: cross-lineage code review over a fan-out (`lakehouse scrum`).
+//! - [`workflow`]: TOML-declared DAGs run over the store and the observer.
+//! - [`distill`]: run scores, verdicts, SFT export behind a contamination firewall.
+//! - [`drift`]: PSI and KS of run scores, ratings and retrieval scores between two windows.
 
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod distill;
 pub mod doctor;
+pub mod drift;
 pub mod error;
 pub mod fanout;
 pub mod mcp;
@@ -34,6 +39,7 @@ pub mod registry;
 pub mod routes;
 pub mod scrum;
 pub mod server;
+pub mod workflow;
 
 use std::sync::Arc;
 
@@ -51,6 +57,8 @@ pub enum StartError {
     Memory(#[from] lakehouse_memory::MemoryError),
     #[error("{0}")]
     Config(#[from] config::ConfigError),
+    #[error("{0}")]
+    Workflow(#[from] workflow::WorkflowError),
 }
 
 /// Opens the store (loading every corpus index), replays memory and the
@@ -61,6 +69,7 @@ pub async fn state_from_config(config: config::Config) -> Result<SharedState, St
         key,
         reason,
     })?;
+    let workflows = workflow::load_dir(&config.workflows.dir)?;
     let registry = registry::build_registry(&config)?;
     let store = Arc::new(registry::open_store(&config).await?);
     let objects = store.objects().clone();
@@ -92,6 +101,7 @@ pub async fn state_from_config(config: config::Config) -> Result<SharedState, St
         metrics: metrics::Metrics::default(),
         observer,
         auth,
+        workflows,
         in_flight,
     }))
 }

@@ -96,6 +96,9 @@ enum Command {
     /// Pathway memory and playbook maintenance.
     #[command(subcommand)]
     Memory(lakehouse::cli::MemoryCommand),
+    /// Workflows: DAGs of retrieval, distillation and drift nodes.
+    #[command(subcommand)]
+    Workflow(lakehouse::cli::WorkflowCommand),
 }
 
 #[derive(clap::Args)]
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Some(Command::Doctor(args)) => lakehouse::cli::run(lakehouse::cli::doctor(args)),
         Some(Command::Mcp(args)) => lakehouse::cli::run(lakehouse::cli::mcp(args)),
         Some(Command::Memory(command)) => lakehouse::cli::run(lakehouse::cli::memory(command)),
+        Some(Command::Workflow(command)) => lakehouse::cli::run(lakehouse::cli::workflow(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,10 +58,10 @@ impl Histogram {
     pub fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         // Buckets are stored non-cumulatively; rendering sums them up.
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
-            if let Some(bucket) = self.buckets.get(i) {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le)
+            && let Some(bucket) = self.buckets.get(i)
+        {
+            bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
@@ -90,10 +90,10 @@ impl<S: Default> Family<S> {
     /// The series for `values` (one per label name, in order), created on first use.
     pub fn with(&self, values: &[&str]) -> Arc<S> {
         let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
-        if let Ok(series) = self.series.read() {
-            if let Some(s) = series.get(&key) {
-                return s.clone();
-            }
+        if let Ok(series) = self.series.read()
+            && let Some(s) = series.get(&key)
+        {
+            return s.clone();
         }
         // A poisoned lock only means a panic elsewhere mid-insert; the map is still usable.
         let mut series = self

@@ -79,6 +79,13 @@ pub struct ChatEvent {
     /// The user's rating, once `/v1/feedback` rated this completion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating: Option<f32>,
+    /// The messages as sent upstream (plugin context included), when
+    /// `[distillation] capture` is on: what distillation exports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<lakehouse_providers::openai::Message>>,
+    /// The assistant's answer text, when captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// Recent figures of one provider, from the events in the ring.
@@ -101,7 +108,7 @@ pub const LOG: &str = "observer/events";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Record {
-    Chat(ChatEvent),
+    Chat(Box<ChatEvent>),
     /// A later rating of the chat with completion id `id`.
     Rating {
         id: String,
@@ -189,6 +196,28 @@ pub struct Observer {
     skipped_lines: u64,
     dropped: AtomicU64,
     write_failures: std::sync::Arc<AtomicU64>,
+    /// The store the log lives in, when there is one.
+    objects: Option<lakehouse_retrieval::objects::Objects>,
+}
+
+/// Chats from log records, oldest first, each with its latest rating.
+fn fold(records: Vec<Record>) -> Vec<ChatEvent> {
+    let mut ratings: std::collections::HashMap<String, f32> = Default::default();
+    let mut chats = Vec::new();
+    for record in records {
+        match record {
+            Record::Chat(e) => chats.push(*e),
+            Record::Rating { id, rating, .. } => {
+                ratings.insert(id, rating);
+            }
+        }
+    }
+    for e in &mut chats {
+        if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
+            e.rating = Some(*r);
+        }
+    }
+    chats
 }
 
 impl Observer {
@@ -202,6 +231,7 @@ impl Observer {
             skipped_lines: 0,
             dropped: AtomicU64::new(0),
             write_failures: std::sync::Arc::default(),
+            objects: None,
         }
     }
 
@@ -211,38 +241,37 @@ impl Observer {
         objects: lakehouse_retrieval::objects::Objects,
         capacity: usize,
     ) -> Result<Self, lakehouse_memory::MemoryError> {
-        let log = lakehouse_memory::log::JsonlLog::new(objects, LOG);
+        let log = lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG);
         let replay = log.replay::<Record>().await?;
         let mut observer = Self::new(capacity);
-        let mut ratings: std::collections::HashMap<String, f32> = Default::default();
-        let mut chats = Vec::new();
-        for record in replay.records {
-            match record {
-                Record::Chat(e) => chats.push(e),
-                Record::Rating { id, rating, .. } => {
-                    ratings.insert(id, rating);
-                }
-            }
-        }
+        let chats = fold(replay.records);
         let keep = chats.len().saturating_sub(observer.capacity);
-        let mut ring = VecDeque::with_capacity(chats.len() - keep);
-        for mut e in chats.into_iter().skip(keep) {
-            if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
-                e.rating = Some(*r);
-            }
-            ring.push_back(e);
-        }
+        let ring: VecDeque<ChatEvent> = chats.into_iter().skip(keep).collect();
         observer.replayed = ring.len();
         observer.events = Mutex::new(ring);
         observer.skipped_lines = replay.skipped;
         let (tx, rx) = tokio::sync::mpsc::channel(16 * 1024);
         tokio::spawn(write_loop(log, rx, observer.write_failures.clone()));
         observer.writer = Some(tx);
+        observer.objects = Some(objects);
         Ok(observer)
     }
 
+    /// Every witnessed chat, oldest first, with its rating: the whole log
+    /// (after a flush), or the ring for an observer without a store.
+    pub async fn history(&self) -> Result<Vec<ChatEvent>, lakehouse_memory::MemoryError> {
+        let Some(objects) = &self.objects else {
+            let mut events = self.query(usize::MAX, &EventFilter::default());
+            events.reverse();
+            return Ok(events);
+        };
+        self.flush().await;
+        let log = lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG);
+        Ok(fold(log.replay::<Record>().await?.records))
+    }
+
     fn record(&self, event: ChatEvent) {
-        self.persist(Record::Chat(event.clone()));
+        self.persist(Record::Chat(Box::new(event.clone())));
         let mut events = self
             .events
             .lock()
@@ -254,10 +283,10 @@ impl Observer {
     }
 
     fn persist(&self, record: Record) {
-        if let Some(writer) = &self.writer {
-            if writer.try_send(Command::Write(record)).is_err() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(writer) = &self.writer
+            && writer.try_send(Command::Write(record)).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -402,7 +431,7 @@ async fn write_loop(
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -450,7 +479,23 @@ impl Witness {
                 tokens_out: None,
                 lakehouse: None,
                 rating: None,
+                messages: None,
+                answer: None,
             }),
+        }
+    }
+
+    /// Keeps the conversation for distillation (only called when capture is on).
+    pub(crate) fn conversation(&mut self, messages: &[lakehouse_providers::openai::Message]) {
+        if let Some(e) = &mut self.event {
+            e.messages = Some(messages.to_vec());
+        }
+    }
+
+    /// Keeps the assembled answer, when the conversation is being captured.
+    pub(crate) fn answer(&mut self, text: &str) {
+        if let Some(e) = self.event.as_mut().filter(|e| e.messages.is_some()) {
+            e.answer = Some(text.to_owned());
         }
     }
 
@@ -595,6 +640,8 @@ mod tests {
             tokens_out: None,
             lakehouse: None,
             rating: None,
+            messages: None,
+            answer: None,
         }
     }
 

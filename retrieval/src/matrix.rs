@@ -13,13 +13,13 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::future::try_join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::store::Store;
 
 /// One retrieved row on its way into a model's context.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     pub corpus: String,
     pub id: String,

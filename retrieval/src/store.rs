@@ -444,6 +444,15 @@ impl Store {
         blocking(move || index.search(&vector, k.clamp(1, 1000))).await
     }
 
+    /// Every indexed row's embedded text (evaluation sets for the contamination check).
+    pub async fn docs(&self, name: &str) -> Result<Vec<Doc>> {
+        Ok(self
+            .loaded_index(name)
+            .await?
+            .map(|index| index.docs().to_vec())
+            .unwrap_or_default())
+    }
+
     /// One indexed row by id: its embedded text.
     pub async fn doc(&self, name: &str, id: &str) -> Result<Option<Doc>> {
         Ok(self

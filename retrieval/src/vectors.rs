@@ -96,6 +96,10 @@ impl VectorIndex {
     }
 
     /// The row with this id (the first one, if ids repeat).
+    pub fn docs(&self) -> &[Doc] {
+        &self.docs
+    }
+
     pub fn doc(&self, id: &str) -> Option<&Doc> {
         let key = usize::try_from(*self.keys_by_id.get(id)?).ok()?;
         self.docs.get(key)

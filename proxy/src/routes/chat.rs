@@ -98,6 +98,8 @@ pub(crate) struct Started {
     rest: ChunkStream,
     lakehouse: Option<serde_json::Value>,
     post: Option<PostHooks>,
+    /// Whether the answer is kept for distillation (`[distillation] capture`).
+    capture: bool,
     witness: Witness,
 }
 
@@ -141,6 +143,10 @@ async fn begin(
 
     let (provider, upstream_model) = state.registry.resolve(&ctx.target_model)?;
     witness.routed(&ctx.id, provider.name());
+    let capture = state.config.distillation.capture;
+    if capture {
+        witness.conversation(&ctx.request.messages);
+    }
     let mut request = ctx.request.clone();
     request.model = upstream_model;
     let stream = request.is_stream();
@@ -191,6 +197,7 @@ async fn begin(
         rest,
         lakehouse,
         post,
+        capture,
         witness: witness.take(),
     })
 }
@@ -242,6 +249,7 @@ impl Started {
         if let Some(usage) = assembler.usage() {
             witness.usage(usage);
         }
+        witness.answer(assembler.text());
         witness.succeeded();
         let mut completion = assembler.finish(&meta);
         completion.lakehouse = lakehouse;
@@ -256,7 +264,9 @@ impl Started {
     pub(crate) fn chunks(self) -> ChunkStream {
         struct Tap {
             chunks: ChunkStream,
-            post: Option<(PostHooks, Assembler)>,
+            post: Option<PostHooks>,
+            /// Assembles the answer for the post hooks and for distillation.
+            assembler: Option<Assembler>,
             witness: Option<Witness>,
         }
         let mut first = self.first;
@@ -264,9 +274,11 @@ impl Started {
         let chunks = futures::stream::once(std::future::ready(Ok(first)))
             .chain(self.rest)
             .boxed();
+        let assemble = self.post.is_some() || self.capture;
         let tap = Tap {
             chunks,
-            post: self.post.map(|p| (p, Assembler::default())),
+            post: self.post,
+            assembler: assemble.then(Assembler::default),
             witness: Some(self.witness),
         };
         // Logs from later polls belong to the request's span too.
@@ -278,7 +290,7 @@ impl Started {
                 let next = tap.chunks.next().await;
                 let error = match &next {
                     Some(Ok(chunk)) => {
-                        if let Some((_, assembler)) = &mut tap.post {
+                        if let Some(assembler) = &mut tap.assembler {
                             assembler.push(chunk);
                         }
                         if let Some(usage) = &chunk.usage {
@@ -290,8 +302,11 @@ impl Started {
                     Some(Err(e)) => Some(e),
                     None => None,
                 };
-                if let Some((post, assembler)) = tap.post.take() {
-                    post.run(&assembler, error.map(ToString::to_string)).await;
+                if let Some(assembler) = &tap.assembler {
+                    if let Some(post) = tap.post.take() {
+                        post.run(assembler, error.map(ToString::to_string)).await;
+                    }
+                    witness.answer(assembler.text());
                 }
                 match error {
                     Some(e) => {
@@ -445,7 +460,7 @@ impl PostHooks {
 }
 
 /// `tier/<name>` → the model the `[models]` tier names; other ids pass unchanged.
-fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<&'a str, ApiError> {
+pub(crate) fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<&'a str, ApiError> {
     let Some(tier) = model.strip_prefix("tier/") else {
         return Ok(model);
     };

@@ -9,3 +9,4 @@ pub mod fanout;
 pub mod memory;
 pub mod models;
 pub mod observe;
+pub mod workflows;

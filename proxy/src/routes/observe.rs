@@ -73,6 +73,39 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         Err(e) => tracing::warn!("metrics: cannot list the corpora: {e}"),
     }
 
+    let drift = crate::routes::workflows::drift_now(&state);
+    let per_signal = |f: &dyn Fn(&crate::drift::SignalDrift) -> f64| {
+        drift
+            .signals
+            .iter()
+            .map(|s| (vec![s.signal.clone()], f(s)))
+            .collect::<Vec<_>>()
+    };
+    render_family(
+        &mut out,
+        Kind::Gauge,
+        "lakehouse_drift_psi",
+        "Population stability index of each signal, recent window vs baseline ([drift]).",
+        &["signal"],
+        &per_signal(&|s| s.psi),
+    );
+    render_family(
+        &mut out,
+        Kind::Gauge,
+        "lakehouse_drift_ks",
+        "Kolmogorov-Smirnov statistic of each signal, recent window vs baseline.",
+        &["signal"],
+        &per_signal(&|s| s.ks),
+    );
+    render_family(
+        &mut out,
+        Kind::Gauge,
+        "lakehouse_drift_flagged",
+        "1 when the signal passed a [drift] threshold with enough samples in both windows.",
+        &["signal"],
+        &per_signal(&|s| if s.drifted { 1.0 } else { 0.0 }),
+    );
+
     let observer = state.observer.stats();
     render_family(
         &mut out,

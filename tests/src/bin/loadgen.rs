@@ -66,7 +66,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// One chat; `Ok` only when the answer arrived whole (stream: `[DONE]`, no error event).
 async fn one(client: &reqwest::Client, url: &str, model: &str, i: usize) -> Result<(), String> {
-    let stream = i % 2 == 0;
+    let stream = i.is_multiple_of(2);
     let topic = TOPICS[i % TOPICS.len()];
     let body = json!({
         "model": model,
@@ -164,16 +164,16 @@ async fn main() -> std::process::ExitCode {
                 if let Ok(mut l) = latencies.lock() {
                     l.push(ms);
                 }
-                if let Err(e) = result {
-                    if let Ok(mut errors) = errors.lock() {
-                        errors.push(e);
-                    }
+                if let Err(e) = result
+                    && let Ok(mut errors) = errors.lock()
+                {
+                    errors.push(e);
                 }
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if finished % 500 == 0 {
-                    if let Ok(mut s) = samples.lock() {
-                        s.push((finished, rss_kib(pid)));
-                    }
+                if finished % 500 == 0
+                    && let Ok(mut s) = samples.lock()
+                {
+                    s.push((finished, rss_kib(pid)));
                 }
             }
         }));
