@@ -483,3 +483,57 @@ async fn drift_is_flagged_on_a_shifted_distribution_only_and_exposed() {
         assert!(metrics.contains(line), "{line} missing");
     }
 }
+
+const MATRIX: &str = r#"
+[[nodes]]
+id = "search"
+mode = "matrix.search"
+inputs = { query = "turn a Markdown file into a PDF", corpora = ["docs"], k = 3 }
+
+[[nodes]]
+id = "keep"
+mode = "matrix.relevance"
+depends_on = ["search"]
+inputs = { hits = "$search.hits", k = 2 }
+
+[[nodes]]
+id = "strong"
+mode = "matrix.downgrade"
+depends_on = ["search"]
+inputs = { model = "plain/gpt-test", hits = "$search.hits", k = 10 }
+
+[[nodes]]
+id = "weak"
+mode = "matrix.downgrade"
+depends_on = ["search"]
+inputs = { model = "tier/local_fast", hits = "$search.hits", k = 10 }
+"#;
+
+#[tokio::test]
+async fn matrix_modes_search_filter_and_gate_like_the_plugins() {
+    let h = start_for_distillation(&[("matrix.toml", MATRIX)]).await;
+    let run = run_workflow(&h, "matrix").await;
+    assert_eq!(run["verdict"], "accept", "{run}");
+    let hits = node(&run, "search")["output"]["hits"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(hits.len(), 3, "{run}");
+    assert_eq!(hits[0]["id"], "md", "{run}");
+    assert_eq!(hits[0]["corpus"], "docs");
+    let kept = node(&run, "keep")["output"]["hits"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0]["id"], "md");
+    // A strong model gets the reduced context (reduced_k = 3), a weak one all of it.
+    let strong = &node(&run, "strong")["output"];
+    assert_eq!(strong["context"], "reduced", "{strong}");
+    assert_eq!(strong["k"], 3);
+    let weak = &node(&run, "weak")["output"];
+    assert_eq!(weak["context"], "full", "{weak}");
+    assert_eq!(weak["model"], "ollama/qwen3:8b");
+    assert_eq!(weak["k"], 10);
+    assert_eq!(weak["hits"].as_array().unwrap().len(), 3);
+}
