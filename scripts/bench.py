@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks in one run on one machine (see bench.sh).
+
+Sections (all loopback, bounded in time):
+  proxy      the zero-delay fake upstream called directly, through Lakehouse, through
+             nginx proxy_pass (same worker count) and through the LiteLLM proxy, at
+             several connection counts, non-stream and stream (wrk).
+  streaming  time to first token added by the proxy, and chunk spacing: an upstream
+             emitting N chunks every G ms must reach the client as N SSE events G ms apart.
+  retrieval  pre-hook latency over 3 corpora x ROWS vectors (embedder reported apart),
+             HNSW recall@10 vs exact, ingest vs DuckDB COPY, idle and loaded RSS.
+Writes bench/results/<stamp>.json, <stamp>.md and PNG plots next to them.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+KEY = "sk-bench"
+LITELLM_KEY = "sk-litellm-bench"
+# nginx worker_processes and Lakehouse tokio worker threads, the same for both. On the
+# 2-core bench machine the load generator and the fake upstream need the other core.
+WORKERS = int(os.environ.get("WORKERS", "1"))
+PERCENTILES = [1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99, 99.9]
+TARGETS = {
+    "c1_added_p50_us": 50,
+    "rps_over_nginx": 0.8,
+    "added_p50_over_nginx": 2.0,
+    "rps_over_litellm": 100,
+    "ttft_added_p99_us": 1000,
+    "prehook_p99_ms": 2.0,
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_printing(args, env=None):
+    """Starts a binary that prints `... listening on <url>` first; returns (proc, url)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = proc.stdout.readline()
+    if "listening on " not in line:
+        proc.kill()
+        raise SystemExit(f"{args[0]} did not start: {line!r}")
+    return proc, line.strip().split("listening on ", 1)[1]
+
+
+def wait_http(url, timeout=120, headers=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            request = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(request, timeout=2) as r:
+                if r.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up in {timeout} s")
+
+
+def start_nginx(tmp, upstream_port):
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes {WORKERS};
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  upstream fake {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://fake;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+    )
+    proc = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/_fake/stats")
+    return proc, url
+
+
+def start_litellm(tmp, venv, fake_url):
+    port = free_port()
+    conf = tmp / "litellm.yaml"
+    conf.write_text(
+        f"""
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: {fake_url}/openai/v1
+      api_key: {KEY}
+general_settings:
+  master_key: {LITELLM_KEY}
+litellm_settings:
+  telemetry: false
+"""
+    )
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False", NO_PROXY="*")
+    log = open(tmp / "litellm.log", "w")
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "litellm"), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port), "--num_workers", str(WORKERS)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health/liveliness", timeout=180)
+    return proc, url
+
+
+def start_lakehouse(bins, tmp, fake_url):
+    secrets = tmp / "secrets"
+    secrets.mkdir(exist_ok=True)
+    (secrets / "bench.env").write_text(f"BENCH_API_KEY={KEY}\n")
+    (secrets / "bench.env").chmod(0o600)
+    (tmp / "lakehouse.toml").write_text(
+        f"""
+secrets_dir = "secrets"
+[server]
+worker_threads = {WORKERS}
+[store]
+backend = "local"
+root = "data"
+[providers.ollama]
+enabled = false
+[[providers.custom]]
+name = "bench"
+base_url = "{fake_url}/openai/v1"
+key_file = "secrets/bench.env"
+"""
+    )
+    env = dict(os.environ, RUST_LOG="warn")
+    return start_printing([str(bins / "lakehouse"), "serve", "--config", str(tmp / "lakehouse.toml"), "--listen", "127.0.0.1:0"], env)
+
+
+def rss_mb(pid):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def wrk(url, body, connections, duration, tmp, token):
+    script = tmp / "post.lua"
+    pcts = ",".join(f"latency:percentile({p})" for p in PERCENTILES)
+    script.write_text(
+        "wrk.method = 'POST'\n"
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+        "wrk.headers['Content-Type'] = 'application/json'\n"
+        f"wrk.headers['Authorization'] = 'Bearer {token}'\n"
+        "done = function(summary, latency, requests)\n"
+        f"  local p = {{{pcts}}}\n"
+        "  io.write(string.format('JSON {\"requests\":%d,\"errors\":%d,\"non2xx\":%d,\"duration_us\":%d,\"pcts\":[%s]}\\n',\n"
+        "    summary.requests,\n"
+        "    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,\n"
+        "    summary.errors.status, summary.duration, table.concat(p, ',')))\n"
+        "end\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"^JSON (.*)$", out, re.M)
+    if not match:
+        raise SystemExit(f"cannot read wrk output:\n{out}")
+    r = json.loads(match.group(1))
+    r["percentiles_us"] = dict(zip([str(p) for p in PERCENTILES], r.pop("pcts")))
+    r["p50"] = r["percentiles_us"]["50"]
+    r["p99"] = r["percentiles_us"]["99"]
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    return r
+
+
+def proxy_section(targets, levels, duration, tmp):
+    results = {}
+    for mode in ["non_stream", "stream"]:
+        for conns in levels:
+            row = {}
+            for name, (url, model, token) in targets.items():
+                body = {"model": model, "messages": [{"role": "user", "content": "bench"}], "stream": mode == "stream"}
+                wrk(url, body, conns, 1, tmp, token)  # warm-up: connections, pools, caches
+                row[name] = wrk(url, body, conns, duration, tmp, token)
+                print(f"  {mode}/c{conns} {name}: p50 {row[name]['p50']} us, {row[name]['rps']:.0f} req/s", flush=True)
+            results[f"{mode}/c{conns}"] = row
+    summary = {}
+    for case, row in results.items():
+        d = row["direct"]
+        s = {}
+        for name, r in row.items():
+            if name == "direct":
+                continue
+            s[f"{name}_added_p50_us"] = r["p50"] - d["p50"]
+            s[f"{name}_added_p99_us"] = r["p99"] - d["p99"]
+            s[f"{name}_rps"] = r["rps"]
+        l = row.get("lakehouse")
+        if l and "nginx" in row:
+            s["lakehouse_rps_over_nginx"] = l["rps"] / row["nginx"]["rps"]
+            nginx_added = max(row["nginx"]["p50"] - d["p50"], 1)
+            s["lakehouse_added_p50_over_nginx"] = (l["p50"] - d["p50"]) / nginx_added
+        if l and "litellm" in row and row["litellm"]["rps"] > 0:
+            s["lakehouse_rps_over_litellm"] = l["rps"] / row["litellm"]["rps"]
+        summary[case] = s
+    return results, summary
+
+
+def sse_events(base, path, model, prompt, token):
+    """One streamed chat; returns (time to first data event, arrival times of content events)."""
+    host = base.split("://", 1)[1]
+    conn = http.client.HTTPConnection(host, timeout=30)
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True})
+    started = time.perf_counter()
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    first = None
+    arrivals = []
+    buffer = b""
+    while True:
+        piece = response.read1(65536)
+        if not piece:
+            break
+        now = time.perf_counter()
+        buffer += piece
+        while b"\n\n" in buffer:
+            event, buffer = buffer.split(b"\n\n", 1)
+            for line in event.split(b"\n"):
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if first is None:
+                    first = now - started
+                if data == b"[DONE]":
+                    continue
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    continue
+                choices = chunk.get("choices") or []
+                if choices and (choices[0].get("delta") or {}).get("content"):
+                    arrivals.append(now)
+    conn.close()
+    return first, arrivals
+
+
+def streaming_section(targets, samples, chunks, gap_ms):
+    out = {}
+    for name, (url, model, token) in targets.items():
+        base = url[: url.index("/", url.index("//") + 2)]
+        path = url[len(base):]
+        ttfts = []
+        for _ in range(samples):
+            first, _ = sse_events(base, path, model, "bench", token)
+            ttfts.append(first * 1e6)
+        ttfts.sort()
+        _, arrivals = sse_events(base, path, model, f"bench #chunks={chunks} #slow_chunks={gap_ms}", token)
+        gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+        out[name] = {
+            "ttft_p50_us": ttfts[len(ttfts) // 2],
+            "ttft_p99_us": ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))],
+            "chunks_sent": chunks,
+            "events_received": len(arrivals),
+            "gap_ms_median": statistics.median(gaps) if gaps else None,
+            "gap_ms_min": min(gaps) if gaps else None,
+            "gap_ms_max": max(gaps) if gaps else None,
+        }
+        print(f"  {name}: ttft p50 {out[name]['ttft_p50_us']:.0f} us, {len(arrivals)}/{chunks} events, median gap {out[name]['gap_ms_median']}", flush=True)
+    direct = out["direct"]
+    for name, r in out.items():
+        if name != "direct":
+            r["ttft_added_p50_us"] = r["ttft_p50_us"] - direct["ttft_p50_us"]
+            r["ttft_added_p99_us"] = r["ttft_p99_us"] - direct["ttft_p99_us"]
+    return out
+
+
+def run_json(args):
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def retrieval_section(bins, rows, queries):
+    examples = bins / "examples"
+    return {
+        "hnsw": run_json([str(examples / "bench_hnsw"), str(rows), "1000"]),
+        "ingest": run_json([str(examples / "bench_ingest"), os.environ.get("INGEST_ROWS", "1000000")]),
+        "prehook": run_json([str(examples / "bench_prehook"), str(rows), str(queries)]),
+    }
+
+
+def plots(results, out_base):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plots")
+        return []
+    files = []
+    for mode in ["non_stream", "stream"]:
+        cases = [c for c in results if c.startswith(mode)]
+        fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4), squeeze=False)
+        for ax, case in zip(axes[0], cases):
+            for name, r in results[case].items():
+                xs = [v / 1000 for v in r["percentiles_us"].values()]
+                ys = [float(p) / 100 for p in r["percentiles_us"]]
+                ax.plot(xs, ys, marker=".", label=name)
+            ax.set_xscale("log")
+            ax.set_xlabel("latency (ms, log)")
+            ax.set_ylabel("fraction of requests")
+            ax.set_title(case)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        path = f"{out_base}-latency-cdf-{mode}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, mode in zip(axes, ["non_stream", "stream"]):
+        cases = sorted((c for c in results if c.startswith(mode)), key=lambda c: int(c.split("/c")[1]))
+        levels = [int(c.split("/c")[1]) for c in cases]
+        for name in results[cases[0]]:
+            ax.plot(levels, [results[c][name]["rps"] for c in cases], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("connections")
+        ax.set_ylabel("requests/s (log)")
+        ax.set_title(f"throughput, {mode}")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    path = f"{out_base}-throughput.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    files.append(path)
+    return files
+
+
+def verdict(value, target, higher_is_better):
+    if value is None:
+        return "n/a"
+    return "met" if (value >= target if higher_is_better else value <= target) else "MISSED"
+
+
+def markdown(report):
+    lines = [f"# Benchmarks {report['stamp']}", "", f"{report['cores']} cores, {WORKERS} worker(s) for nginx, Lakehouse and LiteLLM; loopback only.", ""]
+    proxy = report.get("proxy")
+    if proxy:
+        lines += ["## Proxy overhead (wrk, zero-delay fake upstream)", "", "| case | target | p50 µs | p99 µs | req/s | errors |", "|---|---|---:|---:|---:|---:|"]
+        for case, row in proxy["results"].items():
+            for name, r in row.items():
+                lines.append(f"| {case} | {name} | {r['p50']} | {r['p99']} | {r['rps']:.0f} | {r['errors'] + r['non2xx']} |")
+        lines += ["", "| case | LH added p50 | nginx added p50 | LH/nginx req/s | LH/LiteLLM req/s |", "|---|---:|---:|---:|---:|"]
+        for case, s in proxy["summary"].items():
+            lines.append(
+                f"| {case} | {s.get('lakehouse_added_p50_us')} | {s.get('nginx_added_p50_us')} | "
+                f"{s.get('lakehouse_rps_over_nginx', float('nan')):.2f} | {s.get('lakehouse_rps_over_litellm', float('nan')):.1f} |"
+            )
+    streaming = report.get("streaming")
+    if streaming:
+        lines += ["", "## Streaming", "", "| target | TTFT p50 µs | TTFT p99 µs | added p99 µs | events / chunks | gap median ms (min..max) |", "|---|---:|---:|---:|---:|---|"]
+        for name, r in streaming.items():
+            lines.append(
+                f"| {name} | {r['ttft_p50_us']:.0f} | {r['ttft_p99_us']:.0f} | {r.get('ttft_added_p99_us', 0):.0f} | "
+                f"{r['events_received']} / {r['chunks_sent']} | {r['gap_ms_median']:.1f} ({r['gap_ms_min']:.1f}..{r['gap_ms_max']:.1f}) |"
+            )
+    retrieval = report.get("retrieval")
+    if retrieval:
+        lines += ["", "## Retrieval", "", "```json", json.dumps(retrieval, indent=2), "```"]
+    lines += ["", "## Targets", "", "| figure | value | target | |", "|---|---:|---:|---|"]
+    for row in report["targets"]:
+        lines.append(f"| {row['figure']} | {row['value']} | {row['target']} | {row['verdict']} |")
+    if report.get("plots"):
+        lines += [""] + [f"![{pathlib.Path(p).name}]({pathlib.Path(p).name})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def targets_table(report):
+    rows = []
+
+    def add(figure, value, target, higher):
+        rows.append({"figure": figure, "value": None if value is None else round(value, 3), "target": target, "verdict": verdict(value, target, higher)})
+
+    proxy = report.get("proxy")
+    if proxy:
+        s = proxy["summary"]
+        add("non-stream c1 added p50 (µs)", s.get("non_stream/c1", {}).get("lakehouse_added_p50_us"), TARGETS["c1_added_p50_us"], False)
+        for case in s:
+            if case.endswith("/c1"):
+                continue
+            add(f"{case} req/s Lakehouse/nginx", s[case].get("lakehouse_rps_over_nginx"), TARGETS["rps_over_nginx"], True)
+            add(f"{case} added p50 Lakehouse/nginx", s[case].get("lakehouse_added_p50_over_nginx"), TARGETS["added_p50_over_nginx"], False)
+            if "lakehouse_rps_over_litellm" in s[case]:
+                add(f"{case} req/s Lakehouse/LiteLLM", s[case]["lakehouse_rps_over_litellm"], TARGETS["rps_over_litellm"], True)
+    streaming = report.get("streaming")
+    if streaming and "lakehouse" in streaming:
+        add("TTFT added p99 (µs)", streaming["lakehouse"]["ttft_added_p99_us"], TARGETS["ttft_added_p99_us"], False)
+        lh = streaming["lakehouse"]
+        add("stream events received / sent", lh["events_received"] / lh["chunks_sent"], 1.0, True)
+    retrieval = report.get("retrieval")
+    if retrieval:
+        p99_us = retrieval["prehook"].get("prehook_p99_us")
+        add("pre-hook p99 (ms)", None if p99_us is None else p99_us / 1000, TARGETS["prehook_p99_ms"], False)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--venv", help="venv holding litellm and matplotlib")
+    ap.add_argument("--sections", default="proxy,streaming,retrieval")
+    ap.add_argument("--targets", default="direct,nginx,lakehouse,litellm")
+    ap.add_argument("--levels", default=os.environ.get("LEVELS", "1,16,64"))
+    ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
+    ap.add_argument("--rows", type=int, default=int(os.environ.get("ROWS", "100000")))
+    args = ap.parse_args()
+    bins = pathlib.Path(args.bin_dir)
+    sections = set(args.sections.split(","))
+    wanted = args.targets.split(",")
+    venv = pathlib.Path(args.venv) if args.venv else None
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
+    procs = []
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    report = {"stamp": stamp, "cores": os.cpu_count(), "workers": WORKERS}
+    try:
+        fake, fake_url = start_printing([str(bins / "fake-upstream"), "--listen", "127.0.0.1:0"])
+        procs.append(fake)
+        lakehouse, lakehouse_url = start_lakehouse(bins, tmp, fake_url)
+        procs.append(lakehouse)
+        report["rss_mb"] = {"lakehouse_idle": rss_mb(lakehouse.pid)}
+        targets = {"direct": (f"{fake_url}/openai/v1/chat/completions", "gpt-4o", KEY)}
+        if "nginx" in wanted:
+            nginx, nginx_url = start_nginx(tmp, int(fake_url.rsplit(":", 1)[1]))
+            procs.append(nginx)
+            targets["nginx"] = (f"{nginx_url}/openai/v1/chat/completions", "gpt-4o", KEY)
+        targets["lakehouse"] = (f"{lakehouse_url}/v1/chat/completions", "bench/gpt-4o", KEY)
+        if "litellm" in wanted and venv and (venv / "bin" / "litellm").exists():
+            litellm, litellm_url = start_litellm(tmp, venv, fake_url)
+            procs.append(litellm)
+            targets["litellm"] = (f"{litellm_url}/v1/chat/completions", "gpt-4o", LITELLM_KEY)
+        if "proxy" in sections:
+            print("== proxy overhead", flush=True)
+            levels = [int(x) for x in args.levels.split(",")]
+            results, summary = proxy_section(targets, levels, args.duration, tmp)
+            report["proxy"] = {"duration_s": args.duration, "levels": levels, "results": results, "summary": summary}
+            report["rss_mb"]["lakehouse_after_load"] = rss_mb(lakehouse.pid)
+        if "streaming" in sections:
+            print("== streaming", flush=True)
+            report["streaming"] = streaming_section({k: v for k, v in targets.items() if k != "litellm"}, 300, 20, 50)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        procs = []
+        if "retrieval" in sections:
+            print(f"== retrieval (3 corpora x {args.rows} x 384)", flush=True)
+            report["retrieval"] = retrieval_section(bins, args.rows, 2000)
+        report["targets"] = targets_table(report)
+        out_dir = pathlib.Path("bench/results")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        base = out_dir / stamp
+        if "proxy" in report:
+            report["plots"] = plots(report["proxy"]["results"], str(base))
+        (out_dir / f"{stamp}.json").write_text(json.dumps(report, indent=2))
+        (out_dir / f"{stamp}.md").write_text(markdown(report))
+        print(markdown(report))
+        print(f"wrote {base}.json and {base}.md")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

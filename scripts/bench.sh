@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks in one run on this machine (loopback only, bounded):
+# proxy overhead (direct, Lakehouse, nginx proxy_pass, LiteLLM proxy) at several
+# connection counts, stream and not; time to first token and chunk spacing;
+# retrieval pre-hook, HNSW recall, ingest vs DuckDB, RSS. Writes
+# bench/results/<stamp>.json, .md and PNG plots. About 15 minutes on 2 cores.
+#   scripts/bench.sh
+#   DURATION=10 LEVELS=1,4,16,64 scripts/bench.sh --sections proxy,streaming
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+VENV="${LAKEHOUSE_BENCH_VENV:-$HOME/.cache/lakehouse/bench-venv}"
+
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq nginx-light wrk
+fi
+if [ ! -x "$VENV/bin/litellm" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]==1.110.2' 'matplotlib==3.11.2'
+fi
+
+cargo build --release -p lakehouse -p lakehouse-e2e -p lakehouse-retrieval -p lakehouse-plugins --bins --examples
+# Figures from a debug build mean nothing: refuse them.
+if "$CARGO_TARGET_DIR/release/lakehouse" --version | grep -q "debug build"; then
+  echo "refusing to benchmark a debug build" >&2
+  exit 1
+fi
+exec "$VENV/bin/python" scripts/bench.py --bin-dir "$CARGO_TARGET_DIR/release" --venv "$VENV" "$@"
