@@ -14,9 +14,10 @@ VENV="${LAKEHOUSE_BENCH_VENV:-$HOME/.cache/lakehouse/bench-venv}"
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq nginx-light wrk
 fi
+# litellm 1.80.0: newer releases move the proxy into a `litellm-proxy` package not on PyPI.
 if [ ! -x "$VENV/bin/litellm" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]==1.110.2' 'matplotlib==3.11.2'
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]==1.80.0' 'matplotlib==3.11.2'
 fi
 
 cargo build --release -p lakehouse -p lakehouse-e2e -p lakehouse-retrieval -p lakehouse-plugins --bins --examples

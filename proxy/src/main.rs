@@ -7,10 +7,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lakehouse::config::Config;
 
+/// `lakehouse --version`; debug builds say so (scripts/bench.sh refuses them).
+const VERSION: &str = if cfg!(debug_assertions) {
+    concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Parser)]
 #[command(
     name = "lakehouse",
-    version,
+    version = VERSION,
     about = "OpenAI-compatible LLM proxy with retrieval built in",
     long_about = "OpenAI-compatible LLM proxy with retrieval built in.\n\n\
         One process serves the OpenAI API in front of Ollama, Ollama Cloud, OpenRouter, \

@@ -73,7 +73,7 @@ fn measure(
         })
         .collect::<Result<_, _>>()?;
     let mut results = Vec::new();
-    for expansion in [64usize, 128, 256, 512] {
+    for expansion in [24usize, 32, 48, 64, 128, 256, 512] {
         index.set_expansion_search(expansion);
         let mut found = 0usize;
         let mut latencies = Vec::with_capacity(queries);
