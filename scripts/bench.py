@@ -335,11 +335,7 @@ def plots(results, out_base):
             ax.set_title(case)
             ax.grid(True, alpha=0.3)
             ax.legend()
-        path = f"{out_base}-latency-cdf-{mode}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        files.append(path)
+        files.append(save(plt, fig, f"{out_base}-latency-cdf-{mode}.png"))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, mode in zip(axes, ["non_stream", "stream"]):
         cases = sorted((c for c in results if c.startswith(mode)), key=lambda c: int(c.split("/c")[1]))
@@ -353,12 +349,15 @@ def plots(results, out_base):
         ax.set_title(f"throughput, {mode}")
         ax.grid(True, alpha=0.3)
         ax.legend()
-    path = f"{out_base}-throughput.png"
+    files.append(save(plt, fig, f"{out_base}-throughput.png"))
+    return files
+
+
+def save(plt, fig, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    files.append(path)
-    return files
+    return path
 
 
 def verdict(value, target, higher_is_better):

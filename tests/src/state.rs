@@ -49,8 +49,12 @@ pub struct FakeState {
     inner: Arc<Inner>,
 }
 
+/// Requests kept for inspection: the newest ones, so a benchmark's millions of
+/// requests neither grow the fake's memory nor stall it on reallocation.
+const KEPT_REQUESTS: usize = 10_000;
+
 struct Inner {
-    requests: Mutex<Vec<Recorded>>,
+    requests: Mutex<std::collections::VecDeque<Recorded>>,
     cancelled: watch::Sender<u64>,
     canned: Mutex<BTreeMap<String, Canned>>,
     /// Body pieces of streamed answers handed to the connection so far.
@@ -92,7 +96,7 @@ impl FakeState {
         let (cancelled, _) = watch::channel(0);
         Self {
             inner: Arc::new(Inner {
-                requests: Mutex::new(Vec::new()),
+                requests: Mutex::new(std::collections::VecDeque::new()),
                 cancelled,
                 canned: Mutex::new(BTreeMap::new()),
                 pieces_sent: std::sync::atomic::AtomicU64::new(0),
@@ -100,13 +104,15 @@ impl FakeState {
         }
     }
 
-    /// Every request received so far, in order.
+    /// The requests received so far (the newest 10,000), oldest first.
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner
             .requests
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Body pieces (SSE events, NDJSON lines) of streamed answers the
@@ -155,11 +161,15 @@ impl FakeState {
     }
 
     pub(crate) fn record(&self, request: Recorded) {
-        self.inner
+        let mut requests = self
+            .inner
             .requests
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(request);
+            .unwrap_or_else(PoisonError::into_inner);
+        if requests.len() >= KEPT_REQUESTS {
+            requests.pop_front();
+        }
+        requests.push_back(request);
     }
 
     pub(crate) fn count_cancel(&self) {

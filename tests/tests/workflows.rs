@@ -42,6 +42,12 @@ async fn start_with_workflows(files: &[(&str, &str)], extra: &str) -> Harness {
     .await
 }
 
+async fn get_json(h: &Harness, path: &str) -> Value {
+    let response = h.client.get(h.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
 async fn run_workflow(h: &Harness, name: &str) -> Value {
     let response = h
         .post(&format!("/admin/workflows/{name}/run"), &json!({}))
@@ -100,15 +106,7 @@ inputs = { loud = "$shout.text", waited = ["$left.slept_ms", "$right.slept_ms"] 
 #[tokio::test]
 async fn a_dag_runs_in_order_with_independent_nodes_in_parallel_and_is_kept() {
     let h = start_with_workflows(&[("dag.toml", DAG)], "").await;
-    let listed: Value = h
-        .client
-        .get(h.url("/admin/workflows"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&h, "/admin/workflows").await;
     assert_eq!(listed["data"][0]["name"], "dag");
 
     let run = run_workflow(&h, "dag").await;
@@ -133,25 +131,9 @@ async fn a_dag_runs_in_order_with_independent_nodes_in_parallel_and_is_kept() {
 
     // The run is kept in the store and listed.
     let id = run["id"].as_str().unwrap();
-    let kept: Value = h
-        .client
-        .get(h.url(&format!("/admin/workflows/runs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let kept: Value = get_json(&h, &format!("/admin/workflows/runs/{id}")).await;
     assert_eq!(kept, run);
-    let runs: Value = h
-        .client
-        .get(h.url("/admin/workflows/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs: Value = get_json(&h, "/admin/workflows/runs").await;
     assert_eq!(runs["data"][0]["id"], id);
     // Unknown runs and workflows are 404 in the OpenAI error shape.
     let missing = h
@@ -456,15 +438,7 @@ async fn drift_is_flagged_on_a_shifted_distribution_only_and_exposed() {
     );
     assert_eq!(observed["drifted"], false);
 
-    let report: Value = h
-        .client
-        .get(h.url("/admin/drift"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = get_json(&h, "/admin/drift").await;
     assert_eq!(report["signals"][0]["signal"], "run_score");
     let metrics = h
         .client
