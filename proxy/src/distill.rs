@@ -274,12 +274,12 @@ fn eval_line_text(line: &str) -> Option<String> {
     if line.is_empty() {
         return None;
     }
-    if line.starts_with('{') {
-        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(line) {
-            return ["query", "text", "question", "prompt"]
-                .iter()
-                .find_map(|k| map.get(*k).and_then(|v| v.as_str()).map(str::to_owned));
-        }
+    if line.starts_with('{')
+        && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(line)
+    {
+        return ["query", "text", "question", "prompt"]
+            .iter()
+            .find_map(|k| map.get(*k).and_then(|v| v.as_str()).map(str::to_owned));
     }
     Some(line.to_owned())
 }
