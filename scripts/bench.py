@@ -157,6 +157,18 @@ key_file = "secrets/bench.env"
     return start_printing([str(bins / "lakehouse"), "serve", "--config", str(tmp / "lakehouse.toml"), "--listen", "127.0.0.1:0"], env)
 
 
+def stop_all(procs):
+    """Terminates every process (killing those that linger) and empties the list."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=35)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    procs.clear()
+
+
 def rss_mb(pid):
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -471,14 +483,8 @@ def main():
         if "streaming" in sections:
             print("== streaming", flush=True)
             report["streaming"] = streaming_section({k: v for k, v in targets.items() if k != "litellm"}, 300, 20, 50)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=35)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        procs = []
+        # The retrieval figures need the machine to themselves.
+        stop_all(procs)
         if "retrieval" in sections:
             print(f"== retrieval (3 corpora x {args.rows} x 384)", flush=True)
             report["retrieval"] = retrieval_section(bins, args.rows, 2000)
@@ -493,13 +499,7 @@ def main():
         print(markdown(report))
         print(f"wrote {base}.json and {base}.md")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=35)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
