@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
@@ -71,7 +72,8 @@ def browser():
 
 
 def wait(driver, condition, timeout=30):
-    return WebDriverWait(driver, timeout).until(condition)
+    # A row the page re-renders between two lookups is stale, not a failure: look again.
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def shot(driver, name):
@@ -122,7 +124,8 @@ def test_console_ingest_search_chat_rate(console, browser, tmp_path):
     Select(driver.find_element(By.ID, "search-corpus")).select_by_value("handbook")
     driver.find_element(By.ID, "search-query").send_keys("how are old log files rotated and compressed")
     driver.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
-    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#search-results tr.hit")) == 4)
+    wait(driver, attribute_is("search-results", "data-renders", "1"))
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#search-results tr.hit")) == 4
     first = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#search-results tr.hit")[0].find_elements(By.TAG_NAME, "td")]
     assert first[1] == "logs", first
     assert 0.0 < float(first[2]) <= 1.0
@@ -152,7 +155,9 @@ def test_console_ingest_search_chat_rate(console, browser, tmp_path):
     # The rating now boosts the same need in search.
     open_tab(driver, "corpora")
     driver.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
-    wait(driver, lambda d: float(d.find_elements(By.CSS_SELECTOR, "#search-results tr.hit")[0].find_elements(By.TAG_NAME, "td")[3].text) > 0)
+    wait(driver, attribute_is("search-results", "data-renders", "2"))
+    boosted = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#search-results tr.hit")[0].find_elements(By.TAG_NAME, "td")]
+    assert boosted[1] == "logs" and float(boosted[3]) > 0, boosted
     shot(driver, "5-boosted-search")
 
     # Playbook: the outcome is listed.

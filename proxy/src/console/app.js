@@ -232,6 +232,8 @@ async function search() {
     const text = Object.values(hit.row).filter((v) => typeof v === "string").join(" · ");
     cell(row, text.length > 240 ? text.slice(0, 240) + "…" : text, "text");
   });
+  // Marks each finished render so a watcher (or the browser test) knows the rows are the new ones.
+  body.dataset.renders = String(Number(body.dataset.renders || 0) + 1);
   if (!result.data.length) flash("no hits", false);
 }
 
