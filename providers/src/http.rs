@@ -3,10 +3,12 @@
 //! two stream framings upstreams use (SSE and NDJSON), read event by event.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use eventsource_stream::Eventsource;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 
@@ -58,67 +60,120 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-/// One upstream endpoint: base URL, client, auth and extra headers.
+/// One upstream endpoint: base URL, client, auth and extra headers. Cheap to
+/// clone (one `Arc`); everything a request needs is parsed and built once here,
+/// not per call: the URL, the auth header and the configured extra headers.
 #[derive(Debug, Clone)]
-pub struct Upstream {
-    pub provider: String,
-    pub base_url: String,
-    pub client: reqwest::Client,
-    pub auth: Auth,
-    pub headers: Vec<(String, String)>,
-    pub timeouts: Timeouts,
+pub struct Upstream(Arc<Endpoint>);
+
+#[derive(Debug)]
+struct Endpoint {
+    provider: String,
+    base_url: reqwest::Url,
+    client: reqwest::Client,
+    auth: Auth,
+    /// The auth header (marked sensitive) and the extra headers, sent with every request.
+    headers: HeaderMap,
+    timeouts: Timeouts,
 }
 
 impl Upstream {
     pub fn new(
         provider: impl Into<String>,
-        base_url: impl Into<String>,
+        base_url: &str,
         auth: Auth,
         timeouts: Timeouts,
     ) -> Result<Self, ProviderError> {
         let provider = provider.into();
+        let config_error = |message: String| ProviderError::Connection {
+            provider: provider.clone(),
+            message,
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
+            // An API answer is the answer: a redirect is reported as the
+            // upstream's error rather than silently re-sent elsewhere, and a
+            // chat is never retried behind the caller's back.
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
             .build()
-            .map_err(|e| ProviderError::Connection {
-                provider: provider.clone(),
-                message: format!("cannot build HTTP client: {e}"),
-            })?;
-        Ok(Self {
+            .map_err(|e| config_error(format!("cannot build HTTP client: {e}")))?;
+        let base_url = reqwest::Url::parse(base_url.trim_end_matches('/'))
+            .map_err(|e| config_error(format!("bad base URL {base_url:?}: {e}")))?;
+        let headers = auth_headers(&auth).map_err(config_error)?;
+        Ok(Self(Arc::new(Endpoint {
             provider,
-            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            base_url,
             client,
             auth,
-            headers: Vec::new(),
+            headers,
             timeouts,
-        })
+        })))
+    }
+
+    /// The same upstream with extra headers on every request (`[providers.x] headers`).
+    pub fn with_headers(&self, extra: &[(String, String)]) -> Result<Self, ProviderError> {
+        let mut headers = self.0.headers.clone();
+        for (name, value) in extra {
+            let bad = |what: &str| ProviderError::Connection {
+                provider: self.0.provider.clone(),
+                message: format!("bad header {what} in {name:?}"),
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("name"))?;
+            let value = HeaderValue::from_str(value).map_err(|_| bad("value"))?;
+            headers.insert(name, value);
+        }
+        Ok(self.rebuilt(self.0.auth.clone(), headers))
     }
 
     /// The same upstream with another auth (OpenCode Zen's `/messages` wants `x-api-key`).
-    pub fn with_auth(&self, auth: Auth) -> Self {
-        Self {
+    pub fn with_auth(&self, auth: Auth) -> Result<Self, ProviderError> {
+        let mut headers = self.0.headers.clone();
+        for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
+            headers.remove(name);
+        }
+        let ours = auth_headers(&auth).map_err(|message| ProviderError::Connection {
+            provider: self.0.provider.clone(),
+            message,
+        })?;
+        headers.extend(ours);
+        Ok(self.rebuilt(auth, headers))
+    }
+
+    fn rebuilt(&self, auth: Auth, headers: HeaderMap) -> Self {
+        Self(Arc::new(Endpoint {
+            provider: self.0.provider.clone(),
+            base_url: self.0.base_url.clone(),
+            client: self.0.client.clone(),
             auth,
-            ..self.clone()
-        }
+            headers,
+            timeouts: self.0.timeouts,
+        }))
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base_url, path)
+    /// The provider's name, as routed and reported.
+    pub fn provider(&self) -> &str {
+        &self.0.provider
     }
 
-    fn authorize(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.auth {
-            Auth::None => {}
-            Auth::Bearer(key) => req = req.bearer_auth(key.expose()),
-            Auth::Header(name, key) => req = req.header(*name, key.expose()),
-        }
-        for (name, value) in &self.headers {
-            req = req.header(name, value);
-        }
-        req
+    /// How this upstream authenticates.
+    pub fn auth(&self) -> &Auth {
+        &self.0.auth
+    }
+
+    /// `path` under the base URL, without parsing the host again.
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.0.base_url.clone();
+        let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
+        url.set_path(&joined);
+        url
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        req.headers(self.0.headers.clone())
     }
 
     /// POSTs `body` as JSON; a non-2xx answer becomes an error with the upstream's message.
@@ -128,7 +183,7 @@ impl Upstream {
         body: &T,
         headers: &[(&str, &str)],
     ) -> Result<reqwest::Response, ProviderError> {
-        let mut req = self.authorize(self.client.post(self.url(path)).json(body));
+        let mut req = self.authorize(self.0.client.post(self.url(path)).json(body));
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
@@ -137,7 +192,7 @@ impl Upstream {
 
     /// GETs `path`; a non-2xx answer becomes an error with the upstream's message.
     pub async fn get(&self, path: &str) -> Result<reqwest::Response, ProviderError> {
-        self.send(self.authorize(self.client.get(self.url(path))))
+        self.send(self.authorize(self.0.client.get(self.url(path))))
             .await
     }
 
@@ -152,7 +207,7 @@ impl Upstream {
             .await
             .map_err(|e| self.transport_error(e))?;
         serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::protocol(&self.provider, format!("GET {path}: {e}")))
+            .map_err(|e| ProviderError::protocol(&self.0.provider, format!("GET {path}: {e}")))
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
@@ -165,7 +220,7 @@ impl Upstream {
         // The body of an error is small; a broken one still yields the status.
         let body = response.bytes().await.unwrap_or_default();
         Err(ProviderError::Upstream {
-            provider: self.provider.clone(),
+            provider: self.0.provider.clone(),
             kind: UpstreamErrorKind::from_status(status.as_u16()),
             status: Some(status.as_u16()),
             message: self.redact(error_message_from_body(&body)),
@@ -177,8 +232,8 @@ impl Upstream {
     pub fn transport_error(&self, e: reqwest::Error) -> ProviderError {
         if e.is_timeout() {
             return ProviderError::Timeout {
-                provider: self.provider.clone(),
-                after: self.timeouts.read,
+                provider: self.0.provider.clone(),
+                after: self.0.timeouts.read,
             };
         }
         let mut message = e.to_string();
@@ -189,14 +244,14 @@ impl Upstream {
             source = s.source();
         }
         ProviderError::Connection {
-            provider: self.provider.clone(),
+            provider: self.0.provider.clone(),
             message: self.redact(message),
         }
     }
 
     /// Upstreams sometimes echo what they were sent; the key must never travel on.
     fn redact(&self, message: String) -> String {
-        match self.auth.secret() {
+        match self.0.auth.secret() {
             Some(key) if !key.expose().is_empty() && message.contains(key.expose()) => {
                 message.replace(key.expose(), "***")
             }
@@ -222,7 +277,7 @@ impl Upstream {
                     Err(upstream.transport_error(e))
                 }
                 Err(e) => Err(ProviderError::protocol(
-                    &upstream.provider,
+                    upstream.provider(),
                     format!("bad SSE framing: {e}"),
                 )),
             })
@@ -238,8 +293,27 @@ impl Upstream {
         let bytes = response
             .bytes_stream()
             .map(move |r| r.map_err(|e| upstream.transport_error(e)));
-        ndjson_lines(self.provider.clone(), bytes).boxed()
+        ndjson_lines(self.0.provider.clone(), bytes).boxed()
     }
+}
+
+/// The header an auth sends, built once and marked sensitive (hyper keeps it out of HPACK tables and logs).
+fn auth_headers(auth: &Auth) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    let (name, value) = match auth {
+        Auth::None => return Ok(headers),
+        Auth::Bearer(key) => (header::AUTHORIZATION, format!("Bearer {}", key.expose())),
+        Auth::Header(name, key) => (
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("bad auth header name {name:?}"))?,
+            key.expose().to_owned(),
+        ),
+    };
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| "the API key holds characters a header cannot carry".to_owned())?;
+    value.set_sensitive(true);
+    headers.insert(name, value);
+    Ok(headers)
 }
 
 /// One server-sent event: its `event:` name (empty when none) and joined `data:` lines.

@@ -6,7 +6,7 @@
 //! memory without bound: past the cap, new label sets are counted under
 //! `other`. Gauges that describe the store are read at scrape time instead.
 
-use std::collections::BTreeMap;
+use hashbrown::{DefaultHashBuilder, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -74,27 +74,38 @@ pub struct Family<S> {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    series: RwLock<BTreeMap<Vec<String>, Arc<S>>>,
+    series: RwLock<HashMap<Vec<String>, Arc<S>>>,
+}
+
+/// Label values as a handler has them (`&str`s), looked up in a family's map
+/// without building the owned key: it hashes and compares like `Vec<String>`.
+#[derive(Hash)]
+struct Labels<'a>(&'a [&'a str]);
+
+impl hashbrown::Equivalent<Vec<String>> for Labels<'_> {
+    fn equivalent(&self, key: &Vec<String>) -> bool {
+        key.iter().map(String::as_str).eq(self.0.iter().copied())
+    }
 }
 
 impl<S: Default> Family<S> {
-    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+    fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
         Self {
             name,
             help,
             labels,
-            series: RwLock::new(BTreeMap::new()),
+            series: RwLock::new(HashMap::with_hasher(DefaultHashBuilder::default())),
         }
     }
 
     /// The series for `values` (one per label name, in order), created on first use.
     pub fn with(&self, values: &[&str]) -> Arc<S> {
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
         if let Ok(series) = self.series.read()
-            && let Some(s) = series.get(&key)
+            && let Some(s) = series.get(&Labels(values))
         {
             return s.clone();
         }
+        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
         // A poisoned lock only means a panic elsewhere mid-insert; the map is still usable.
         let mut series = self
             .series
@@ -113,7 +124,9 @@ impl<S: Default> Family<S> {
             .series
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        series.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        let mut all: Vec<_> = series.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     fn header(&self, out: &mut String, kind: &str) {

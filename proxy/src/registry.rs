@@ -60,11 +60,11 @@ fn adapter(
         connect: settings.connect_timeout,
         read: settings.read_timeout,
     };
-    let mut upstream = Upstream::new(&settings.name, &settings.base_url, auth, timeouts)?;
-    upstream.headers.clone_from(&settings.headers);
+    let upstream = Upstream::new(&settings.name, &settings.base_url, auth, timeouts)?
+        .with_headers(&settings.headers)?;
     Ok(match settings.name.as_str() {
         OLLAMA | OLLAMA_CLOUD => Arc::new(Ollama::new(upstream)),
-        OPENCODE => Arc::new(OpenCodeZen::new(upstream)),
+        OPENCODE => Arc::new(OpenCodeZen::new(upstream)?),
         // OpenRouter, Kimi and custom providers all speak OpenAI chat/completions.
         _ => Arc::new(OpenAiCompatible::new(upstream)),
     })

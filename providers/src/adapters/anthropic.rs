@@ -330,12 +330,12 @@ pub async fn stream_chat(
     upstream: &Upstream,
     request: &ChatRequest,
 ) -> Result<ChunkStream, ProviderError> {
-    let body = to_messages_request(&upstream.provider, request)?;
+    let body = to_messages_request(upstream.provider(), request)?;
     let response = upstream
         .post_json("/messages", &body, &[("anthropic-version", "2023-06-01")])
         .await?;
     Ok(convert_sse::<StreamState>(
-        upstream.provider.clone(),
+        upstream.provider().to_owned(),
         upstream.sse_events(response),
     ))
 }

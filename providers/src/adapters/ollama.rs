@@ -306,14 +306,14 @@ pub(crate) fn convert_line(
 
 impl ChatProvider for Ollama {
     fn name(&self) -> &str {
-        &self.upstream.provider
+        self.upstream.provider()
     }
 
     fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         Box::pin(async move {
-            let body = to_ollama_request(&self.upstream.provider, &request)?;
+            let body = to_ollama_request(self.upstream.provider(), &request)?;
             let response = self.upstream.post_json("/api/chat", &body, &[]).await?;
-            let provider = self.upstream.provider.clone();
+            let provider = self.upstream.provider().to_owned();
             let mut next_tool_index = 0u32;
             if !request.is_stream() {
                 // One object with the whole message, shaped like a `done:true` line.

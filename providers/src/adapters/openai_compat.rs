@@ -143,7 +143,7 @@ async fn complete_chat(
         .await
         .map_err(|e| upstream.transport_error(e))?;
     let completion: Completion = serde_json::from_slice(&body).map_err(|e| {
-        ProviderError::protocol(&upstream.provider, format!("bad completion JSON: {e}"))
+        ProviderError::protocol(upstream.provider(), format!("bad completion JSON: {e}"))
     })?;
     Ok(futures::stream::once(std::future::ready(Ok(completion.into_chunk()))).boxed())
 }
@@ -161,7 +161,7 @@ async fn stream_chat(
     let response = upstream
         .post_json("/chat/completions", &request, &[])
         .await?;
-    let provider = upstream.provider.clone();
+    let provider = upstream.provider().to_owned();
     let events = upstream.sse_events(response);
     let chunks = events
         .take_while(|e| std::future::ready(!matches!(e, Ok(ev) if ev.data.trim() == "[DONE]")))
@@ -196,7 +196,7 @@ pub async fn list_models(upstream: &Upstream) -> Result<Vec<String>, ProviderErr
 
 impl ChatProvider for OpenAiCompatible {
     fn name(&self) -> &str {
-        &self.upstream.provider
+        self.upstream.provider()
     }
 
     fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {

@@ -42,21 +42,21 @@ pub struct OpenCodeZen {
 }
 
 impl OpenCodeZen {
-    pub fn new(upstream: Upstream) -> Self {
-        let messages_upstream = match &upstream.auth {
-            Auth::Bearer(key) => upstream.with_auth(Auth::Header("x-api-key", key.clone())),
+    pub fn new(upstream: Upstream) -> Result<Self, ProviderError> {
+        let messages_upstream = match upstream.auth() {
+            Auth::Bearer(key) => upstream.with_auth(Auth::Header("x-api-key", key.clone()))?,
             _ => upstream.clone(),
         };
-        Self {
+        Ok(Self {
             upstream,
             messages_upstream,
-        }
+        })
     }
 }
 
 impl ChatProvider for OpenCodeZen {
     fn name(&self) -> &str {
-        &self.upstream.provider
+        self.upstream.provider()
     }
 
     fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {

@@ -311,10 +311,10 @@ pub async fn stream_chat(
     upstream: &Upstream,
     request: &ChatRequest,
 ) -> Result<ChunkStream, ProviderError> {
-    let body = to_responses_request(&upstream.provider, request)?;
+    let body = to_responses_request(upstream.provider(), request)?;
     let response = upstream.post_json("/responses", &body, &[]).await?;
     Ok(convert_sse::<StreamState>(
-        upstream.provider.clone(),
+        upstream.provider().to_owned(),
         upstream.sse_events(response),
     ))
 }
