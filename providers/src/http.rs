@@ -416,6 +416,57 @@ mod tests {
         assert_eq!(lines(&["\n\n{}\n  \n"]), vec!["{}"]);
     }
 
+    fn upstream(base: &str, auth: Auth) -> Upstream {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        Upstream::new("t", base, auth, timeouts).unwrap()
+    }
+
+    #[test]
+    fn paths_join_the_base_path_once() {
+        let up = upstream("http://127.0.0.1:9/openai/v1/", Auth::None);
+        assert_eq!(
+            up.url("/chat/completions").as_str(),
+            "http://127.0.0.1:9/openai/v1/chat/completions"
+        );
+        let root = upstream("http://127.0.0.1:9", Auth::None);
+        assert_eq!(root.url("/api/chat").as_str(), "http://127.0.0.1:9/api/chat");
+    }
+
+    #[test]
+    fn auth_headers_are_built_once_sensitive_and_swappable() {
+        let up = upstream("http://127.0.0.1:9", Auth::Bearer(Secret::new("sk-1")));
+        let bearer = up.0.headers.get(header::AUTHORIZATION).unwrap();
+        assert_eq!(bearer, "Bearer sk-1");
+        assert!(bearer.is_sensitive());
+        let zen = up
+            .with_auth(Auth::Header("x-api-key", Secret::new("sk-1")))
+            .unwrap();
+        assert!(zen.0.headers.get(header::AUTHORIZATION).is_none());
+        assert_eq!(zen.0.headers.get("x-api-key").unwrap(), "sk-1");
+    }
+
+    #[test]
+    fn bad_extra_headers_and_base_urls_fail_at_start() {
+        let up = upstream("http://127.0.0.1:9", Auth::None);
+        let ok = up
+            .with_headers(&[("X-Title".into(), "Lakehouse".into())])
+            .unwrap();
+        assert_eq!(ok.0.headers.get("x-title").unwrap(), "Lakehouse");
+        let err = up
+            .with_headers(&[("bad name".into(), "v".into())])
+            .unwrap_err();
+        assert!(err.to_string().contains("bad header name"), "{err}");
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(1),
+        };
+        let err = Upstream::new("t", "not a url", Auth::None, timeouts).unwrap_err();
+        assert!(err.to_string().contains("bad base URL"), "{err}");
+    }
+
     #[test]
     fn secret_debug_hides_the_value() {
         assert_eq!(format!("{:?}", Secret::new("sk-123")), "Secret(***)");
