@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use eventsource_stream::Eventsource;
-use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use futures::stream::{BoxStream, StreamExt};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::error::{ProviderError, UpstreamErrorKind, error_message_from_body, retry_after};
@@ -432,7 +432,10 @@ mod tests {
             "http://127.0.0.1:9/openai/v1/chat/completions"
         );
         let root = upstream("http://127.0.0.1:9", Auth::None);
-        assert_eq!(root.url("/api/chat").as_str(), "http://127.0.0.1:9/api/chat");
+        assert_eq!(
+            root.url("/api/chat").as_str(),
+            "http://127.0.0.1:9/api/chat"
+        );
     }
 
     #[test]
