@@ -118,10 +118,7 @@ impl Upstream {
     pub fn with_headers(&self, extra: &[(String, String)]) -> Result<Self, ProviderError> {
         let mut headers = self.0.headers.clone();
         for (name, value) in extra {
-            let bad = |what: &str| ProviderError::Connection {
-                provider: self.0.provider.clone(),
-                message: format!("bad header {what} in {name:?}"),
-            };
+            let bad = |what: &str| self.config_error(format!("bad header {what} in {name:?}"));
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("name"))?;
             let value = HeaderValue::from_str(value).map_err(|_| bad("value"))?;
             headers.insert(name, value);
@@ -132,15 +129,21 @@ impl Upstream {
     /// The same upstream with another auth (OpenCode Zen's `/messages` wants `x-api-key`).
     pub fn with_auth(&self, auth: Auth) -> Result<Self, ProviderError> {
         let mut headers = self.0.headers.clone();
-        for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
+        // Whatever header the current auth sent goes; the new auth's takes its place.
+        let current = auth_headers(&self.0.auth).map_err(|m| self.config_error(m))?;
+        for name in current.keys() {
             headers.remove(name);
         }
-        let ours = auth_headers(&auth).map_err(|message| ProviderError::Connection {
+        headers.extend(auth_headers(&auth).map_err(|m| self.config_error(m))?);
+        Ok(self.rebuilt(auth, headers))
+    }
+
+    /// A setting of this upstream that cannot be used (reported at start).
+    fn config_error(&self, message: String) -> ProviderError {
+        ProviderError::Connection {
             provider: self.0.provider.clone(),
             message,
-        })?;
-        headers.extend(ours);
-        Ok(self.rebuilt(auth, headers))
+        }
     }
 
     fn rebuilt(&self, auth: Auth, headers: HeaderMap) -> Self {

@@ -6,7 +6,7 @@
 //! memory without bound: past the cap, new label sets are counted under
 //! `other`. Gauges that describe the store are read at scrape time instead.
 
-use hashbrown::{DefaultHashBuilder, HashMap};
+use hashbrown::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -94,7 +94,7 @@ impl<S: Default> Family<S> {
             name,
             help,
             labels,
-            series: RwLock::new(HashMap::with_hasher(DefaultHashBuilder::default())),
+            series: RwLock::new(HashMap::default()),
         }
     }
 
