@@ -7,7 +7,9 @@
 //! - `openai/<model>`: any OpenAI-compatible `/embeddings`.
 //!
 //! [`Embedders`] caches vectors by (embedder, text) in a size-bounded moka cache,
-//! so repeated texts (queries, re-ingests) are embedded once.
+//! so repeated queries are embedded once. Bulk ingest goes around the cache
+//! ([`Embedders::embed_uncached`]): a large corpus would otherwise fill it
+//! with texts asked once and evict the queries it is there for.
 
 use std::sync::Arc;
 
@@ -53,6 +55,24 @@ impl LocalEmbedder {
     }
 }
 
+/// The encoder reads only the first 128 tokens of a text and refuses texts
+/// over 64 KiB and calls over 4 MiB: cutting at 16 KiB loses nothing it would
+/// read and keeps a task's 256 texts within one call.
+const LOCAL_MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// What the encoder is given for `text`: at most [`LOCAL_MAX_TEXT_BYTES`]
+/// (cut on a character boundary), and "-" for an empty row, which it refuses.
+fn encoder_input(text: &str) -> String {
+    if text.trim().is_empty() {
+        return "-".to_owned();
+    }
+    let mut end = text.len().min(LOCAL_MAX_TEXT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 impl Embedder for LocalEmbedder {
     fn name(&self) -> &str {
         LOCAL
@@ -67,17 +87,7 @@ impl Embedder for LocalEmbedder {
                 .chunks(per_task)
                 .map(|chunk| {
                     let encoder = encoder.clone();
-                    // The encoder refuses empty text; an empty row embeds as a single space.
-                    let chunk: Vec<String> = chunk
-                        .iter()
-                        .map(|t| {
-                            if t.trim().is_empty() {
-                                "-".to_owned()
-                            } else {
-                                t.clone()
-                            }
-                        })
-                        .collect();
+                    let chunk: Vec<String> = chunk.iter().map(|t| encoder_input(t)).collect();
                     tokio::task::spawn_blocking(move || encoder.embed(&chunk))
                 })
                 .collect();
@@ -275,12 +285,21 @@ impl Embedders {
         self.by_name.contains_key(name)
     }
 
-    /// Embeds `texts` with `name`, answering repeated texts from the cache.
-    pub async fn embed(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let embedder = self.by_name.get(name).ok_or_else(|| StoreError::NotFound {
+    fn embedder(&self, name: &str) -> Result<&Arc<dyn Embedder>> {
+        self.by_name.get(name).ok_or_else(|| StoreError::NotFound {
             what: "embedder",
             name: name.to_owned(),
-        })?;
+        })
+    }
+
+    /// Embeds a bulk batch (an ingest) without reading or filling the cache.
+    pub async fn embed_uncached(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.embedder(name)?.embed(texts).await
+    }
+
+    /// Embeds `texts` with `name`, answering repeated texts from the cache.
+    pub async fn embed(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let embedder = self.embedder(name)?;
         let mut out: Vec<Option<Arc<Vec<f32>>>> = Vec::with_capacity(texts.len());
         let mut missing: Vec<String> = Vec::new();
         let mut missing_at: Vec<usize> = Vec::new();
@@ -316,5 +335,77 @@ impl Embedders {
                     .ok_or_else(|| StoreError::Embed("a vector is missing".into()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the texts it is asked to embed.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl Embedder for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+            self.0.fetch_add(texts.len(), Ordering::SeqCst);
+            Box::pin(async move { Ok(texts.iter().map(|t| vec![t.len() as f32]).collect()) })
+        }
+    }
+
+    #[test]
+    fn encoder_input_is_cut_on_a_char_boundary_and_never_empty() {
+        assert_eq!(encoder_input("  "), "-");
+        assert_eq!(encoder_input("short"), "short");
+        let long = "é".repeat(LOCAL_MAX_TEXT_BYTES); // two bytes each
+        let cut = encoder_input(&format!("a{long}"));
+        assert_eq!(cut.len(), LOCAL_MAX_TEXT_BYTES - 1, "a + whole é only");
+        assert!(long.starts_with(&cut[1..]));
+    }
+
+    #[tokio::test]
+    async fn the_local_embedder_takes_texts_longer_than_its_encoder_accepts() {
+        let local = LocalEmbedder::default();
+        let head = "a package of command line tools for working with archives. ".repeat(300);
+        let texts = vec![format!("{head}{}", "x".repeat(100 * 1024)), head.clone()];
+        let vectors = local.embed(&texts).await.unwrap();
+        assert_eq!(vectors.len(), 2);
+        assert_eq!(vectors[0].len(), LOCAL_DIMENSIONS);
+        // The encoder reads the first 128 tokens: the long tail changes nothing.
+        assert_eq!(vectors[0], vectors[1]);
+    }
+
+    #[tokio::test]
+    async fn queries_are_cached_and_bulk_batches_leave_the_cache_alone() {
+        let counting = Arc::new(Counting::default());
+        let embedders = Embedders::new(vec![counting.clone()], 1 << 20);
+        let query = vec!["what is a lakehouse".to_owned()];
+
+        assert_eq!(embedders.embed("counting", &query).await.unwrap(), [[19.0]]);
+        assert_eq!(embedders.embed("counting", &query).await.unwrap(), [[19.0]]);
+        assert_eq!(counting.0.load(Ordering::SeqCst), 1, "the repeat is a hit");
+
+        let docs: Vec<String> = (0..100).map(|i| format!("document {i}")).collect();
+        let vectors = embedders.embed_uncached("counting", &docs).await.unwrap();
+        assert_eq!(vectors.len(), 100);
+        embedders.cache.run_pending_tasks().await;
+        let stats = embedders.cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (1, 1, 1));
+
+        embedders
+            .embed_uncached("counting", &docs[..1])
+            .await
+            .unwrap();
+        assert_eq!(
+            counting.0.load(Ordering::SeqCst),
+            102,
+            "bulk never reads the cache"
+        );
+        assert!(embedders.embed("nope", &query).await.is_err());
     }
 }

@@ -311,7 +311,10 @@ impl Store {
         let mut rows = Vec::with_capacity(texts.len());
         for batch in texts.chunks(EMBED_BATCH) {
             let strings: Vec<String> = batch.iter().map(|(_, t)| t.clone()).collect();
-            let vectors = self.embedders.embed(&settings.embedder, &strings).await?;
+            let vectors = self
+                .embedders
+                .embed_uncached(&settings.embedder, &strings)
+                .await?;
             rows.extend(
                 batch
                     .iter()

@@ -41,7 +41,11 @@ fn options(dimensions: usize) -> IndexOptions {
     IndexOptions {
         dimensions,
         metric: MetricKind::Cos,
-        quantization: ScalarKind::F32,
+        // Half precision: a search is bound by fetching vectors from memory,
+        // and f16 halves both that and the index's RAM; embeddings lose
+        // nothing a ranking can see. Indexes saved as f32 load as they are
+        // (the file records its scalar kind).
+        quantization: ScalarKind::F16,
         connectivity: 16,
         expansion_add: 128,
         // 32: recall@10 0.9995 on 100k embedding-like vectors at half the
@@ -331,5 +335,39 @@ mod tests {
         };
         assert!(index.add(vec![(bad, vec![1.0])]).is_err());
         assert_eq!(index.len(), 3000);
+    }
+
+    #[test]
+    fn indexes_saved_in_full_precision_still_load_search_and_grow() {
+        // What stores written before the switch to f16 hold.
+        let old = Index::new(&IndexOptions {
+            quantization: ScalarKind::F32,
+            ..options(16)
+        })
+        .unwrap();
+        reserve(&old, 100).unwrap();
+        let docs: Vec<Doc> = (0..100)
+            .map(|i| Doc {
+                id: format!("row{i}"),
+                text: format!("text {i}"),
+            })
+            .collect();
+        for i in 0..100u64 {
+            old.add(i, &spread(i)).unwrap();
+        }
+        let mut bytes = vec![0u8; old.serialized_length()];
+        old.save_to_buffer(&mut bytes).unwrap();
+
+        let docs_json = serde_json::to_vec(&docs).unwrap();
+        let mut loaded = VectorIndex::from_bytes(&bytes, &docs_json, 16).unwrap();
+        assert_eq!(loaded.search(&spread(42), 1).unwrap()[0].id, "row42");
+        let (_, sim) = loaded.similarity("row42", &spread(42)).unwrap().unwrap();
+        assert!(sim > 0.999_99, "full precision kept: {sim}");
+        let new = Doc {
+            id: "new".into(),
+            text: "new".into(),
+        };
+        loaded.add(vec![(new, spread(1000))]).unwrap();
+        assert_eq!(loaded.search(&spread(1000), 1).unwrap()[0].id, "new");
     }
 }
