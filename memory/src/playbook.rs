@@ -99,6 +99,13 @@ pub struct BoostConfig {
     /// A vote loses half its weight every this many days (0: never decays).
     #[serde(default = "default_half_life")]
     pub half_life_days: f32,
+    /// Softmax temperature over the voting past queries' similarities (0:
+    /// off). Each vote is scaled by its share `exp(sim / t) / sum(exp(sim_j / t))`,
+    /// so a query with one clearly nearest past query follows it, while a
+    /// query sitting among many equally similar ones (template phrasings
+    /// such as "development files for X") is not pushed by any of them.
+    #[serde(default = "default_temperature")]
+    pub similarity_temperature: f32,
     /// Negative ratings count this much of a positive one. "Not what I
     /// wanted" for one query is weak evidence about a source (it may serve
     /// the neighbouring need), "this answered it" is strong.
@@ -106,9 +113,11 @@ pub struct BoostConfig {
     pub negative_weight: f32,
 }
 
-// Defaults tuned with scripts/playbook_lift.sh on the built-in embedder,
-// where paraphrases of one need score 0.5 (median) and unrelated queries
-// stay under 0.44 (99th percentile).
+// Defaults tuned with scripts/playbook_lift.sh on the built-in embedder
+// (reports/lift/): paraphrases of one need score 0.54 (median), but a query
+// with no paraphrase among past ones still has a past query at 0.49
+// (median): similarity alone cannot tell them apart, the softmax share does
+// (the nearest past query leads a paraphrase by 0.07, an unrelated one by 0.02).
 fn default_strength() -> f32 {
     0.5
 }
@@ -121,8 +130,25 @@ fn default_power() -> f32 {
 fn default_half_life() -> f32 {
     30.0
 }
+fn default_temperature() -> f32 {
+    0.02
+}
 fn default_negative_weight() -> f32 {
-    0.1
+    0.05
+}
+
+/// Each similarity's softmax share at `temperature`; all 1 when it is 0 (off).
+fn softmax_shares(similarities: impl Iterator<Item = f32> + Clone, temperature: f32) -> Vec<f32> {
+    if temperature <= 0.0 {
+        return similarities.map(|_| 1.0).collect();
+    }
+    let best = similarities.clone().fold(f32::NEG_INFINITY, f32::max);
+    // Shifted by the best so exp never overflows.
+    let raw: Vec<f32> = similarities
+        .map(|s| ((s - best) / temperature).exp())
+        .collect();
+    let total: f32 = raw.iter().sum();
+    raw.into_iter().map(|r| r / total).collect()
 }
 
 /// A rating as a vote: negative ones scaled by `negative_weight`.
@@ -141,6 +167,7 @@ impl Default for BoostConfig {
             min_similarity: default_min_similarity(),
             similarity_power: default_power(),
             half_life_days: default_half_life(),
+            similarity_temperature: default_temperature(),
             negative_weight: default_negative_weight(),
         }
     }
@@ -345,18 +372,21 @@ impl Playbook {
         let entries = self.entries.read().await;
         let at = now();
         let span = (1.0 - config.min_similarity).max(1e-6);
+        let voters: Vec<(&Entry, f32)> = entries
+            .values()
+            .filter(|e| !e.outcome.retired && e.outcome.embedder == embedder)
+            .map(|e| (e, cosine(query, &e.embedding)))
+            .filter(|(_, similarity)| *similarity >= config.min_similarity)
+            .collect();
+        let share = softmax_shares(
+            voters.iter().map(|(_, s)| *s),
+            config.similarity_temperature,
+        );
         let mut votes: HashMap<SourceRef, f32> = HashMap::new();
-        for entry in entries.values() {
+        for ((entry, similarity), share) in voters.into_iter().zip(share) {
             let outcome = &entry.outcome;
-            if outcome.retired || outcome.embedder != embedder {
-                continue;
-            }
-            let similarity = cosine(query, &entry.embedding);
-            if similarity < config.min_similarity {
-                continue;
-            }
             let closeness = ((similarity - config.min_similarity) / span).clamp(0.0, 1.0);
-            let mut weight = closeness.powf(config.similarity_power.max(0.0));
+            let mut weight = share * closeness.powf(config.similarity_power.max(0.0));
             if config.half_life_days > 0.0 {
                 let age_days = at.saturating_sub(outcome.rated_at) as f32 / 86_400.0;
                 weight *= 0.5f32.powf(age_days / config.half_life_days);
@@ -503,6 +533,71 @@ mod tests {
                 .best_match("e", &[1.0, 0.0], 0.95, 0.5)
                 .await
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn softmax_shares_sum_to_one_and_are_all_one_when_off() {
+        let sims = [0.9f32, 0.7, 0.7];
+        assert_eq!(softmax_shares(sims.iter().copied(), 0.0), [1.0, 1.0, 1.0]);
+        let shares = softmax_shares(sims.iter().copied(), 0.1);
+        assert!((shares.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(shares[0] > 0.7 && (shares[1] - shares[2]).abs() < 1e-9);
+        assert!(softmax_shares(std::iter::empty(), 0.1).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_clearly_nearest_past_query_leads_and_equally_near_ones_share() {
+        let playbook = Playbook::open(objects()).await.unwrap();
+        for (chat, id, embedding) in [
+            ("chat-x", "x", vec![1.0, 0.0]),
+            ("chat-y", "y", vec![0.6, 0.8]),
+        ] {
+            let mut shown = shown(embedding);
+            shown.sources = vec![source(id)];
+            playbook.remember(chat, shown);
+            let feedback = Feedback {
+                id: chat.into(),
+                rating: 1.0,
+                note: None,
+                sources: Vec::new(),
+            };
+            playbook.rate(feedback).await.unwrap();
+        }
+        let config = BoostConfig {
+            min_similarity: 0.0,
+            similarity_temperature: 0.02,
+            ..BoostConfig::default()
+        };
+        let full = |closeness: f32| config.strength * closeness.tanh();
+
+        // x's query is the nearest by 0.4: it alone decides.
+        let near_x = playbook.boosts("e", &[1.0, 0.0], &config).await;
+        assert!(
+            (near_x[&source("x")] - full(1.0)).abs() < 1e-3,
+            "{near_x:?}"
+        );
+        let y = near_x.get(&source("y")).copied().unwrap_or(0.0);
+        assert!(y < 1e-6, "{near_x:?}");
+
+        // Halfway between them: each past query gets half a vote.
+        let between = [0.894_427_2, 0.447_213_6];
+        let shared = playbook.boosts("e", &between, &config).await;
+        for id in ["x", "y"] {
+            assert!(
+                (shared[&source(id)] - full(0.5 * 0.894_427)).abs() < 1e-3,
+                "{shared:?}"
+            );
+        }
+        // With the softmax off both vote in full, as before.
+        let off = BoostConfig {
+            similarity_temperature: 0.0,
+            ..config
+        };
+        let unshared = playbook.boosts("e", &between, &off).await;
+        assert!(
+            (unshared[&source("x")] - full(0.894_427)).abs() < 1e-3,
+            "{unshared:?}"
         );
     }
 
