@@ -156,12 +156,11 @@ Reply with the number only."""
 
 def answer_and_judge(server, model, question, reference):
     """(answer, score 1-5 or None when the judge's reply holds no score)."""
-    status, body = http(
-        "POST", f"{server.url}/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": question}]}
-    )
+    # `/v1/chat`: the completion plus a top-level `content`, as curl users read it.
+    status, body = http("POST", f"{server.url}/v1/chat", {"model": model, "messages": [{"role": "user", "content": question}]})
     if status != 200:
         raise RuntimeError(f"{model} failed ({status}): {body}")
-    answer = body["choices"][0]["message"].get("content") or ""
+    answer = body.get("content") or ""
     prompt = JUDGE_PROMPT.format(question=question, reference=reference, answer=answer)
     status, body = http(
         "POST",

@@ -8,12 +8,6 @@ mod common;
 use common::{Harness, user};
 use serde_json::{Value, json};
 
-async fn get_json(h: &Harness, path: &str) -> Value {
-    let response = h.client.get(h.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
-}
-
 async fn metrics(h: &Harness) -> String {
     let response = h.client.get(h.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -101,7 +95,7 @@ async fn chats_are_witnessed_newest_first_with_their_request_id() {
         .await;
     assert_eq!(status, 429);
 
-    let recent = get_json(&h, "/admin/requests?limit=10").await;
+    let recent = h.get_json("/admin/requests?limit=10").await;
     let data = recent["data"].as_array().unwrap();
     assert_eq!(data.len(), 3, "{recent}");
 
@@ -129,13 +123,13 @@ async fn chats_are_witnessed_newest_first_with_their_request_id() {
     );
 
     // Filters by model; the limit holds.
-    let only = get_json(&h, "/admin/requests?model=ollama/qwen3:8b").await;
+    let only = h.get_json("/admin/requests?model=ollama/qwen3:8b").await;
     assert_eq!(only["data"].as_array().unwrap().len(), 1);
-    let one = get_json(&h, "/admin/requests?limit=1").await;
+    let one = h.get_json("/admin/requests?limit=1").await;
     assert_eq!(one["data"][0]["model"], "openrouter/acme/x");
 
     // The provider list shows the same figures.
-    let providers = get_json(&h, "/v1/chat/providers").await;
+    let providers = h.get_json("/v1/chat/providers").await;
     let openrouter = providers["data"]
         .as_array()
         .unwrap()
@@ -325,9 +319,9 @@ async fn witnessed_chats_and_ratings_survive_a_restart_and_bad_lines_are_skipped
     assert_eq!(events[1].rating, Some(1.0));
 
     // Queries by time and rating.
-    let rated = get_json(&h, "/admin/requests?min_rating=0.5").await;
+    let rated = h.get_json("/admin/requests?min_rating=0.5").await;
     assert_eq!(rated["data"].as_array().unwrap().len(), 1);
-    let future = get_json(&h, "/admin/requests?since_ms=99999999999999").await;
+    let future = h.get_json("/admin/requests?since_ms=99999999999999").await;
     assert!(future["data"].as_array().unwrap().is_empty());
     assert_eq!(rated["observer"]["dropped"], 0);
 }

@@ -58,21 +58,7 @@ async fn start_with_docs(extra: &str) -> Harness {
 async fn start_with_docs_and(extra: &str, pathway: &str) -> Harness {
     let plugins = PLUGINS.replace("{pathway}", pathway);
     let h = start_with(Keys::All, &format!("{plugins}\n{extra}")).await;
-    let response = h
-        .post(
-            "/admin/corpora",
-            &json!({"name": "docs", "text_columns": ["text"], "id_column": "id"}),
-        )
-        .await;
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let response = h
-        .client
-        .post(h.url("/admin/corpora/docs/ingest?format=jsonl"))
-        .body(DOCS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    h.create_corpus("docs", DOCS).await;
     h
 }
 
@@ -202,15 +188,7 @@ async fn feedback_boost_reorders_sources_for_the_same_need() {
     );
 
     // Retiring the outcome removes the boost.
-    let outcomes: Value = h
-        .client
-        .get(h.url("/admin/playbook/outcomes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let outcomes = h.get_json("/admin/playbook/outcomes").await;
     assert_eq!(outcomes["data"][0]["id"], first["id"]);
     let response = h
         .post(
@@ -356,15 +334,7 @@ async fn memories_are_injected_per_namespace_and_retired_ones_are_not() {
     );
 
     // The chat itself left a trace in Alice's namespace (post hook).
-    let list: Value = h
-        .client
-        .get(h.url("/admin/memory/namespaces/alice"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = h.get_json("/admin/memory/namespaces/alice").await;
     let traces = list["data"].as_array().unwrap();
     assert!(
         traces
@@ -385,15 +355,9 @@ async fn memories_are_injected_per_namespace_and_retired_ones_are_not() {
         .unwrap_or("")
         .to_owned();
     assert!(!context.contains("French"), "{context}");
-    let history: Value = h
-        .client
-        .get(h.url(&format!("/admin/memory/traces/{id}/history")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = h
+        .get_json(&format!("/admin/memory/traces/{id}/history"))
+        .await;
     assert_eq!(history["versions"][0]["retired"], true);
 }
 
@@ -437,18 +401,12 @@ async fn revise_links_versions_and_only_the_newest_is_searched() {
         .collect();
     assert_eq!(ids, [&v2["id"]]);
 
-    let history: Value = h
-        .client
-        .get(h.url(&format!(
+    let history = h
+        .get_json(&format!(
             "/admin/memory/traces/{}/history",
             v1["id"].as_str().unwrap()
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ))
+        .await;
     let chain: Vec<&Value> = history["versions"]
         .as_array()
         .unwrap()
@@ -568,15 +526,7 @@ async fn bad_lakehouse_options_and_unknown_rag_models_are_refused() {
 #[tokio::test]
 async fn rag_models_are_listed() {
     let h = start_with_docs("").await;
-    let models: Value = h
-        .client
-        .get(h.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = h.get_json("/v1/models").await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()

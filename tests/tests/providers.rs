@@ -555,15 +555,7 @@ async fn missing_key_files_leave_providers_unregistered_with_a_404() {
         .chat(&json!({"model": "qwen3:8b", "messages": user("hi")}))
         .await;
     assert_eq!(status, 200);
-    let providers: Value = h
-        .client
-        .get(h.url("/v1/chat/providers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let providers = h.get_json("/v1/chat/providers").await;
     let kimi = providers["data"]
         .as_array()
         .unwrap()
@@ -666,15 +658,7 @@ async fn chat_route_adds_provider_and_content() {
 #[tokio::test]
 async fn models_lists_tiers_and_every_registered_provider() {
     let h = start().await;
-    let body: Value = h
-        .client
-        .get(h.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = h.get_json("/v1/models").await;
     assert_eq!(body["object"], "list");
     let ids: Vec<&str> = body["data"]
         .as_array()

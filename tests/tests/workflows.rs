@@ -42,12 +42,6 @@ async fn start_with_workflows(files: &[(&str, &str)], extra: &str) -> Harness {
     .await
 }
 
-async fn get_json(h: &Harness, path: &str) -> Value {
-    let response = h.client.get(h.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), 200, "GET {path}");
-    response.json().await.unwrap()
-}
-
 async fn run_workflow(h: &Harness, name: &str) -> Value {
     let response = h
         .post(&format!("/admin/workflows/{name}/run"), &json!({}))
@@ -106,7 +100,7 @@ inputs = { loud = "$shout.text", waited = ["$left.slept_ms", "$right.slept_ms"] 
 #[tokio::test]
 async fn a_dag_runs_in_order_with_independent_nodes_in_parallel_and_is_kept() {
     let h = start_with_workflows(&[("dag.toml", DAG)], "").await;
-    let listed: Value = get_json(&h, "/admin/workflows").await;
+    let listed: Value = h.get_json("/admin/workflows").await;
     assert_eq!(listed["data"][0]["name"], "dag");
 
     let run = run_workflow(&h, "dag").await;
@@ -131,9 +125,9 @@ async fn a_dag_runs_in_order_with_independent_nodes_in_parallel_and_is_kept() {
 
     // The run is kept in the store and listed.
     let id = run["id"].as_str().unwrap();
-    let kept: Value = get_json(&h, &format!("/admin/workflows/runs/{id}")).await;
+    let kept: Value = h.get_json(&format!("/admin/workflows/runs/{id}")).await;
     assert_eq!(kept, run);
-    let runs: Value = get_json(&h, "/admin/workflows/runs").await;
+    let runs: Value = h.get_json("/admin/workflows/runs").await;
     assert_eq!(runs["data"][0]["id"], id);
     // Unknown runs and workflows are 404 in the OpenAI error shape.
     let missing = h
@@ -255,21 +249,7 @@ plugins = ["matrix", "playbook"]
         ),
     )
     .await;
-    let response = h
-        .post(
-            "/admin/corpora",
-            &json!({"name": "docs", "text_columns": ["text"], "id_column": "id"}),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    let response = h
-        .client
-        .post(h.url("/admin/corpora/docs/ingest?format=jsonl"))
-        .body(DOCS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    h.create_corpus("docs", DOCS).await;
     h
 }
 
@@ -438,7 +418,7 @@ async fn drift_is_flagged_on_a_shifted_distribution_only_and_exposed() {
     );
     assert_eq!(observed["drifted"], false);
 
-    let report: Value = get_json(&h, "/admin/drift").await;
+    let report: Value = h.get_json("/admin/drift").await;
     assert_eq!(report["signals"][0]["signal"], "run_score");
     let metrics = h
         .client

@@ -144,6 +144,47 @@ impl Harness {
             .expect("proxy answers")
     }
 
+    /// GETs `path`, asserts 200 and returns the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("proxy answers");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("JSON body")
+    }
+
+    /// Creates corpus `name` (columns `id` and `text`) and ingests `jsonl` into it.
+    pub async fn create_corpus(&self, name: &str, jsonl: &'static str) {
+        let response = self
+            .post(
+                "/admin/corpora",
+                &serde_json::json!({"name": name, "text_columns": ["text"], "id_column": "id"}),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let response = self
+            .client
+            .post(self.url(&format!("/admin/corpora/{name}/ingest?format=jsonl")))
+            .body(jsonl)
+            .send()
+            .await
+            .expect("proxy answers");
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
     pub async fn chat(&self, body: &Value) -> (u16, Value) {
         let response = self.post("/v1/chat/completions", body).await;
         let status = response.status().as_u16();
