@@ -7,9 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lakehouse::config::Config;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `lakehouse --version`; debug builds say so (scripts/bench.sh refuses them).
 const VERSION: &str = if cfg!(debug_assertions) {
     concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
