@@ -419,12 +419,15 @@ mod tests {
         assert_eq!(lines(&["\n\n{}\n  \n"]), vec!["{}"]);
     }
 
-    fn upstream(base: &str, auth: Auth) -> Upstream {
-        let timeouts = Timeouts {
+    fn timeouts() -> Timeouts {
+        Timeouts {
             connect: Duration::from_secs(1),
             read: Duration::from_secs(1),
-        };
-        Upstream::new("t", base, auth, timeouts).unwrap()
+        }
+    }
+
+    fn upstream(base: &str, auth: Auth) -> Upstream {
+        Upstream::new("t", base, auth, timeouts()).unwrap()
     }
 
     #[test]
@@ -465,11 +468,7 @@ mod tests {
             .with_headers(&[("bad name".into(), "v".into())])
             .unwrap_err();
         assert!(err.to_string().contains("bad header name"), "{err}");
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(1),
-            read: Duration::from_secs(1),
-        };
-        let err = Upstream::new("t", "not a url", Auth::None, timeouts).unwrap_err();
+        let err = Upstream::new("t", "not a url", Auth::None, timeouts()).unwrap_err();
         assert!(err.to_string().contains("bad base URL"), "{err}");
     }
 
