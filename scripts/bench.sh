@@ -20,7 +20,8 @@ if [ ! -x "$VENV/bin/litellm" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]==1.80.0' 'matplotlib==3.11.2'
 fi
 
-cargo build --release -p lakehouse -p lakehouse-e2e -p lakehouse-retrieval -p lakehouse-plugins --bins --examples
+# The same build as scripts/test.sh (one feature set, one target dir), so neither rebuilds for the other.
+cargo build --release --workspace --all-targets
 # Figures from a debug build mean nothing: refuse them.
 if "$CARGO_TARGET_DIR/release/lakehouse" --version | grep -q "debug build"; then
   echo "refusing to benchmark a debug build" >&2

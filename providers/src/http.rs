@@ -1,6 +1,9 @@
-//! The HTTP side shared by every adapter: one `reqwest` client per upstream,
-//! its auth, POSTs whose non-2xx answers become [`ProviderError`]s, and the
-//! two stream framings upstreams use (SSE and NDJSON), read event by event.
+//! The HTTP side shared by every adapter: one client per upstream ([`h1`] for
+//! `http://`, reqwest for `https://`), its auth, POSTs whose non-2xx answers
+//! become [`ProviderError`]s, and the two stream framings upstreams use (SSE
+//! and NDJSON), read event by event.
+
+mod h1;
 
 use std::fmt;
 use std::sync::Arc;
@@ -60,7 +63,7 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-/// One upstream endpoint: base URL, client, auth and extra headers. Cheap to
+/// One upstream endpoint: base URL, transport, auth and extra headers. Cheap to
 /// clone (one `Arc`); everything a request needs is parsed and built once here,
 /// not per call: the URL, the auth header and the configured extra headers.
 #[derive(Debug, Clone)]
@@ -70,11 +73,24 @@ pub struct Upstream(Arc<Endpoint>);
 struct Endpoint {
     provider: String,
     base_url: reqwest::Url,
-    client: reqwest::Client,
+    /// The base URL's path without its trailing `/`, which request paths extend.
+    base_path: String,
+    transport: Transport,
     auth: Auth,
     /// The auth header (marked sensitive) and the extra headers, sent with every request.
     headers: HeaderMap,
     timeouts: Timeouts,
+}
+
+/// How requests travel, chosen by the base URL's scheme.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// `http://` (local Ollama, model servers on the LAN): [`h1`], driven by the
+    /// request's own task, where the proxy's own cost shows.
+    Plain(h1::Client),
+    /// `https://` (the cloud providers): reqwest, for TLS, HTTP/2 and the
+    /// system's proxy settings; a network round trip dwarfs the client's cost.
+    Tls(reqwest::Client),
 }
 
 impl Upstream {
@@ -89,25 +105,56 @@ impl Upstream {
             provider: provider.clone(),
             message,
         };
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .read_timeout(timeouts.read)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            // An API answer is the answer: a redirect is reported as the
-            // upstream's error rather than silently re-sent elsewhere, and a
-            // chat is never retried behind the caller's back.
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
-            .build()
-            .map_err(|e| config_error(format!("cannot build HTTP client: {e}")))?;
         let base_url = reqwest::Url::parse(base_url.trim_end_matches('/'))
             .map_err(|e| config_error(format!("bad base URL {base_url:?}: {e}")))?;
+        let transport = match base_url.scheme() {
+            "http" => {
+                let host = base_url
+                    .host_str()
+                    .ok_or_else(|| config_error(format!("the base URL {base_url} has no host")))?;
+                let port = base_url.port_or_known_default().unwrap_or(80);
+                let client = h1::Client::new(
+                    host,
+                    port,
+                    base_url.port().is_none(),
+                    timeouts.connect,
+                    timeouts.read,
+                )
+                .map_err(config_error)?;
+                Transport::Plain(client)
+            }
+            "https" => Transport::Tls(
+                reqwest::Client::builder()
+                    .connect_timeout(timeouts.connect)
+                    .read_timeout(timeouts.read)
+                    .tcp_nodelay(true)
+                    .pool_idle_timeout(h1::IDLE_TIMEOUT)
+                    // An API answer is the answer: a redirect is reported as the
+                    // upstream's error rather than silently re-sent elsewhere, and a
+                    // chat is never retried behind the caller's back.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .retry(reqwest::retry::never())
+                    .build()
+                    .map_err(|e| config_error(format!("cannot build HTTP client: {e}")))?,
+            ),
+            other => {
+                return Err(config_error(format!(
+                    "the base URL {base_url} has scheme {other:?}; use http or https"
+                )));
+            }
+        };
+        if base_url.query().is_some() {
+            return Err(config_error(format!(
+                "the base URL {base_url} has a query; paths are appended to it"
+            )));
+        }
+        let base_path = base_url.path().trim_end_matches('/').to_owned();
         let headers = auth_headers(&auth).map_err(config_error)?;
         Ok(Self(Arc::new(Endpoint {
             provider,
             base_url,
-            client,
+            base_path,
+            transport,
             auth,
             headers,
             timeouts,
@@ -150,7 +197,8 @@ impl Upstream {
         Self(Arc::new(Endpoint {
             provider: self.0.provider.clone(),
             base_url: self.0.base_url.clone(),
-            client: self.0.client.clone(),
+            base_path: self.0.base_path.clone(),
+            transport: self.0.transport.clone(),
             auth,
             headers,
             timeouts: self.0.timeouts,
@@ -167,16 +215,12 @@ impl Upstream {
         &self.0.auth
     }
 
-    /// `path` under the base URL, without parsing the host again.
-    fn url(&self, path: &str) -> reqwest::Url {
-        let mut url = self.0.base_url.clone();
-        let joined = format!("{}{}", url.path().trim_end_matches('/'), path);
-        url.set_path(&joined);
-        url
-    }
-
-    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        req.headers(self.0.headers.clone())
+    /// `path` under the base URL's path.
+    fn path(&self, path: &str) -> String {
+        let mut joined = String::with_capacity(self.0.base_path.len() + path.len());
+        joined.push_str(&self.0.base_path);
+        joined.push_str(path);
+        joined
     }
 
     /// POSTs `body` as JSON; a non-2xx answer becomes an error with the upstream's message.
@@ -185,17 +229,14 @@ impl Upstream {
         path: &str,
         body: &T,
         headers: &[(&str, &str)],
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut req = self.authorize(self.0.client.post(self.url(path)).json(body));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        self.send(req).await
-    }
-
-    /// GETs `path`; a non-2xx answer becomes an error with the upstream's message.
-    pub async fn get(&self, path: &str) -> Result<reqwest::Response, ProviderError> {
-        self.send(self.authorize(self.0.client.get(self.url(path))))
+    ) -> Result<Response, ProviderError> {
+        let json = serde_json::to_vec(body).map_err(|e| {
+            ProviderError::invalid_request(
+                &self.0.provider,
+                format!("cannot encode the request: {e}"),
+            )
+        })?;
+        self.send(reqwest::Method::POST, path, Some(json), headers)
             .await
     }
 
@@ -204,22 +245,57 @@ impl Upstream {
         &self,
         path: &str,
     ) -> Result<T, ProviderError> {
-        let response = self.get(path).await?;
-        let body = response
-            .bytes()
+        self.send(reqwest::Method::GET, path, None, &[])
+            .await?
+            .json()
             .await
-            .map_err(|e| self.transport_error(e))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| ProviderError::protocol(&self.0.provider, format!("GET {path}: {e}")))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
-        let response = req.send().await.map_err(|e| self.transport_error(e))?;
-        let status = response.status();
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        json: Option<Vec<u8>>,
+        extra_headers: &[(&str, &str)],
+    ) -> Result<Response, ProviderError> {
+        let (status, retry_after, body) = match &self.0.transport {
+            Transport::Plain(client) => {
+                let path = self.path(path);
+                let request = h1::Request {
+                    method: method.as_str(),
+                    path: &path,
+                    headers: &self.0.headers,
+                    extra_headers,
+                    json: json.as_deref(),
+                };
+                let response = client.send(&request).await.map_err(|e| self.h1_error(e))?;
+                let retry_after = retry_after(&response.headers);
+                (response.status, retry_after, Body::Plain(response.body))
+            }
+            Transport::Tls(client) => {
+                let mut url = self.0.base_url.clone();
+                url.set_path(&self.path(path));
+                let mut request = client.request(method, url).headers(self.0.headers.clone());
+                for (name, value) in extra_headers {
+                    request = request.header(*name, *value);
+                }
+                if let Some(json) = json {
+                    request = request
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(json);
+                }
+                let response = request.send().await.map_err(|e| self.reqwest_error(e))?;
+                let retry_after = retry_after(response.headers());
+                (response.status(), retry_after, Body::Tls(response))
+            }
+        };
+        let response = Response {
+            upstream: self.clone(),
+            body,
+        };
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = retry_after(response.headers());
         // The body of an error is small; a broken one still yields the status.
         let body = response.bytes().await.unwrap_or_default();
         Err(ProviderError::Upstream {
@@ -231,13 +307,35 @@ impl Upstream {
         })
     }
 
+    fn timeout(&self) -> ProviderError {
+        ProviderError::Timeout {
+            provider: self.0.provider.clone(),
+            after: self.0.timeouts.read,
+        }
+    }
+
+    fn connection_error(&self, message: String) -> ProviderError {
+        ProviderError::Connection {
+            provider: self.0.provider.clone(),
+            message: self.redact(message),
+        }
+    }
+
+    /// Maps a failure of the plain-HTTP client.
+    fn h1_error(&self, e: h1::Error) -> ProviderError {
+        match e {
+            h1::Error::Timeout(_) => self.timeout(),
+            h1::Error::Protocol(message) => {
+                ProviderError::protocol(&self.0.provider, self.redact(message))
+            }
+            other => self.connection_error(other.to_string()),
+        }
+    }
+
     /// Maps a reqwest failure to a timeout or a connection error, without the key.
-    pub fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+    fn reqwest_error(&self, e: reqwest::Error) -> ProviderError {
         if e.is_timeout() {
-            return ProviderError::Timeout {
-                provider: self.0.provider.clone(),
-                after: self.0.timeouts.read,
-            };
+            return self.timeout();
         }
         let mut message = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -246,10 +344,7 @@ impl Upstream {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        ProviderError::Connection {
-            provider: self.0.provider.clone(),
-            message: self.redact(message),
-        }
+        self.connection_error(message)
     }
 
     /// Upstreams sometimes echo what they were sent; the key must never travel on.
@@ -261,26 +356,86 @@ impl Upstream {
             _ => message,
         }
     }
+}
+
+/// A 2xx answer whose body is still to be read.
+#[derive(Debug)]
+pub struct Response {
+    upstream: Upstream,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Plain(h1::Body),
+    Tls(reqwest::Response),
+}
+
+impl Response {
+    /// The whole body.
+    pub async fn bytes(self) -> Result<Bytes, ProviderError> {
+        let upstream = self.upstream;
+        match self.body {
+            Body::Plain(body) => body.bytes().await.map_err(|e| upstream.h1_error(e)),
+            Body::Tls(response) => response
+                .bytes()
+                .await
+                .map_err(|e| upstream.reqwest_error(e)),
+        }
+    }
+
+    /// The whole body parsed as JSON; an answer that does not parse is a protocol error.
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, ProviderError> {
+        let provider = self.upstream.0.provider.clone();
+        let body = self.bytes().await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::protocol(&provider, format!("bad JSON answer: {e}")))
+    }
+
+    /// The body as it arrives. `ended` is set by the adapter once it has read
+    /// its protocol's end marker: dropped after that, the connection may still
+    /// be reused; dropped before, it is closed, which cancels the upstream.
+    fn into_stream(self, ended: &EndMarker) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+        let upstream = self.upstream;
+        match self.body {
+            Body::Plain(mut body) => {
+                body.end_with(ended.0.clone());
+                futures::stream::unfold(Some(body), move |body| {
+                    let upstream = upstream.clone();
+                    async move {
+                        let mut body = body?;
+                        match body.chunk().await {
+                            Ok(Some(data)) => Some((Ok(data), Some(body))),
+                            Ok(None) => None,
+                            Err(e) => Some((Err(upstream.h1_error(e)), None)),
+                        }
+                    }
+                })
+                .boxed()
+            }
+            Body::Tls(response) => response
+                .bytes_stream()
+                .map(move |r| r.map_err(|e| upstream.reqwest_error(e)))
+                .boxed(),
+        }
+    }
 
     /// The body as SSE events (comments and keep-alives dropped by the parser).
     pub fn sse_events(
-        &self,
-        response: reqwest::Response,
+        self,
+        ended: &EndMarker,
     ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
-        let upstream = self.clone();
-        response
-            .bytes_stream()
+        let provider = self.upstream.0.provider.clone();
+        self.into_stream(ended)
             .eventsource()
             .map(move |item| match item {
                 Ok(e) => Ok(SseEvent {
                     event: e.event,
                     data: e.data,
                 }),
-                Err(eventsource_stream::EventStreamError::Transport(e)) => {
-                    Err(upstream.transport_error(e))
-                }
+                Err(eventsource_stream::EventStreamError::Transport(e)) => Err(e),
                 Err(e) => Err(ProviderError::protocol(
-                    upstream.provider(),
+                    &provider,
                     format!("bad SSE framing: {e}"),
                 )),
             })
@@ -289,14 +444,23 @@ impl Upstream {
 
     /// The body as NDJSON lines, each one complete however the bytes were split.
     pub fn ndjson_lines(
-        &self,
-        response: reqwest::Response,
+        self,
+        ended: &EndMarker,
     ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
-        let upstream = self.clone();
-        let bytes = response
-            .bytes_stream()
-            .map(move |r| r.map_err(|e| upstream.transport_error(e)));
-        ndjson_lines(self.0.provider.clone(), bytes).boxed()
+        let provider = self.upstream.0.provider.clone();
+        ndjson_lines(provider, self.into_stream(ended)).boxed()
+    }
+}
+
+/// Set by an adapter when it has read its protocol's end marker (`[DONE]`,
+/// `message_stop`, `done:true`): the upstream is finished, so the rest of
+/// the body can be read in the background and the connection reused.
+#[derive(Debug, Clone, Default)]
+pub struct EndMarker(Arc<std::sync::atomic::AtomicBool>);
+
+impl EndMarker {
+    pub fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -431,17 +595,16 @@ mod tests {
     }
 
     #[test]
-    fn paths_join_the_base_path_once() {
+    fn paths_join_the_base_path_once_and_schemes_pick_the_transport() {
         let up = upstream("http://127.0.0.1:9/openai/v1/", Auth::None);
-        assert_eq!(
-            up.url("/chat/completions").as_str(),
-            "http://127.0.0.1:9/openai/v1/chat/completions"
-        );
+        assert_eq!(up.path("/chat/completions"), "/openai/v1/chat/completions");
+        assert!(matches!(up.0.transport, Transport::Plain(_)));
         let root = upstream("http://127.0.0.1:9", Auth::None);
-        assert_eq!(
-            root.url("/api/chat").as_str(),
-            "http://127.0.0.1:9/api/chat"
-        );
+        assert_eq!(root.path("/api/chat"), "/api/chat");
+        let tls = upstream("https://openrouter.ai/api/v1", Auth::None);
+        assert!(matches!(tls.0.transport, Transport::Tls(_)));
+        let err = Upstream::new("t", "ftp://example.com", Auth::None, timeouts()).unwrap_err();
+        assert!(err.to_string().contains("use http or https"), "{err}");
     }
 
     #[test]

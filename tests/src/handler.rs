@@ -50,7 +50,10 @@ fn control_route(state: &FakeState, name: &str, bytes: &Bytes) -> Response {
             Err(e) => json_with(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() })),
         },
         "requests" => json_ok(&serde_json::to_value(state.requests()).unwrap_or(Value::Null)),
-        "stats" => json_ok(&json!({ "cancelled": state.cancelled() })),
+        "stats" => json_ok(&json!({
+            "cancelled": state.cancelled(),
+            "connections": state.connections(),
+        })),
         _ => json_with(StatusCode::NOT_FOUND, &json!({ "error": "not found" })),
     }
 }

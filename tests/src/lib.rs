@@ -19,7 +19,7 @@
 //! so agent loops terminate.
 //!
 //! Control routes (not recorded): `GET /_fake/requests` (JSON array of
-//! [`Recorded`]) and `GET /_fake/stats` (`{"cancelled":N}`).
+//! [`Recorded`]) and `GET /_fake/stats` (`{"cancelled":N,"connections":M}`).
 
 mod anthropic;
 mod directives;
@@ -51,7 +51,9 @@ pub fn router(state: FakeState) -> Router {
 pub async fn serve(listener: TcpListener, state: FakeState) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     // Small SSE/NDJSON writes must leave at once, as a real upstream's do.
-    let listener = listener.tap_io(|tcp| {
+    let counter = state.clone();
+    let listener = listener.tap_io(move |tcp| {
+        counter.count_connection();
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, router(state)).await

@@ -59,6 +59,8 @@ struct Inner {
     canned: Mutex<BTreeMap<String, Canned>>,
     /// Body pieces of streamed answers handed to the connection so far.
     pieces_sent: std::sync::atomic::AtomicU64,
+    /// TCP connections accepted so far.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 /// A fixed answer for every chat naming one model (see [`FakeState::set_canned`]).
@@ -100,6 +102,7 @@ impl FakeState {
                 cancelled,
                 canned: Mutex::new(BTreeMap::new()),
                 pieces_sent: std::sync::atomic::AtomicU64::new(0),
+                connections: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -126,6 +129,19 @@ impl FakeState {
     pub(crate) fn count_piece(&self) {
         self.inner
             .pieces_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// TCP connections accepted so far (a client that reuses connections opens few).
+    pub fn connections(&self) -> u64 {
+        self.inner
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_connection(&self) {
+        self.inner
+            .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 

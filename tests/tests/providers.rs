@@ -404,6 +404,32 @@ async fn client_disconnect_cancels_the_upstream_request() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_across_chats() {
+    let h = start().await;
+    for (model, _, _) in CASES {
+        let before = h.fake.state().connections();
+        for round in 0..4 {
+            let body = json!({"model": model, "messages": user("hi there")});
+            let (status, answer) = h.chat(&body).await;
+            assert_eq!(status, 200, "{model}: {answer}");
+            let mut streamed = body.clone();
+            streamed["stream"] = json!(true);
+            let (status, events) = h.stream(&streamed).await;
+            assert_eq!(status, 200, "{model} round {round}");
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        }
+        // Eight chats; without keep-alive each would open its own connection.
+        // A stream's connection goes back to the pool as its body ends, which
+        // may race the next request once; the first chat of a provider connects.
+        let opened = h.fake.state().connections() - before;
+        assert!(
+            opened <= 2,
+            "{model}: 8 chats opened {opened} upstream connections"
+        );
+    }
+}
+
+#[tokio::test]
 async fn unset_sampling_fields_are_never_sent_and_extras_pass_through() {
     let h = start().await;
     for (model, _, path) in CASES {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
-use crate::http::{SseEvent, Upstream};
+use crate::http::{EndMarker, SseEvent, Upstream};
 use crate::openai::{
     ChatChunk, ChatRequest, Content, Delta, FinishReason, PromptTokensDetails, Role, ToolCallDelta,
     ToolChoice, Usage,
@@ -334,9 +334,11 @@ pub async fn stream_chat(
     let response = upstream
         .post_json("/messages", &body, &[("anthropic-version", "2023-06-01")])
         .await?;
+    let ended = EndMarker::default();
     Ok(convert_sse::<StreamState>(
         upstream.provider().to_owned(),
-        upstream.sse_events(response),
+        response.sse_events(&ended),
+        &ended,
     ))
 }
 
@@ -418,7 +420,12 @@ mod tests {
             ev("ping", json!({"type": "ping", "cost": "0.01"})),
         ];
         let out: Vec<_> = block_on(
-            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+            convert_sse::<StreamState>(
+                "z".into(),
+                futures::stream::iter(events).boxed(),
+                &EndMarker::default(),
+            )
+            .collect(),
         );
         assert_eq!(out.len(), 5);
         let start = out[2].as_ref().unwrap().choices[0]
@@ -451,7 +458,12 @@ mod tests {
             ev("message_stop", json!({"type": "message_stop"})),
         ];
         let out: Vec<_> = block_on(
-            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+            convert_sse::<StreamState>(
+                "z".into(),
+                futures::stream::iter(events).boxed(),
+                &EndMarker::default(),
+            )
+            .collect(),
         );
         assert_eq!(out.len(), 2);
         match out[1].as_ref().unwrap_err() {

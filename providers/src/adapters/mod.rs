@@ -18,7 +18,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde_json::{Map, Value};
 
 use crate::error::ProviderError;
-use crate::http::SseEvent;
+use crate::http::{EndMarker, SseEvent};
 use crate::openai::{ChatChunk, ChatRequest, Role};
 use crate::provider::ChunkStream;
 
@@ -66,11 +66,14 @@ pub(crate) trait SseConverter: Default + Send + 'static {
     fn done(&self) -> bool;
 }
 
-/// Runs a converter over an SSE stream, ending at the end marker or the first error.
+/// Runs a converter over an SSE stream, ending at the end marker (and setting
+/// `ended`) or at the first error.
 pub(crate) fn convert_sse<C: SseConverter>(
     provider: String,
     events: BoxStream<'static, Result<SseEvent, ProviderError>>,
+    ended: &EndMarker,
 ) -> ChunkStream {
+    let ended = ended.clone();
     events
         .scan((C::default(), false), move |(converter, failed), event| {
             if *failed || converter.done() {
@@ -80,6 +83,9 @@ pub(crate) fn convert_sse<C: SseConverter>(
                 Ok(ev) => converter.convert(&provider, &ev).transpose(),
                 Err(e) => Some(Err(e)),
             };
+            if converter.done() {
+                ended.set();
+            }
             *failed = matches!(out, Some(Err(_)));
             std::future::ready(Some(out))
         })

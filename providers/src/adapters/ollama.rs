@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
-use crate::http::Upstream;
+use crate::http::{EndMarker, Upstream};
 use crate::openai::{
     ChatChunk, ChatRequest, ChunkChoice, Content, Delta, FinishReason, Role, ToolCallDelta, Usage,
     new_id,
@@ -317,21 +317,18 @@ impl ChatProvider for Ollama {
             let mut next_tool_index = 0u32;
             if !request.is_stream() {
                 // One object with the whole message, shaped like a `done:true` line.
-                let whole = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.upstream.transport_error(e))?;
+                let whole = response.bytes().await?;
                 let chunk = convert_line(&provider, &whole, &mut next_tool_index)?;
                 return Ok(futures::stream::once(std::future::ready(Ok(chunk))).boxed());
             }
             // Stop reading at the `done:true` line (or the first error): nothing after it belongs to this answer.
-            let chunks = self
-                .upstream
-                .ndjson_lines(response)
+            let ended = EndMarker::default();
+            let lines = response.ndjson_lines(&ended);
+            let chunks = lines
                 .map(move |line| {
                     line.and_then(|l| convert_line(&provider, &l, &mut next_tool_index))
                 })
-                .scan(false, |finished, item| {
+                .scan(false, move |finished, item| {
                     if *finished {
                         return std::future::ready(None);
                     }
@@ -339,6 +336,9 @@ impl ChatProvider for Ollama {
                         Ok(c) => c.choices.iter().any(|ch| ch.finish_reason.is_some()),
                         Err(_) => true,
                     };
+                    if matches!(&item, Ok(_)) && *finished {
+                        ended.set();
+                    }
                     std::future::ready(Some(item))
                 });
             Ok(chunks.boxed())

@@ -14,7 +14,7 @@ use futures::stream::StreamExt;
 use serde::Deserialize;
 
 use crate::error::ProviderError;
-use crate::http::Upstream;
+use crate::http::{EndMarker, Upstream};
 use crate::openai::{
     ChatChunk, ChatRequest, ChunkChoice, Delta, FinishReason, StreamOptions, ToolCall,
     ToolCallDelta, Usage,
@@ -138,10 +138,7 @@ async fn complete_chat(
     let response = upstream
         .post_json("/chat/completions", &request, &[])
         .await?;
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| upstream.transport_error(e))?;
+    let body = response.bytes().await?;
     let completion: Completion = serde_json::from_slice(&body).map_err(|e| {
         ProviderError::protocol(upstream.provider(), format!("bad completion JSON: {e}"))
     })?;
@@ -162,9 +159,16 @@ async fn stream_chat(
         .post_json("/chat/completions", &request, &[])
         .await?;
     let provider = upstream.provider().to_owned();
-    let events = upstream.sse_events(response);
+    let ended = EndMarker::default();
+    let events = response.sse_events(&ended);
     let chunks = events
-        .take_while(|e| std::future::ready(!matches!(e, Ok(ev) if ev.data.trim() == "[DONE]")))
+        .take_while(move |e| {
+            let done = matches!(e, Ok(ev) if ev.data.trim() == "[DONE]");
+            if done {
+                ended.set();
+            }
+            std::future::ready(!done)
+        })
         .filter_map(move |event| {
             let out = match event {
                 Err(e) => Some(Err(e)),

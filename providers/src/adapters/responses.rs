@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
-use crate::http::{SseEvent, Upstream};
+use crate::http::{EndMarker, SseEvent, Upstream};
 use crate::openai::{
     ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason,
     PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
@@ -313,9 +313,11 @@ pub async fn stream_chat(
 ) -> Result<ChunkStream, ProviderError> {
     let body = to_responses_request(upstream.provider(), request)?;
     let response = upstream.post_json("/responses", &body, &[]).await?;
+    let ended = EndMarker::default();
     Ok(convert_sse::<StreamState>(
         upstream.provider().to_owned(),
-        upstream.sse_events(response),
+        response.sse_events(&ended),
+        &ended,
     ))
 }
 
@@ -387,7 +389,12 @@ mod tests {
             ev(json!({"type": "ping", "cost": "1"})),
         ];
         let out: Vec<_> = block_on(
-            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+            convert_sse::<StreamState>(
+                "z".into(),
+                futures::stream::iter(events).boxed(),
+                &EndMarker::default(),
+            )
+            .collect(),
         );
         assert_eq!(out.len(), 4);
         let start = &out[1].as_ref().unwrap().choices[0]
@@ -410,7 +417,12 @@ mod tests {
             json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}),
         )];
         let out: Vec<_> = block_on(
-            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+            convert_sse::<StreamState>(
+                "z".into(),
+                futures::stream::iter(events).boxed(),
+                &EndMarker::default(),
+            )
+            .collect(),
         );
         assert_eq!(
             out[0].as_ref().unwrap().choices[0].finish_reason,
@@ -420,7 +432,12 @@ mod tests {
             json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}),
         )];
         let out: Vec<_> = block_on(
-            convert_sse::<StreamState>("z".into(), futures::stream::iter(events).boxed()).collect(),
+            convert_sse::<StreamState>(
+                "z".into(),
+                futures::stream::iter(events).boxed(),
+                &EndMarker::default(),
+            )
+            .collect(),
         );
         assert!(out[0].as_ref().unwrap_err().to_string().contains("boom"));
     }

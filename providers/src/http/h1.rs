@@ -1,0 +1,897 @@
+//! A small HTTP/1.1 client for plain `http://` upstreams (local Ollama, model
+//! servers on the LAN), driven by the request's own task.
+//!
+//! Why not reqwest here: hyper's client runs every connection in a task of its
+//! own and hands the answer over through channels, one task switch per body
+//! frame, so a stream's events reached the client one write each however they
+//! arrived. In front of a local model that hop was most of the proxy's own cost
+//! (bench/results). Here the request's task writes the request and reads the
+//! answer itself, and every read takes whatever the socket holds: events the
+//! upstream sent together are passed on together, each as soon as it is read.
+//!
+//! What it does: keep-alive connections in a bounded pool (idle ones dropped
+//! after [`IDLE_TIMEOUT`]), `Content-Length`, `chunked` and read-to-close
+//! bodies, a connect timeout and a timeout on every read. A request that fails
+//! on a pooled connection before any byte of an answer arrived is sent once
+//! more on a new connection: the upstream closed that idle connection and
+//! never saw the request (what nginx and hyper do too). Dropping a body before
+//! its end closes the connection, which cancels the upstream's work.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Idle connections kept per upstream.
+const MAX_IDLE: usize = 128;
+/// An idle connection older than this is closed rather than reused.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most headers accepted in a response head.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+/// How much room each socket read asks for.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect to {authority}: {source}")]
+    Connect {
+        authority: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the upstream closed the connection before the answer ended")]
+    Closed,
+    #[error("bad HTTP answer: {0}")]
+    Protocol(String),
+}
+
+/// One plain-HTTP upstream host: where to connect, what `Host` to send, and
+/// the idle connections to it (shared by clones).
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    authority: String,
+    host: HeaderValue,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    pool: Arc<Pool>,
+}
+
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= MAX_IDLE {
+            // The oldest goes: it is the likeliest to have been closed by the upstream.
+            idle.remove(0);
+        }
+        idle.push((conn, Instant::now()));
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    buffer: BytesMut,
+}
+
+/// One request: everything but the `Host`, `Content-Length` and framing headers.
+pub(crate) struct Request<'a> {
+    pub method: &'a str,
+    /// The path and query, already valid in a request line.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub extra_headers: &'a [(&'a str, &'a str)],
+    /// A JSON body, sent with its `Content-Type`.
+    pub json: Option<&'a [u8]>,
+}
+
+/// A response whose head has been read.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+impl Client {
+    /// `host` as it goes in the `Host` header, `port` the one to connect to.
+    pub(crate) fn new(
+        host: &str,
+        port: u16,
+        default_port: bool,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Self, String> {
+        let authority = format!("{host}:{port}");
+        let host_header = if default_port { host } else { &authority };
+        let host = HeaderValue::from_str(host_header)
+            .map_err(|_| format!("the host {host_header:?} cannot go in a Host header"))?;
+        Ok(Self {
+            authority,
+            host,
+            connect_timeout,
+            read_timeout,
+            pool: Arc::default(),
+        })
+    }
+
+    /// Sends `request` and reads the answer's head; the body is read from the [`Body`].
+    pub(crate) async fn send(&self, request: &Request<'_>) -> Result<Response, Error> {
+        let wire = self.encode(request);
+        if let Some(conn) = self.pool.take() {
+            match self.exchange(conn, &wire).await {
+                Ok(response) => return Ok(response),
+                // The upstream had closed this idle connection: it never saw the request.
+                Err(Attempt::Stale) => {}
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        let conn = self.connect().await?;
+        match self.exchange(conn, &wire).await {
+            Ok(response) => Ok(response),
+            Err(Attempt::Stale) => Err(Error::Closed),
+            Err(Attempt::Failed(e)) => Err(e),
+        }
+    }
+
+    fn encode(&self, request: &Request<'_>) -> Vec<u8> {
+        let body = request.json.unwrap_or_default();
+        let mut wire = Vec::with_capacity(256 + body.len());
+        wire.extend_from_slice(request.method.as_bytes());
+        wire.push(b' ');
+        wire.extend_from_slice(request.path.as_bytes());
+        wire.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        wire.extend_from_slice(self.host.as_bytes());
+        wire.extend_from_slice(b"\r\n");
+        let mut header = |name: &[u8], value: &[u8]| {
+            wire.extend_from_slice(name);
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(value);
+            wire.extend_from_slice(b"\r\n");
+        };
+        for (name, value) in request.headers {
+            header(name.as_str().as_bytes(), value.as_bytes());
+        }
+        for (name, value) in request.extra_headers {
+            header(name.as_bytes(), value.as_bytes());
+        }
+        if request.json.is_some() {
+            header(b"content-type", b"application/json");
+            header(b"content-length", body.len().to_string().as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(body);
+        wire
+    }
+
+    async fn connect(&self) -> Result<Conn, Error> {
+        let connected = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(self.authority.as_str()),
+        )
+        .await
+        .map_err(|_| Error::Timeout(self.connect_timeout))?;
+        let stream = connected.map_err(|source| Error::Connect {
+            authority: self.authority.clone(),
+            source,
+        })?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buffer: BytesMut::with_capacity(READ_SIZE),
+        })
+    }
+
+    async fn exchange(&self, mut conn: Conn, wire: &[u8]) -> Result<Response, Attempt> {
+        if let Err(e) = conn.stream.write_all(wire).await {
+            return Err(if is_reset(&e) {
+                Attempt::Stale
+            } else {
+                Attempt::Failed(e.into())
+            });
+        }
+        let head = loop {
+            match parse_head(&conn.buffer).map_err(Attempt::Failed)? {
+                Some(head) => {
+                    conn.buffer.advance(head.length);
+                    // Interim answers (100 Continue) are skipped.
+                    if head.status.is_informational() {
+                        continue;
+                    }
+                    break head;
+                }
+                None if conn.buffer.len() > MAX_HEAD => {
+                    return Err(Attempt::Failed(Error::Protocol(format!(
+                        "the response head is longer than {MAX_HEAD} bytes"
+                    ))));
+                }
+                None => {}
+            }
+            let nothing_yet = conn.buffer.is_empty();
+            match read_more(&mut conn, self.read_timeout).await {
+                Ok(0) if nothing_yet => return Err(Attempt::Stale),
+                Ok(0) => return Err(Attempt::Failed(Error::Closed)),
+                Ok(_) => {}
+                Err(Error::Io(e)) if nothing_yet && is_reset(&e) => return Err(Attempt::Stale),
+                Err(e) => return Err(Attempt::Failed(e)),
+            }
+        };
+        let framing = framing(head.status, &head.headers).map_err(Attempt::Failed)?;
+        Ok(Response {
+            status: head.status,
+            headers: head.headers,
+            body: Body {
+                conn: Some(conn),
+                framing,
+                reusable: head.keep_alive,
+                pool: Arc::clone(&self.pool),
+                read_timeout: self.read_timeout,
+                ended: None,
+            },
+        })
+    }
+}
+
+/// How one attempt on a connection failed.
+enum Attempt {
+    /// The connection was closed before any of the answer arrived.
+    Stale,
+    Failed(Error),
+}
+
+fn is_reset(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
+}
+
+async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<usize, Error> {
+    conn.buffer.reserve(READ_SIZE);
+    match tokio::time::timeout(timeout, conn.stream.read_buf(&mut conn.buffer)).await {
+        Ok(read) => Ok(read?),
+        Err(_) => Err(Error::Timeout(timeout)),
+    }
+}
+
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    keep_alive: bool,
+    /// Bytes the head took.
+    length: usize,
+}
+
+/// A complete head at the start of `buffer`, or `None` when more bytes are needed.
+fn parse_head(buffer: &[u8]) -> Result<Option<Head>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let length = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(Error::Protocol(format!(
+                "cannot parse the response head: {e}"
+            )));
+        }
+    };
+    let code = parsed.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Error::Protocol(format!("bad status code {code}")))?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut close = parsed.version == Some(0);
+    for header in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| Error::Protocol(format!("bad header name {:?}", header.name)))?;
+        let value = HeaderValue::from_bytes(header.value)
+            .map_err(|_| Error::Protocol(format!("bad value of header {name}")))?;
+        if name == reqwest::header::CONNECTION {
+            let tokens = String::from_utf8_lossy(header.value).to_ascii_lowercase();
+            if tokens.split(',').any(|t| t.trim() == "close") {
+                close = true;
+            } else if tokens.split(',').any(|t| t.trim() == "keep-alive") {
+                close = false;
+            }
+        }
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        headers,
+        keep_alive: !close,
+        length,
+    }))
+}
+
+/// How the body's end is known (RFC 9112 §6.3).
+#[derive(Debug)]
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+    /// Until the upstream closes; the connection is not reused.
+    UntilClose,
+    Done,
+}
+
+fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Error> {
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Done);
+    }
+    if let Some(coding) = headers
+        .get_all(reqwest::header::TRANSFER_ENCODING)
+        .iter()
+        .last()
+    {
+        let chunked = coding
+            .to_str()
+            .ok()
+            .and_then(|c| c.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked {
+            Framing::Chunked(Chunked::Size)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut lengths = headers.get_all(reqwest::header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(Framing::UntilClose);
+    };
+    let length = |v: &HeaderValue| {
+        v.to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| Error::Protocol("bad Content-Length".into()))
+    };
+    let n = length(first)?;
+    for other in lengths {
+        if length(other)? != n {
+            return Err(Error::Protocol("conflicting Content-Length headers".into()));
+        }
+    }
+    Ok(if n == 0 {
+        Framing::Done
+    } else {
+        Framing::Length(n)
+    })
+}
+
+/// Where a chunked body's decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last (zero) chunk: trailer lines up to an empty one.
+    Trailers,
+}
+
+/// What one decoding step found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Data(Bytes),
+    NeedMore,
+    End,
+}
+
+/// The next line (without its line end) at the start of `buffer`, consumed.
+fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
+    let Some(end) = buffer.iter().position(|b| *b == b'\n') else {
+        if buffer.len() > MAX_LINE {
+            return Err(Error::Protocol("a chunk line is too long".into()));
+        }
+        return Ok(None);
+    };
+    let mut line = buffer.split_to(end + 1);
+    line.truncate(end);
+    if line.last() == Some(&b'\r') {
+        line.truncate(end - 1);
+    }
+    Ok(Some(line))
+}
+
+impl Chunked {
+    /// Decodes what `buffer` holds, up to the first piece of data or the end.
+    fn step(&mut self, buffer: &mut BytesMut) -> Result<Step, Error> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Step::NeedMore);
+                    };
+                    let digits = line[..].split(|b| *b == b';').next().unwrap_or_default();
+                    let digits = std::str::from_utf8(digits).unwrap_or_default().trim();
+                    let size = u64::from_str_radix(digits, 16).map_err(|_| {
+                        Error::Protocol(format!(
+                            "bad chunk size {:?}",
+                            String::from_utf8_lossy(&line)
+                        ))
+                    })?;
+                    *self = if size == 0 {
+                        Chunked::Trailers
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(left) => {
+                    if buffer.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    let n = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(buffer.len());
+                    let data = buffer.split_to(n).freeze();
+                    let left = left - n as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Step::Data(data));
+                }
+                Chunked::DataEnd => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Step::NeedMore);
+                    };
+                    if !line.is_empty() {
+                        return Err(Error::Protocol("a chunk is longer than its size".into()));
+                    }
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    let Some(line) = take_line(buffer)? else {
+                        return Ok(Step::NeedMore);
+                    };
+                    if line.is_empty() {
+                        return Ok(Step::End);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A response body, read as it arrives. At its end the connection goes back
+/// to the pool when it can be reused; dropped before, it is closed, unless
+/// its reader had seen the protocol's end marker (see [`Body::end_with`]).
+#[derive(Debug)]
+pub(crate) struct Body {
+    conn: Option<Conn>,
+    framing: Framing,
+    reusable: bool,
+    pool: Arc<Pool>,
+    read_timeout: Duration,
+    /// Set by the reader once the upstream's answer is complete.
+    ended: Option<Arc<AtomicBool>>,
+}
+
+impl Body {
+    /// The next piece of the body, `None` at its end. Whatever is already
+    /// buffered is returned without touching the socket.
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            let step = self.step().inspect_err(|_| self.conn = None)?;
+            match step {
+                Step::Data(data) => return Ok(Some(data)),
+                Step::End => {
+                    self.finish();
+                    return Ok(None);
+                }
+                Step::NeedMore => {
+                    let Some(conn) = self.conn.as_mut() else {
+                        return Ok(None);
+                    };
+                    let read = read_more(conn, self.read_timeout)
+                        .await
+                        .inspect_err(|_| self.conn = None)?;
+                    if read == 0 {
+                        self.conn = None;
+                        return match self.framing {
+                            Framing::UntilClose => Ok(None),
+                            _ => Err(Error::Closed),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes what is buffered, up to the next piece of data or the end.
+    fn step(&mut self) -> Result<Step, Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Step::End);
+        };
+        let buffer = &mut conn.buffer;
+        Ok(match &mut self.framing {
+            Framing::Done => Step::End,
+            Framing::Chunked(state) => return state.step(buffer),
+            Framing::Length(_) | Framing::UntilClose if buffer.is_empty() => Step::NeedMore,
+            Framing::UntilClose => Step::Data(buffer.split().freeze()),
+            Framing::Length(left) => {
+                let n = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(buffer.len());
+                *left -= n as u64;
+                if *left == 0 {
+                    self.framing = Framing::Done;
+                }
+                Step::Data(buffer.split_to(n).freeze())
+            }
+        })
+    }
+
+    /// The whole body.
+    pub(crate) async fn bytes(mut self) -> Result<Bytes, Error> {
+        let Some(first) = self.chunk().await? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = self.chunk().await? else {
+            return Ok(first);
+        };
+        let mut all = BytesMut::with_capacity(first.len() + second.len());
+        all.extend_from_slice(&first);
+        all.extend_from_slice(&second);
+        while let Some(more) = self.chunk().await? {
+            all.extend_from_slice(&more);
+        }
+        Ok(all.freeze())
+    }
+
+    /// `ended` is set by the reader once it has read the protocol's end marker
+    /// (`[DONE]`, `done:true`): the upstream has finished, so a body dropped
+    /// after that is read to its end, off the request's path, and reused.
+    pub(crate) fn end_with(&mut self, ended: Arc<AtomicBool>) {
+        self.ended = Some(ended);
+    }
+
+    /// The body ended: the connection is reused when the upstream allows it and
+    /// sent nothing past the answer.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.buffer.is_empty()
+        {
+            self.pool.put(conn);
+        }
+    }
+}
+
+/// Most of a finished answer's rest read to keep its connection.
+const MAX_DRAIN: usize = 64 * 1024;
+/// Longest wait for a finished answer's rest.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let finished_reading = self
+            .ended
+            .as_ref()
+            .is_some_and(|ended| ended.load(Ordering::Relaxed));
+        if self.conn.is_none() || !self.reusable || !finished_reading {
+            // Closing the connection is what cancels an answer still under way.
+            return;
+        }
+        let mut rest = Body {
+            conn: self.conn.take(),
+            framing: std::mem::replace(&mut self.framing, Framing::Done),
+            reusable: true,
+            pool: Arc::clone(&self.pool),
+            read_timeout: DRAIN_TIMEOUT,
+            ended: None,
+        };
+        // Usually the rest (the last chunk) came with the end marker.
+        let mut drained = 0;
+        loop {
+            match rest.step() {
+                Ok(Step::Data(data)) if drained + data.len() <= MAX_DRAIN => drained += data.len(),
+                Ok(Step::End) => return rest.finish(),
+                Ok(Step::NeedMore) => break,
+                Ok(Step::Data(_)) | Err(_) => return,
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            while let Ok(Some(data)) = rest.chunk().await {
+                drained += data.len();
+                if drained > MAX_DRAIN {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use tokio::net::TcpListener;
+
+    fn decode_all(parts: &[&[u8]]) -> Result<(Vec<u8>, bool), Error> {
+        let mut state = Chunked::Size;
+        let mut buffer = BytesMut::new();
+        let mut out = Vec::new();
+        for part in parts {
+            buffer.extend_from_slice(part);
+            loop {
+                match state.step(&mut buffer)? {
+                    Step::Data(d) => out.extend_from_slice(&d),
+                    Step::NeedMore => break,
+                    Step::End => return Ok((out, true)),
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    const CHUNKED: &[u8] = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let (data, ended) = decode_all(&[CHUNKED]).unwrap();
+        assert_eq!(data, b"hello, world");
+        assert!(ended);
+    }
+
+    #[test]
+    fn bad_chunk_sizes_and_overlong_chunks_are_refused() {
+        assert!(decode_all(&[b"zz\r\nhello\r\n"]).is_err());
+        assert!(decode_all(&[b"2\r\nhello\r\n"]).is_err());
+        assert!(decode_all(&[&[b'1'; MAX_LINE + 1]]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_decoding_does_not_depend_on_how_reads_cut_the_bytes(
+            cuts in proptest::collection::vec(0..CHUNKED.len(), 0..8)
+        ) {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                parts.push(&CHUNKED[from..cut]);
+                from = cut;
+            }
+            parts.push(&CHUNKED[from..]);
+            let (data, ended) = decode_all(&parts).unwrap();
+            prop_assert_eq!(data, b"hello, world".to_vec());
+            prop_assert!(ended);
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_all(&[&bytes]);
+            let _ = parse_head(&bytes);
+        }
+    }
+
+    /// A server that answers each request, on any connection, with the next
+    /// canned answer (closing the connection after it when a `CLOSE` follows),
+    /// and counts the connections it accepted.
+    async fn canned_server(
+        answers: Vec<&'static [u8]>,
+    ) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let answers = Arc::new(Mutex::new(std::collections::VecDeque::from(answers)));
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut read = [0u8; 4096];
+                    loop {
+                        let n = socket.read(&mut read).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&read[..n]);
+                        // Requests here carry no body: one head is one request.
+                        while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buffer.drain(..end + 4);
+                            let (answer, close) = {
+                                let mut answers = answers.lock().unwrap();
+                                let answer = answers.pop_front();
+                                // A CLOSE after an answer closes the connection behind it.
+                                let close = answers.front() == Some(&&b"CLOSE"[..]);
+                                if close {
+                                    answers.pop_front();
+                                }
+                                (answer, close)
+                            };
+                            let Some(answer) = answer else { return };
+                            socket.write_all(answer).await.unwrap();
+                            if close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn client(port: u16) -> Client {
+        Client::new(
+            "127.0.0.1",
+            port,
+            false,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    fn get(path: &str) -> Request<'_> {
+        static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+        Request {
+            method: "GET",
+            path,
+            headers: EMPTY.get_or_init(HeaderMap::new),
+            extra_headers: &[],
+            json: None,
+        }
+    }
+
+    async fn body_of(client: &Client, path: &str) -> (StatusCode, Bytes) {
+        let response = client.send(&get(path)).await.unwrap();
+        (response.status, response.body.bytes().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_after_whole_bodies() {
+        let (port, accepted) = canned_server(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+        ])
+        .await;
+        let client = client(port);
+        assert_eq!(body_of(&client, "/a").await, (StatusCode::OK, "ok".into()));
+        assert_eq!(body_of(&client, "/b").await, (StatusCode::OK, "hi".into()));
+        assert_eq!(
+            body_of(&client, "/c").await,
+            (StatusCode::NOT_FOUND, Bytes::new())
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_replaced_once() {
+        let (port, accepted) = canned_server(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na",
+            b"CLOSE",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb",
+        ])
+        .await;
+        let client = client(port);
+        assert_eq!(body_of(&client, "/").await.1, "a");
+        assert_eq!(body_of(&client, "/").await.1, "b");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_unfinished_bodies_are_not_reused() {
+        let (port, accepted) = canned_server(vec![
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbb",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nc",
+        ])
+        .await;
+        let client = client(port);
+        assert_eq!(body_of(&client, "/").await.1, "a");
+        let mut response = client.send(&get("/")).await.unwrap();
+        assert_eq!(response.body.chunk().await.unwrap().unwrap(), "bb");
+        drop(response);
+        assert_eq!(body_of(&client, "/").await.1, "c");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_an_error_and_a_silent_upstream_times_out() {
+        let (port, _) = canned_server(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+            b"CLOSE",
+        ])
+        .await;
+        let client = client(port);
+        let response = client.send(&get("/")).await.unwrap();
+        assert!(matches!(response.body.bytes().await, Err(Error::Closed)));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and never answers.
+        let _held = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+            drop(socket);
+        });
+        let slow = Client::new(
+            "127.0.0.1",
+            port,
+            false,
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        assert!(matches!(slow.send(&get("/")).await, Err(Error::Timeout(_))));
+    }
+
+    #[tokio::test]
+    async fn events_sent_together_are_read_together() {
+        let (port, _) = canned_server(vec![
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n",
+        ])
+        .await;
+        let client = client(port);
+        let mut response = client.send(&get("/")).await.unwrap();
+        // Both chunks came in one read: the second is handed over from the buffer.
+        let first = response.body.chunk().await.unwrap().unwrap();
+        assert_eq!(first, "one");
+        let conn = response.body.conn.as_ref().unwrap();
+        assert!(
+            !conn.buffer.is_empty(),
+            "the second chunk is already buffered"
+        );
+        assert_eq!(response.body.chunk().await.unwrap().unwrap(), "two");
+        assert_eq!(response.body.chunk().await.unwrap(), None);
+    }
+
+    #[test]
+    fn requests_are_encoded_with_host_length_and_headers() {
+        let client = client(8080);
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        let wire = client.encode(&Request {
+            method: "POST",
+            path: "/v1/chat/completions",
+            headers: &headers,
+            extra_headers: &[("anthropic-version", "2023-06-01")],
+            json: Some(b"{}"),
+        });
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\
+             authorization: Bearer k\r\nanthropic-version: 2023-06-01\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        );
+    }
+}
