@@ -336,7 +336,7 @@ impl ChatProvider for Ollama {
                         Ok(c) => c.choices.iter().any(|ch| ch.finish_reason.is_some()),
                         Err(_) => true,
                     };
-                    if matches!(&item, Ok(_)) && *finished {
+                    if item.is_ok() && *finished {
                         ended.set();
                     }
                     std::future::ready(Some(item))

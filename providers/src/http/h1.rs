@@ -346,7 +346,7 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Error> {
     if let Some(coding) = headers
         .get_all(reqwest::header::TRANSFER_ENCODING)
         .iter()
-        .last()
+        .next_back()
     {
         let chunked = coding
             .to_str()
