@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use eventsource_stream::Eventsource;
 use futures::stream::{BoxStream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
 use crate::error::{ProviderError, UpstreamErrorKind, error_message_from_body, retry_after};
+use crate::sse::SseEvent;
 
 /// An API key. Its `Debug` never shows the value, so it cannot leak into logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -420,26 +420,16 @@ impl Response {
         }
     }
 
-    /// The body as SSE events (comments and keep-alives dropped by the parser).
+    /// The body as SSE events (comments and keep-alives dropped by the decoder).
     pub fn sse_events(
         self,
         ended: &EndMarker,
     ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
         let provider = self.upstream.0.provider.clone();
-        self.into_stream(ended)
-            .eventsource()
-            .map(move |item| match item {
-                Ok(e) => Ok(SseEvent {
-                    event: e.event,
-                    data: e.data,
-                }),
-                Err(eventsource_stream::EventStreamError::Transport(e)) => Err(e),
-                Err(e) => Err(ProviderError::protocol(
-                    &provider,
-                    format!("bad SSE framing: {e}"),
-                )),
-            })
-            .boxed()
+        crate::sse::decode(self.into_stream(ended), move |e| {
+            ProviderError::protocol(&provider, e.to_string())
+        })
+        .boxed()
     }
 
     /// The body as NDJSON lines, each one complete however the bytes were split.
@@ -481,13 +471,6 @@ fn auth_headers(auth: &Auth) -> Result<HeaderMap, String> {
     value.set_sensitive(true);
     headers.insert(name, value);
     Ok(headers)
-}
-
-/// One server-sent event: its `event:` name (empty when none) and joined `data:` lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SseEvent {
-    pub event: String,
-    pub data: String,
 }
 
 /// An upstream NDJSON line longer than this is a protocol error, not a reason to grow without bound.

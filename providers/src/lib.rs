@@ -8,7 +8,8 @@
 //! - [`stream`]: invariants every converted stream gets (ids, role, usage last,
 //!   `tool_calls` finish, error markers) and the assembler for non-stream answers.
 //! - [`router`]: model-prefix routing and the registry of providers.
-//! - [`http`]: upstream HTTP, auth, SSE and NDJSON framing.
+//! - [`http`]: upstream HTTP, auth, and the body as SSE events or NDJSON lines.
+//! - [`sse`]: the server-sent events decoder (upstream streams and the CLI).
 //! - [`secrets`]: `secrets/<provider>.env` key files.
 //! - [`error`]: [`ProviderError`](error::ProviderError); HTTP statuses are chosen in the proxy.
 
@@ -19,6 +20,7 @@ pub mod openai;
 pub mod provider;
 pub mod router;
 pub mod secrets;
+pub mod sse;
 pub mod stream;
 
 #[cfg(test)]

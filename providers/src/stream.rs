@@ -2,8 +2,6 @@
 //! [`normalize`] fixes the invariants OpenAI clients rely on, chunk by chunk and
 //! without buffering, and [`Assembler`] joins chunks into one `chat.completion`.
 
-use std::collections::BTreeMap;
-
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -192,19 +190,23 @@ pub fn error_from_value(provider: &str, error: &Value) -> ProviderError {
 }
 
 /// Joins normalized chunks into the `chat.completion` a non-stream client gets.
+///
+/// Choices and tool calls are kept in small vectors found by index (there is
+/// almost always one of each), sorted once at the end.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    choices: BTreeMap<u32, ChoiceParts>,
+    choices: Vec<ChoiceParts>,
     usage: Option<Usage>,
     system_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct ChoiceParts {
+    index: u32,
     content: Option<String>,
     reasoning: Option<String>,
     refusal: Option<String>,
-    tool_calls: BTreeMap<u32, ToolCall>,
+    tool_calls: Vec<(u32, ToolCall)>,
     finish_reason: Option<FinishReason>,
     logprobs: Vec<Value>,
 }
@@ -225,22 +227,37 @@ impl Assembler {
                 .clone_from(&chunk.system_fingerprint);
         }
         for choice in &chunk.choices {
-            let parts = self.choices.entry(choice.index).or_default();
+            let parts = match self.choices.iter().position(|c| c.index == choice.index) {
+                Some(at) => &mut self.choices[at],
+                None => {
+                    self.choices.push(ChoiceParts {
+                        index: choice.index,
+                        ..ChoiceParts::default()
+                    });
+                    let last = self.choices.len() - 1;
+                    &mut self.choices[last]
+                }
+            };
             append(&mut parts.content, &choice.delta.content);
             append(&mut parts.reasoning, &choice.delta.reasoning_content);
             append(&mut parts.refusal, &choice.delta.refusal);
             for call in choice.delta.tool_calls.iter().flatten() {
-                let slot = parts
-                    .tool_calls
-                    .entry(call.index)
-                    .or_insert_with(|| ToolCall {
-                        id: String::new(),
-                        kind: "function".into(),
-                        function: FunctionCall {
-                            name: String::new(),
-                            arguments: String::new(),
-                        },
-                    });
+                let at = match parts.tool_calls.iter().position(|(i, _)| *i == call.index) {
+                    Some(at) => at,
+                    None => {
+                        let empty = ToolCall {
+                            id: String::new(),
+                            kind: "function".into(),
+                            function: FunctionCall {
+                                name: String::new(),
+                                arguments: String::new(),
+                            },
+                        };
+                        parts.tool_calls.push((call.index, empty));
+                        parts.tool_calls.len() - 1
+                    }
+                };
+                let slot = &mut parts.tool_calls[at].1;
                 if let Some(id) = &call.id {
                     slot.id.clone_from(id);
                 }
@@ -272,17 +289,21 @@ impl Assembler {
     /// The text gathered so far for choice 0 (post hooks summarise it).
     pub fn text(&self) -> &str {
         self.choices
-            .get(&0)
+            .iter()
+            .find(|c| c.index == 0)
             .and_then(|c| c.content.as_deref())
             .unwrap_or_default()
     }
 
-    pub fn finish(self, meta: &ResponseMeta) -> ChatCompletion {
+    pub fn finish(mut self, meta: &ResponseMeta) -> ChatCompletion {
+        self.choices.sort_by_key(|c| c.index);
         let choices = self
             .choices
             .into_iter()
-            .map(|(index, parts)| {
-                let tool_calls: Vec<ToolCall> = parts.tool_calls.into_values().collect();
+            .map(|mut parts| {
+                parts.tool_calls.sort_by_key(|(i, _)| *i);
+                let tool_calls: Vec<ToolCall> =
+                    parts.tool_calls.into_iter().map(|(_, call)| call).collect();
                 // OpenAI answers `content: null` when the reply is only tool calls.
                 let content = match parts.content {
                     Some(c) if !c.is_empty() || tool_calls.is_empty() => Some(c),
@@ -290,7 +311,7 @@ impl Assembler {
                     _ => None,
                 };
                 Choice {
-                    index,
+                    index: parts.index,
                     message: ResponseMessage {
                         role: Role::Assistant,
                         content,
@@ -398,6 +419,54 @@ mod tests {
             Ok(ChatChunk::finish(FinishReason::Stop, None)),
         ]);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn assembler_orders_choices_and_tool_calls_by_index() {
+        let choice = |index: u32, delta: Delta| ChunkChoice {
+            index,
+            delta,
+            ..ChunkChoice::default()
+        };
+        let mut a = Assembler::default();
+        a.push(&ChatChunk {
+            choices: vec![
+                choice(1, Delta::content("b")),
+                choice(
+                    0,
+                    Delta::tool_call(ToolCallDelta::start(
+                        1,
+                        "c2".into(),
+                        "g".into(),
+                        "{}".into(),
+                    )),
+                ),
+            ],
+            ..ChatChunk::default()
+        });
+        a.push(&ChatChunk {
+            choices: vec![
+                choice(
+                    0,
+                    Delta::tool_call(ToolCallDelta::start(0, "c1".into(), "f".into(), "{".into())),
+                ),
+                choice(1, Delta::content("c")),
+            ],
+            ..ChatChunk::default()
+        });
+        a.push(&ChatChunk::delta(Delta::tool_call(
+            ToolCallDelta::arguments(0, "}".into()),
+        )));
+        assert_eq!(a.text(), "");
+        let done = a.finish(&meta());
+        let indexes: Vec<u32> = done.choices.iter().map(|c| c.index).collect();
+        assert_eq!(indexes, [0, 1]);
+        assert_eq!(done.choices[1].message.content.as_deref(), Some("bc"));
+        let calls = done.choices[0].message.tool_calls.as_ref().unwrap();
+        let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c1", "c2"]);
+        assert_eq!(calls[0].function.arguments, "{}");
+        assert_eq!(done.choices[0].message.content, None);
     }
 
     #[test]

@@ -334,7 +334,6 @@ pub struct ChatArgs {
 pub async fn chat(args: ChatArgs) -> Result<(), String> {
     use std::io::Write as _;
 
-    use eventsource_stream::Eventsource as _;
     use futures::StreamExt as _;
 
     let prompt = if args.prompt == "-" {
@@ -374,7 +373,11 @@ pub async fn chat(args: ChatArgs) -> Result<(), String> {
         let text = response.text().await.unwrap_or_default();
         return Err(explain_api_error(status.as_u16(), &text, base));
     }
-    let mut events = response.bytes_stream().eventsource();
+    let bytes = response
+        .bytes_stream()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .boxed();
+    let mut events = std::pin::pin!(lakehouse_providers::sse::decode(bytes, |e| e.to_string()));
     let mut stdout = std::io::stdout().lock();
     let mut first: Option<serde_json::Value> = None;
     let mut usage: Option<serde_json::Value> = None;

@@ -11,6 +11,7 @@
 //! - [`routes`]: handlers (`/v1/chat/completions`, `/v1/chat`, `/v1/models`, ...).
 //! - [`error`]: domain errors mapped to OpenAI error bodies and statuses; the only place statuses are chosen.
 //! - [`server`]: `serve(listener, app, shutdown, options)` and OS signals.
+//! - [`sse`]: server-sent events at the edge (one frame per event, keep-alive comments when idle).
 //! - [`cli`]: the store commands (`ingest`, `corpora`, `query`).
 //! - [`doctor`]: `lakehouse doctor`, a deployment check with fixes.
 //! - [`fanout`]: one chat to several models at once (`/v1/fanout`).
@@ -39,6 +40,7 @@ pub mod registry;
 pub mod routes;
 pub mod scrum;
 pub mod server;
+pub mod sse;
 pub mod workflow;
 
 use std::sync::Arc;

@@ -6,6 +6,8 @@
 //!    at once instead of an unbounded queue. A stream holds its slot until it ends.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -13,7 +15,10 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::StreamExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::app::SharedState;
@@ -222,18 +227,41 @@ pub(crate) async fn shed(
     }
     // A stream keeps its slot until its body ends (freed before the last
     // bytes go out, so a client that read to the end finds it free) or is dropped.
-    let (parts, body) = response.into_parts();
-    let body = futures::stream::unfold(
-        (body.into_data_stream(), Some(permit)),
-        |(mut frames, mut slot)| async move {
-            match frames.next().await {
-                Some(frame) => Some((frame, (frames, slot))),
-                None => {
-                    drop(slot.take());
-                    None
-                }
-            }
-        },
-    );
-    Response::from_parts(parts, Body::from_stream(body))
+    response.map(|body| {
+        Body::new(HoldsSlot {
+            body,
+            slot: Some(permit),
+        })
+    })
+}
+
+/// A stream's body holding its concurrency slot until it ends or is dropped.
+struct HoldsSlot {
+    body: Body,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl HttpBody for HoldsSlot {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

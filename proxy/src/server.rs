@@ -5,7 +5,9 @@
 //! request head (a slowloris client otherwise holds a connection forever).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +15,8 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::Response;
-use futures::StreamExt;
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -129,16 +132,62 @@ pub async fn serve(
 
 /// Event streams end when `cut` turns true, so a shutdown is never held up by an
 /// endless stream. Other responses pass untouched.
-fn end_streams_on(mut cut: watch::Receiver<bool>, response: Response) -> Response {
+fn end_streams_on(cut: watch::Receiver<bool>, response: Response) -> Response {
     if !is_event_stream(&response) {
         return response;
     }
-    let (parts, body) = response.into_parts();
-    let stop = async move {
-        let _ = cut.wait_for(|c| *c).await;
-    };
-    let body = Body::from_stream(body.into_data_stream().take_until(Box::pin(stop)));
-    Response::from_parts(parts, body)
+    let mut waiter = cut.clone();
+    response.map(|body| {
+        Body::new(UntilCut {
+            body,
+            cut,
+            wake_on_cut: Box::pin(async move {
+                let _ = waiter.wait_for(|c| *c).await;
+            }),
+            ended: false,
+        })
+    })
+}
+
+/// A stream's body that ends early once the shutdown's grace period is over.
+struct UntilCut {
+    body: Body,
+    cut: watch::Receiver<bool>,
+    /// Polled only while the body waits, so an idle stream is woken by the cut.
+    wake_on_cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ended: bool,
+}
+
+impl HttpBody for UntilCut {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        // The cut is the only change the channel ever sees; a closed channel means the server is gone.
+        if this.ended || this.cut.has_changed().unwrap_or(true) {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Pending if this.wake_on_cut.as_mut().poll(cx).is_ready() => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            polled => polled,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Whether a response is an SSE stream (its body outlives the handler).

@@ -13,12 +13,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
-use crate::http::{EndMarker, SseEvent, Upstream};
+use crate::http::{EndMarker, Upstream};
 use crate::openai::{
     ChatChunk, ChatRequest, Content, Delta, FinishReason, PromptTokensDetails, Role, ToolCallDelta,
     ToolChoice, Usage,
 };
 use crate::provider::ChunkStream;
+use crate::sse::SseEvent;
 use crate::stream::error_from_value;
 
 use super::{SseConverter, arguments_object, convert_sse, system_text};

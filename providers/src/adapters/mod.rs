@@ -18,9 +18,10 @@ use futures::stream::{BoxStream, StreamExt};
 use serde_json::{Map, Value};
 
 use crate::error::ProviderError;
-use crate::http::{EndMarker, SseEvent};
+use crate::http::EndMarker;
 use crate::openai::{ChatChunk, ChatRequest, Role};
 use crate::provider::ChunkStream;
+use crate::sse::SseEvent;
 
 /// OpenAI sends tool-call arguments as a JSON string; Ollama and Anthropic want the
 /// object (trap 6). Invalid JSON is refused with the message index rather than

@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
-use crate::http::{EndMarker, SseEvent, Upstream};
+use crate::http::{EndMarker, Upstream};
 use crate::openai::{
     ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason,
     PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
 };
 use crate::provider::ChunkStream;
+use crate::sse::SseEvent;
 use crate::stream::error_from_value;
 
 use super::{SseConverter, convert_sse, system_text};

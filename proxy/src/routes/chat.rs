@@ -2,18 +2,16 @@
 //!
 //! The first upstream event is awaited before any status is sent, so a refusal
 //! or an early failure becomes a real HTTP error. After that every upstream
-//! event is written as its own SSE event at once (axum flushes each stream item
-//! as a frame). Dropping the response body, as hyper does when the client goes
-//! away, drops the upstream request with it.
+//! event is written as its own SSE event at once (one body frame each, see
+//! [`crate::sse`]). Dropping the response body, as hyper does when the client
+//! goes away, drops the upstream request with it.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use lakehouse_plugins::config::PluginName;
@@ -29,6 +27,7 @@ use crate::config::ModelTiers;
 use crate::error::ApiError;
 use crate::observer::Witness;
 use crate::routes::body::read_json;
+use crate::sse::{self, Event};
 
 /// The OpenAI route.
 pub async fn chat_completions(
@@ -147,11 +146,24 @@ async fn begin(
     if capture {
         witness.conversation(&ctx.request.messages);
     }
-    let mut request = ctx.request.clone();
+    // Plain chats (no plugin ran) skip assembling and post hooks entirely,
+    // and hand their request upstream without a copy.
+    let lakehouse = ctx.lakehouse_field();
+    let (mut request, id, client_model, post) = if lakehouse.is_some() {
+        let request = ctx.request.clone();
+        let (id, client_model) = (ctx.id.clone(), ctx.client_model.clone());
+        let post = PostHooks {
+            state: state.clone(),
+            ctx,
+        };
+        (request, id, client_model, Some(post))
+    } else {
+        (ctx.request, ctx.id, ctx.client_model, None)
+    };
     request.model = upstream_model;
     let stream = request.is_stream();
     let wants_usage = request.wants_usage();
-    tracing::debug!(model = %ctx.client_model, provider = provider.name(), stream, "chat");
+    tracing::debug!(model = %client_model, provider = provider.name(), stream, "chat");
 
     let upstream = match provider.chat(request).await {
         Ok(upstream) => upstream,
@@ -161,9 +173,9 @@ async fn begin(
         }
     };
     let meta = ResponseMeta {
-        id: ctx.id.clone(),
+        id,
         created: unix_now(),
-        model: ctx.client_model.clone(),
+        model: client_model,
     };
     let mut rest = normalize(provider.name().to_owned(), upstream, meta.clone());
     let first = match rest.next().await {
@@ -178,16 +190,10 @@ async fn begin(
             return Err(e.into());
         }
     };
-    let lakehouse = ctx.lakehouse_field();
     witness.first_chunk(lakehouse.as_ref());
     if let Some(usage) = &first.usage {
         witness.usage(usage);
     }
-    // Plain chats (no plugin ran) skip assembling and post hooks entirely.
-    let post = lakehouse.is_some().then(|| PostHooks {
-        state: state.clone(),
-        ctx,
-    });
     Ok(Started {
         provider: provider.name().to_owned(),
         stream,
@@ -488,7 +494,7 @@ fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) ->
             loop {
                 let (event, finished) = match chunks.next().await {
                     Some(Ok(chunk)) if chunk.choices.is_empty() && !wants_usage => continue,
-                    Some(Ok(chunk)) => match Event::default().json_data(&chunk) {
+                    Some(Ok(chunk)) => match Event::json(&chunk) {
                         Ok(event) => (event, false),
                         Err(e) => (
                             error_event(&ApiError::internal(format!("cannot encode a chunk: {e}"))),
@@ -499,31 +505,16 @@ fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) ->
                         tracing::warn!("stream failed after it started: {e}");
                         (error_event(&ApiError::from(e)), true)
                     }
-                    None => (Event::default().data("[DONE]"), true),
+                    None => (Event::data("[DONE]"), true),
                 };
-                return Some((Ok::<_, Infallible>(event), (chunks, finished)));
+                return Some((event, (chunks, finished)));
             }
         });
-    sse(events, keep_alive)
-}
-
-/// An SSE response of `events` with keep-alive comments; proxies are told
-/// not to buffer it.
-pub(crate) fn sse(
-    events: impl futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
-    keep_alive: Duration,
-) -> Response {
-    let mut response = Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
-        .into_response();
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    sse::response(events, keep_alive)
 }
 
 pub(crate) fn error_event(error: &ApiError) -> Event {
-    Event::default().data(error.body().to_string())
+    Event::data(&error.body().to_string())
 }
 
 #[cfg(test)]

@@ -5,14 +5,12 @@
 //! [`FanoutEvent`]s tagged with the model, then `[DONE]` once every model
 //! has finished or failed.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use lakehouse_providers::openai::{new_id, unix_now};
@@ -22,7 +20,8 @@ use crate::app::SharedState;
 use crate::error::ApiError;
 use crate::fanout::{self, FanoutEvent, FanoutRequest};
 use crate::routes::body::read_json;
-use crate::routes::chat::{error_event, sse};
+use crate::routes::chat::error_event;
+use crate::sse::{self, Event};
 
 pub async fn fanout(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
     handle(state, headers, body)
@@ -39,15 +38,14 @@ async fn handle(state: SharedState, headers: HeaderMap, body: Body) -> Result<Re
         let keep_alive = Duration::from_secs(state.config.server.keep_alive_secs.max(1));
         let events = fanout::stream(state, headers, request)
             .map(|event: FanoutEvent| {
-                Event::default().json_data(&event).unwrap_or_else(|e| {
+                Event::json(&event).unwrap_or_else(|e| {
                     error_event(&ApiError::internal(format!("cannot encode an event: {e}")))
                 })
             })
-            .chain(futures::stream::once(std::future::ready(
-                Event::default().data("[DONE]"),
-            )))
-            .map(Ok::<_, Infallible>);
-        return Ok(sse(events, keep_alive));
+            .chain(futures::stream::once(std::future::ready(Event::data(
+                "[DONE]",
+            ))));
+        return Ok(sse::response(events, keep_alive));
     }
     let answers = fanout::run(&state, &headers, &request).await;
     let failed = answers.iter().filter(|a| a.error.is_some()).count();

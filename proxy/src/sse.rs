@@ -1,0 +1,192 @@
+//! Server-sent events at the edge: chat streams and the fan-out stream.
+//!
+//! Each [`Event`] is encoded once, straight into the bytes that go on the
+//! wire (`data: {json}\n\n`), and becomes one body frame as soon as it is
+//! ready. A `: keep-alive` comment goes out only after `keep_alive` with
+//! nothing sent, so idle intermediaries do not cut a slow stream.
+//!
+//! Our own body rather than axum's `Sse`: that one copies every event again
+//! while scanning it for newlines and re-arms its keep-alive timer after
+//! every event. On a streamed chat, both showed among the proxy's largest
+//! userland costs. Compact JSON cannot hold a raw newline, and here the timer
+//! is re-armed only when it fires.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::stream::{BoxStream, Stream, StreamExt};
+use hyper::body::Frame;
+use serde::Serialize;
+use tokio::time::{Instant, Sleep};
+
+/// One event, already encoded for the wire.
+#[derive(Debug, Clone)]
+pub struct Event(Bytes);
+
+impl Event {
+    /// `value` as compact JSON in one `data:` line.
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        let mut wire = Vec::with_capacity(256);
+        wire.extend_from_slice(b"data: ");
+        serde_json::to_writer(&mut wire, value)?;
+        wire.extend_from_slice(b"\n\n");
+        Ok(Self(wire.into()))
+    }
+
+    /// `text` as data, one `data:` line per line of it.
+    pub fn data(text: &str) -> Self {
+        let mut wire = Vec::with_capacity(text.len() + 8);
+        for line in text.lines() {
+            wire.extend_from_slice(b"data: ");
+            wire.extend_from_slice(line.as_bytes());
+            wire.push(b'\n');
+        }
+        if text.is_empty() {
+            wire.extend_from_slice(b"data: \n");
+        }
+        wire.push(b'\n');
+        Self(wire.into())
+    }
+
+    /// The bytes as they go on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// A `text/event-stream` response of `events`, with keep-alive comments;
+/// proxies in front are told not to buffer it.
+pub fn response(
+    events: impl Stream<Item = Event> + Send + 'static,
+    keep_alive: Duration,
+) -> Response {
+    let body = EventBody {
+        events: events.boxed(),
+        keep_alive,
+        timer: Box::pin(tokio::time::sleep(keep_alive)),
+        last_sent: Instant::now(),
+        ended: false,
+    };
+    let mut response = Response::new(Body::new(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+struct EventBody {
+    events: BoxStream<'static, Event>,
+    keep_alive: Duration,
+    /// Fires at the earliest moment a keep-alive may be due; moved only when it fires.
+    timer: Pin<Box<Sleep>>,
+    last_sent: Instant,
+    ended: bool,
+}
+
+impl hyper::body::Body for EventBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match this.events.poll_next_unpin(cx) {
+            Poll::Ready(Some(event)) => {
+                this.last_sent = Instant::now();
+                return Poll::Ready(Some(Ok(Frame::data(event.0))));
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        loop {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            let due = this.last_sent + this.keep_alive;
+            if now >= due {
+                this.last_sent = now;
+                this.timer.as_mut().reset(now + this.keep_alive);
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                    KEEP_ALIVE_COMMENT,
+                )))));
+            }
+            // Events went out since the timer was set: wait for the rest of the interval.
+            this.timer.as_mut().reset(due);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+
+    #[test]
+    fn events_encode_as_single_data_lines() {
+        let json = Event::json(&serde_json::json!({"text": "two\nlines"})).unwrap();
+        assert_eq!(json.as_bytes(), b"data: {\"text\":\"two\\nlines\"}\n\n");
+        assert_eq!(Event::data("[DONE]").as_bytes(), b"data: [DONE]\n\n");
+        assert_eq!(Event::data("a\nb").as_bytes(), b"data: a\ndata: b\n\n");
+        assert_eq!(Event::data("").as_bytes(), b"data: \n\n");
+    }
+
+    #[tokio::test]
+    async fn events_pass_as_frames_and_idle_streams_get_keep_alives() {
+        let (tx, rx) = mpsc::unbounded();
+        let response = response(rx, Duration::from_millis(20));
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        let mut frames = response.into_body().into_data_stream();
+        let before_first = std::time::Instant::now();
+        tx.unbounded_send(Event::data("1")).unwrap();
+        assert_eq!(&frames.next().await.unwrap().unwrap()[..], b"data: 1\n\n");
+        // Nothing to send: the next frame is a comment, a whole interval after the event.
+        assert_eq!(
+            &frames.next().await.unwrap().unwrap()[..],
+            KEEP_ALIVE_COMMENT
+        );
+        assert!(before_first.elapsed() >= Duration::from_millis(20));
+        tx.unbounded_send(Event::data("2")).unwrap();
+        assert_eq!(&frames.next().await.unwrap().unwrap()[..], b"data: 2\n\n");
+        drop(tx);
+        assert!(frames.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_busy_stream_sends_no_keep_alives() {
+        let events = futures::stream::iter((0..1000).map(|i| Event::data(&i.to_string())));
+        let body = response(events, Duration::from_secs(3600)).into_body();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert_eq!(text.matches("data: ").count(), 1000);
+        assert!(!text.contains("keep-alive"));
+    }
+}
