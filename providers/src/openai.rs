@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `POST /v1/chat/completions` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -106,7 +106,7 @@ impl ChatRequest {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
@@ -125,7 +125,7 @@ pub enum Role {
 }
 
 /// One entry of `messages`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Message {
     pub role: Role,
     /// A string, an array of parts, or `null` (assistant messages with tool calls).
@@ -172,7 +172,7 @@ impl Message {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     Text(String),
@@ -180,7 +180,7 @@ pub enum Content {
 }
 
 /// One element of an array `content`: `text`, `image_url`, `input_audio`, `file`, ...
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
@@ -199,6 +199,194 @@ impl ContentPart {
         } else {
             None
         }
+    }
+}
+
+/// Implements `Deserialize` for a request struct in one pass: the listed
+/// fields are read by key, every other key is kept in the struct's `extra`
+/// map. A derive with `#[serde(flatten)]` would first copy the whole object
+/// (every string of every message) into serde's buffer and read it from there.
+/// Required fields must be present; optional ones are `Option`s, absent or `null`.
+macro_rules! deserialize_with_extra {
+    (
+        $ty:ident, $expecting:literal,
+        required { $($req:ident: $req_key:literal),* $(,)? },
+        optional { $($opt:ident: $opt_key:literal),* $(,)? } $(,)?
+    ) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Fields;
+                impl<'de> serde::de::Visitor<'de> for Fields {
+                    type Value = $ty;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<$ty, A::Error> {
+                        $(let mut $req = None;)*
+                        $(let mut $opt = None;)*
+                        let mut extra = Map::new();
+                        while let Some(key) = map.next_key::<Key<'de>>()? {
+                            match key.as_str() {
+                                $($req_key => {
+                                    if $req.is_some() {
+                                        return Err(<A::Error as serde::de::Error>::duplicate_field($req_key));
+                                    }
+                                    $req = Some(map.next_value()?);
+                                })*
+                                $($opt_key => {
+                                    if $opt.is_some() {
+                                        return Err(<A::Error as serde::de::Error>::duplicate_field($opt_key));
+                                    }
+                                    $opt = Some(map.next_value()?);
+                                })*
+                                _ => {
+                                    extra.insert(key.into_string(), map.next_value()?);
+                                }
+                            }
+                        }
+                        Ok($ty {
+                            $($req: $req.ok_or_else(|| <A::Error as serde::de::Error>::missing_field($req_key))?,)*
+                            $($opt: $opt.unwrap_or(None),)*
+                            extra,
+                        })
+                    }
+                }
+                deserializer.deserialize_map(Fields)
+            }
+        }
+    };
+}
+
+/// An object key, borrowed from the input when it holds no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn into_string(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            }
+
+            fn visit_string<E>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+deserialize_with_extra!(
+    ChatRequest,
+    "a chat completion request object",
+    required {
+        model: "model",
+        messages: "messages"
+    },
+    optional {
+        stream: "stream",
+        stream_options: "stream_options",
+        tools: "tools",
+        tool_choice: "tool_choice",
+        parallel_tool_calls: "parallel_tool_calls",
+        temperature: "temperature",
+        top_p: "top_p",
+        max_tokens: "max_tokens",
+        max_completion_tokens: "max_completion_tokens",
+        stop: "stop",
+        n: "n",
+        response_format: "response_format",
+        seed: "seed",
+        frequency_penalty: "frequency_penalty",
+        presence_penalty: "presence_penalty",
+        reasoning_effort: "reasoning_effort",
+        user: "user",
+    },
+);
+
+deserialize_with_extra!(
+    StreamOptions,
+    "a stream_options object",
+    required {},
+    optional {
+        include_usage: "include_usage"
+    },
+);
+
+deserialize_with_extra!(
+    Message,
+    "a message object",
+    required { role: "role" },
+    optional {
+        content: "content",
+        name: "name",
+        tool_calls: "tool_calls",
+        tool_call_id: "tool_call_id",
+        reasoning_content: "reasoning_content",
+    },
+);
+
+deserialize_with_extra!(
+    ContentPart,
+    "a content part object",
+    required { kind: "type" },
+    optional {
+        text: "text",
+        image_url: "image_url"
+    },
+);
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+            type Value = Content;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Content, E> {
+                Ok(Content::Text(text.to_owned()))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Content, E> {
+                Ok(Content::Text(text))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Content, A::Error> {
+                let parts = Vec::<ContentPart>::deserialize(
+                    serde::de::value::SeqAccessDeserializer::new(seq),
+                )?;
+                Ok(Content::Parts(parts))
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor)
     }
 }
 
@@ -606,4 +794,88 @@ pub fn new_id(prefix: &str) -> String {
         id.push(fastrand::alphanumeric());
     }
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_keys_are_kept_at_every_level_and_unset_fields_are_never_sent() {
+        let body = json!({
+            "model": "kimi/kimi-k2.6",
+            "messages": [
+                {"role": "system", "content": "be brief", "x_note": 1},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}
+                ]},
+                {"role": "assistant", "content": null, "reasoning_content": "r",
+                 "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "content": "42", "tool_call_id": "c1"}
+            ],
+            "stream": true,
+            "stream_options": {"include_usage": true, "continuous_usage_stats": false},
+            "temperature": null,
+            "thinking": {"type": "enabled"},
+            "metadata": {"k": "v"}
+        });
+        let text = body.to_string();
+        let request: ChatRequest = serde_json::from_str(&text).unwrap();
+        assert_eq!(request.model, "kimi/kimi-k2.6");
+        assert_eq!(request.temperature, None);
+        assert_eq!(request.extra["thinking"], json!({"type": "enabled"}));
+        assert_eq!(request.messages[0].extra["x_note"], json!(1));
+        let Some(Content::Parts(parts)) = &request.messages[1].content else {
+            panic!("parts expected");
+        };
+        assert_eq!(parts[0].text(), Some("hi"));
+        assert_eq!(
+            parts[0].extra["cache_control"],
+            json!({"type": "ephemeral"})
+        );
+        assert!(request.messages[2].content.is_none());
+        let options = request.stream_options.as_ref().unwrap();
+        assert_eq!(options.include_usage, Some(true));
+        assert_eq!(options.extra["continuous_usage_stats"], json!(false));
+
+        let mut expected = body.clone();
+        expected.as_object_mut().unwrap().remove("temperature");
+        assert_eq!(serde_json::to_value(&request).unwrap(), expected);
+        // The same from an already parsed value (owned keys and strings).
+        let again: ChatRequest = serde_json::from_value(body).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), expected);
+    }
+
+    #[test]
+    fn bad_requests_fail_with_the_reason() {
+        let error = |text: &str| {
+            serde_json::from_str::<ChatRequest>(text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(r#"{"messages": []}"#).contains("missing field `model`"));
+        assert!(
+            error(r#"{"model": "a", "model": "b", "messages": []}"#)
+                .contains("duplicate field `model`")
+        );
+        assert!(error(r#"["model"]"#).contains("a chat completion request object"));
+        let bad_content = r#"{"model": "m", "messages": [{"role": "user", "content": 5}]}"#;
+        assert!(error(bad_content).contains("a string or an array of content parts"));
+        let no_role = r#"{"model": "m", "messages": [{"content": "hi"}]}"#;
+        assert!(error(no_role).contains("missing field `role`"));
+        let no_type =
+            r#"{"model": "m", "messages": [{"role": "user", "content": [{"text": "hi"}]}]}"#;
+        assert!(error(no_type).contains("missing field `type`"));
+    }
+
+    #[test]
+    fn escaped_keys_are_read_like_plain_ones() {
+        let text =
+            r#"{"mod\u0065l": "m", "messages": [{"role": "user", "content": "hi"}], "x\ty": 1}"#;
+        let request: ChatRequest = serde_json::from_str(text).unwrap();
+        assert_eq!(request.model, "m");
+        assert_eq!(request.extra["x\ty"], json!(1));
+    }
 }
