@@ -372,6 +372,11 @@ impl ServerConfig {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    /// How long a stream may stay quiet before a keep-alive comment (at least 1 s).
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_secs.max(1))
+    }
+
     /// The connection limits and shutdown budget `serve` applies.
     pub fn serve_options(&self) -> crate::server::ServeOptions {
         crate::server::ServeOptions {

@@ -26,6 +26,8 @@ use hyper::body::Frame;
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
+use crate::error::ApiError;
+
 /// One event, already encoded for the wire.
 #[derive(Debug, Clone)]
 pub struct Event(Bytes);
@@ -53,6 +55,11 @@ impl Event {
         }
         wire.push(b'\n');
         Self(wire.into())
+    }
+
+    /// A failure after the stream started: the OpenAI error body as the last event.
+    pub fn error(error: &ApiError) -> Self {
+        Self::data(&error.body().to_string())
     }
 
     /// The bytes as they go on the wire.
@@ -154,6 +161,9 @@ mod tests {
         assert_eq!(Event::data("[DONE]").as_bytes(), b"data: [DONE]\n\n");
         assert_eq!(Event::data("a\nb").as_bytes(), b"data: a\ndata: b\n\n");
         assert_eq!(Event::data("").as_bytes(), b"data: \n\n");
+        let error = Event::error(&ApiError::internal("boom"));
+        assert!(error.as_bytes().starts_with(b"data: {\"error\":{"));
+        assert!(error.as_bytes().ends_with(b"}}\n\n"));
     }
 
     #[tokio::test]

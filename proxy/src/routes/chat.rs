@@ -63,7 +63,7 @@ async fn handle(
         read_json(&headers, body, state.config.server.max_body_bytes).await?;
     let started = start(&state, &headers, request).await?;
     if started.stream {
-        let keep_alive = Duration::from_secs(state.config.server.keep_alive_secs.max(1));
+        let keep_alive = state.config.server.keep_alive();
         let wants_usage = started.wants_usage;
         return Ok(sse_response(started.chunks(), wants_usage, keep_alive));
     }
@@ -497,13 +497,15 @@ fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) ->
                     Some(Ok(chunk)) => match Event::json(&chunk) {
                         Ok(event) => (event, false),
                         Err(e) => (
-                            error_event(&ApiError::internal(format!("cannot encode a chunk: {e}"))),
+                            Event::error(&ApiError::internal(format!(
+                                "cannot encode a chunk: {e}"
+                            ))),
                             true,
                         ),
                     },
                     Some(Err(e)) => {
                         tracing::warn!("stream failed after it started: {e}");
-                        (error_event(&ApiError::from(e)), true)
+                        (Event::error(&ApiError::from(e)), true)
                     }
                     None => (Event::data("[DONE]"), true),
                 };
@@ -511,10 +513,6 @@ fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) ->
             }
         });
     sse::response(events, keep_alive)
-}
-
-pub(crate) fn error_event(error: &ApiError) -> Event {
-    Event::data(&error.body().to_string())
 }
 
 #[cfg(test)]

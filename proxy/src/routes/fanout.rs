@@ -5,8 +5,6 @@
 //! [`FanoutEvent`]s tagged with the model, then `[DONE]` once every model
 //! has finished or failed.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -20,7 +18,6 @@ use crate::app::SharedState;
 use crate::error::ApiError;
 use crate::fanout::{self, FanoutEvent, FanoutRequest};
 use crate::routes::body::read_json;
-use crate::routes::chat::error_event;
 use crate::sse::{self, Event};
 
 pub async fn fanout(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
@@ -35,11 +32,11 @@ async fn handle(state: SharedState, headers: HeaderMap, body: Body) -> Result<Re
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let request = FanoutRequest::from_body(body, &state)?;
     if stream {
-        let keep_alive = Duration::from_secs(state.config.server.keep_alive_secs.max(1));
+        let keep_alive = state.config.server.keep_alive();
         let events = fanout::stream(state, headers, request)
             .map(|event: FanoutEvent| {
                 Event::json(&event).unwrap_or_else(|e| {
-                    error_event(&ApiError::internal(format!("cannot encode an event: {e}")))
+                    Event::error(&ApiError::internal(format!("cannot encode an event: {e}")))
                 })
             })
             .chain(futures::stream::once(std::future::ready(Event::data(
