@@ -111,18 +111,9 @@ pub fn app(state: SharedState) -> Router {
         .nest_service("/mcp", crate::mcp::http_service(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Layers run outermost last-added: observe, then guard, then shed.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::shed,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::guard,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe_request,
+            middleware::edge,
         ))
         .with_state(state)
 }

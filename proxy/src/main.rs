@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lakehouse::config::Config;
 
+/// jemalloc for the binary's allocations: the request path allocates often and
+/// in small pieces, where glibc's malloc was the largest userland cost.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `lakehouse --version`; debug builds say so (scripts/bench.sh refuses them).
 const VERSION: &str = if cfg!(debug_assertions) {
     concat!(env!("CARGO_PKG_VERSION"), " (debug build)")

@@ -1,10 +1,14 @@
-//! The layers every request passes, outermost first:
+//! The one layer every request passes, in this order:
 //!
-//! 1. [`observe_request`]: request id, span, access log, HTTP metrics.
-//! 2. [`guard`]: IP allowlist, bearer token and scope, per-token rate limits.
+//! 1. observe: request id, span, access log, HTTP metrics.
+//! 2. [`admit`]: IP allowlist, bearer token and scope, per-token rate limits.
 //! 3. [`shed`]: the global concurrency limit; past it, 503 with `Retry-After`
 //!    at once instead of an unbounded queue. A stream holds its slot until it ends.
+//!
+//! One `from_fn` layer rather than three: each axum layer clones its inner
+//! service and boxes its future on every request, which the hot path pays for.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,9 +20,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 use tracing::Instrument;
 
 use crate::app::SharedState;
@@ -27,9 +31,10 @@ use crate::error::ApiError;
 use crate::observer::REQUEST_ID;
 
 /// Gives every request an id (the caller's `x-request-id` when it is sane),
-/// runs it inside a span carrying that id, returns the id on the response,
-/// counts it by route, method and status, and writes one access-log line.
-pub(crate) async fn observe_request(
+/// runs it inside a span carrying that id, admits or refuses it, returns the
+/// id on the response, counts it by route, method and status, and writes one
+/// access-log line.
+pub(crate) async fn edge(
     State(state): State<SharedState>,
     mut request: Request,
     next: Next,
@@ -42,10 +47,8 @@ pub(crate) async fn observe_request(
         .cloned()
         .unwrap_or_else(new_request_id);
     request.headers_mut().insert(REQUEST_ID, id.clone());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
@@ -53,18 +56,25 @@ pub(crate) async fn observe_request(
         method = %method,
         route = %route,
     );
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = async {
+        match admit(&state, &mut request) {
+            Ok(()) => shed(&state, request, next).await,
+            Err(denied) => denied_response(denied),
+        }
+    }
+    .instrument(span.clone())
+    .await;
     let elapsed = started.elapsed();
     let status = response.status();
     state
         .metrics
         .http_requests
-        .with(&[&route, method.as_str(), status.as_str()])
+        .with(&[route, method.as_str(), status.as_str()])
         .add(1);
     state
         .metrics
         .http_duration
-        .with(&[&route, method.as_str()])
+        .with(&[route, method.as_str()])
         .observe(elapsed);
     response.headers_mut().insert(REQUEST_ID, id);
     span.in_scope(|| {
@@ -89,16 +99,14 @@ fn is_sane_request_id(id: &[u8]) -> bool {
 
 fn new_request_id() -> HeaderValue {
     let id = format!("req_{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("req_unknown"))
+    // The string's buffer becomes the header's: no second copy.
+    HeaderValue::from_maybe_shared(Bytes::from(id))
+        .unwrap_or(HeaderValue::from_static("req_unknown"))
 }
 
 /// Refuses what `[auth]` does not allow; passes the token's name on to the
 /// handlers in the `x-lakehouse-caller` header (a caller's own is dropped).
-pub(crate) async fn guard(
-    State(state): State<SharedState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+fn admit(state: &SharedState, request: &mut Request) -> Result<(), Denied> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -116,14 +124,14 @@ pub(crate) async fn guard(
         Err(denied) => {
             tracing::info!("refused: {denied}");
             state.metrics.auth_refusals.with(&[denied.reason()]).add(1);
-            return denied_response(denied);
+            return Err(denied);
         }
     };
     request.headers_mut().remove(CALLER);
     if let Some(value) = caller.and_then(|name| HeaderValue::from_str(&name).ok()) {
         request.headers_mut().insert(CALLER, value);
     }
-    next.run(request).await
+    Ok(())
 }
 
 fn denied_response(denied: Denied) -> Response {
@@ -179,29 +187,80 @@ const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 #[error("the request body stalled: nothing arrived for {0:?} (server.body_read_timeout_secs)")]
 pub struct BodyStalled(pub Duration);
 
-/// The body, failing with [`BodyStalled`] when no data arrives for `idle`.
-fn with_idle_timeout(body: Body, idle: Duration) -> Body {
-    let frames = futures::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(frame)) => Some((frame.map_err(axum::BoxError::from), Some(stream))),
-            Ok(None) => None,
-            Err(_) => Some((Err(axum::BoxError::from(BodyStalled(idle))), None)),
+/// A request body that fails with [`BodyStalled`] when no data arrives for
+/// `idle`. The timer exists only while the body waits: a body already in
+/// hyper's buffer (most are) is read without one.
+struct IdleTimeout {
+    body: Body,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    stalled: bool,
+}
+
+impl IdleTimeout {
+    fn wrap(body: Body, idle: Duration) -> Body {
+        Body::new(Self {
+            body,
+            idle,
+            timer: None,
+            waiting: false,
+            stalled: false,
+        })
+    }
+}
+
+impl HttpBody for IdleTimeout {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if this.stalled {
+            return Poll::Ready(None);
         }
-    });
-    Body::from_stream(frames)
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame);
+        }
+        if !this.waiting {
+            // A new wait: the idle time counts from now.
+            this.waiting = true;
+            let deadline = tokio::time::Instant::now() + this.idle;
+            match &mut this.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let expired = this
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if expired {
+            this.stalled = true;
+            return Poll::Ready(Some(Err(axum::Error::new(BodyStalled(this.idle)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.stalled || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// At most `server.max_concurrent_requests` requests in flight; the rest are
 /// refused at once. `/healthz` and `/metrics` are never shed, so an
 /// overloaded server can still be watched. Request bodies that stall are cut.
-pub(crate) async fn shed(
-    State(state): State<SharedState>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn shed(state: &SharedState, request: Request, next: Next) -> Response {
     let idle = Duration::from_secs(state.config.server.body_read_timeout_secs);
-    let request = request.map(|body| with_idle_timeout(body, idle));
+    let request = request.map(|body| IdleTimeout::wrap(body, idle));
     let path = request.uri().path();
     if path == "/healthz" || path == "/metrics" {
         return next.run(request).await;
@@ -263,5 +322,56 @@ impl HttpBody for HoldsSlot {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use futures::channel::mpsc;
+
+    type Sent = Result<Bytes, std::io::Error>;
+
+    #[tokio::test]
+    async fn a_body_that_stops_sending_fails_as_stalled() {
+        let (tx, rx) = mpsc::unbounded::<Sent>();
+        let idle = Duration::from_millis(50);
+        let mut frames = IdleTimeout::wrap(Body::from_stream(rx), idle).into_data_stream();
+        tx.unbounded_send(Ok(Bytes::from_static(b"first"))).unwrap();
+        assert_eq!(&frames.next().await.unwrap().unwrap()[..], b"first");
+        let waited = std::time::Instant::now();
+        let error = frames.next().await.unwrap().unwrap_err().into_inner();
+        assert!(waited.elapsed() >= idle);
+        assert!(error.downcast_ref::<BodyStalled>().is_some(), "{error}");
+        // A stalled body stays ended even if the sender wakes up.
+        tx.unbounded_send(Ok(Bytes::from_static(b"late"))).unwrap();
+        assert!(frames.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_slow_but_steady_body_is_not_cut() {
+        let (tx, rx) = mpsc::unbounded::<Sent>();
+        // Gaps far under the idle time, adding up to well over it.
+        let idle = Duration::from_millis(200);
+        let sender = tokio::spawn(async move {
+            for i in 0..15u8 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tx.unbounded_send(Ok(Bytes::from(vec![b'a' + i]))).unwrap();
+            }
+        });
+        let started = std::time::Instant::now();
+        let body = IdleTimeout::wrap(Body::from_stream(rx), idle);
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        assert_eq!(&bytes[..], b"abcdefghijklmno");
+        assert!(started.elapsed() > idle);
+        sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_body_already_here_is_read_whole() {
+        let body = IdleTimeout::wrap(Body::from("all at once"), Duration::from_millis(1));
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        assert_eq!(&bytes[..], b"all at once");
     }
 }
