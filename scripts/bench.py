@@ -209,36 +209,61 @@ def wrk(url, body, connections, duration, tmp, token):
     return r
 
 
-def proxy_section(targets, levels, duration, tmp):
-    results = {}
+def proxy_section(targets, levels, duration, rounds, tmp):
+    """Every target at every level, `rounds` times, interleaved.
+
+    This VM's throughput drifts by tens of percent from one minute to the
+    next, so one run per target would compare machines, not proxies. Each
+    round runs every target once, in a rotated order, and each figure of the
+    summary is the median over rounds of a comparison made inside one round.
+    The rows shown per target are its median round by req/s."""
+    results, per_round = {}, {}
+    names = list(targets)
     for mode in ["non_stream", "stream"]:
         for conns in levels:
-            row = {}
-            for name, (url, model, token) in targets.items():
-                body = {"model": model, "messages": [{"role": "user", "content": "bench"}], "stream": mode == "stream"}
-                wrk(url, body, conns, 1, tmp, token)  # warm-up: connections, pools, caches
-                row[name] = wrk(url, body, conns, duration, tmp, token)
-                print(f"  {mode}/c{conns} {name}: p50 {row[name]['p50']} us, {row[name]['rps']:.0f} req/s", flush=True)
-            results[f"{mode}/c{conns}"] = row
-    summary = {}
-    for case, row in results.items():
-        d = row["direct"]
-        s = {}
-        for name, r in row.items():
-            if name == "direct":
-                continue
-            s[f"{name}_added_p50_us"] = r["p50"] - d["p50"]
-            s[f"{name}_added_p99_us"] = r["p99"] - d["p99"]
-            s[f"{name}_rps"] = r["rps"]
-        l = row.get("lakehouse")
-        if l and "nginx" in row:
-            s["lakehouse_rps_over_nginx"] = l["rps"] / row["nginx"]["rps"]
-            nginx_added = max(row["nginx"]["p50"] - d["p50"], 1)
-            s["lakehouse_added_p50_over_nginx"] = (l["p50"] - d["p50"]) / nginx_added
-        if l and "litellm" in row and row["litellm"]["rps"] > 0:
-            s["lakehouse_rps_over_litellm"] = l["rps"] / row["litellm"]["rps"]
-        summary[case] = s
+            case = f"{mode}/c{conns}"
+            runs = {name: [] for name in names}
+            for i in range(rounds):
+                for name in names[i % len(names):] + names[: i % len(names)]:
+                    url, model, token = targets[name]
+                    body = {"model": model, "messages": [{"role": "user", "content": "bench"}], "stream": mode == "stream"}
+                    if i == 0:
+                        wrk(url, body, conns, 1, tmp, token)  # warm-up: connections, pools, caches
+                    r = wrk(url, body, conns, duration, tmp, token)
+                    runs[name].append(r)
+                    print(f"  {case} round {i + 1} {name}: p50 {r['p50']} us, {r['rps']:.0f} req/s", flush=True)
+            per_round[case] = runs
+            results[case] = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
+    summary = {case: summarize(runs) for case, runs in per_round.items()}
     return results, summary
+
+
+def summarize(runs):
+    """Medians over rounds of each in-round comparison with the direct run (and nginx, LiteLLM)."""
+    direct = runs["direct"]
+    s = {}
+
+    def put(key, values):
+        s[key] = statistics.median(values)
+        s[f"{key}_rounds"] = values
+
+    for name, rs in runs.items():
+        if name == "direct":
+            continue
+        put(f"{name}_added_p50_us", [r["p50"] - d["p50"] for r, d in zip(rs, direct)])
+        put(f"{name}_added_p99_us", [r["p99"] - d["p99"] for r, d in zip(rs, direct)])
+        s[f"{name}_rps"] = statistics.median(r["rps"] for r in rs)
+    lh = runs.get("lakehouse")
+    if lh and "nginx" in runs:
+        nginx = runs["nginx"]
+        put("lakehouse_rps_over_nginx", [round(l["rps"] / n["rps"], 3) for l, n in zip(lh, nginx)])
+        put(
+            "lakehouse_added_p50_over_nginx",
+            [round((l["p50"] - d["p50"]) / max(n["p50"] - d["p50"], 1), 2) for l, n, d in zip(lh, nginx, direct)],
+        )
+    if lh and "litellm" in runs and all(r["rps"] > 0 for r in runs["litellm"]):
+        put("lakehouse_rps_over_litellm", [round(l["rps"] / m["rps"], 1) for l, m in zip(lh, runs["litellm"])])
+    return s
 
 
 def sse_events(base, path, model, prompt, token):
@@ -382,15 +407,37 @@ def markdown(report):
     lines = [f"# Benchmarks {report['stamp']}", "", f"{report['cores']} cores, {WORKERS} worker(s) for nginx, Lakehouse and LiteLLM; loopback only.", ""]
     proxy = report.get("proxy")
     if proxy:
-        lines += ["## Proxy overhead (wrk, zero-delay fake upstream)", "", "| case | target | p50 µs | p99 µs | req/s | errors |", "|---|---|---:|---:|---:|---:|"]
+        rounds = proxy.get("rounds", 1)
+        lines += [
+            "## Proxy overhead (wrk, zero-delay fake upstream)",
+            "",
+            f"{rounds} interleaved round(s) per case, {proxy['duration_s']} s each; rows show each target's median round by req/s.",
+            "",
+            "| case | target | p50 µs | p99 µs | req/s | errors |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for case, row in proxy["results"].items():
             for name, r in row.items():
                 lines.append(f"| {case} | {name} | {r['p50']} | {r['p99']} | {r['rps']:.0f} | {r['errors'] + r['non2xx']} |")
-        lines += ["", "| case | LH added p50 | nginx added p50 | LH/nginx req/s | LH/LiteLLM req/s |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Medians over rounds of in-round comparisons (each round's values in brackets).",
+            "",
+            "| case | LH added p50 µs | nginx added p50 µs | LH/nginx added p50 | LH/nginx req/s | LH/LiteLLM req/s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+
+        def cell(s, key, fmt):
+            if key not in s:
+                return "n/a"
+            each = ", ".join(format(v, fmt) for v in s.get(f"{key}_rounds", []))
+            return f"{format(s[key], fmt)} [{each}]"
+
         for case, s in proxy["summary"].items():
             lines.append(
-                f"| {case} | {s.get('lakehouse_added_p50_us')} | {s.get('nginx_added_p50_us')} | "
-                f"{s.get('lakehouse_rps_over_nginx', float('nan')):.2f} | {s.get('lakehouse_rps_over_litellm', float('nan')):.1f} |"
+                f"| {case} | {cell(s, 'lakehouse_added_p50_us', '.0f')} | {cell(s, 'nginx_added_p50_us', '.0f')} | "
+                f"{cell(s, 'lakehouse_added_p50_over_nginx', '.2f')} | {cell(s, 'lakehouse_rps_over_nginx', '.2f')} | "
+                f"{cell(s, 'lakehouse_rps_over_litellm', '.0f')} |"
             )
     streaming = report.get("streaming")
     if streaming:
@@ -448,6 +495,7 @@ def main():
     ap.add_argument("--targets", default="direct,nginx,lakehouse,litellm")
     ap.add_argument("--levels", default=os.environ.get("LEVELS", "1,16,64"))
     ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "3")))
     ap.add_argument("--rows", type=int, default=int(os.environ.get("ROWS", "100000")))
     args = ap.parse_args()
     bins = pathlib.Path(args.bin_dir)
@@ -477,8 +525,8 @@ def main():
         if "proxy" in sections:
             print("== proxy overhead", flush=True)
             levels = [int(x) for x in args.levels.split(",")]
-            results, summary = proxy_section(targets, levels, args.duration, tmp)
-            report["proxy"] = {"duration_s": args.duration, "levels": levels, "results": results, "summary": summary}
+            results, summary = proxy_section(targets, levels, args.duration, args.rounds, tmp)
+            report["proxy"] = {"duration_s": args.duration, "rounds": args.rounds, "levels": levels, "results": results, "summary": summary}
             report["rss_mb"]["lakehouse_after_load"] = rss_mb(lakehouse.pid)
         if "streaming" in sections:
             print("== streaming", flush=True)

@@ -3,9 +3,10 @@
 # proxy overhead (direct, Lakehouse, nginx proxy_pass, LiteLLM proxy) at several
 # connection counts, stream and not; time to first token and chunk spacing;
 # retrieval pre-hook, HNSW recall, ingest vs DuckDB, RSS. Writes
-# bench/results/<stamp>.json, .md and PNG plots. About 15 minutes on 2 cores.
+# bench/results/<stamp>.json, .md and PNG plots. About 20 minutes on 2 cores.
+# Proxy figures are medians over ROUNDS (default 3) interleaved rounds.
 #   scripts/bench.sh
-#   DURATION=10 LEVELS=1,4,16,64 scripts/bench.sh --sections proxy,streaming
+#   DURATION=10 ROUNDS=5 LEVELS=1,4,16,64 scripts/bench.sh --sections proxy,streaming
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"

@@ -6,6 +6,8 @@
 //! [`crate::sse`]). Dropping the response body, as hyper does when the client
 //! goes away, drops the upstream request with it.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Json;
@@ -13,11 +15,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use lakehouse_plugins::config::PluginName;
 use lakehouse_plugins::context::PluginRun;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
-use lakehouse_providers::ChunkStream;
+use lakehouse_providers::{ChunkStream, ProviderError};
 use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
 use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
 use tracing::Instrument;
@@ -185,7 +188,7 @@ async fn begin(
             return Err(e.into());
         }
         None => {
-            let e = lakehouse_providers::ProviderError::protocol(provider.name(), "empty stream");
+            let e = ProviderError::protocol(provider.name(), "empty stream");
             witness.upstream_error(&e);
             return Err(e.into());
         }
@@ -268,65 +271,101 @@ impl Started {
     /// may rate the chat as soon as it has read the stream. The chat is
     /// witnessed when the stream ends, fails, or is dropped by the client.
     pub(crate) fn chunks(self) -> ChunkStream {
-        struct Tap {
-            chunks: ChunkStream,
-            post: Option<PostHooks>,
-            /// Assembles the answer for the post hooks and for distillation.
-            assembler: Option<Assembler>,
-            witness: Option<Witness>,
-        }
         let mut first = self.first;
         first.lakehouse = self.lakehouse;
         let chunks = futures::stream::once(std::future::ready(Ok(first)))
             .chain(self.rest)
             .boxed();
         let assemble = self.post.is_some() || self.capture;
-        let tap = Tap {
+        Tap {
             chunks,
             post: self.post,
             assembler: assemble.then(Assembler::default),
             witness: Some(self.witness),
-        };
-        // Logs from later polls belong to the request's span too.
-        let span = tracing::Span::current();
-        futures::stream::unfold(tap, move |mut tap| {
-            let span = span.clone();
-            async move {
-                let mut witness = tap.witness.take()?;
-                let next = tap.chunks.next().await;
-                let error = match &next {
-                    Some(Ok(chunk)) => {
-                        if let Some(assembler) = &mut tap.assembler {
-                            assembler.push(chunk);
-                        }
-                        if let Some(usage) = &chunk.usage {
-                            witness.usage(usage);
-                        }
-                        tap.witness = Some(witness);
-                        return next.map(|item| (item, tap));
-                    }
-                    Some(Err(e)) => Some(e),
-                    None => None,
-                };
-                if let Some(assembler) = &tap.assembler {
-                    if let Some(post) = tap.post.take() {
-                        post.run(assembler, error.map(ToString::to_string)).await;
-                    }
-                    witness.answer(assembler.text());
-                }
-                match error {
-                    Some(e) => {
-                        witness.upstream_error(e);
-                        witness.failed(&ApiError::from(e.clone()));
-                    }
-                    None => witness.succeeded(),
-                }
-                next.map(|item| (item, tap))
-            }
-            .instrument(span)
-        })
+            // Logs from later polls belong to the request's span too.
+            span: tracing::Span::current(),
+            ending: None,
+        }
         .boxed()
     }
+}
+
+/// The stream [`Started::chunks`] returns. A plain `Stream` rather than
+/// `unfold`, which moves its whole state (post hooks, assembler, witness) into
+/// a new future and back out for every chunk.
+struct Tap {
+    chunks: ChunkStream,
+    post: Option<PostHooks>,
+    /// Assembles the answer for the post hooks and for distillation.
+    assembler: Option<Assembler>,
+    /// Taken when the upstream is done or failed; `None` after that.
+    witness: Option<Witness>,
+    span: tracing::Span,
+    /// Post hooks and witness at the end, resolving to the last item to hand on.
+    ending: Option<BoxFuture<'static, Option<Result<ChatChunk, ProviderError>>>>,
+}
+
+impl Stream for Tap {
+    type Item = Result<ChatChunk, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(ending) = &mut this.ending {
+                let last = ready!(ending.as_mut().poll(cx));
+                this.ending = None;
+                return Poll::Ready(last);
+            }
+            let Some(witness) = this.witness.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let next = {
+                let _in_request = this.span.enter();
+                ready!(this.chunks.poll_next_unpin(cx))
+            };
+            if let Some(Ok(chunk)) = &next {
+                if let Some(assembler) = &mut this.assembler {
+                    assembler.push(chunk);
+                }
+                if let Some(usage) = &chunk.usage {
+                    witness.usage(usage);
+                }
+                return Poll::Ready(next);
+            }
+            if let Some(witness) = this.witness.take() {
+                let ending = finish_chat(witness, this.post.take(), this.assembler.take(), next);
+                this.ending = Some(ending.instrument(this.span.clone()).boxed());
+            }
+        }
+    }
+}
+
+/// Runs the post hooks (when plugins ran) and witnesses the chat once its
+/// upstream is done (`end` is `None`) or failed; resolves to `end`.
+async fn finish_chat(
+    mut witness: Witness,
+    post: Option<PostHooks>,
+    assembler: Option<Assembler>,
+    end: Option<Result<ChatChunk, ProviderError>>,
+) -> Option<Result<ChatChunk, ProviderError>> {
+    let error = match &end {
+        Some(Err(e)) => Some(e),
+        _ => None,
+    };
+    if let Some(assembler) = &assembler {
+        if let Some(post) = post {
+            post.run(assembler, error.map(ToString::to_string)).await;
+        }
+        witness.answer(assembler.text());
+    }
+    match error {
+        Some(e) => {
+            witness.upstream_error(e);
+            witness.failed(&ApiError::from(e.clone()));
+        }
+        None => witness.succeeded(),
+    }
+    end
 }
 
 /// Takes the proxy's own `lakehouse` options out of the body: they never travel upstream.
@@ -486,33 +525,53 @@ pub(crate) fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<
 /// One SSE event per chunk, then exactly one `[DONE]`; after an error, an error
 /// event and nothing more. The trailing usage chunk goes out only when asked for.
 fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) -> Response {
-    let events =
-        futures::stream::unfold((chunks, false), move |(mut chunks, finished)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                let (event, finished) = match chunks.next().await {
-                    Some(Ok(chunk)) if chunk.choices.is_empty() && !wants_usage => continue,
-                    Some(Ok(chunk)) => match Event::json(&chunk) {
-                        Ok(event) => (event, false),
-                        Err(e) => (
-                            Event::error(&ApiError::internal(format!(
-                                "cannot encode a chunk: {e}"
-                            ))),
-                            true,
-                        ),
-                    },
-                    Some(Err(e)) => {
-                        tracing::warn!("stream failed after it started: {e}");
-                        (Event::error(&ApiError::from(e)), true)
-                    }
-                    None => (Event::data("[DONE]"), true),
-                };
-                return Some((event, (chunks, finished)));
-            }
-        });
+    let events = ChunkEvents {
+        chunks,
+        wants_usage,
+        finished: false,
+    };
     sse::response(events, keep_alive)
+}
+
+/// The SSE events of a chat's chunks (see [`sse_response`]); a plain `Stream`
+/// so nothing is moved per chunk.
+struct ChunkEvents {
+    chunks: ChunkStream,
+    wants_usage: bool,
+    finished: bool,
+}
+
+impl Stream for ChunkEvents {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            let event = match ready!(this.chunks.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) if chunk.choices.is_empty() && !this.wants_usage => continue,
+                Some(Ok(chunk)) => match Event::json(&chunk) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        this.finished = true;
+                        Event::error(&ApiError::internal(format!("cannot encode a chunk: {e}")))
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::warn!("stream failed after it started: {e}");
+                    this.finished = true;
+                    Event::error(&ApiError::from(e))
+                }
+                None => {
+                    this.finished = true;
+                    Event::data("[DONE]")
+                }
+            };
+            return Poll::Ready(Some(event));
+        }
+    }
 }
 
 #[cfg(test)]
