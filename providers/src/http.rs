@@ -477,28 +477,47 @@ fn auth_headers(auth: &Auth) -> Result<HeaderMap, String> {
 pub const MAX_NDJSON_LINE: usize = 16 * 1024 * 1024;
 
 /// Splits a byte stream into complete, non-empty lines (without the `\n` or `\r\n`).
-pub fn ndjson_lines<S>(
-    provider: String,
-    bytes: S,
-) -> impl futures::Stream<Item = Result<Bytes, ProviderError>>
+pub fn ndjson_lines<S>(provider: String, bytes: S) -> NdjsonLines<S>
 where
-    S: futures::Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin + 'static,
+    S: futures::Stream<Item = Result<Bytes, ProviderError>> + Unpin,
 {
-    struct State<S> {
-        bytes: S,
-        buffer: BytesMut,
-        done: bool,
-        provider: String,
-    }
-    let state = State {
+    NdjsonLines {
         bytes,
         buffer: BytesMut::new(),
+        scanned: 0,
         done: false,
         provider,
-    };
-    futures::stream::unfold(state, |mut st| async move {
+    }
+}
+
+/// The stream [`ndjson_lines`] returns. Each byte is searched for a newline
+/// once, however many reads a long line takes to arrive.
+#[derive(Debug)]
+pub struct NdjsonLines<S> {
+    bytes: S,
+    buffer: BytesMut,
+    /// How much of `buffer` holds no newline.
+    scanned: usize,
+    done: bool,
+    provider: String,
+}
+
+impl<S> futures::Stream for NdjsonLines<S>
+where
+    S: futures::Stream<Item = Result<Bytes, ProviderError>> + Unpin,
+{
+    type Item = Result<Bytes, ProviderError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::{Poll, ready};
+        let st = self.get_mut();
         loop {
-            if let Some(pos) = st.buffer.iter().position(|b| *b == b'\n') {
+            if let Some(found) = st.buffer[st.scanned..].iter().position(|b| *b == b'\n') {
+                let pos = st.scanned + found;
+                st.scanned = 0;
                 let mut line = st.buffer.split_to(pos + 1);
                 line.truncate(pos);
                 if line.last() == Some(&b'\r') {
@@ -507,33 +526,37 @@ where
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return Some((Ok(line.freeze()), st));
+                return Poll::Ready(Some(Ok(line.freeze())));
             }
+            st.scanned = st.buffer.len();
             if st.done {
                 if st.buffer.iter().all(u8::is_ascii_whitespace) {
-                    return None;
+                    return Poll::Ready(None);
                 }
                 // A last line without its newline still counts.
+                st.scanned = 0;
                 let line = std::mem::take(&mut st.buffer).freeze();
-                return Some((Ok(line), st));
+                return Poll::Ready(Some(Ok(line)));
             }
             if st.buffer.len() > MAX_NDJSON_LINE {
                 st.done = true;
                 st.buffer.clear();
+                st.scanned = 0;
                 let message = format!("an NDJSON line exceeded {MAX_NDJSON_LINE} bytes");
-                return Some((Err(ProviderError::protocol(&st.provider, message)), st));
+                return Poll::Ready(Some(Err(ProviderError::protocol(&st.provider, message))));
             }
-            match st.bytes.next().await {
+            match ready!(st.bytes.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) => st.buffer.extend_from_slice(&chunk),
                 Some(Err(e)) => {
                     st.done = true;
                     st.buffer.clear();
-                    return Some((Err(e), st));
+                    st.scanned = 0;
+                    return Poll::Ready(Some(Err(e)));
                 }
                 None => st.done = true,
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

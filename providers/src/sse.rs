@@ -12,6 +12,9 @@
 //! event among the proxy's largest userland costs; this one allocates the
 //! event's data once and scans each byte once.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 
@@ -166,28 +169,65 @@ impl SseDecoder {
 
 /// Decodes a byte stream into events. A transport error ends the stream after
 /// it is passed on; a decoding error becomes `decode_error(..)` and ends it too.
-pub fn decode<S, E, F>(bytes: S, decode_error: F) -> impl Stream<Item = Result<SseEvent, E>>
+pub fn decode<S, E, F>(bytes: S, decode_error: F) -> Decode<S, F>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     F: Fn(SseError) -> E,
 {
-    let state = Some((bytes, SseDecoder::default(), decode_error));
-    futures::stream::unfold(state, |state| async move {
-        let (mut bytes, mut decoder, decode_error) = state?;
+    Decode {
+        bytes,
+        decoder: SseDecoder::default(),
+        decode_error,
+        done: false,
+    }
+}
+
+/// The stream [`decode`] returns. A plain `Stream` rather than `unfold`,
+/// which would move the decoder and its buffer in and out of a new future
+/// for every event.
+#[derive(Debug)]
+pub struct Decode<S, F> {
+    bytes: S,
+    decoder: SseDecoder,
+    decode_error: F,
+    done: bool,
+}
+
+impl<S, E, F> Stream for Decode<S, F>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    F: Fn(SseError) -> E + Unpin,
+{
+    type Item = Result<SseEvent, E>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            match decoder.next_event() {
-                Ok(Some(event)) => return Some((Ok(event), Some((bytes, decoder, decode_error)))),
-                Ok(None) if decoder.is_ended() => return None,
-                Ok(None) => {}
-                Err(e) => return Some((Err(decode_error(e)), None)),
+            if this.done {
+                return Poll::Ready(None);
             }
-            match bytes.next().await {
-                Some(Ok(chunk)) => decoder.push(&chunk),
-                Some(Err(e)) => return Some((Err(e), None)),
-                None => decoder.end(),
+            match this.decoder.next_event() {
+                Ok(Some(event)) => return Poll::Ready(Some(Ok(event))),
+                Ok(None) if this.decoder.is_ended() => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err((this.decode_error)(e))));
+                }
+            }
+            match ready!(this.bytes.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) => this.decoder.push(&chunk),
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => this.decoder.end(),
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! [`normalize`] fixes the invariants OpenAI clients rely on, chunk by chunk and
 //! without buffering, and [`Assembler`] joins chunks into one `chat.completion`.
 
-use futures::StreamExt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::error::{ProviderError, UpstreamErrorKind};
@@ -33,17 +36,7 @@ pub struct ResponseMeta {
 ///
 /// After the first `Err` the stream ends.
 pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) -> ChunkStream {
-    struct State {
-        upstream: ChunkStream,
-        meta: ResponseMeta,
-        provider: String,
-        first: bool,
-        finished: bool,
-        ended: bool,
-        tool_choices: Vec<u32>,
-        usage: Option<Usage>,
-    }
-    let state = State {
+    Normalize {
         upstream,
         meta,
         provider,
@@ -52,86 +45,115 @@ pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) ->
         ended: false,
         tool_choices: Vec::new(),
         usage: None,
-    };
-    futures::stream::unfold(state, |mut st| async move {
-        if st.ended {
-            return None;
-        }
+    }
+    .boxed()
+}
+
+/// The stream [`normalize`] returns. A plain `Stream` rather than `unfold`,
+/// which would move this state in and out of a new future for every chunk.
+struct Normalize {
+    upstream: ChunkStream,
+    meta: ResponseMeta,
+    provider: String,
+    first: bool,
+    finished: bool,
+    ended: bool,
+    tool_choices: Vec<u32>,
+    usage: Option<Usage>,
+}
+
+impl Stream for Normalize {
+    type Item = Result<ChatChunk, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let st = self.get_mut();
         loop {
-            match st.upstream.next().await {
-                Some(Ok(mut chunk)) => {
-                    if let Some(err) = chunk_error(&st.provider, &chunk) {
-                        st.ended = true;
-                        return Some((Err(err), st));
-                    }
-                    if let Some(usage) = take_usage(&mut chunk) {
-                        st.usage = Some(usage);
-                    }
-                    if chunk.choices.is_empty() {
-                        continue;
-                    }
-                    for choice in &mut chunk.choices {
-                        if let Some(r) = choice.delta.reasoning.take()
-                            && choice.delta.reasoning_content.is_none()
-                        {
-                            choice.delta.reasoning_content = Some(r);
-                        }
-                        if choice
-                            .delta
-                            .tool_calls
-                            .as_ref()
-                            .is_some_and(|c| !c.is_empty())
-                            && !st.tool_choices.contains(&choice.index)
-                        {
-                            st.tool_choices.push(choice.index);
-                        }
-                        if choice.finish_reason == Some(FinishReason::Stop)
-                            && st.tool_choices.contains(&choice.index)
-                        {
-                            choice.finish_reason = Some(FinishReason::ToolCalls);
-                        }
-                        if choice.finish_reason.is_some() {
-                            st.finished = true;
-                        }
-                    }
-                    if st.first {
-                        st.first = false;
-                        if let Some(choice) = chunk.choices.first_mut() {
-                            choice.delta.role = Some(Role::Assistant);
-                        }
-                    }
-                    stamp(&mut chunk, &st.meta);
-                    return Some((Ok(chunk), st));
-                }
-                Some(Err(e)) => {
-                    st.ended = true;
-                    return Some((Err(e), st));
-                }
-                None => {
-                    st.ended = true;
-                    if !st.finished {
-                        let message = "the upstream stream ended before the response was finished";
-                        return Some((
-                            Err(ProviderError::mid_stream(
-                                &st.provider,
-                                UpstreamErrorKind::Server,
-                                message,
-                            )),
-                            st,
-                        ));
-                    }
-                    let usage = st.usage.take()?;
-                    let mut chunk = ChatChunk {
-                        usage: Some(usage),
-                        ..ChatChunk::default()
-                    };
-                    stamp(&mut chunk, &st.meta);
-                    return Some((Ok(chunk), st));
-                }
+            if st.ended {
+                return Poll::Ready(None);
+            }
+            let next = ready!(st.upstream.poll_next_unpin(cx));
+            if let Some(item) = st.on_upstream(next) {
+                return Poll::Ready(item);
             }
         }
-    })
-    .boxed()
+    }
+}
+
+impl Normalize {
+    /// What to hand on for one upstream item: `None` to drop it and read on.
+    fn on_upstream(
+        &mut self,
+        next: Option<Result<ChatChunk, ProviderError>>,
+    ) -> Option<Option<Result<ChatChunk, ProviderError>>> {
+        match next {
+            Some(Ok(mut chunk)) => {
+                if let Some(err) = chunk_error(&self.provider, &chunk) {
+                    self.ended = true;
+                    return Some(Some(Err(err)));
+                }
+                if let Some(usage) = take_usage(&mut chunk) {
+                    self.usage = Some(usage);
+                }
+                if chunk.choices.is_empty() {
+                    return None;
+                }
+                for choice in &mut chunk.choices {
+                    if let Some(r) = choice.delta.reasoning.take()
+                        && choice.delta.reasoning_content.is_none()
+                    {
+                        choice.delta.reasoning_content = Some(r);
+                    }
+                    if choice
+                        .delta
+                        .tool_calls
+                        .as_ref()
+                        .is_some_and(|c| !c.is_empty())
+                        && !self.tool_choices.contains(&choice.index)
+                    {
+                        self.tool_choices.push(choice.index);
+                    }
+                    if choice.finish_reason == Some(FinishReason::Stop)
+                        && self.tool_choices.contains(&choice.index)
+                    {
+                        choice.finish_reason = Some(FinishReason::ToolCalls);
+                    }
+                    if choice.finish_reason.is_some() {
+                        self.finished = true;
+                    }
+                }
+                if self.first {
+                    self.first = false;
+                    if let Some(choice) = chunk.choices.first_mut() {
+                        choice.delta.role = Some(Role::Assistant);
+                    }
+                }
+                stamp(&mut chunk, &self.meta);
+                Some(Some(Ok(chunk)))
+            }
+            Some(Err(e)) => {
+                self.ended = true;
+                Some(Some(Err(e)))
+            }
+            None => {
+                self.ended = true;
+                if !self.finished {
+                    let message = "the upstream stream ended before the response was finished";
+                    return Some(Some(Err(ProviderError::mid_stream(
+                        &self.provider,
+                        UpstreamErrorKind::Server,
+                        message,
+                    ))));
+                }
+                let usage = self.usage.take()?;
+                let mut chunk = ChatChunk {
+                    usage: Some(usage),
+                    ..ChatChunk::default()
+                };
+                stamp(&mut chunk, &self.meta);
+                Some(Some(Ok(chunk)))
+            }
+        }
+    }
 }
 
 fn stamp(chunk: &mut ChatChunk, meta: &ResponseMeta) {
