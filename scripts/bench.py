@@ -305,20 +305,24 @@ def sse_events(base, path, model, prompt, token):
 
 
 def streaming_section(targets, samples, chunks, gap_ms):
+    """TTFT samples taken target after target within each sample, so a drift of
+    the machine's speed hits every target alike; then one paced stream each."""
     out = {}
+    ttfts = {name: [] for name in targets}
+    for _ in range(samples):
+        for name, (url, model, token) in targets.items():
+            base = url[: url.index("/", url.index("//") + 2)]
+            first, _ = sse_events(base, url[len(base):], model, "bench", token)
+            ttfts[name].append(first * 1e6)
     for name, (url, model, token) in targets.items():
         base = url[: url.index("/", url.index("//") + 2)]
         path = url[len(base):]
-        ttfts = []
-        for _ in range(samples):
-            first, _ = sse_events(base, path, model, "bench", token)
-            ttfts.append(first * 1e6)
-        ttfts.sort()
+        ttfts[name].sort()
         _, arrivals = sse_events(base, path, model, f"bench #chunks={chunks} #slow_chunks={gap_ms}", token)
         gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
         out[name] = {
-            "ttft_p50_us": ttfts[len(ttfts) // 2],
-            "ttft_p99_us": ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))],
+            "ttft_p50_us": ttfts[name][len(ttfts[name]) // 2],
+            "ttft_p99_us": ttfts[name][min(len(ttfts[name]) - 1, int(len(ttfts[name]) * 0.99))],
             "chunks_sent": chunks,
             "events_received": len(arrivals),
             "gap_ms_median": statistics.median(gaps) if gaps else None,
