@@ -352,7 +352,8 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_body_is_a_408_where_bodies_are_read() {
         let (tx, rx) = mpsc::unbounded::<Sent>();
-        tx.unbounded_send(Ok(Bytes::from_static(b"{\"par"))).unwrap();
+        tx.unbounded_send(Ok(Bytes::from_static(b"{\"par")))
+            .unwrap();
         let body = IdleTimeout::wrap(Body::from_stream(rx), Duration::from_millis(20));
         let error = crate::routes::body::read_body(&axum::http::HeaderMap::new(), body, 1024)
             .await

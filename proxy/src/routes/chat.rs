@@ -20,9 +20,9 @@ use futures::{FutureExt, Stream, StreamExt};
 use lakehouse_plugins::config::PluginName;
 use lakehouse_plugins::context::PluginRun;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
-use lakehouse_providers::{ChunkStream, ProviderError};
 use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
 use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
+use lakehouse_providers::{ChunkStream, ProviderError};
 use tracing::Instrument;
 
 use crate::app::SharedState;
