@@ -308,15 +308,17 @@ def streaming_section(targets, samples, chunks, gap_ms):
     """TTFT samples taken target after target within each sample, so a drift of
     the machine's speed hits every target alike; then one paced stream each."""
     out = {}
-    ttfts = {name: [] for name in targets}
-    for _ in range(samples):
-        for name, (url, model, token) in targets.items():
-            base = url[: url.index("/", url.index("//") + 2)]
-            first, _ = sse_events(base, url[len(base):], model, "bench", token)
-            ttfts[name].append(first * 1e6)
+    # (origin, path, model, token) per target: sse_events speaks to an origin.
+    ends = {}
     for name, (url, model, token) in targets.items():
         base = url[: url.index("/", url.index("//") + 2)]
-        path = url[len(base):]
+        ends[name] = (base, url[len(base):], model, token)
+    ttfts = {name: [] for name in targets}
+    for _ in range(samples):
+        for name, (base, path, model, token) in ends.items():
+            first, _ = sse_events(base, path, model, "bench", token)
+            ttfts[name].append(first * 1e6)
+    for name, (base, path, model, token) in ends.items():
         ttfts[name].sort()
         _, arrivals = sse_events(base, path, model, f"bench #chunks={chunks} #slow_chunks={gap_ms}", token)
         gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
