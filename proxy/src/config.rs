@@ -299,7 +299,8 @@ pub struct ServerConfig {
     /// Interval of `: keep-alive` comments on quiet streams.
     #[serde(default = "default_keep_alive_secs")]
     pub keep_alive_secs: u64,
-    /// Async worker threads; 0 means one per core.
+    /// Async worker threads; 0 means one per core, 1 runs everything on one
+    /// thread (a current-thread runtime).
     #[serde(default)]
     pub worker_threads: usize,
     /// Chats kept in memory for `/admin/requests` and the console.

@@ -166,10 +166,19 @@ fn init_logging(format: LogFormat) {
 
 fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::load(&args.config).map_err(|e| e.to_string())?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        runtime.worker_threads(config.server.worker_threads);
-    }
+    // One worker is one thread running everything, as an nginx worker does:
+    // the current-thread scheduler skips work stealing and cross-thread
+    // wake-ups, which a single multi-thread worker still pays on every task.
+    let mut runtime = match config.server.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                builder.worker_threads(n);
+            }
+            builder
+        }
+    };
     let runtime = runtime
         .enable_all()
         .build()

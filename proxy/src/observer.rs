@@ -8,8 +8,8 @@
 //! client went away mid-stream).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
@@ -104,29 +104,63 @@ pub struct ProviderRecent {
 /// Where witnessed events are kept in the store.
 pub const LOG: &str = "observer/events";
 
-/// One line of the observer's log.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One line of the observer's log, as read back.
+#[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Record {
     Chat(Box<ChatEvent>),
-    /// A later rating of the chat with completion id `id`.
+    /// A later rating of the chat with completion id `id` (its `at_ms` is
+    /// for readers of the log; replay needs only the latest rating).
     Rating {
         id: String,
+        rating: f32,
+    },
+}
+
+/// One line of the observer's log, as written: the same shape as [`Record`],
+/// borrowing the chat the ring shares with the writer instead of a copy.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Line<'a> {
+    Chat(&'a ChatEvent),
+    Rating {
+        id: &'a str,
         rating: f32,
         at_ms: u64,
     },
 }
 
 enum Command {
-    Write(Record),
+    Chat(Arc<ChatEvent>),
+    Rating {
+        id: String,
+        rating: f32,
+        at_ms: u64,
+    },
     /// Acknowledged once everything sent before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Command {
+    /// The log line of a write; `None` for a flush.
+    fn line(&self) -> Option<Line<'_>> {
+        match self {
+            Self::Chat(event) => Some(Line::Chat(event)),
+            Self::Rating { id, rating, at_ms } => Some(Line::Rating {
+                id,
+                rating: *rating,
+                at_ms: *at_ms,
+            }),
+            Self::Flush(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Write(_) => "Write",
+            Self::Chat(_) => "Chat",
+            Self::Rating { .. } => "Rating",
             Self::Flush(_) => "Flush",
         })
     }
@@ -190,7 +224,8 @@ pub struct ObserverStats {
 #[derive(Debug)]
 pub struct Observer {
     capacity: usize,
-    events: Mutex<VecDeque<ChatEvent>>,
+    /// Shared with the writer's queue, so recording a chat copies nothing.
+    events: Mutex<VecDeque<Arc<ChatEvent>>>,
     writer: Option<tokio::sync::mpsc::Sender<Command>>,
     replayed: usize,
     skipped_lines: u64,
@@ -246,7 +281,7 @@ impl Observer {
         let mut observer = Self::new(capacity);
         let chats = fold(replay.records);
         let keep = chats.len().saturating_sub(observer.capacity);
-        let ring: VecDeque<ChatEvent> = chats.into_iter().skip(keep).collect();
+        let ring: VecDeque<Arc<ChatEvent>> = chats.into_iter().skip(keep).map(Arc::new).collect();
         observer.replayed = ring.len();
         observer.events = Mutex::new(ring);
         observer.skipped_lines = replay.skipped;
@@ -271,20 +306,26 @@ impl Observer {
     }
 
     fn record(&self, event: ChatEvent) {
-        self.persist(Record::Chat(Box::new(event.clone())));
+        let event = Arc::new(event);
+        self.persist(Command::Chat(event.clone()));
         let mut events = self
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if events.len() >= self.capacity {
-            events.pop_front();
-        }
+        let evicted = if events.len() >= self.capacity {
+            events.pop_front()
+        } else {
+            None
+        };
         events.push_back(event);
+        drop(events);
+        // The oldest chat is freed (when the writer is done with it) outside the lock.
+        drop(evicted);
     }
 
-    fn persist(&self, record: Record) {
+    fn persist(&self, command: Command) {
         if let Some(writer) = &self.writer
-            && writer.try_send(Command::Write(record)).is_err()
+            && writer.try_send(command).is_err()
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -302,10 +343,11 @@ impl Observer {
                 .rev()
                 .find(|e| e.id.as_deref() == Some(id))
             {
-                e.rating = Some(rating);
+                // Copies the event only while the writer still holds it.
+                Arc::make_mut(e).rating = Some(rating);
             }
         }
-        self.persist(Record::Rating {
+        self.persist(Command::Rating {
             id: id.to_owned(),
             rating,
             at_ms: unix_ms(),
@@ -344,7 +386,7 @@ impl Observer {
             .rev()
             .filter(|e| filter.matches(e))
             .take(limit)
-            .cloned()
+            .map(|e| ChatEvent::clone(e))
             .collect()
     }
 
@@ -371,6 +413,7 @@ impl Observer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mine: Vec<&ChatEvent> = events
             .iter()
+            .map(|e| &**e)
             .filter(|e| e.provider.as_deref() == Some(provider))
             .collect();
         let mut latencies: Vec<f64> = mine
@@ -394,39 +437,43 @@ impl Observer {
 }
 
 /// Appends what arrives, one segment per burst: after the first record it
-/// waits up to [`LINGER`] for more, so a busy server writes few objects.
+/// waits up to [`LINGER`] for more (a flush ends the wait), so a busy server
+/// writes few objects. Each wake takes every queued command at once, and the
+/// linger is one timer per segment, not one per record.
 async fn write_loop(
     log: lakehouse_memory::log::JsonlLog,
     mut commands: tokio::sync::mpsc::Receiver<Command>,
     failures: std::sync::Arc<AtomicU64>,
 ) {
-    while let Some(first) = commands.recv().await {
-        let mut batch = Vec::new();
-        let mut acks = Vec::new();
-        let mut next = Some(first);
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while let Some(command) = next.take() {
-            match command {
-                Command::Write(record) => batch.push(record),
-                Command::Flush(ack) => {
-                    acks.push(ack);
-                    break;
+    let is_flush = |c: &Command| matches!(c, Command::Flush(_));
+    let mut batch: Vec<Command> = Vec::new();
+    while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut flush = batch.iter().any(is_flush);
+        let linger = tokio::time::sleep(LINGER);
+        tokio::pin!(linger);
+        while !flush && batch.len() < MAX_BATCH {
+            let seen = batch.len();
+            tokio::select! {
+                biased;
+                received = commands.recv_many(&mut batch, MAX_BATCH - seen) => {
+                    if received == 0 {
+                        break;
+                    }
+                    flush = batch[seen..].iter().any(is_flush);
                 }
+                () = &mut linger => break,
             }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
-            next = tokio::time::timeout_at(deadline, commands.recv())
-                .await
-                .ok()
-                .flatten();
         }
-        if let Err(e) = log.append(&batch).await {
+        let lines: Vec<Line<'_>> = batch.iter().filter_map(Command::line).collect();
+        if let Err(e) = log.append(&lines).await {
             failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("observer: cannot write {} events: {e}", batch.len());
+            tracing::warn!("observer: cannot write {} events: {e}", lines.len());
         }
-        for ack in acks {
-            let _ = ack.send(());
+        drop(lines);
+        for command in batch.drain(..) {
+            if let Command::Flush(ack) = command {
+                let _ = ack.send(());
+            }
         }
     }
 }
@@ -656,6 +703,51 @@ mod tests {
         assert_eq!(latencies, vec![4.0, 3.0, 2.0]);
         assert_eq!(observer.recent(1, None, None).len(), 1);
         assert!(observer.recent(10, Some("ollama/m"), None).is_empty());
+    }
+
+    #[test]
+    fn written_lines_read_back_as_records() {
+        let mut chat = event("kimi", Outcome::Ok, 1.5);
+        chat.id = Some("chatcmpl-1".into());
+        let lines = [
+            Line::Chat(&chat),
+            Line::Rating {
+                id: "chatcmpl-1",
+                rating: 0.5,
+                at_ms: 9,
+            },
+        ];
+        let records: Vec<Record> = lines
+            .iter()
+            .map(|line| serde_json::from_str(&serde_json::to_string(line).unwrap()).unwrap())
+            .collect();
+        let chats = fold(records);
+        assert_eq!(chats.len(), 1);
+        assert_eq!(chats[0].id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(chats[0].latency_ms, 1.5);
+        assert_eq!(chats[0].rating, Some(0.5));
+    }
+
+    #[test]
+    fn a_rating_leaves_the_queued_chat_as_it_was_and_queues_its_own_line() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let mut observer = Observer::new(10);
+        observer.writer = Some(tx);
+        let mut chat = event("kimi", Outcome::Ok, 2.0);
+        chat.id = Some("chatcmpl-2".into());
+        observer.record(chat);
+        observer.rate("chatcmpl-2", 1.0);
+        assert_eq!(observer.recent(1, None, None)[0].rating, Some(1.0));
+        match rx.try_recv().unwrap() {
+            Command::Chat(queued) => assert_eq!(queued.rating, None),
+            other => panic!("expected the chat first, got {other:?}"),
+        }
+        match rx.try_recv().unwrap() {
+            Command::Rating { id, rating, .. } => {
+                assert_eq!((id.as_str(), rating), ("chatcmpl-2", 1.0))
+            }
+            other => panic!("expected the rating, got {other:?}"),
+        }
     }
 
     #[test]

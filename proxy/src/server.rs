@@ -16,6 +16,7 @@ use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::Response;
 use bytes::Bytes;
+use futures::TryFutureExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -48,10 +49,6 @@ pub async fn serve(
     options: ServeOptions,
 ) -> std::io::Result<()> {
     let (cut_tx, cut_rx) = watch::channel(false);
-    let app = app.layer(axum::middleware::map_response(move |response: Response| {
-        let cut = cut_rx.clone();
-        async move { end_streams_on(cut, response) }
-    }));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -77,15 +74,20 @@ pub async fn serve(
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
         let router = app.clone();
+        let connection_cut = cut_rx.clone();
         let first_request = Arc::new(Notify::new());
         let request_seen = first_request.clone();
-        // The peer address feeds the [auth] IP allowlist.
+        // The peer address feeds the [auth] IP allowlist. The shutdown cut
+        // wraps responses here rather than in a router layer, which would
+        // clone a service and box a future on every request.
         let service =
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 request_seen.notify_one();
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer));
+                let cut = connection_cut.clone();
                 tower::ServiceExt::oneshot(router.clone(), request)
+                    .map_ok(move |response| end_streams_on(cut, response))
             });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
         let connection = connections.watch(connection.into_owned());
