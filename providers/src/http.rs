@@ -400,17 +400,10 @@ impl Response {
         match self.body {
             Body::Plain(mut body) => {
                 body.end_with(ended.0.clone());
-                futures::stream::unfold(Some(body), move |body| {
-                    let upstream = upstream.clone();
-                    async move {
-                        let mut body = body?;
-                        match body.chunk().await {
-                            Ok(Some(data)) => Some((Ok(data), Some(body))),
-                            Ok(None) => None,
-                            Err(e) => Some((Err(upstream.h1_error(e)), None)),
-                        }
-                    }
-                })
+                PlainBody {
+                    body: Some(body),
+                    upstream,
+                }
                 .boxed()
             }
             Body::Tls(response) => response
@@ -556,6 +549,35 @@ where
                 None => st.done = true,
             }
         }
+    }
+}
+
+/// A plain-HTTP body as a stream of its pieces; the first error ends it.
+struct PlainBody {
+    body: Option<h1::Body>,
+    upstream: Upstream,
+}
+
+impl futures::Stream for PlainBody {
+    type Item = Result<Bytes, ProviderError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::{Poll, ready};
+        let this = self.get_mut();
+        let Some(body) = this.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = match ready!(body.poll_chunk(cx)) {
+            Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+            Ok(None) => None,
+            Err(e) => Some(Err(this.upstream.h1_error(e))),
+        };
+        // Dropped now, so a finished connection goes back to the pool at once.
+        this.body = None;
+        Poll::Ready(next)
     }
 }
 

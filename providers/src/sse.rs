@@ -156,7 +156,11 @@ impl SseDecoder {
         match field {
             b"data" => {
                 self.data.reserve(value.len() + 1);
-                self.data.push_str(&String::from_utf8_lossy(value));
+                // Checking valid UTF-8 first is the fast path; only bad bytes need replacing.
+                match std::str::from_utf8(value) {
+                    Ok(text) => self.data.push_str(text),
+                    Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
+                }
                 self.data.push('\n');
             }
             b"event" => self.event = String::from_utf8_lossy(value).into_owned(),

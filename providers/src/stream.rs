@@ -72,30 +72,41 @@ impl Stream for Normalize {
                 return Poll::Ready(None);
             }
             let next = ready!(st.upstream.poll_next_unpin(cx));
-            if let Some(item) = st.on_upstream(next) {
-                return Poll::Ready(item);
+            match st.on_upstream(next) {
+                Handling::Skip => {}
+                Handling::Emit(item) => return Poll::Ready(Some(item)),
+                Handling::End => return Poll::Ready(None),
             }
         }
     }
 }
 
+/// What one upstream item (or the upstream's end) becomes.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "matched as soon as it is returned; boxing the chunk would allocate per chunk"
+)]
+enum Handling {
+    /// Nothing to hand on: read the next item.
+    Skip,
+    Emit(Result<ChatChunk, ProviderError>),
+    /// The stream is over.
+    End,
+}
+
 impl Normalize {
-    /// What to hand on for one upstream item: `None` to drop it and read on.
-    fn on_upstream(
-        &mut self,
-        next: Option<Result<ChatChunk, ProviderError>>,
-    ) -> Option<Option<Result<ChatChunk, ProviderError>>> {
+    fn on_upstream(&mut self, next: Option<Result<ChatChunk, ProviderError>>) -> Handling {
         match next {
             Some(Ok(mut chunk)) => {
                 if let Some(err) = chunk_error(&self.provider, &chunk) {
                     self.ended = true;
-                    return Some(Some(Err(err)));
+                    return Handling::Emit(Err(err));
                 }
                 if let Some(usage) = take_usage(&mut chunk) {
                     self.usage = Some(usage);
                 }
                 if chunk.choices.is_empty() {
-                    return None;
+                    return Handling::Skip;
                 }
                 for choice in &mut chunk.choices {
                     if let Some(r) = choice.delta.reasoning.take()
@@ -128,29 +139,31 @@ impl Normalize {
                     }
                 }
                 stamp(&mut chunk, &self.meta);
-                Some(Some(Ok(chunk)))
+                Handling::Emit(Ok(chunk))
             }
             Some(Err(e)) => {
                 self.ended = true;
-                Some(Some(Err(e)))
+                Handling::Emit(Err(e))
             }
             None => {
                 self.ended = true;
                 if !self.finished {
                     let message = "the upstream stream ended before the response was finished";
-                    return Some(Some(Err(ProviderError::mid_stream(
+                    return Handling::Emit(Err(ProviderError::mid_stream(
                         &self.provider,
                         UpstreamErrorKind::Server,
                         message,
-                    ))));
+                    )));
                 }
-                let usage = self.usage.take()?;
+                let Some(usage) = self.usage.take() else {
+                    return Handling::End;
+                };
                 let mut chunk = ChatChunk {
                     usage: Some(usage),
                     ..ChatChunk::default()
                 };
                 stamp(&mut chunk, &self.meta);
-                Some(Some(Ok(chunk)))
+                Handling::Emit(Ok(chunk))
             }
         }
     }

@@ -17,15 +17,19 @@
 //! never saw the request (what nginx and hyper do too). Dropping a body before
 //! its end closes the connection, which cancels the upstream's work.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 128;
@@ -254,6 +258,7 @@ impl Client {
                 reusable: head.keep_alive,
                 pool: Arc::clone(&self.pool),
                 read_timeout: self.read_timeout,
+                idle: None,
                 ended: None,
             },
         })
@@ -272,9 +277,22 @@ fn is_reset(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
 }
 
+/// Reads what the socket has into the buffer, as a poll (see [`Body::poll_chunk`]).
+fn poll_read_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    conn.buffer.reserve(READ_SIZE);
+    loop {
+        std::task::ready!(conn.stream.poll_read_ready(cx))?;
+        match conn.stream.try_read_buf(&mut conn.buffer) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            read => return Poll::Ready(read),
+        }
+    }
+}
+
 async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<usize, Error> {
     conn.buffer.reserve(READ_SIZE);
-    match tokio::time::timeout(timeout, conn.stream.read_buf(&mut conn.buffer)).await {
+    let read = std::future::poll_fn(|cx| poll_read_more(conn, cx));
+    match tokio::time::timeout(timeout, read).await {
         Ok(read) => Ok(read?),
         Err(_) => Err(Error::Timeout(timeout)),
     }
@@ -490,39 +508,83 @@ pub(crate) struct Body {
     reusable: bool,
     pool: Arc<Pool>,
     read_timeout: Duration,
+    /// The read timer, armed only while a read waits on the socket and kept
+    /// between reads (reset, not rebuilt); `None` until the first wait.
+    idle: Option<Idle>,
     /// Set by the reader once the upstream's answer is complete.
     ended: Option<Arc<AtomicBool>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
 }
 
 impl Body {
     /// The next piece of the body, `None` at its end. Whatever is already
     /// buffered is returned without touching the socket.
     pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// [`chunk`](Self::chunk) as a poll, for streams: no future is built per
+    /// piece, and a read that waits longer than the read timeout fails.
+    pub(crate) fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, Error>> {
         loop {
             let step = self.step().inspect_err(|_| self.conn = None)?;
             match step {
-                Step::Data(data) => return Ok(Some(data)),
+                Step::Data(data) => return Poll::Ready(Ok(Some(data))),
                 Step::End => {
                     self.finish();
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
                 Step::NeedMore => {
                     let Some(conn) = self.conn.as_mut() else {
-                        return Ok(None);
+                        return Poll::Ready(Ok(None));
                     };
-                    let read = read_more(conn, self.read_timeout)
-                        .await
+                    let read = match poll_read_more(conn, cx) {
+                        Poll::Ready(read) => read,
+                        Poll::Pending => return self.poll_idle(cx),
+                    };
+                    if let Some(idle) = &mut self.idle {
+                        idle.armed = false;
+                    }
+                    let read = read
+                        .map_err(Error::from)
                         .inspect_err(|_| self.conn = None)?;
                     if read == 0 {
                         self.conn = None;
-                        return match self.framing {
+                        return Poll::Ready(match self.framing {
                             Framing::UntilClose => Ok(None),
                             _ => Err(Error::Closed),
-                        };
+                        });
                     }
                 }
             }
         }
+    }
+
+    /// A read is waiting: starts its timer if it is the wait's first poll,
+    /// and fails the body once the timer fires.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Error>> {
+        let deadline = tokio::time::Instant::now() + self.read_timeout;
+        let idle = self.idle.get_or_insert_with(|| Idle {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            armed: true,
+        });
+        if !idle.armed {
+            idle.sleep.as_mut().reset(deadline);
+            idle.armed = true;
+        }
+        if idle.sleep.as_mut().poll(cx).is_ready() {
+            self.conn = None;
+            return Poll::Ready(Err(Error::Timeout(self.read_timeout)));
+        }
+        Poll::Pending
     }
 
     /// Decodes what is buffered, up to the next piece of data or the end.
@@ -607,6 +669,7 @@ impl Drop for Body {
             reusable: true,
             pool: Arc::clone(&self.pool),
             read_timeout: DRAIN_TIMEOUT,
+            idle: None,
             ended: None,
         };
         // Usually the rest (the last chunk) came with the end marker.
@@ -637,6 +700,7 @@ impl Drop for Body {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     fn decode_all(parts: &[&[u8]]) -> Result<(Vec<u8>, bool), Error> {
@@ -853,6 +917,73 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(slow.send(&get("/")).await, Err(Error::Timeout(_))));
+    }
+
+    /// A server that sends `head`, then each piece after its delay, then holds the connection.
+    async fn paced_server(head: &'static [u8], pieces: Vec<(Duration, &'static [u8])>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            socket.write_all(head).await.unwrap();
+            for (delay, piece) in pieces {
+                tokio::time::sleep(delay).await;
+                socket.write_all(piece).await.unwrap();
+            }
+            std::future::pending::<()>().await;
+        });
+        port
+    }
+
+    fn client_with_read_timeout(port: u16, read_timeout: Duration) -> Client {
+        Client::new(
+            "127.0.0.1",
+            port,
+            false,
+            Duration::from_secs(5),
+            read_timeout,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_times_out_and_its_connection_is_dropped() {
+        let port = paced_server(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n",
+            vec![],
+        )
+        .await;
+        let client = client_with_read_timeout(port, Duration::from_millis(50));
+        let mut response = client.send(&get("/")).await.unwrap();
+        assert_eq!(response.body.chunk().await.unwrap().unwrap(), "one");
+        assert!(matches!(
+            response.body.chunk().await,
+            Err(Error::Timeout(t)) if t == Duration::from_millis(50)
+        ));
+        assert!(
+            response.body.conn.is_none(),
+            "a timed-out connection is closed"
+        );
+        assert_eq!(response.body.chunk().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_slow_steady_body_is_not_cut_by_the_read_timeout() {
+        // Eight pieces 30 ms apart: 240 ms in all, each wait under the 100 ms limit.
+        let pieces = (0..8)
+            .map(|_| (Duration::from_millis(30), &b"1\r\nx\r\n"[..]))
+            .chain([(Duration::from_millis(30), &b"0\r\n\r\n"[..])])
+            .collect();
+        let port = paced_server(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            pieces,
+        )
+        .await;
+        let client = client_with_read_timeout(port, Duration::from_millis(100));
+        let response = client.send(&get("/")).await.unwrap();
+        assert_eq!(response.body.bytes().await.unwrap(), "xxxxxxxx");
     }
 
     #[tokio::test]
