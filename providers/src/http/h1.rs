@@ -290,7 +290,6 @@ fn poll_read_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result
 }
 
 async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<usize, Error> {
-    conn.buffer.reserve(READ_SIZE);
     let read = std::future::poll_fn(|cx| poll_read_more(conn, cx));
     match tokio::time::timeout(timeout, read).await {
         Ok(read) => Ok(read?),
@@ -571,15 +570,21 @@ impl Body {
     /// A read is waiting: starts its timer if it is the wait's first poll,
     /// and fails the body once the timer fires.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Error>> {
-        let deadline = tokio::time::Instant::now() + self.read_timeout;
-        let idle = self.idle.get_or_insert_with(|| Idle {
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            armed: true,
-        });
-        if !idle.armed {
-            idle.sleep.as_mut().reset(deadline);
-            idle.armed = true;
-        }
+        // The clock is read only when a wait starts, not on every poll of it.
+        let idle = match &mut self.idle {
+            Some(idle) => {
+                if !idle.armed {
+                    let deadline = tokio::time::Instant::now() + self.read_timeout;
+                    idle.sleep.as_mut().reset(deadline);
+                    idle.armed = true;
+                }
+                idle
+            }
+            None => self.idle.insert(Idle {
+                sleep: Box::pin(tokio::time::sleep(self.read_timeout)),
+                armed: true,
+            }),
+        };
         if idle.sleep.as_mut().poll(cx).is_ready() {
             self.conn = None;
             return Poll::Ready(Err(Error::Timeout(self.read_timeout)));
