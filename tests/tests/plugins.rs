@@ -49,6 +49,15 @@ name = "rag/strong"
 model = "plain/gpt-test"
 corpora = ["docs"]
 k = 3
+
+# An upstream that always streams (Anthropic messages), so a non-stream chat
+# can fail after its first chunk.
+[[rag_models]]
+name = "rag/claude"
+model = "opencode/claude-sonnet-4-5"
+corpora = ["docs"]
+k = 2
+plugins = ["matrix", "playbook"]
 "#;
 
 async fn start_with_docs(extra: &str) -> Harness {
@@ -450,6 +459,52 @@ async fn streaming_with_plugins_stays_chunk_by_chunk_and_annotates_the_first_chu
         )
         .await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// How many times the playbook's post hook has run and succeeded.
+async fn playbook_posts(h: &Harness) -> f64 {
+    let text = h
+        .client
+        .get(h.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = r#"lakehouse_plugin_runs_total{plugin="playbook",hook="post",status="ok"}"#;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn post_hooks_run_when_the_upstream_fails_midway_streamed_or_not() {
+    let h = start_with_docs("").await;
+    let question = format!("{TEA_QUESTION} #fault=midstream");
+    assert_eq!(playbook_posts(&h).await, 0.0);
+
+    let (status, body) = h
+        .chat(&json!({"model": "rag/claude", "messages": user(&question)}))
+        .await;
+    assert_eq!(status, 503, "Anthropic's overloaded_error: {body}");
+    assert_eq!(
+        playbook_posts(&h).await,
+        1.0,
+        "the whole-answer chat ran its post hooks"
+    );
+
+    let (status, events) = h
+        .stream(&json!({"model": "rag/claude", "stream": true, "messages": user(&question)}))
+        .await;
+    assert_eq!(status, 200);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(last["error"]["message"].is_string(), "{events:?}");
+    assert_eq!(
+        playbook_posts(&h).await,
+        2.0,
+        "the streamed chat ran its post hooks"
+    );
 }
 
 const BROKEN_MEMORY: &str = r#"

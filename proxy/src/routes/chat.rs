@@ -228,7 +228,8 @@ fn record_plugin_runs(state: &SharedState, hook: &str, runs: &[PluginRun]) {
 }
 
 impl Started {
-    /// The whole answer as one completion; post hooks run before it returns.
+    /// The whole answer as one completion. Post hooks run before it returns,
+    /// also when the upstream fails midway, exactly as for a stream.
     pub(crate) async fn complete(self) -> Result<ChatCompletion, ApiError> {
         let Self {
             meta,
@@ -241,25 +242,22 @@ impl Started {
         } = self;
         let mut assembler = Assembler::default();
         assembler.push(&first);
+        let mut failure = None;
         while let Some(chunk) = rest.next().await {
             match chunk {
                 Ok(chunk) => assembler.push(&chunk),
                 Err(e) => {
-                    witness.upstream_error(&e);
-                    let e = ApiError::from(e);
-                    witness.failed(&e);
-                    return Err(e);
+                    failure = Some(Err(e));
+                    break;
                 }
             }
-        }
-        if let Some(post) = post {
-            post.run(&assembler, None).await;
         }
         if let Some(usage) = assembler.usage() {
             witness.usage(usage);
         }
-        witness.answer(assembler.text());
-        witness.succeeded();
+        if let Some(Err(e)) = finish_chat(witness, post, Some(&assembler), failure).await {
+            return Err(e.into());
+        }
         let mut completion = assembler.finish(&meta);
         completion.lakehouse = lakehouse;
         Ok(completion)
@@ -333,7 +331,9 @@ impl Stream for Tap {
                 return Poll::Ready(next);
             }
             if let Some(witness) = this.witness.take() {
-                let ending = finish_chat(witness, this.post.take(), this.assembler.take(), next);
+                let (post, assembler) = (this.post.take(), this.assembler.take());
+                let ending =
+                    async move { finish_chat(witness, post, assembler.as_ref(), next).await };
                 this.ending = Some(ending.instrument(this.span.clone()).boxed());
             }
         }
@@ -341,18 +341,19 @@ impl Stream for Tap {
 }
 
 /// Runs the post hooks (when plugins ran) and witnesses the chat once its
-/// upstream is done (`end` is `None`) or failed; resolves to `end`.
+/// upstream is done (`end` is `None`) or failed; resolves to `end`. Streams
+/// and whole answers both end here, so both treat a failure alike.
 async fn finish_chat(
     mut witness: Witness,
     post: Option<PostHooks>,
-    assembler: Option<Assembler>,
+    assembler: Option<&Assembler>,
     end: Option<Result<ChatChunk, ProviderError>>,
 ) -> Option<Result<ChatChunk, ProviderError>> {
     let error = match &end {
         Some(Err(e)) => Some(e),
         _ => None,
     };
-    if let Some(assembler) = &assembler {
+    if let Some(assembler) = assembler {
         if let Some(post) = post {
             post.run(assembler, error.map(ToString::to_string)).await;
         }
