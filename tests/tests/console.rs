@@ -5,27 +5,8 @@
 
 mod common;
 
-use common::{Harness, user};
+use common::{sample, user};
 use serde_json::{Value, json};
-
-async fn metrics(h: &Harness) -> String {
-    let response = h.client.get(h.url("/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    response.text().await.unwrap()
-}
-
-/// The value of one sample line `name{labels} value`, or 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::test]
 async fn every_response_carries_a_request_id_and_sane_ones_are_kept() {
@@ -151,7 +132,7 @@ async fn chats_are_witnessed_newest_first_with_their_request_id() {
 #[tokio::test]
 async fn metrics_move_with_requests() {
     let h = common::start().await;
-    let before = metrics(&h).await;
+    let before = h.metrics().await;
     let ok = r#"lakehouse_chat_requests_total{provider="kimi",model="kimi/kimi-k2.6",stream="false",outcome="ok"}"#;
     assert_eq!(sample(&before, ok), 0.0);
 
@@ -170,7 +151,7 @@ async fn metrics_move_with_requests() {
         .await;
     assert_eq!(status, 503);
 
-    let after = metrics(&h).await;
+    let after = h.metrics().await;
     assert_eq!(sample(&after, ok), 2.0, "{after}");
     assert_eq!(
         sample(

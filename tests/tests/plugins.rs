@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Harness, Keys, start_with, user};
+use common::{Harness, Keys, sample, start_with, user};
 use serde_json::{Value, json};
 
 const DOCS: &str = r#"{"id":"tea","text":"Green tea is brewed with water at about 80 degrees Celsius for two minutes."}
@@ -463,19 +463,8 @@ async fn streaming_with_plugins_stays_chunk_by_chunk_and_annotates_the_first_chu
 
 /// How many times the playbook's post hook has run and succeeded.
 async fn playbook_posts(h: &Harness) -> f64 {
-    let text = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let series = r#"lakehouse_plugin_runs_total{plugin="playbook",hook="post",status="ok"}"#;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    sample(&h.metrics().await, series)
 }
 
 #[tokio::test]

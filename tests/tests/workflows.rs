@@ -420,15 +420,7 @@ async fn drift_is_flagged_on_a_shifted_distribution_only_and_exposed() {
 
     let report: Value = h.get_json("/admin/drift").await;
     assert_eq!(report["signals"][0]["signal"], "run_score");
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     for line in [
         "lakehouse_drift_psi{signal=\"run_score\"}",
         "lakehouse_drift_ks{signal=\"rating\"}",

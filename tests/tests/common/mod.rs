@@ -156,6 +156,25 @@ impl Harness {
         response.json().await.expect("JSON body")
     }
 
+    /// GETs `/metrics`, asserts 200 and the Prometheus text format, and returns the text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("proxy answers");
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .expect("ASCII content type");
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{content_type}"
+        );
+        response.text().await.expect("metrics text")
+    }
+
     /// Creates corpus `name` (columns `id` and `text`) and ingests `jsonl` into it.
     pub async fn create_corpus(&self, name: &str, jsonl: &'static str) {
         let response = self
@@ -225,6 +244,13 @@ pub fn sse_data(text: &str) -> Vec<String> {
             (!data.is_empty()).then(|| data.join("\n"))
         })
         .collect()
+}
+
+/// The value of one sample line `name{labels} value` in metrics `text`, or 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 pub fn user(text: &str) -> Value {
