@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
 from conftest import BIN_DIR, start_lakehouse, stop
@@ -87,7 +87,7 @@ def test_mcp_over_streamable_http(mcp_server):
     _, url = mcp_server
 
     async def run():
-        async with streamablehttp_client(f"{url}/mcp") as (read, write, _):
+        async with streamable_http_client(f"{url}/mcp") as (read, write, _):
             async with ClientSession(read, write) as session:
                 await exercise(session)
 
