@@ -7,6 +7,7 @@
 //! goes away, drops the upstream request with it.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use lakehouse_plugins::context::PluginRun;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
 use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
 use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
-use lakehouse_providers::{ChunkStream, ProviderError};
+use lakehouse_providers::{ChatProvider, ChunkStream, ProviderError};
 use tracing::Instrument;
 
 use crate::app::SharedState;
@@ -109,36 +110,63 @@ pub(crate) struct Started {
 /// routes and waits for the first upstream chunk, so that a refusal or an
 /// early failure is still an error rather than a broken stream. Every chat
 /// started here is witnessed (metrics and the observer), failed ones too.
-pub(crate) async fn start(
-    state: &SharedState,
+pub(crate) fn start<'a>(
+    state: &'a SharedState,
     headers: &HeaderMap,
     request: ChatRequest,
-) -> Result<Started, ApiError> {
+) -> impl Future<Output = Result<Started, ApiError>> + use<'a> {
+    // Planning is synchronous and done here, so the request (and the headers)
+    // never sit in the future's state; the future holds the boxed plan only.
     let mut witness = Witness::new(state, headers, &request.model, request.is_stream());
-    let started = begin(state, headers, request, &mut witness).await;
-    if let Err(e) = &started {
-        witness.failed(e);
+    let planned = plan(state, headers, request);
+    async move {
+        // The two steps are awaited one after the other, so their futures
+        // share their room in this one's state.
+        let prepared = match planned {
+            Ok(ctx) => prepare(state, ctx, &mut witness).await,
+            Err(e) => Err(e),
+        };
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                witness.failed(&e);
+                return Err(e);
+            }
+        };
+        let started = send(prepared, &mut witness).await;
+        if let Err(e) = &started {
+            witness.failed(e);
+        }
+        started
     }
-    started
 }
 
-async fn begin(
+/// A chat planned, its pre hooks run and its route chosen: what the upstream
+/// call needs.
+struct Prepared {
+    provider: Arc<dyn ChatProvider>,
+    /// The body to send, with the upstream's model id.
+    request: ChatRequest,
+    id: String,
+    client_model: String,
+    lakehouse: Option<serde_json::Value>,
+    post: Option<PostHooks>,
+    capture: bool,
+}
+
+/// Checks the corpora the plan names, runs the pre hooks and routes.
+async fn prepare(
     state: &SharedState,
-    headers: &HeaderMap,
-    mut request: ChatRequest,
+    mut ctx: Box<ChatContext>,
     witness: &mut Witness,
-) -> Result<Started, ApiError> {
-    request.validate().map_err(ApiError::bad_request)?;
-    let max_messages = state.config.server.max_messages;
-    if request.messages.len() > max_messages {
-        return Err(ApiError::bad_request(format!(
-            "{} messages is more than the {max_messages} this server accepts (server.max_messages)",
-            request.messages.len()
-        ))
-        .with_param("messages"));
+) -> Result<Prepared, ApiError> {
+    for corpus in &ctx.corpora {
+        // Boxed: only rag chats name corpora; inline, the store's future
+        // would widen every chat's future.
+        Box::pin(state.store.corpus(corpus))
+            .await
+            .map_err(|e| ApiError::from(e).with_param("lakehouse.corpora"))?;
     }
-    let options = take_options(&mut request)?;
-    let mut ctx = plan(state, headers, request, &options).await?;
     let pre = state.pipeline.pre(&mut ctx).await;
     record_plugin_runs(state, "pre", &ctx.annotations.plugins);
     pre?;
@@ -161,9 +189,32 @@ async fn begin(
         };
         (request, id, client_model, Some(post))
     } else {
+        let ctx = *ctx;
         (ctx.request, ctx.id, ctx.client_model, None)
     };
     request.model = upstream_model;
+    Ok(Prepared {
+        provider,
+        request,
+        id,
+        client_model,
+        lakehouse,
+        post,
+        capture,
+    })
+}
+
+/// Sends the prepared chat and waits for its first chunk.
+async fn send(prepared: Prepared, witness: &mut Witness) -> Result<Started, ApiError> {
+    let Prepared {
+        provider,
+        request,
+        id,
+        client_model,
+        lakehouse,
+        post,
+        capture,
+    } = prepared;
     let stream = request.is_stream();
     let wants_usage = request.wants_usage();
     tracing::debug!(model = %client_model, provider = provider.name(), stream, "chat");
@@ -230,7 +281,10 @@ fn record_plugin_runs(state: &SharedState, hook: &str, runs: &[PluginRun]) {
 impl Started {
     /// The whole answer as one completion. Post hooks run before it returns,
     /// also when the upstream fails midway, exactly as for a stream.
-    pub(crate) async fn complete(self) -> Result<ChatCompletion, ApiError> {
+    ///
+    /// A plain `fn` returning the future: an `async fn` would keep `self` in
+    /// its state beside the fields taken out of it.
+    pub(crate) fn complete(self) -> impl Future<Output = Result<ChatCompletion, ApiError>> {
         let Self {
             meta,
             first,
@@ -242,25 +296,29 @@ impl Started {
         } = self;
         let mut assembler = Assembler::default();
         assembler.push(&first);
-        let mut failure = None;
-        while let Some(chunk) = rest.next().await {
-            match chunk {
-                Ok(chunk) => assembler.push(&chunk),
-                Err(e) => {
-                    failure = Some(Err(e));
-                    break;
+        drop(first);
+        async move {
+            let mut failure = None;
+            while let Some(chunk) = rest.next().await {
+                match chunk {
+                    Ok(chunk) => assembler.push(&chunk),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
                 }
             }
+            if let Some(usage) = assembler.usage() {
+                witness.usage(usage);
+            }
+            finish_chat(witness, post, Some(&assembler), failure.as_ref()).await;
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+            let mut completion = assembler.finish(&meta);
+            completion.lakehouse = lakehouse;
+            Ok(completion)
         }
-        if let Some(usage) = assembler.usage() {
-            witness.usage(usage);
-        }
-        if let Some(Err(e)) = finish_chat(witness, post, Some(&assembler), failure).await {
-            return Err(e.into());
-        }
-        let mut completion = assembler.finish(&meta);
-        completion.lakehouse = lakehouse;
-        Ok(completion)
     }
 
     /// Every chunk as it arrives, the first carrying the `lakehouse` field.
@@ -332,8 +390,14 @@ impl Stream for Tap {
             }
             if let Some(witness) = this.witness.take() {
                 let (post, assembler) = (this.post.take(), this.assembler.take());
-                let ending =
-                    async move { finish_chat(witness, post, assembler.as_ref(), next).await };
+                let ending = async move {
+                    let error = match &next {
+                        Some(Err(e)) => Some(e),
+                        _ => None,
+                    };
+                    finish_chat(witness, post, assembler.as_ref(), error).await;
+                    next
+                };
                 this.ending = Some(ending.instrument(this.span.clone()).boxed());
             }
         }
@@ -341,21 +405,19 @@ impl Stream for Tap {
 }
 
 /// Runs the post hooks (when plugins ran) and witnesses the chat once its
-/// upstream is done (`end` is `None`) or failed; resolves to `end`. Streams
-/// and whole answers both end here, so both treat a failure alike.
+/// upstream is done (`error` is `None`) or failed. Streams and whole answers
+/// both end here, so both treat a failure alike.
 async fn finish_chat(
     mut witness: Witness,
     post: Option<PostHooks>,
     assembler: Option<&Assembler>,
-    end: Option<Result<ChatChunk, ProviderError>>,
-) -> Option<Result<ChatChunk, ProviderError>> {
-    let error = match &end {
-        Some(Err(e)) => Some(e),
-        _ => None,
-    };
+    error: Option<&ProviderError>,
+) {
     if let Some(assembler) = assembler {
         if let Some(post) = post {
-            post.run(assembler, error.map(ToString::to_string)).await;
+            // Boxed: the plugins' future is large and only chats that ran
+            // plugins get here; inline it would widen every chat's future.
+            Box::pin(post.run(assembler, error.map(ToString::to_string))).await;
         }
         witness.answer(assembler.text());
     }
@@ -366,7 +428,6 @@ async fn finish_chat(
         }
         None => witness.succeeded(),
     }
-    end
 }
 
 /// Takes the proxy's own `lakehouse` options out of the body: they never travel upstream.
@@ -388,13 +449,25 @@ fn take_options(request: &mut ChatRequest) -> Result<RequestOptions, ApiError> {
 /// Longest accepted namespace.
 const MAX_NAMESPACE: usize = 256;
 
-/// Resolves the model (rag model, tier, plain id) and what the plugins should do.
-async fn plan(
+/// Validates the request, takes the proxy's own options out of it and
+/// resolves the model (rag model, tier, plain id) and what the plugins should
+/// do. The corpora it names are checked by [`prepare`]. Boxed: the context
+/// travels through the chat's futures and, with plugins, its post hooks.
+fn plan(
     state: &SharedState,
     headers: &HeaderMap,
-    request: ChatRequest,
-    options: &RequestOptions,
-) -> Result<ChatContext, ApiError> {
+    mut request: ChatRequest,
+) -> Result<Box<ChatContext>, ApiError> {
+    request.validate().map_err(ApiError::bad_request)?;
+    let max_messages = state.config.server.max_messages;
+    if request.messages.len() > max_messages {
+        return Err(ApiError::bad_request(format!(
+            "{} messages is more than the {max_messages} this server accepts (server.max_messages)",
+            request.messages.len()
+        ))
+        .with_param("messages"));
+    }
+    let options = take_options(&mut request)?;
     let client_model = request.model.clone();
     let rag = state.config.rag_model(&client_model);
     if rag.is_none() && client_model.starts_with("rag/") {
@@ -434,13 +507,6 @@ async fn plan(
         .clone()
         .or_else(|| rag.map(|r| r.corpora.clone()))
         .unwrap_or_default();
-    for corpus in &corpora {
-        state
-            .store
-            .corpus(corpus)
-            .await
-            .map_err(|e| ApiError::from(e).with_param("lakehouse.corpora"))?;
-    }
     let memory = options
         .memory
         .unwrap_or_else(|| rag.is_some() && enabled.contains(&PluginName::Pathway));
@@ -464,7 +530,7 @@ async fn plan(
         .k
         .or_else(|| rag.and_then(|r| r.k))
         .unwrap_or(plugins.matrix.k);
-    Ok(ChatContext {
+    Ok(Box::new(ChatContext {
         id: new_id("chatcmpl-"),
         query: ChatContext::last_user_text(&request),
         request,
@@ -483,13 +549,13 @@ async fn plan(
         sources: Vec::new(),
         memories: Vec::new(),
         annotations: Default::default(),
-    })
+    }))
 }
 
 /// Post hooks of a chat that ran plugins.
 struct PostHooks {
     state: SharedState,
-    ctx: ChatContext,
+    ctx: Box<ChatContext>,
 }
 
 impl PostHooks {
@@ -578,6 +644,23 @@ impl Stream for ChunkEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, F: Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// axum boxes the handler's future for every request: its whole size is
+    /// copied to the heap and touched. It was 14 KiB before the plugins' and
+    /// the store's futures were boxed on their cold paths and the request
+    /// was kept out of the chat's state; keep it small.
+    #[test]
+    fn the_chat_handler_future_stays_small() {
+        let handler = future_size(chat_completions);
+        let start = future_size(start);
+        assert!(handler <= 4096, "chat handler future is {handler} bytes");
+        assert!(start <= 3072, "chat start future is {start} bytes");
+    }
 
     #[test]
     fn tiers_resolve_and_unknown_tiers_are_404() {
