@@ -34,11 +34,14 @@ use crate::observer::REQUEST_ID;
 /// runs it inside a span carrying that id, admits or refuses it, returns the
 /// id on the response, counts it by route, method and status, and writes one
 /// access-log line.
-pub(crate) async fn edge(
+///
+/// Admission and shedding decide synchronously, before the future is built,
+/// so the future (which axum boxes per request) holds the inner call only.
+pub(crate) fn edge(
     State(state): State<SharedState>,
     mut request: Request,
     next: Next,
-) -> Response {
+) -> impl Future<Output = Response> {
     let started = Instant::now();
     let id = request
         .headers()
@@ -48,44 +51,49 @@ pub(crate) async fn edge(
         .unwrap_or_else(new_request_id);
     request.headers_mut().insert(REQUEST_ID, id.clone());
     let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = id.to_str().unwrap_or_default(),
         method = %method,
-        route = %route,
+        route = %matched.as_ref().map_or("unmatched", MatchedPath::as_str),
     );
-    let mut response = async {
-        match admit(&state, &mut request) {
-            Ok(()) => shed(&state, request, next).await,
-            Err(denied) => denied_response(denied),
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    let elapsed = started.elapsed();
-    let status = response.status();
-    state
-        .metrics
-        .http_requests
-        .with(&[route, method.as_str(), status.as_str()])
-        .add(1);
-    state
-        .metrics
-        .http_duration
-        .with(&[route, method.as_str()])
-        .observe(elapsed);
-    response.headers_mut().insert(REQUEST_ID, id);
-    span.in_scope(|| {
-        tracing::info!(
-            target: "lakehouse::access",
-            status = status.as_u16(),
-            ms = elapsed.as_secs_f64() * 1000.0,
-            "request"
-        );
+    let gate = span.in_scope(|| match admit(&state, &mut request) {
+        Ok(()) => shed(&state, request),
+        Err(denied) => Gate::Refused(denied_response(denied)),
     });
-    response
+    async move {
+        let mut response = match gate {
+            Gate::Pass { request, slot } => {
+                let response = next.run(request).instrument(span.clone()).await;
+                hold_slot(response, slot)
+            }
+            Gate::Refused(refused) => refused,
+        };
+        let elapsed = started.elapsed();
+        let status = response.status();
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+        state
+            .metrics
+            .http_requests
+            .with(&[route, method.as_str(), status.as_str()])
+            .add(1);
+        state
+            .metrics
+            .http_duration
+            .with(&[route, method.as_str()])
+            .observe(elapsed);
+        response.headers_mut().insert(REQUEST_ID, id);
+        span.in_scope(|| {
+            tracing::info!(
+                target: "lakehouse::access",
+                status = status.as_u16(),
+                ms = elapsed.as_secs_f64() * 1000.0,
+                "request"
+            );
+        });
+        response
+    }
 }
 
 /// Ids from callers are kept when short and plainly printable, so they can
@@ -258,12 +266,15 @@ impl HttpBody for IdleTimeout {
 /// At most `server.max_concurrent_requests` requests in flight; the rest are
 /// refused at once. `/healthz` and `/metrics` are never shed, so an
 /// overloaded server can still be watched. Request bodies that stall are cut.
-async fn shed(state: &SharedState, request: Request, next: Next) -> Response {
+fn shed(state: &SharedState, request: Request) -> Gate {
     let idle = Duration::from_secs(state.config.server.body_read_timeout_secs);
     let request = request.map(|body| IdleTimeout::wrap(body, idle));
     let path = request.uri().path();
     if path == "/healthz" || path == "/metrics" {
-        return next.run(request).await;
+        return Gate::Pass {
+            request,
+            slot: None,
+        };
     }
     let Ok(permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.shed.add(1);
@@ -277,9 +288,31 @@ async fn shed(state: &SharedState, request: Request, next: Next) -> Response {
             ),
         );
         error.retry_after = Some(SHED_RETRY_AFTER);
-        return error.into_response();
+        return Gate::Refused(error.into_response());
     };
-    let response = next.run(request).await;
+    Gate::Pass {
+        request,
+        slot: Some(permit),
+    }
+}
+
+/// What admission and shedding decided for a request.
+enum Gate {
+    /// Goes on to the handler, holding its concurrency slot (none for
+    /// `/healthz` and `/metrics`).
+    Pass {
+        request: Request,
+        slot: Option<OwnedSemaphorePermit>,
+    },
+    /// Answered at the edge.
+    Refused(Response),
+}
+
+/// The answer to a request that passed the gate with `slot`.
+fn hold_slot(response: Response, slot: Option<OwnedSemaphorePermit>) -> Response {
+    let Some(slot) = slot else {
+        return response;
+    };
     if !crate::server::is_event_stream(&response) {
         // Other bodies are already in memory: the slot is freed with the head.
         return response;
@@ -289,7 +322,7 @@ async fn shed(state: &SharedState, request: Request, next: Next) -> Response {
     response.map(|body| {
         Body::new(HoldsSlot {
             body,
-            slot: Some(permit),
+            slot: Some(slot),
         })
     })
 }

@@ -645,23 +645,6 @@ impl Stream for ChunkEvents {
 mod tests {
     use super::*;
 
-    /// The size of the future `f` returns, without calling it.
-    fn future_size<A, B, C, F: Future>(_: impl FnOnce(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// axum boxes the handler's future for every request: its whole size is
-    /// copied to the heap and touched. It was 14 KiB before the plugins' and
-    /// the store's futures were boxed on their cold paths and the request
-    /// was kept out of the chat's state; keep it small.
-    #[test]
-    fn the_chat_handler_future_stays_small() {
-        let handler = future_size(chat_completions);
-        let start = future_size(start);
-        assert!(handler <= 4096, "chat handler future is {handler} bytes");
-        assert!(start <= 3072, "chat start future is {start} bytes");
-    }
-
     #[test]
     fn tiers_resolve_and_unknown_tiers_are_404() {
         let tiers = ModelTiers {
