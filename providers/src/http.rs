@@ -508,7 +508,7 @@ where
         use std::task::{Poll, ready};
         let st = self.get_mut();
         loop {
-            if let Some(found) = st.buffer[st.scanned..].iter().position(|b| *b == b'\n') {
+            if let Some(found) = memchr::memchr(b'\n', &st.buffer[st.scanned..]) {
                 let pos = st.scanned + found;
                 st.scanned = 0;
                 let mut line = st.buffer.split_to(pos + 1);

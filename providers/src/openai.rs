@@ -538,15 +538,19 @@ pub struct CompletionTokensDetails {
 }
 
 /// One `chat.completion.chunk` event.
+///
+/// An upstream's `id`, `object` and `model` are not read: every chunk is
+/// stamped with the proxy's id and the caller's model id on its way out
+/// (`stream::normalize`), and reading them cost allocations per chunk.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatChunk {
-    #[serde(default)]
+    #[serde(default, skip_deserializing)]
     pub id: String,
-    #[serde(default = "chunk_object")]
-    pub object: String,
+    #[serde(skip_deserializing)]
+    pub object: ChunkObject,
     #[serde(default)]
     pub created: u64,
-    #[serde(default)]
+    #[serde(default, skip_deserializing)]
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
@@ -562,8 +566,14 @@ pub struct ChatChunk {
     pub lakehouse: Option<Value>,
 }
 
-fn chunk_object() -> String {
-    "chat.completion.chunk".into()
+/// A chunk's `object`, always `"chat.completion.chunk"`: no room, no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkObject;
+
+impl Serialize for ChunkObject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("chat.completion.chunk")
+    }
 }
 
 impl ChatChunk {

@@ -111,7 +111,7 @@ impl SseDecoder {
     /// The length of the first whole line and of its terminator (`\n`, `\r\n` or `\r`).
     fn find_line_end(&mut self) -> Option<(usize, usize)> {
         let unscanned = &self.buffer[self.scanned..];
-        let Some(offset) = unscanned.iter().position(|b| *b == b'\n' || *b == b'\r') else {
+        let Some(offset) = memchr::memchr2(b'\n', b'\r', unscanned) else {
             self.scanned = self.buffer.len();
             return None;
         };
@@ -146,7 +146,7 @@ impl SseDecoder {
         if line[0] == b':' {
             return None;
         }
-        let (field, value) = match line.iter().position(|b| *b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(colon) => {
                 let value = &line[colon + 1..];
                 (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))

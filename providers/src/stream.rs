@@ -173,9 +173,6 @@ fn stamp(chunk: &mut ChatChunk, meta: &ResponseMeta) {
     chunk.id.clone_from(&meta.id);
     chunk.created = meta.created;
     chunk.model.clone_from(&meta.model);
-    if chunk.object != "chat.completion.chunk" {
-        chunk.object = "chat.completion.chunk".into();
-    }
 }
 
 /// Usage may sit at the top level (OpenAI, OpenRouter) or in a choice (Kimi).

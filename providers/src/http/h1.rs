@@ -422,7 +422,7 @@ enum Step {
 
 /// The next line (without its line end) at the start of `buffer`, consumed.
 fn take_line(buffer: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
-    let Some(end) = buffer.iter().position(|b| *b == b'\n') else {
+    let Some(end) = memchr::memchr(b'\n', buffer) else {
         if buffer.len() > MAX_LINE {
             return Err(Error::Protocol("a chunk line is too long".into()));
         }
