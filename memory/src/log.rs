@@ -59,7 +59,9 @@ impl JsonlLog {
     }
 
     fn encode<T: Serialize>(records: &[T]) -> Result<Bytes> {
-        let mut out = Vec::new();
+        // Room for a typical line each, so a segment of hundreds of records
+        // is not copied again at every doubling.
+        let mut out = Vec::with_capacity(records.len() * 512);
         for record in records {
             serde_json::to_writer(&mut out, record)
                 .map_err(|e| MemoryError::InvalidInput(format!("cannot encode a record: {e}")))?;

@@ -296,7 +296,6 @@ impl Started {
         } = self;
         let mut assembler = Assembler::default();
         assembler.push(&first);
-        drop(first);
         async move {
             let mut failure = None;
             while let Some(chunk) = rest.next().await {
