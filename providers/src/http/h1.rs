@@ -278,15 +278,15 @@ fn is_reset(e: &std::io::Error) -> bool {
 }
 
 /// Reads what the socket has into the buffer, as a poll (see [`Body::poll_chunk`]).
+///
+/// Through tokio's `AsyncRead` rather than `poll_read_ready` + `try_read`: a
+/// read shorter than the room offered means the socket is drained, and
+/// `AsyncRead` then forgets the readiness. Otherwise the stale readiness left
+/// by the last answer made the first read of every exchange a `recvfrom`
+/// that failed with `EAGAIN`: one wasted syscall per request.
 fn poll_read_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
     conn.buffer.reserve(READ_SIZE);
-    loop {
-        std::task::ready!(conn.stream.poll_read_ready(cx))?;
-        match conn.stream.try_read_buf(&mut conn.buffer) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            read => return Poll::Ready(read),
-        }
-    }
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buffer)
 }
 
 async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<usize, Error> {
