@@ -230,12 +230,28 @@ impl Upstream {
         body: &T,
         headers: &[(&str, &str)],
     ) -> Result<Response, ProviderError> {
-        let json = serde_json::to_vec(body).map_err(|e| {
+        self.post(path, self.encode(body)?, headers).await
+    }
+
+    /// `body` as the JSON bytes [`post`](Self::post) sends. Encoding first
+    /// lets a caller drop a large request before its future is built, so the
+    /// (boxed, per-chat) future holds bytes rather than the request.
+    pub fn encode<T: Serialize + ?Sized>(&self, body: &T) -> Result<Vec<u8>, ProviderError> {
+        serde_json::to_vec(body).map_err(|e| {
             ProviderError::invalid_request(
                 &self.0.provider,
                 format!("cannot encode the request: {e}"),
             )
-        })?;
+        })
+    }
+
+    /// POSTs JSON bytes made by [`encode`](Self::encode).
+    pub async fn post(
+        &self,
+        path: &str,
+        json: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, ProviderError> {
         self.send(reqwest::Method::POST, path, Some(json), headers)
             .await
     }
@@ -284,7 +300,11 @@ impl Upstream {
                         .header(header::CONTENT_TYPE, "application/json")
                         .body(json);
                 }
-                let response = request.send().await.map_err(|e| self.reqwest_error(e))?;
+                // Boxed: reqwest's future is large, and every plain-HTTP
+                // exchange would otherwise carry its room.
+                let response = Box::pin(request.send())
+                    .await
+                    .map_err(|e| self.reqwest_error(e))?;
                 let retry_after = retry_after(response.headers());
                 (response.status(), retry_after, Body::Tls(response))
             }
@@ -377,8 +397,8 @@ impl Response {
         let upstream = self.upstream;
         match self.body {
             Body::Plain(body) => body.bytes().await.map_err(|e| upstream.h1_error(e)),
-            Body::Tls(response) => response
-                .bytes()
+            // Boxed for the same reason as `send`'s reqwest future.
+            Body::Tls(response) => Box::pin(response.bytes())
                 .await
                 .map_err(|e| upstream.reqwest_error(e)),
         }
