@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
@@ -74,7 +74,7 @@ async fn handle(
     let provider = started.provider.clone();
     let completion = started.complete().await?;
     Ok(match shape {
-        Shape::Completions => Json(completion).into_response(),
+        Shape::Completions => completion_response(&completion)?,
         Shape::Chat => {
             let content = completion.first_text().to_owned();
             let mut value = serde_json::to_value(&completion)
@@ -86,6 +86,20 @@ async fn handle(
             Json(value).into_response()
         }
     })
+}
+
+/// `completion` as a JSON response, encoded into one buffer sized for it
+/// (axum's `Json` starts at 128 bytes and regrows for every answer).
+fn completion_response(completion: &ChatCompletion) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(512 + completion.first_text().len());
+    serde_json::to_writer(&mut body, completion)
+        .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }
 
 /// A chat under way: routed, pre hooks run, the first upstream chunk in hand.
