@@ -4,7 +4,10 @@
 Sections (all loopback, bounded in time):
   proxy      the zero-delay fake upstream called directly, through Lakehouse, through
              nginx proxy_pass (same worker count) and through the LiteLLM proxy, at
-             several connection counts, non-stream and stream (wrk).
+             several connection counts, non-stream and stream (wrk). With targets
+             `floor` and `floor_json`, also through `proxy-floor` (non-stream only): the
+             bare axum hop with Lakehouse's upstream client, bytes passed or JSON
+             re-encoded, i.e. what the stack costs before Lakehouse does anything.
   streaming  time to first token added by the proxy, and chunk spacing: an upstream
              emitting N chunks every G ms must reach the client as N SSE events G ms apart.
   retrieval  pre-hook latency over 3 corpora x ROWS vectors (embedder reported apart),
@@ -41,6 +44,10 @@ TARGETS = {
     "ttft_added_p99_us": 1000,
     "prehook_p99_ms": 2.0,
 }
+
+
+# The `proxy-floor` references (non-stream only).
+FLOORS = ["floor", "floor_json"]
 
 
 def free_port():
@@ -225,6 +232,8 @@ def proxy_section(targets, levels, duration, rounds, tmp):
             runs = {name: [] for name in names}
             for i in range(rounds):
                 for name in names[i % len(names):] + names[: i % len(names)]:
+                    if mode == "stream" and name in FLOORS:
+                        continue
                     url, model, token = targets[name]
                     body = {"model": model, "messages": [{"role": "user", "content": "bench"}], "stream": mode == "stream"}
                     if i == 0:
@@ -232,6 +241,7 @@ def proxy_section(targets, levels, duration, rounds, tmp):
                     r = wrk(url, body, conns, duration, tmp, token)
                     runs[name].append(r)
                     print(f"  {case} round {i + 1} {name}: p50 {r['p50']} us, {r['rps']:.0f} req/s", flush=True)
+            runs = {name: rs for name, rs in runs.items() if rs}
             per_round[case] = runs
             results[case] = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
     summary = {case: summarize(runs) for case, runs in per_round.items()}
@@ -261,6 +271,11 @@ def summarize(runs):
             "lakehouse_added_p50_over_nginx",
             [round((l["p50"] - d["p50"]) / max(n["p50"] - d["p50"], 1), 2) for l, n, d in zip(lh, nginx, direct)],
         )
+    for floor in FLOORS:
+        if floor in runs and "nginx" in runs:
+            put(f"{floor}_rps_over_nginx", [round(f["rps"] / n["rps"], 3) for f, n in zip(runs[floor], runs["nginx"])])
+        if floor in runs and lh:
+            put(f"lakehouse_rps_over_{floor}", [round(l["rps"] / f["rps"], 3) for l, f in zip(lh, runs[floor])])
     if lh and "litellm" in runs and all(r["rps"] > 0 for r in runs["litellm"]):
         put("lakehouse_rps_over_litellm", [round(l["rps"] / m["rps"], 1) for l, m in zip(lh, runs["litellm"])])
     return s
@@ -445,6 +460,20 @@ def markdown(report):
                 f"{cell(s, 'lakehouse_added_p50_over_nginx', '.2f')} | {cell(s, 'lakehouse_rps_over_nginx', '.2f')} | "
                 f"{cell(s, 'lakehouse_rps_over_litellm', '.0f')} |"
             )
+        floors = [(case, s) for case, s in proxy["summary"].items() if "floor_rps_over_nginx" in s]
+        if floors:
+            lines += [
+                "",
+                "Reference floor: `proxy-floor`, the bare axum hop with Lakehouse's upstream client (bytes passed, or JSON parsed and re-encoded both ways).",
+                "",
+                "| case | floor/nginx req/s | floor_json/nginx req/s | LH/floor_json req/s |",
+                "|---|---:|---:|---:|",
+            ]
+            for case, s in floors:
+                lines.append(
+                    f"| {case} | {cell(s, 'floor_rps_over_nginx', '.2f')} | {cell(s, 'floor_json_rps_over_nginx', '.2f')} | "
+                    f"{cell(s, 'lakehouse_rps_over_floor_json', '.2f')} |"
+                )
     streaming = report.get("streaming")
     if streaming:
         lines += ["", "## Streaming", "", "| target | TTFT p50 µs | TTFT p99 µs | added p99 µs | events / chunks | gap median ms (min..max) |", "|---|---:|---:|---:|---:|---|"]
@@ -498,7 +527,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--venv", help="venv holding litellm and matplotlib")
     ap.add_argument("--sections", default="proxy,streaming,retrieval")
-    ap.add_argument("--targets", default="direct,nginx,lakehouse,litellm")
+    ap.add_argument("--targets", default="direct,nginx,lakehouse,litellm,floor,floor_json")
     ap.add_argument("--levels", default=os.environ.get("LEVELS", "1,16,64"))
     ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "3")))
@@ -524,6 +553,14 @@ def main():
             procs.append(nginx)
             targets["nginx"] = (f"{nginx_url}/openai/v1/chat/completions", "gpt-4o", KEY)
         targets["lakehouse"] = (f"{lakehouse_url}/v1/chat/completions", "bench/gpt-4o", KEY)
+        for floor in FLOORS:
+            if floor in wanted:
+                mode = "json" if floor == "floor_json" else "pass"
+                proc, url = start_printing(
+                    [str(bins / "proxy-floor"), "--listen", "127.0.0.1:0", "--upstream", f"{fake_url}/openai/v1", "--mode", mode]
+                )
+                procs.append(proc)
+                targets[floor] = (f"{url}/v1/chat/completions", "gpt-4o", KEY)
         if "litellm" in wanted and venv and (venv / "bin" / "litellm").exists():
             litellm, litellm_url = start_litellm(tmp, venv, fake_url)
             procs.append(litellm)
