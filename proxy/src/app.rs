@@ -148,7 +148,9 @@ mod tests {
     fn the_per_request_futures_stay_small() {
         let edge = future_size(middleware::edge);
         let chat = future_size(routes::chat::chat_completions);
+        let start = future_size(routes::chat::start);
         assert!(edge <= 1024, "edge future is {edge} bytes");
         assert!(chat <= 4096, "chat handler future is {chat} bytes");
+        assert!(start <= 3072, "chat start future is {start} bytes");
     }
 }
