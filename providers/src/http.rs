@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{BoxStream, Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
@@ -434,24 +434,28 @@ impl Response {
     }
 
     /// The body as SSE events (comments and keep-alives dropped by the decoder).
+    ///
+    /// Unboxed: the adapter's converter wraps it, and the whole chain is
+    /// boxed once, as the provider's chunk stream, so each event reaches
+    /// the converter without a call through a pointer.
     pub fn sse_events(
         self,
         ended: &EndMarker,
-    ) -> BoxStream<'static, Result<SseEvent, ProviderError>> {
+    ) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send + Unpin + 'static {
         let provider = self.upstream.0.provider.clone();
         crate::sse::decode(self.into_stream(ended), move |e| {
             ProviderError::protocol(&provider, e.to_string())
         })
-        .boxed()
     }
 
-    /// The body as NDJSON lines, each one complete however the bytes were split.
+    /// The body as NDJSON lines, each one complete however the bytes were
+    /// split; unboxed like [`Self::sse_events`].
     pub fn ndjson_lines(
         self,
         ended: &EndMarker,
-    ) -> BoxStream<'static, Result<Bytes, ProviderError>> {
+    ) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin + 'static {
         let provider = self.upstream.0.provider.clone();
-        ndjson_lines(provider, self.into_stream(ended)).boxed()
+        ndjson_lines(provider, self.into_stream(ended))
     }
 }
 

@@ -3,7 +3,8 @@
 //! Everything between the OpenAI wire format the proxy serves and the five
 //! upstream protocols it speaks.
 //!
-//! - [`openai`]: the client contract (requests, chunks, completions, models).
+//! - [`openai`]: the client contract (requests, chunks, completions, models);
+//!   a chunk's JSON is written by hand (`chunk_json`), the hottest encoding.
 //! - [`provider`]: the [`ChatProvider`](provider::ChatProvider) trait; one impl per protocol in [`adapters`].
 //! - [`stream`]: invariants every converted stream gets (ids, role, usage last,
 //!   `tool_calls` finish, error markers) and the assembler for non-stream answers.
@@ -14,6 +15,7 @@
 //! - [`error`]: [`ProviderError`](error::ProviderError); HTTP statuses are chosen in the proxy.
 
 pub mod adapters;
+mod chunk_json;
 pub mod error;
 pub mod http;
 pub mod openai;

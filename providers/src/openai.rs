@@ -509,9 +509,11 @@ pub struct Usage {
     pub prompt_tokens_details: Option<PromptTokensDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens_details: Option<CompletionTokensDetails>,
-    /// OpenRouter's `cost`, when the upstream reports one.
+    /// OpenRouter's `cost`, when the upstream reports one. Boxed, like every
+    /// rare `Value` on a chunk: a `Value` takes 80 bytes, and chunks are
+    /// built and moved through every stream layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<Value>,
+    pub cost: Option<Box<Value>>,
 }
 
 impl Usage {
@@ -545,13 +547,13 @@ pub struct CompletionTokensDetails {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatChunk {
     #[serde(default, skip_deserializing)]
-    pub id: String,
+    pub id: SharedStr,
     #[serde(skip_deserializing)]
     pub object: ChunkObject,
     #[serde(default)]
     pub created: u64,
     #[serde(default, skip_deserializing)]
-    pub model: String,
+    pub model: SharedStr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
     #[serde(default)]
@@ -560,10 +562,66 @@ pub struct ChatChunk {
     pub usage: Option<Usage>,
     /// Mid-stream error some upstreams put on the chunk (OpenRouter); never sent downstream.
     #[serde(default, skip_serializing)]
-    pub error: Option<Value>,
+    pub error: Option<Box<Value>>,
     /// Annotations added by the proxy (retrieval sources); ignored by OpenAI clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lakehouse: Option<Value>,
+    pub lakehouse: Option<Box<Value>>,
+}
+
+/// A string every chunk of one response repeats (its id, its model): stamping
+/// a chunk with it is a reference count, not an allocation and a copy. The
+/// default is the empty string, which holds nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedStr(Option<std::sync::Arc<str>>);
+
+impl SharedStr {
+    pub fn as_str(&self) -> &str {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        Self(Some(s.into()))
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        Self(Some(s.into()))
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// A chunk's `object`, always `"chat.completion.chunk"`: no room, no allocation.
@@ -611,13 +669,13 @@ pub struct ChunkChoice {
     #[serde(default)]
     pub finish_reason: Option<FinishReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<Value>,
+    pub logprobs: Option<Box<Value>>,
     /// Kimi puts usage here on the finish chunk; moved to the top level.
     #[serde(default, skip_serializing)]
     pub usage: Option<Usage>,
     /// Some upstreams put a mid-stream error inside the choice.
     #[serde(default, skip_serializing)]
-    pub error: Option<Value>,
+    pub error: Option<Box<Value>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

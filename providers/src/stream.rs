@@ -10,17 +10,17 @@ use serde_json::Value;
 
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::openai::{
-    ChatChunk, ChatCompletion, Choice, FinishReason, FunctionCall, ResponseMessage, Role, ToolCall,
-    Usage,
+    ChatChunk, ChatCompletion, Choice, FinishReason, FunctionCall, ResponseMessage, Role,
+    SharedStr, ToolCall, Usage,
 };
 use crate::provider::ChunkStream;
 
 /// The identity every chunk of one response repeats.
 #[derive(Debug, Clone)]
 pub struct ResponseMeta {
-    pub id: String,
+    pub id: SharedStr,
     pub created: u64,
-    pub model: String,
+    pub model: SharedStr,
 }
 
 /// Applies, chunk by chunk:
@@ -35,7 +35,7 @@ pub struct ResponseMeta {
 /// - a stream that ends without any finish reported as an error.
 ///
 /// After the first `Err` the stream ends.
-pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) -> ChunkStream {
+pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) -> Normalize {
     Normalize {
         upstream,
         meta,
@@ -46,12 +46,13 @@ pub fn normalize(provider: String, upstream: ChunkStream, meta: ResponseMeta) ->
         tool_choices: Vec::new(),
         usage: None,
     }
-    .boxed()
 }
 
 /// The stream [`normalize`] returns. A plain `Stream` rather than `unfold`,
-/// which would move this state in and out of a new future for every chunk.
-struct Normalize {
+/// which would move this state in and out of a new future for every chunk,
+/// and returned unboxed so the layers above poll it without another call
+/// through a pointer.
+pub struct Normalize {
     upstream: ChunkStream,
     meta: ResponseMeta,
     provider: String,
@@ -170,9 +171,9 @@ impl Normalize {
 }
 
 fn stamp(chunk: &mut ChatChunk, meta: &ResponseMeta) {
-    chunk.id.clone_from(&meta.id);
+    chunk.id = meta.id.clone();
     chunk.created = meta.created;
-    chunk.model.clone_from(&meta.model);
+    chunk.model = meta.model.clone();
 }
 
 /// Usage may sit at the top level (OpenAI, OpenRouter) or in a choice (Kimi).
@@ -184,8 +185,8 @@ fn take_usage(chunk: &mut ChatChunk) -> Option<Usage> {
 fn chunk_error(provider: &str, chunk: &ChatChunk) -> Option<ProviderError> {
     let error = chunk
         .error
-        .as_ref()
-        .or_else(|| chunk.choices.iter().find_map(|c| c.error.as_ref()));
+        .as_deref()
+        .or_else(|| chunk.choices.iter().find_map(|c| c.error.as_deref()));
     if let Some(error) = error {
         return Some(error_from_value(provider, error));
     }
@@ -302,7 +303,7 @@ impl Assembler {
                     }
                 }
             }
-            if let Some(Value::Object(lp)) = &choice.logprobs
+            if let Some(Value::Object(lp)) = choice.logprobs.as_deref()
                 && let Some(Value::Array(items)) = lp.get("content")
             {
                 parts.logprobs.extend(items.iter().cloned());
@@ -358,10 +359,10 @@ impl Assembler {
             })
             .collect();
         ChatCompletion {
-            id: meta.id.clone(),
+            id: meta.id.to_string(),
             object: "chat.completion".into(),
             created: meta.created,
-            model: meta.model.clone(),
+            model: meta.model.to_string(),
             system_fingerprint: self.system_fingerprint,
             choices,
             usage: self.usage,
@@ -425,7 +426,9 @@ mod tests {
     #[test]
     fn error_markers_end_the_stream_with_an_error() {
         let mut errored = ChatChunk::finish(FinishReason::Error, None);
-        errored.error = Some(serde_json::json!({"code": 502, "message": "provider down"}));
+        errored.error = Some(Box::new(
+            serde_json::json!({"code": 502, "message": "provider down"}),
+        ));
         let out = run(vec![
             Ok(ChatChunk::delta(Delta::content("a"))),
             Ok(errored),

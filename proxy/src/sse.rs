@@ -21,8 +21,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::stream::{Stream, StreamExt};
 use hyper::body::Frame;
+use lakehouse_providers::openai::ChatChunk;
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
@@ -38,6 +39,15 @@ impl Event {
         let mut wire = Vec::with_capacity(256);
         wire.extend_from_slice(b"data: ");
         serde_json::to_writer(&mut wire, value)?;
+        wire.extend_from_slice(b"\n\n");
+        Ok(Self(wire.into()))
+    }
+
+    /// A chat chunk in one `data:` line, encoded by its own writer.
+    pub fn chunk(chunk: &ChatChunk) -> Result<Self, serde_json::Error> {
+        let mut wire = Vec::with_capacity(256);
+        wire.extend_from_slice(b"data: ");
+        chunk.write_json(&mut wire)?;
         wire.extend_from_slice(b"\n\n");
         Ok(Self(wire.into()))
     }
@@ -73,11 +83,11 @@ const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
 /// A `text/event-stream` response of `events`, with keep-alive comments;
 /// proxies in front are told not to buffer it.
 pub fn response(
-    events: impl Stream<Item = Event> + Send + 'static,
+    events: impl Stream<Item = Event> + Send + Unpin + 'static,
     keep_alive: Duration,
 ) -> Response {
     let body = EventBody {
-        events: events.boxed(),
+        events,
         keep_alive,
         timer: Box::pin(tokio::time::sleep(keep_alive)),
         last_sent: Instant::now(),
@@ -94,8 +104,10 @@ pub fn response(
     response
 }
 
-struct EventBody {
-    events: BoxStream<'static, Event>,
+/// Generic over its events rather than boxing them: a chat's chunks then
+/// reach the body through one chain of direct calls.
+struct EventBody<S> {
+    events: S,
     keep_alive: Duration,
     /// Fires at the earliest moment a keep-alive may be due; moved only when it fires.
     timer: Pin<Box<Sleep>>,
@@ -103,7 +115,7 @@ struct EventBody {
     ended: bool,
 }
 
-impl hyper::body::Body for EventBody {
+impl<S: Stream<Item = Event> + Unpin> hyper::body::Body for EventBody<S> {
     type Data = Bytes;
     type Error = Infallible;
 

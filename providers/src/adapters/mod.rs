@@ -14,7 +14,7 @@ pub mod openai_compat;
 pub mod opencode;
 pub mod responses;
 
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
 use crate::error::ProviderError;
@@ -71,7 +71,7 @@ pub(crate) trait SseConverter: Default + Send + 'static {
 /// `ended`) or at the first error.
 pub(crate) fn convert_sse<C: SseConverter>(
     provider: String,
-    events: BoxStream<'static, Result<SseEvent, ProviderError>>,
+    events: impl Stream<Item = Result<SseEvent, ProviderError>> + Send + 'static,
     ended: &EndMarker,
 ) -> ChunkStream {
     let ended = ended.clone();

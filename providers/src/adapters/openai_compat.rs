@@ -60,7 +60,7 @@ struct Completion {
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
-    error: Option<serde_json::Value>,
+    error: Option<Box<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -71,7 +71,7 @@ struct CompletionChoice {
     #[serde(default)]
     finish_reason: Option<FinishReason>,
     #[serde(default)]
-    logprobs: Option<serde_json::Value>,
+    logprobs: Option<Box<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]

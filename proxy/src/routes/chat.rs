@@ -22,8 +22,8 @@ use lakehouse_plugins::config::PluginName;
 use lakehouse_plugins::context::PluginRun;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
 use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
-use lakehouse_providers::stream::{Assembler, ResponseMeta, normalize};
-use lakehouse_providers::{ChatProvider, ChunkStream, ProviderError};
+use lakehouse_providers::stream::{Assembler, Normalize, ResponseMeta, normalize};
+use lakehouse_providers::{ChatProvider, ProviderError};
 use tracing::Instrument;
 
 use crate::app::SharedState;
@@ -112,7 +112,7 @@ pub(crate) struct Started {
     pub wants_usage: bool,
     meta: ResponseMeta,
     first: ChatChunk,
-    rest: ChunkStream,
+    rest: Normalize,
     lakehouse: Option<serde_json::Value>,
     post: Option<PostHooks>,
     /// Whether the answer is kept for distillation (`[distillation] capture`).
@@ -241,9 +241,9 @@ async fn send(prepared: Prepared, witness: &mut Witness) -> Result<Started, ApiE
         }
     };
     let meta = ResponseMeta {
-        id,
+        id: id.into(),
         created: unix_now(),
-        model: client_model,
+        model: client_model.into(),
     };
     let mut rest = normalize(provider.name().to_owned(), upstream, meta.clone());
     let first = match rest.next().await {
@@ -339,15 +339,13 @@ impl Started {
     /// the upstream is done or failed, before the stream ends, so a client
     /// may rate the chat as soon as it has read the stream. The chat is
     /// witnessed when the stream ends, fails, or is dropped by the client.
-    pub(crate) fn chunks(self) -> ChunkStream {
+    pub(crate) fn chunks(self) -> Tap {
         let mut first = self.first;
-        first.lakehouse = self.lakehouse;
-        let chunks = futures::stream::once(std::future::ready(Ok(first)))
-            .chain(self.rest)
-            .boxed();
+        first.lakehouse = self.lakehouse.map(Box::new);
         let assemble = self.post.is_some() || self.capture;
         Tap {
-            chunks,
+            first: Some(first),
+            chunks: self.rest,
             post: self.post,
             assembler: assemble.then(Assembler::default),
             witness: Some(self.witness),
@@ -355,15 +353,17 @@ impl Started {
             span: tracing::Span::current(),
             ending: None,
         }
-        .boxed()
     }
 }
 
 /// The stream [`Started::chunks`] returns. A plain `Stream` rather than
 /// `unfold`, which moves its whole state (post hooks, assembler, witness) into
-/// a new future and back out for every chunk.
-struct Tap {
-    chunks: ChunkStream,
+/// a new future and back out for every chunk; unboxed, like the normaliser it
+/// polls, so a chunk crosses no call through a pointer on its way to the body.
+pub(crate) struct Tap {
+    /// The chunk [`start`] waited for, handed on first.
+    first: Option<ChatChunk>,
+    chunks: Normalize,
     post: Option<PostHooks>,
     /// Assembles the answer for the post hooks and for distillation.
     assembler: Option<Assembler>,
@@ -388,9 +388,12 @@ impl Stream for Tap {
             let Some(witness) = this.witness.as_mut() else {
                 return Poll::Ready(None);
             };
-            let next = {
-                let _in_request = this.span.enter();
-                ready!(this.chunks.poll_next_unpin(cx))
+            let next = match this.first.take() {
+                Some(first) => Some(Ok(first)),
+                None => {
+                    let _in_request = this.span.enter();
+                    ready!(this.chunks.poll_next_unpin(cx))
+                }
             };
             if let Some(Ok(chunk)) = &next {
                 if let Some(assembler) = &mut this.assembler {
@@ -604,7 +607,7 @@ pub(crate) fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<
 
 /// One SSE event per chunk, then exactly one `[DONE]`; after an error, an error
 /// event and nothing more. The trailing usage chunk goes out only when asked for.
-fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) -> Response {
+fn sse_response(chunks: Tap, wants_usage: bool, keep_alive: Duration) -> Response {
     let events = ChunkEvents {
         chunks,
         wants_usage,
@@ -616,7 +619,7 @@ fn sse_response(chunks: ChunkStream, wants_usage: bool, keep_alive: Duration) ->
 /// The SSE events of a chat's chunks (see [`sse_response`]); a plain `Stream`
 /// so nothing is moved per chunk.
 struct ChunkEvents {
-    chunks: ChunkStream,
+    chunks: Tap,
     wants_usage: bool,
     finished: bool,
 }
@@ -632,7 +635,7 @@ impl Stream for ChunkEvents {
         loop {
             let event = match ready!(this.chunks.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) if chunk.choices.is_empty() && !this.wants_usage => continue,
-                Some(Ok(chunk)) => match Event::json(&chunk) {
+                Some(Ok(chunk)) => match Event::chunk(&chunk) {
                     Ok(event) => event,
                     Err(e) => {
                         this.finished = true;

@@ -1,0 +1,294 @@
+//! The JSON of a [`ChatChunk`], written by hand.
+//!
+//! Every streamed event is one chunk encoded at the edge. serde's derived
+//! encoding went through its map machinery for each of the ~20 keys of a
+//! chunk, escaping each key byte by byte and writing `"`, `:` and `,` one
+//! call at a time: about 2,000 instructions a chunk, the largest single cost
+//! of a streamed chat after parsing. Here the fixed parts of a chunk are
+//! literals copied whole, and each string is scanned once and copied whole
+//! when it needs no escaping (almost always). The bytes are exactly those
+//! of `serde_json::to_writer(chunk)`, which a property test checks; the rare
+//! nested values (tool calls, usage, logprobs, annotations) still go through
+//! serde.
+
+use serde::Serialize;
+
+use crate::openai::{ChatChunk, ChunkChoice, Delta, FinishReason, Role};
+
+impl ChatChunk {
+    /// Appends the chunk's JSON to `out`: the same bytes as
+    /// `serde_json::to_writer(out, self)`.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"id\":");
+        write_str(out, &self.id)?;
+        out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        write_u64(out, self.created);
+        out.extend_from_slice(b",\"model\":");
+        write_str(out, &self.model)?;
+        if let Some(fingerprint) = &self.system_fingerprint {
+            out.extend_from_slice(b",\"system_fingerprint\":");
+            write_str(out, fingerprint)?;
+        }
+        out.extend_from_slice(b",\"choices\":[");
+        for (i, choice) in self.choices.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_choice(out, choice)?;
+        }
+        out.push(b']');
+        if let Some(usage) = &self.usage {
+            out.extend_from_slice(b",\"usage\":");
+            write_value(out, usage)?;
+        }
+        if let Some(lakehouse) = &self.lakehouse {
+            out.extend_from_slice(b",\"lakehouse\":");
+            write_value(out, lakehouse)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+fn write_choice(out: &mut Vec<u8>, choice: &ChunkChoice) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"index\":");
+    write_u64(out, u64::from(choice.index));
+    out.extend_from_slice(b",\"delta\":");
+    write_delta(out, &choice.delta)?;
+    out.extend_from_slice(b",\"finish_reason\":");
+    out.extend_from_slice(match choice.finish_reason {
+        None => b"null",
+        Some(FinishReason::Stop) => b"\"stop\"",
+        Some(FinishReason::Length) => b"\"length\"",
+        Some(FinishReason::ToolCalls) => b"\"tool_calls\"",
+        Some(FinishReason::ContentFilter) => b"\"content_filter\"",
+        Some(FinishReason::FunctionCall) => b"\"function_call\"",
+        Some(FinishReason::Error) => b"\"error\"",
+    });
+    if let Some(logprobs) = &choice.logprobs {
+        out.extend_from_slice(b",\"logprobs\":");
+        write_value(out, logprobs)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_delta(out: &mut Vec<u8>, delta: &Delta) -> serde_json::Result<()> {
+    // Each field writes its own leading comma but the first.
+    let mut comma = "";
+    out.push(b'{');
+    if let Some(role) = delta.role {
+        out.extend_from_slice(match role {
+            Role::System => b"\"role\":\"system\"",
+            Role::Developer => b"\"role\":\"developer\"",
+            Role::User => b"\"role\":\"user\"",
+            Role::Assistant => b"\"role\":\"assistant\"",
+            Role::Tool => b"\"role\":\"tool\"",
+        });
+        comma = ",";
+    }
+    for (key, text) in [
+        ("\"content\":", &delta.content),
+        ("\"reasoning_content\":", &delta.reasoning_content),
+    ] {
+        if let Some(text) = text {
+            out.extend_from_slice(comma.as_bytes());
+            out.extend_from_slice(key.as_bytes());
+            write_str(out, text)?;
+            comma = ",";
+        }
+    }
+    if let Some(calls) = &delta.tool_calls {
+        out.extend_from_slice(comma.as_bytes());
+        out.extend_from_slice(b"\"tool_calls\":");
+        write_value(out, calls)?;
+        comma = ",";
+    }
+    if let Some(refusal) = &delta.refusal {
+        out.extend_from_slice(comma.as_bytes());
+        out.extend_from_slice(b"\"refusal\":");
+        write_str(out, refusal)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
+    serde_json::to_writer(out, value)
+}
+
+/// `text` as a JSON string. Text with nothing to escape (the usual case) is
+/// copied in one piece; anything else goes through serde_json's escaper, so
+/// escapes are exactly serde's.
+fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
+    write_value(out, text)
+}
+
+/// `n` in decimal.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is below 10, so the cast keeps it whole.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use crate::openai::{ChatChunk, ChunkChoice, Delta, FinishReason, Role, ToolCallDelta, Usage};
+
+    fn same_as_serde(chunk: &ChatChunk) {
+        let mut ours = Vec::new();
+        chunk.write_json(&mut ours).unwrap();
+        let serde = serde_json::to_vec(chunk).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&serde)
+        );
+    }
+
+    #[test]
+    fn a_chunk_with_every_field_encodes_as_serde_does() {
+        let mut chunk = ChatChunk {
+            id: "chatcmpl-\"q\"".into(),
+            created: 1_733_000_000,
+            model: "bench/gpt-4o".into(),
+            system_fingerprint: Some("fp_1".into()),
+            choices: vec![
+                ChunkChoice {
+                    index: 0,
+                    delta: Delta {
+                        role: Some(Role::Assistant),
+                        content: Some("line\none \u{1} \\ é".into()),
+                        reasoning_content: Some("think".into()),
+                        reasoning: Some("never sent".into()),
+                        tool_calls: Some(vec![ToolCallDelta::start(
+                            0,
+                            "call_1".into(),
+                            "f".into(),
+                            "{\"a\":1}".into(),
+                        )]),
+                        refusal: Some("no".into()),
+                    },
+                    finish_reason: Some(FinishReason::ToolCalls),
+                    logprobs: Some(Box::new(json!({"content": []}))),
+                    usage: Some(Usage::new(1, 2)),
+                    error: Some(Box::new(json!("never sent"))),
+                },
+                ChunkChoice {
+                    index: 1,
+                    delta: Delta::default(),
+                    ..ChunkChoice::default()
+                },
+            ],
+            usage: Some(Usage::new(3, 4)),
+            error: Some(Box::new(json!({"message": "never sent"}))),
+            lakehouse: Some(Box::new(json!({"sources": [{"id": "d1"}]}))),
+            ..ChatChunk::default()
+        };
+        same_as_serde(&chunk);
+        chunk.choices.clear();
+        same_as_serde(&chunk);
+        same_as_serde(&ChatChunk::default());
+    }
+
+    fn finish_reason() -> impl Strategy<Value = Option<FinishReason>> {
+        prop::option::of(prop::sample::select(vec![
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::ToolCalls,
+            FinishReason::ContentFilter,
+            FinishReason::FunctionCall,
+            FinishReason::Error,
+        ]))
+    }
+
+    fn role() -> impl Strategy<Value = Option<Role>> {
+        prop::option::of(prop::sample::select(vec![
+            Role::System,
+            Role::Developer,
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+        ]))
+    }
+
+    fn text() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(any::<String>())
+    }
+
+    fn choice() -> impl Strategy<Value = ChunkChoice> {
+        (
+            any::<u32>(),
+            role(),
+            text(),
+            text(),
+            text(),
+            prop::option::of(any::<String>()),
+            finish_reason(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(index, role, content, reasoning_content, refusal, call, finish, logprobs)| {
+                    ChunkChoice {
+                        index,
+                        delta: Delta {
+                            role,
+                            content,
+                            reasoning_content,
+                            tool_calls: call.map(|args| vec![ToolCallDelta::arguments(0, args)]),
+                            refusal,
+                            ..Delta::default()
+                        },
+                        finish_reason: finish,
+                        logprobs: logprobs.then(|| Box::new(json!({"content": null}))),
+                        ..ChunkChoice::default()
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn every_chunk_encodes_as_serde_does(
+            id in any::<String>(),
+            model in any::<String>(),
+            created in any::<u64>(),
+            fingerprint in text(),
+            choices in prop::collection::vec(choice(), 0..3),
+            usage in prop::option::of((any::<u32>(), any::<u32>())),
+            lakehouse in any::<bool>(),
+        ) {
+            let chunk = ChatChunk {
+                id: id.into(),
+                created,
+                model: model.into(),
+                system_fingerprint: fingerprint,
+                choices,
+                usage: usage.map(|(p, c)| Usage::new(p.into(), c.into())),
+                lakehouse: lakehouse.then(|| Box::new(json!({"sources": []}))),
+                ..ChatChunk::default()
+            };
+            same_as_serde(&chunk);
+        }
+    }
+}
