@@ -4,7 +4,7 @@
 //! upstream protocols it speaks.
 //!
 //! - [`openai`]: the client contract (requests, chunks, completions, models);
-//!   a chunk's JSON is written by hand (`chunk_json`), the hottest encoding.
+//!   chunks and completions are encoded by hand (`encode`), on every answer.
 //! - [`provider`]: the [`ChatProvider`](provider::ChatProvider) trait; one impl per protocol in [`adapters`].
 //! - [`stream`]: invariants every converted stream gets (ids, role, usage last,
 //!   `tool_calls` finish, error markers) and the assembler for non-stream answers.
@@ -15,7 +15,7 @@
 //! - [`error`]: [`ProviderError`](error::ProviderError); HTTP statuses are chosen in the proxy.
 
 pub mod adapters;
-mod chunk_json;
+mod encode;
 pub mod error;
 pub mod http;
 pub mod openai;

@@ -43,15 +43,6 @@ impl Event {
         Ok(Self(wire.into()))
     }
 
-    /// A chat chunk in one `data:` line, encoded by its own writer.
-    pub fn chunk(chunk: &ChatChunk) -> Result<Self, serde_json::Error> {
-        let mut wire = Vec::with_capacity(256);
-        wire.extend_from_slice(b"data: ");
-        chunk.write_json(&mut wire)?;
-        wire.extend_from_slice(b"\n\n");
-        Ok(Self(wire.into()))
-    }
-
     /// `text` as data, one `data:` line per line of it.
     pub fn data(text: &str) -> Self {
         let mut wire = Vec::with_capacity(text.len() + 8);
@@ -75,6 +66,37 @@ impl Event {
     /// The bytes as they go on the wire.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// Encodes the chunks of one chat stream as events, each a `data:` line of
+/// the chunk's JSON. The opening the chunks share (id, object, created,
+/// model) is written once and copied into each event after that.
+#[derive(Default)]
+pub struct ChunkEncoder {
+    /// The chunk `head` was written for (its id, created and model only).
+    head_of: Option<ChatChunk>,
+    head: Vec<u8>,
+}
+
+impl ChunkEncoder {
+    pub fn event(&mut self, chunk: &ChatChunk) -> Result<Event, serde_json::Error> {
+        if !self.head_of.as_ref().is_some_and(|h| h.same_head(chunk)) {
+            self.head.clear();
+            chunk.write_head(&mut self.head)?;
+            self.head_of = Some(ChatChunk {
+                id: chunk.id.clone(),
+                created: chunk.created,
+                model: chunk.model.clone(),
+                ..ChatChunk::default()
+            });
+        }
+        let mut wire = Vec::with_capacity(self.head.len() + 192);
+        wire.extend_from_slice(b"data: ");
+        wire.extend_from_slice(&self.head);
+        chunk.write_tail(&mut wire)?;
+        wire.extend_from_slice(b"\n\n");
+        Ok(Event(wire.into()))
     }
 }
 
@@ -176,6 +198,28 @@ mod tests {
         let error = Event::error(&ApiError::internal("boom"));
         assert!(error.as_bytes().starts_with(b"data: {\"error\":{"));
         assert!(error.as_bytes().ends_with(b"}}\n\n"));
+    }
+
+    #[test]
+    fn chunk_events_are_data_lines_of_each_chunks_json() {
+        let mut encoder = ChunkEncoder::default();
+        let mut chunk = ChatChunk {
+            id: "chatcmpl-1".into(),
+            model: "m".into(),
+            ..ChatChunk::default()
+        };
+        for (id, created) in [
+            ("chatcmpl-1", 1),
+            ("chatcmpl-1", 1),
+            ("chatcmpl-1", 2),
+            ("chatcmpl-2", 2),
+        ] {
+            chunk.id = id.into();
+            chunk.created = created;
+            let event = encoder.event(&chunk).unwrap();
+            let json = serde_json::to_string(&chunk).unwrap();
+            assert_eq!(event.as_bytes(), format!("data: {json}\n\n").as_bytes());
+        }
     }
 
     #[tokio::test]

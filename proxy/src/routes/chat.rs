@@ -31,7 +31,7 @@ use crate::config::ModelTiers;
 use crate::error::ApiError;
 use crate::observer::Witness;
 use crate::routes::body::read_json;
-use crate::sse::{self, Event};
+use crate::sse::{self, ChunkEncoder, Event};
 
 /// The OpenAI route.
 pub async fn chat_completions(
@@ -92,7 +92,8 @@ async fn handle(
 /// (axum's `Json` starts at 128 bytes and regrows for every answer).
 fn completion_response(completion: &ChatCompletion) -> Result<Response, ApiError> {
     let mut body = Vec::with_capacity(512 + completion.first_text().len());
-    serde_json::to_writer(&mut body, completion)
+    completion
+        .write_json(&mut body)
         .map_err(|e| ApiError::internal(format!("cannot encode the response: {e}")))?;
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(
@@ -610,6 +611,7 @@ pub(crate) fn resolve_tier<'a>(tiers: &'a ModelTiers, model: &'a str) -> Result<
 fn sse_response(chunks: Tap, wants_usage: bool, keep_alive: Duration) -> Response {
     let events = ChunkEvents {
         chunks,
+        encoder: ChunkEncoder::default(),
         wants_usage,
         finished: false,
     };
@@ -620,6 +622,7 @@ fn sse_response(chunks: Tap, wants_usage: bool, keep_alive: Duration) -> Respons
 /// so nothing is moved per chunk.
 struct ChunkEvents {
     chunks: Tap,
+    encoder: ChunkEncoder,
     wants_usage: bool,
     finished: bool,
 }
@@ -635,7 +638,7 @@ impl Stream for ChunkEvents {
         loop {
             let event = match ready!(this.chunks.poll_next_unpin(cx)) {
                 Some(Ok(chunk)) if chunk.choices.is_empty() && !this.wants_usage => continue,
-                Some(Ok(chunk)) => match Event::chunk(&chunk) {
+                Some(Ok(chunk)) => match this.encoder.event(&chunk) {
                     Ok(event) => event,
                     Err(e) => {
                         this.finished = true;

@@ -1,30 +1,49 @@
-//! The JSON of a [`ChatChunk`], written by hand.
+//! The JSON of the answers the proxy sends most, written by hand: every
+//! streamed event is a [`ChatChunk`], every whole answer a [`ChatCompletion`].
 //!
-//! Every streamed event is one chunk encoded at the edge. serde's derived
-//! encoding went through its map machinery for each of the ~20 keys of a
-//! chunk, escaping each key byte by byte and writing `"`, `:` and `,` one
-//! call at a time: about 2,000 instructions a chunk, the largest single cost
-//! of a streamed chat after parsing. Here the fixed parts of a chunk are
+//! serde's derived encoding went through its map machinery for each of the
+//! ~20 keys of a chunk, escaping each key byte by byte and writing `"`, `:`
+//! and `,` one call at a time: about 2,000 instructions a chunk, the largest
+//! single cost of a streamed chat after parsing. Here the fixed parts are
 //! literals copied whole, and each string is scanned once and copied whole
-//! when it needs no escaping (almost always). The bytes are exactly those
-//! of `serde_json::to_writer(chunk)`, which a property test checks; the rare
-//! nested values (tool calls, usage, logprobs, annotations) still go through
-//! serde.
+//! when it needs no escaping (almost always). The bytes are exactly those of
+//! `serde_json::to_writer`, which property tests check; the rare nested
+//! values (tool calls, usage, logprobs, annotations) still go through serde.
 
 use serde::Serialize;
 
-use crate::openai::{ChatChunk, ChunkChoice, Delta, FinishReason, Role};
+use crate::openai::{
+    ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, ResponseMessage, Role,
+};
 
 impl ChatChunk {
     /// Appends the chunk's JSON to `out`: the same bytes as
     /// `serde_json::to_writer(out, self)`.
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        self.write_head(out)?;
+        self.write_tail(out)
+    }
+
+    /// The opening of the chunk's JSON, up to its `model`: what every chunk
+    /// of one response repeats, so a stream may write it once and copy it.
+    pub fn write_head(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.extend_from_slice(b"{\"id\":");
         write_str(out, &self.id)?;
         out.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
         write_u64(out, self.created);
         out.extend_from_slice(b",\"model\":");
-        write_str(out, &self.model)?;
+        write_str(out, &self.model)
+    }
+
+    /// Whether [`write_head`](Self::write_head) writes the same bytes for both chunks.
+    pub fn same_head(&self, other: &ChatChunk) -> bool {
+        // Comparing shared strings checks their pointers first: chunks of one
+        // response share them.
+        self.created == other.created && self.id == other.id && self.model == other.model
+    }
+
+    /// The rest of the chunk's JSON after [`write_head`](Self::write_head).
+    pub fn write_tail(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         if let Some(fingerprint) = &self.system_fingerprint {
             out.extend_from_slice(b",\"system_fingerprint\":");
             write_str(out, fingerprint)?;
@@ -50,13 +69,87 @@ impl ChatChunk {
     }
 }
 
-fn write_choice(out: &mut Vec<u8>, choice: &ChunkChoice) -> serde_json::Result<()> {
+impl ChatCompletion {
+    /// Appends the completion's JSON to `out`: the same bytes as
+    /// `serde_json::to_writer(out, self)`.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"id\":");
+        write_str(out, &self.id)?;
+        out.extend_from_slice(b",\"object\":");
+        write_str(out, &self.object)?;
+        out.extend_from_slice(b",\"created\":");
+        write_u64(out, self.created);
+        out.extend_from_slice(b",\"model\":");
+        write_str(out, &self.model)?;
+        out.extend_from_slice(b",\"system_fingerprint\":");
+        match &self.system_fingerprint {
+            Some(fingerprint) => write_str(out, fingerprint)?,
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"choices\":[");
+        for (i, choice) in self.choices.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_completion_choice(out, choice)?;
+        }
+        out.push(b']');
+        if let Some(usage) = &self.usage {
+            out.extend_from_slice(b",\"usage\":");
+            write_value(out, usage)?;
+        }
+        if let Some(lakehouse) = &self.lakehouse {
+            out.extend_from_slice(b",\"lakehouse\":");
+            write_value(out, lakehouse)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+fn write_completion_choice(out: &mut Vec<u8>, choice: &Choice) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"index\":");
     write_u64(out, u64::from(choice.index));
-    out.extend_from_slice(b",\"delta\":");
-    write_delta(out, &choice.delta)?;
+    out.extend_from_slice(b",\"message\":");
+    write_message(out, &choice.message)?;
+    write_finish_reason(out, choice.finish_reason);
+    out.extend_from_slice(b",\"logprobs\":");
+    match &choice.logprobs {
+        Some(logprobs) => write_value(out, logprobs)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_message(out: &mut Vec<u8>, message: &ResponseMessage) -> serde_json::Result<()> {
+    out.push(b'{');
+    out.extend_from_slice(role_field(message.role));
+    out.extend_from_slice(b",\"content\":");
+    match &message.content {
+        Some(content) => write_str(out, content)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    if let Some(reasoning) = &message.reasoning_content {
+        out.extend_from_slice(b",\"reasoning_content\":");
+        write_str(out, reasoning)?;
+    }
+    if let Some(calls) = &message.tool_calls {
+        out.extend_from_slice(b",\"tool_calls\":");
+        write_value(out, calls)?;
+    }
+    if let Some(refusal) = &message.refusal {
+        out.extend_from_slice(b",\"refusal\":");
+        write_str(out, refusal)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// `,"finish_reason":` and the reason, `null` when there is none.
+fn write_finish_reason(out: &mut Vec<u8>, reason: Option<FinishReason>) {
     out.extend_from_slice(b",\"finish_reason\":");
-    out.extend_from_slice(match choice.finish_reason {
+    out.extend_from_slice(match reason {
         None => b"null",
         Some(FinishReason::Stop) => b"\"stop\"",
         Some(FinishReason::Length) => b"\"length\"",
@@ -65,6 +158,25 @@ fn write_choice(out: &mut Vec<u8>, choice: &ChunkChoice) -> serde_json::Result<(
         Some(FinishReason::FunctionCall) => b"\"function_call\"",
         Some(FinishReason::Error) => b"\"error\"",
     });
+}
+
+/// `"role":"<role>"`.
+fn role_field(role: Role) -> &'static [u8] {
+    match role {
+        Role::System => b"\"role\":\"system\"",
+        Role::Developer => b"\"role\":\"developer\"",
+        Role::User => b"\"role\":\"user\"",
+        Role::Assistant => b"\"role\":\"assistant\"",
+        Role::Tool => b"\"role\":\"tool\"",
+    }
+}
+
+fn write_choice(out: &mut Vec<u8>, choice: &ChunkChoice) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"index\":");
+    write_u64(out, u64::from(choice.index));
+    out.extend_from_slice(b",\"delta\":");
+    write_delta(out, &choice.delta)?;
+    write_finish_reason(out, choice.finish_reason);
     if let Some(logprobs) = &choice.logprobs {
         out.extend_from_slice(b",\"logprobs\":");
         write_value(out, logprobs)?;
@@ -78,13 +190,7 @@ fn write_delta(out: &mut Vec<u8>, delta: &Delta) -> serde_json::Result<()> {
     let mut comma = "";
     out.push(b'{');
     if let Some(role) = delta.role {
-        out.extend_from_slice(match role {
-            Role::System => b"\"role\":\"system\"",
-            Role::Developer => b"\"role\":\"developer\"",
-            Role::User => b"\"role\":\"user\"",
-            Role::Assistant => b"\"role\":\"assistant\"",
-            Role::Tool => b"\"role\":\"tool\"",
-        });
+        out.extend_from_slice(role_field(role));
         comma = ",";
     }
     for (key, text) in [
@@ -154,7 +260,10 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    use crate::openai::{ChatChunk, ChunkChoice, Delta, FinishReason, Role, ToolCallDelta, Usage};
+    use crate::openai::{
+        ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, FunctionCall,
+        ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
+    };
 
     fn same_as_serde(chunk: &ChatChunk) {
         let mut ours = Vec::new();
@@ -206,6 +315,18 @@ mod tests {
             ..ChatChunk::default()
         };
         same_as_serde(&chunk);
+        let mut split = Vec::new();
+        chunk.write_head(&mut split).unwrap();
+        chunk.write_tail(&mut split).unwrap();
+        assert_eq!(split, serde_json::to_vec(&chunk).unwrap());
+        let other = ChatChunk {
+            id: chunk.id.clone(),
+            created: chunk.created,
+            model: chunk.model.clone(),
+            ..ChatChunk::default()
+        };
+        assert!(chunk.same_head(&other));
+        assert!(!chunk.same_head(&ChatChunk::default()));
         chunk.choices.clear();
         same_as_serde(&chunk);
         same_as_serde(&ChatChunk::default());
@@ -267,7 +388,62 @@ mod tests {
             )
     }
 
+    fn completion_same_as_serde(completion: &ChatCompletion) {
+        let mut ours = Vec::new();
+        completion.write_json(&mut ours).unwrap();
+        let serde = serde_json::to_vec(completion).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&serde)
+        );
+    }
+
     proptest! {
+        #[test]
+        fn every_completion_encodes_as_serde_does(
+            id in any::<String>(),
+            model in any::<String>(),
+            created in any::<u64>(),
+            fingerprint in text(),
+            messages in prop::collection::vec(
+                (any::<u32>(), role(), text(), text(), any::<bool>(), text(), finish_reason(), any::<bool>()),
+                0..3,
+            ),
+            usage in prop::option::of((any::<u32>(), any::<u32>())),
+            lakehouse in any::<bool>(),
+        ) {
+            let choices = messages
+                .into_iter()
+                .map(|(index, role, content, reasoning_content, call, refusal, finish_reason, logprobs)| Choice {
+                    index,
+                    message: ResponseMessage {
+                        role: role.unwrap_or(Role::Assistant),
+                        content,
+                        reasoning_content,
+                        tool_calls: call.then(|| vec![ToolCall {
+                            id: "call_1".into(),
+                            kind: "function".into(),
+                            function: FunctionCall { name: "f".into(), arguments: "{\"a\":\"\\n\"}".into() },
+                        }]),
+                        refusal,
+                    },
+                    finish_reason,
+                    logprobs: logprobs.then(|| json!({"content": []})),
+                })
+                .collect();
+            let completion = ChatCompletion {
+                id,
+                object: "chat.completion".into(),
+                created,
+                model,
+                system_fingerprint: fingerprint,
+                choices,
+                usage: usage.map(|(p, c)| Usage::new(p.into(), c.into())),
+                lakehouse: lakehouse.then(|| json!({"sources": [{"id": "d1"}]})),
+            };
+            completion_same_as_serde(&completion);
+        }
+
         #[test]
         fn every_chunk_encodes_as_serde_does(
             id in any::<String>(),
