@@ -83,10 +83,6 @@ impl Stream for Normalize {
 }
 
 /// What one upstream item (or the upstream's end) becomes.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "matched as soon as it is returned; boxing the chunk would allocate per chunk"
-)]
 enum Handling {
     /// Nothing to hand on: read the next item.
     Skip,
