@@ -12,8 +12,11 @@
 
 use serde::Serialize;
 
+use serde_json::Value;
+
 use crate::openai::{
     ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, ResponseMessage, Role,
+    Usage,
 };
 
 impl ChatChunk {
@@ -48,24 +51,8 @@ impl ChatChunk {
             out.extend_from_slice(b",\"system_fingerprint\":");
             write_str(out, fingerprint)?;
         }
-        out.extend_from_slice(b",\"choices\":[");
-        for (i, choice) in self.choices.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_choice(out, choice)?;
-        }
-        out.push(b']');
-        if let Some(usage) = &self.usage {
-            out.extend_from_slice(b",\"usage\":");
-            write_value(out, usage)?;
-        }
-        if let Some(lakehouse) = &self.lakehouse {
-            out.extend_from_slice(b",\"lakehouse\":");
-            write_value(out, lakehouse)?;
-        }
-        out.push(b'}');
-        Ok(())
+        write_choices(out, &self.choices, write_choice)?;
+        write_end(out, self.usage.as_ref(), self.lakehouse.as_deref())
     }
 }
 
@@ -86,25 +73,44 @@ impl ChatCompletion {
             Some(fingerprint) => write_str(out, fingerprint)?,
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"choices\":[");
-        for (i, choice) in self.choices.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_completion_choice(out, choice)?;
-        }
-        out.push(b']');
-        if let Some(usage) = &self.usage {
-            out.extend_from_slice(b",\"usage\":");
-            write_value(out, usage)?;
-        }
-        if let Some(lakehouse) = &self.lakehouse {
-            out.extend_from_slice(b",\"lakehouse\":");
-            write_value(out, lakehouse)?;
-        }
-        out.push(b'}');
-        Ok(())
+        write_choices(out, &self.choices, write_completion_choice)?;
+        write_end(out, self.usage.as_ref(), self.lakehouse.as_ref())
     }
+}
+
+/// `,"choices":[...]`, each choice written by `write`.
+fn write_choices<T>(
+    out: &mut Vec<u8>,
+    choices: &[T],
+    write: fn(&mut Vec<u8>, &T) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(b",\"choices\":[");
+    for (i, choice) in choices.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, choice)?;
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// The fields both answers end with, when set, and the closing brace.
+fn write_end(
+    out: &mut Vec<u8>,
+    usage: Option<&Usage>,
+    lakehouse: Option<&Value>,
+) -> serde_json::Result<()> {
+    if let Some(usage) = usage {
+        out.extend_from_slice(b",\"usage\":");
+        write_value(out, usage)?;
+    }
+    if let Some(lakehouse) = lakehouse {
+        out.extend_from_slice(b",\"lakehouse\":");
+        write_value(out, lakehouse)?;
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 fn write_completion_choice(out: &mut Vec<u8>, choice: &Choice) -> serde_json::Result<()> {
