@@ -75,6 +75,15 @@ impl JsonlLog {
         if records.is_empty() {
             return Ok(());
         }
+        self.append_encoded(Self::encode(records)?).await
+    }
+
+    /// Writes `lines` (records already encoded, one JSON object and `\n`
+    /// each) as one new segment: for writers that encode their records by hand.
+    pub async fn append_encoded(&self, lines: Bytes) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let key = format!(
             "{}/{:020}-{}-{n:06}.jsonl",
@@ -82,7 +91,7 @@ impl JsonlLog {
             unix_micros(),
             lakehouse_providers::openai::new_id("")
         );
-        self.objects.put(&key, Self::encode(records)?).await?;
+        self.objects.put(&key, lines).await?;
         Ok(())
     }
 

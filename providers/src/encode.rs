@@ -9,8 +9,13 @@
 //! when it needs no escaping (almost always). The bytes are exactly those of
 //! `serde_json::to_writer`, which property tests check; the rare nested
 //! values (tool calls, usage, logprobs, annotations) still go through serde.
+//!
+//! [`write_str`], [`write_u64`] and [`write_value`] are the pieces, for other
+//! hand-written encodings of hot records (the proxy's request log).
 
 use serde::Serialize;
+
+use crate::decode::plain_prefix;
 
 use serde_json::Value;
 
@@ -225,15 +230,16 @@ fn write_delta(out: &mut Vec<u8>, delta: &Delta) -> serde_json::Result<()> {
     Ok(())
 }
 
-fn write_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
+/// Any value, by serde: for the rare nested parts.
+pub fn write_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
     serde_json::to_writer(out, value)
 }
 
 /// `text` as a JSON string. Text with nothing to escape (the usual case) is
 /// copied in one piece; anything else goes through serde_json's escaper, so
 /// escapes are exactly serde's.
-fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+pub fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    if plain_prefix(text.as_bytes()) == text.len() {
         out.reserve(text.len() + 2);
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
@@ -244,7 +250,7 @@ fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
 }
 
 /// `n` in decimal.
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+pub fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

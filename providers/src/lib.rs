@@ -4,7 +4,8 @@
 //! upstream protocols it speaks.
 //!
 //! - [`openai`]: the client contract (requests, chunks, completions, models);
-//!   chunks and completions are encoded by hand (`encode`), on every answer.
+//!   chunks and completions are encoded by hand (`encode`), on every answer,
+//!   and upstream chunks of the common shape are read by hand (`decode`).
 //! - [`provider`]: the [`ChatProvider`](provider::ChatProvider) trait; one impl per protocol in [`adapters`].
 //! - [`stream`]: invariants every converted stream gets (ids, role, usage last,
 //!   `tool_calls` finish, error markers) and the assembler for non-stream answers.
@@ -15,7 +16,8 @@
 //! - [`error`]: [`ProviderError`](error::ProviderError); HTTP statuses are chosen in the proxy.
 
 pub mod adapters;
-mod encode;
+mod decode;
+pub mod encode;
 pub mod error;
 pub mod http;
 pub mod openai;

@@ -240,9 +240,14 @@ struct ChoiceParts {
     logprobs: Vec<Value>,
 }
 
+/// Room an answer's text starts with, so its first few hundred bytes are not
+/// copied at each doubling.
+const TEXT_ROOM: usize = 256;
+
 fn append(slot: &mut Option<String>, piece: &Option<String>) {
     if let Some(piece) = piece {
-        slot.get_or_insert_with(String::new).push_str(piece);
+        slot.get_or_insert_with(|| String::with_capacity(TEXT_ROOM))
+            .push_str(piece);
     }
 }
 

@@ -83,6 +83,8 @@ impl ChunkEncoder {
     pub fn event(&mut self, chunk: &ChatChunk) -> Result<Event, serde_json::Error> {
         if !self.head_of.as_ref().is_some_and(|h| h.same_head(chunk)) {
             self.head.clear();
+            // Room for a usual id and model, so the head is written without regrowing.
+            self.head.reserve(128);
             chunk.write_head(&mut self.head)?;
             self.head_of = Some(ChatChunk {
                 id: chunk.id.clone(),

@@ -189,7 +189,7 @@ fn chunks_of(upstream: &Upstream, response: Response) -> ChunkStream {
             let out = match event {
                 Err(e) => Some(Err(e)),
                 Ok(ev) if ev.data.trim().is_empty() => None,
-                Ok(ev) => Some(serde_json::from_str::<ChatChunk>(&ev.data).map_err(|e| {
+                Ok(ev) => Some(ChatChunk::from_json(&ev.data).map_err(|e| {
                     ProviderError::protocol(&provider, format!("bad chunk JSON: {e}"))
                 })),
             };

@@ -1,0 +1,658 @@
+//! Reading the chunks upstreams stream most, without serde's machinery.
+//!
+//! Every OpenAI-compatible upstream (OpenRouter, Kimi, Ollama Cloud, Zen's
+//! chat models) sends an answer as many small `chat.completion.chunk`
+//! objects, nearly all of one shape: an id, a model, a timestamp and one
+//! choice whose delta carries a few characters of text. serde's derived
+//! decoding took about 3,500 instructions a chunk (a quarter of a streamed
+//! chat's work in the proxy): its visitor machinery matches every key through
+//! a generic field enum and reads the ignored id, object and model strings
+//! in full.
+//!
+//! [`read_chunk`] reads that common shape in one pass and gives up (returns
+//! `None`) on anything else: tool calls, usage, logprobs, an error, an
+//! annotation, a duplicate field, a value of a type it does not expect, a
+//! lone surrogate, deep nesting. The caller then uses serde, so a chunk
+//! decodes to exactly what serde makes of it or fails with serde's error;
+//! property tests compare the two on generated and mutated chunks.
+
+use crate::openai::{ChatChunk, ChunkChoice, Delta, FinishReason, Role};
+
+impl ChatChunk {
+    /// Decodes an upstream's chunk: the same chunk, or the same error, as
+    /// `serde_json::from_str`.
+    pub fn from_json(text: &str) -> serde_json::Result<Self> {
+        match read_chunk(text) {
+            Some(chunk) => Ok(chunk),
+            None => serde_json::from_str(text),
+        }
+    }
+}
+
+/// Deepest nesting an ignored value may have before the fast path gives up.
+const MAX_SKIP_DEPTH: usize = 32;
+
+/// The chunk in `text` when it has the common shape; `None` means "ask serde".
+pub(crate) fn read_chunk(text: &str) -> Option<ChatChunk> {
+    let mut reader = Reader { text, at: 0 };
+    let chunk = reader.chunk()?;
+    reader.skip_whitespace();
+    (reader.at == text.len()).then_some(chunk)
+}
+
+/// A position in the text being read.
+struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+/// How many bytes of `bytes` come before the first `"`, `\\` or control
+/// character: the run a JSON string holds as is (read or written whole). Eight bytes at a time: a byte
+/// loop was most of the cost of reading a chunk.
+pub(crate) fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    /// The high bit of each byte of `word` that is zero; wrong bits only ever
+    /// follow a right one, so the lowest is exact.
+    fn zero_bytes(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGH
+    }
+    let mut words = bytes.chunks_exact(8);
+    let mut done = 0;
+    for word in &mut words {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let word = u64::from_le_bytes(word);
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            | control;
+        if found != 0 {
+            return done + (found.trailing_zeros() / 8) as usize;
+        }
+        done += 8;
+    }
+    let tail = bytes.get(done..).unwrap_or_default();
+    done + tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(tail.len())
+}
+
+/// Field bits, so a repeated field is noticed (serde refuses it).
+fn first_time(seen: &mut u16, bit: u16) -> Option<()> {
+    if *seen & bit != 0 {
+        return None;
+    }
+    *seen |= bit;
+    Some(())
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn skip_whitespace(&mut self) {
+        // Compact JSON has none: one comparison says so.
+        while let Some(&byte) = self.bytes().get(self.at)
+            && byte <= b' '
+            && matches!(byte, b' ' | b'\n' | b'\r' | b'\t')
+        {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte after whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_whitespace();
+        self.bytes().get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    fn literal(&mut self, word: &str) -> Option<()> {
+        self.skip_whitespace();
+        let rest = self.bytes().get(self.at..)?;
+        rest.starts_with(word.as_bytes())
+            .then(|| self.at += word.len())
+    }
+
+    /// Reads `{ key: value, ... }`, handing each key to `field`, which must
+    /// read (or skip) the value.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.plain()?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string without escapes, as bytes: what keys and names are (every one
+    /// serde knows is plain); they are only compared, and bytes need no
+    /// character boundary checks.
+    fn plain(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let rest = self.bytes().get(self.at..)?;
+        let length = plain_prefix(rest);
+        self.at += length;
+        self.eat_now(b'"')?;
+        rest.get(..length)
+    }
+
+    /// `byte` right here (no whitespace before it).
+    fn eat_now(&mut self, byte: u8) -> Option<()> {
+        (*self.bytes().get(self.at)? == byte).then(|| self.at += 1)
+    }
+
+    /// A string, unescaped.
+    fn string(&mut self) -> Option<String> {
+        self.eat(b'"')?;
+        let mut out = String::new();
+        loop {
+            let plain = plain_prefix(self.bytes().get(self.at..)?);
+            out.push_str(self.text.get(self.at..self.at + plain)?);
+            self.at += plain;
+            if self.eat_now(b'"').is_some() {
+                return Some(out);
+            }
+            out.push(self.escape()?);
+        }
+    }
+
+    /// Passes over a string, checking it is well formed.
+    fn skip_string(&mut self) -> Option<()> {
+        self.eat(b'"')?;
+        loop {
+            self.at += plain_prefix(self.bytes().get(self.at..)?);
+            if self.eat_now(b'"').is_some() {
+                return Some(());
+            }
+            self.escape()?;
+        }
+    }
+
+    /// The character of the escape at a backslash (a control character, which
+    /// JSON does not allow in a string, is `None`).
+    fn escape(&mut self) -> Option<char> {
+        self.eat_now(b'\\')?;
+        let byte = *self.bytes().get(self.at)?;
+        self.at += 1;
+        Some(match byte {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hex = self.text.get(self.at..self.at + 4)?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                self.at += 4;
+                // Surrogates (pairs or lone ones) are left to serde.
+                char::from_u32(u32::from_str_radix(hex, 16).ok()?)?
+            }
+            _ => return None,
+        })
+    }
+
+    fn optional_string(&mut self) -> Option<Option<String>> {
+        if self.peek()? == b'n' {
+            self.literal("null")?;
+            Some(None)
+        } else {
+            self.string().map(Some)
+        }
+    }
+
+    /// `null`, the only value of the fields the fast path leaves to serde.
+    fn null(&mut self) -> Option<()> {
+        self.literal("null")
+    }
+
+    /// A non-negative integer as JSON writes it (no sign, fraction or exponent).
+    fn unsigned(&mut self) -> Option<u64> {
+        self.skip_whitespace();
+        let bytes = self.bytes();
+        let start = self.at;
+        let mut value: u64 = 0;
+        while let Some(digit) = bytes.get(self.at).filter(|b| b.is_ascii_digit()) {
+            value = value
+                .checked_mul(10)?
+                .checked_add(u64::from(digit - b'0'))?;
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        let leading_zero = digits > 1 && bytes.get(start) == Some(&b'0');
+        let float = matches!(bytes.get(self.at), Some(b'.' | b'e' | b'E'));
+        (digits > 0 && !leading_zero && !float).then_some(value)
+    }
+
+    /// Passes over any value, checking it is well formed.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_SKIP_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.skip_string(),
+            b'{' => self.object(|reader, _| reader.skip(depth + 1)),
+            b'[' => {
+                self.at += 1;
+                if self.peek()? == b']' {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.at += 1,
+                        b']' => {
+                            self.at += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'n' => self.literal("null"),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            _ => self.skip_number(),
+        }
+    }
+
+    /// `-? int frac? exp?` as RFC 8259 writes it.
+    fn skip_number(&mut self) -> Option<()> {
+        let bytes = self.bytes();
+        let digits = |at: &mut usize| {
+            let start = *at;
+            while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
+                *at += 1;
+            }
+            *at - start
+        };
+        let mut at = self.at;
+        if bytes.get(at) == Some(&b'-') {
+            at += 1;
+        }
+        let start = at;
+        let whole = digits(&mut at);
+        if whole == 0 || (whole > 1 && bytes.get(start) == Some(&b'0')) {
+            return None;
+        }
+        if bytes.get(at) == Some(&b'.') {
+            at += 1;
+            if digits(&mut at) == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = bytes.get(at) {
+            at += 1;
+            if let Some(b'+' | b'-') = bytes.get(at) {
+                at += 1;
+            }
+            if digits(&mut at) == 0 {
+                return None;
+            }
+        }
+        self.at = at;
+        Some(())
+    }
+
+    fn chunk(&mut self) -> Option<ChatChunk> {
+        let mut chunk = ChatChunk::default();
+        let mut seen = 0u16;
+        self.object(|reader, key| match key {
+            b"created" => {
+                first_time(&mut seen, 1)?;
+                chunk.created = reader.unsigned()?;
+                Some(())
+            }
+            b"system_fingerprint" => {
+                first_time(&mut seen, 2)?;
+                chunk.system_fingerprint = reader.optional_string()?;
+                Some(())
+            }
+            b"choices" => {
+                first_time(&mut seen, 4)?;
+                chunk.choices = reader.choices()?;
+                Some(())
+            }
+            b"usage" => {
+                first_time(&mut seen, 8)?;
+                reader.null()
+            }
+            b"error" => {
+                first_time(&mut seen, 16)?;
+                reader.null()
+            }
+            b"lakehouse" => {
+                first_time(&mut seen, 32)?;
+                reader.null()
+            }
+            // `id`, `object` and `model` are not read (see `ChatChunk`).
+            _ => reader.skip(0),
+        })?;
+        Some(chunk)
+    }
+
+    fn choices(&mut self) -> Option<Vec<ChunkChoice>> {
+        self.eat(b'[')?;
+        // Nearly every chunk has exactly one choice.
+        let mut choices = Vec::with_capacity(1);
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(choices);
+        }
+        loop {
+            choices.push(self.choice()?);
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Some(choices);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn choice(&mut self) -> Option<ChunkChoice> {
+        let mut choice = ChunkChoice::default();
+        let mut seen = 0u16;
+        self.object(|reader, key| match key {
+            b"index" => {
+                first_time(&mut seen, 1)?;
+                choice.index = u32::try_from(reader.unsigned()?).ok()?;
+                Some(())
+            }
+            b"delta" => {
+                first_time(&mut seen, 2)?;
+                choice.delta = reader.delta()?;
+                Some(())
+            }
+            b"finish_reason" => {
+                first_time(&mut seen, 4)?;
+                choice.finish_reason = reader.finish_reason()?;
+                Some(())
+            }
+            b"logprobs" => {
+                first_time(&mut seen, 8)?;
+                reader.null()
+            }
+            b"usage" => {
+                first_time(&mut seen, 16)?;
+                reader.null()
+            }
+            b"error" => {
+                first_time(&mut seen, 32)?;
+                reader.null()
+            }
+            _ => reader.skip(0),
+        })?;
+        Some(choice)
+    }
+
+    fn delta(&mut self) -> Option<Delta> {
+        let mut delta = Delta::default();
+        let mut seen = 0u16;
+        self.object(|reader, key| {
+            let (bit, slot) = match key {
+                b"role" => {
+                    first_time(&mut seen, 1)?;
+                    delta.role = reader.role()?;
+                    return Some(());
+                }
+                b"tool_calls" => {
+                    first_time(&mut seen, 2)?;
+                    return reader.null();
+                }
+                b"content" => (4, &mut delta.content),
+                b"reasoning_content" => (8, &mut delta.reasoning_content),
+                b"reasoning" => (16, &mut delta.reasoning),
+                b"refusal" => (32, &mut delta.refusal),
+                _ => return reader.skip(0),
+            };
+            first_time(&mut seen, bit)?;
+            *slot = reader.optional_string()?;
+            Some(())
+        })?;
+        Some(delta)
+    }
+
+    fn role(&mut self) -> Option<Option<Role>> {
+        if self.peek()? == b'n' {
+            self.null()?;
+            return Some(None);
+        }
+        let role = match self.plain()? {
+            b"system" => Role::System,
+            b"developer" => Role::Developer,
+            b"user" => Role::User,
+            b"assistant" => Role::Assistant,
+            b"tool" => Role::Tool,
+            _ => return None,
+        };
+        Some(Some(role))
+    }
+
+    fn finish_reason(&mut self) -> Option<Option<FinishReason>> {
+        if self.peek()? == b'n' {
+            self.null()?;
+            return Some(None);
+        }
+        let reason = match self.plain()? {
+            b"stop" => FinishReason::Stop,
+            b"length" => FinishReason::Length,
+            b"tool_calls" => FinishReason::ToolCalls,
+            b"content_filter" => FinishReason::ContentFilter,
+            b"function_call" => FinishReason::FunctionCall,
+            b"error" => FinishReason::Error,
+            _ => return None,
+        };
+        Some(Some(reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn by_serde(text: &str) -> Result<ChatChunk, String> {
+        serde_json::from_str::<ChatChunk>(text).map_err(|e| e.to_string())
+    }
+
+    /// The fast path agrees with serde wherever it answers.
+    fn agrees(text: &str) -> Result<(), TestCaseError> {
+        if let Some(fast) = read_chunk(text) {
+            match by_serde(text) {
+                Ok(slow) => prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{}", text),
+                Err(e) => prop_assert!(false, "serde refused what the fast path read: {e}\n{text}"),
+            }
+        }
+        Ok(())
+    }
+
+    const COMMON: &[&str] = &[
+        r#"{"id":"gen-1","object":"chat.completion.chunk","created":1763900000,"model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+        r#"{"id":"gen-1","object":"chat.completion.chunk","created":1763900000,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":"Hello \"you\"\n\u00e9\u4e2d ok"},"finish_reason":null,"logprobs":null}]}"#,
+        r#"{"id":"gen-1","object":"chat.completion.chunk","created":1763900000,"model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        // OpenRouter: provider, native finish reason, reasoning and null fields.
+        r#"{"id":"gen-17","provider":"OpenAI","model":"openai/gpt-4o","object":"chat.completion.chunk","created":1763900001,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi","reasoning":null,"reasoning_details":[]},"finish_reason":null,"native_finish_reason":null,"logprobs":null}],"system_fingerprint":"fp_1"}"#,
+        // Kimi: reasoning_content.
+        r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1763900002,"model":"kimi-k2","choices":[{"index":0,"delta":{"reasoning_content":"think"},"finish_reason":null}]}"#,
+        " { \"choices\" : [ ] , \"created\" : 0 } \n",
+    ];
+
+    #[test]
+    fn the_common_shapes_take_the_fast_path_and_match_serde() {
+        for text in COMMON {
+            let fast = read_chunk(text).unwrap_or_else(|| panic!("fast path refused {text}"));
+            let slow = by_serde(text).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+        }
+        let hello = read_chunk(COMMON[1]).unwrap();
+        assert_eq!(
+            hello.choices[0].delta.content.as_deref(),
+            Some("Hello \"you\"\n\u{e9}\u{4e2d} ok")
+        );
+    }
+
+    #[test]
+    fn what_the_fast_path_leaves_to_serde() {
+        for text in [
+            // Rare fields with values: serde reads them.
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"logprobs":{"content":[]}}]}"#,
+            r#"{"error":{"message":"boom"},"choices":[]}"#,
+            // What serde refuses, the fast path refuses too.
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"created":-1}"#,
+            r#"{"created":1.5}"#,
+            r#"{"created":01}"#,
+            r#"{"choices":[{"index":4294967296}]}"#,
+            r#"{"choices":[{"finish_reason":"paused"}]}"#,
+            r#"{"choices":[{"delta":{"role":"robot"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"\ud83d\ude00"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"\ud83d"}}]}"#,
+            "{\"choices\":[{\"delta\":{\"content\":\"a\u{1}b\"}}]}",
+            r#"{"choices":[]} x"#,
+            r#"{"choices":[],}"#,
+            r#"{"x":[1,2,]}"#,
+            r#"{"x":-}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":1e}"#,
+            r#"{"x":tru}"#,
+            "",
+            "[DONE]",
+        ] {
+            assert!(read_chunk(text).is_none(), "fast path read {text}");
+        }
+        // The deep ignored value goes to serde, which reads it.
+        let deep = format!(
+            r#"{{"x":{}1{},"choices":[]}}"#,
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert!(read_chunk(&deep).is_none());
+        assert!(by_serde(&deep).is_ok());
+    }
+
+    /// Chunks as upstreams write them, with serde's own encoding of the
+    /// strings, extra keys and optional spacing.
+    fn chunk_text() -> impl Strategy<Value = String> {
+        let text = prop_oneof![
+            Just("null".to_owned()),
+            any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+            "[a-z \"\\\\\n]{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ];
+        let delta = (
+            prop::sample::select(vec![
+                None,
+                Some("\"assistant\""),
+                Some("\"tool\""),
+                Some("null"),
+            ]),
+            text.clone(),
+            text.clone(),
+            text,
+        )
+            .prop_map(|(role, content, reasoning, refusal)| {
+                let mut fields = vec![
+                    format!("\"content\":{content}"),
+                    format!("\"reasoning_content\":{reasoning}"),
+                    format!("\"refusal\":{refusal}"),
+                ];
+                if let Some(role) = role {
+                    fields.push(format!("\"role\":{role}"));
+                }
+                format!("{{{}}}", fields.join(","))
+            });
+        let finish = prop::sample::select(vec!["null", "\"stop\"", "\"length\"", "\"tool_calls\""]);
+        let extra = prop::sample::select(vec![
+            "",
+            ",\"native_finish_reason\":null",
+            ",\"x\":{\"a\":[1,-2.5e3,true,false,null,\"\\u0041\"]}",
+        ]);
+        let choice = (0u32..3, delta, finish, extra).prop_map(|(index, delta, finish, extra)| {
+            format!("{{\"index\":{index},\"delta\":{delta},\"finish_reason\":{finish}{extra}}}")
+        });
+        (
+            prop::collection::vec(choice, 0..3),
+            any::<u64>(),
+            prop::sample::select(vec!["", " ", "\n  "]),
+        )
+            .prop_map(|(choices, created, space)| {
+                format!(
+                    "{{{space}\"id\":\"gen-1\",{space}\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"m\",\"choices\":[{}]{space}}}",
+                    choices.join(&format!(",{space}"))
+                )
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn generated_chunks_read_the_same_as_with_serde(text in chunk_text()) {
+            prop_assert!(read_chunk(&text).is_some(), "fast path refused {}", text);
+            agrees(&text)?;
+        }
+
+        #[test]
+        fn mutated_chunks_never_disagree_with_serde(
+            text in chunk_text(),
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\",:\\ \n\t\x010-.enu".to_vec()),
+            remove in any::<bool>(),
+        ) {
+            let mut bytes = text.into_bytes();
+            let at = at.index(bytes.len());
+            if remove {
+                bytes.remove(at);
+            } else {
+                bytes.insert(at, byte);
+            }
+            if let Ok(text) = String::from_utf8(bytes) {
+                agrees(&text)?;
+            }
+        }
+
+        #[test]
+        fn the_plain_run_ends_at_the_first_quote_backslash_or_control(
+            bytes in prop::collection::vec(prop::sample::select(b"ab \"\\\x00\x1f\x20\x7f\x80\xff!#[]".to_vec()), 0..40),
+        ) {
+            let expected = bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(bytes.len());
+            prop_assert_eq!(plain_prefix(&bytes), expected);
+        }
+
+        #[test]
+        fn arbitrary_text_never_disagrees_with_serde(text in ".{0,64}") {
+            agrees(&text)?;
+        }
+    }
+}
