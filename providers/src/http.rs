@@ -408,7 +408,7 @@ impl Response {
     pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, ProviderError> {
         let provider = self.upstream.0.provider.clone();
         let body = self.bytes().await?;
-        serde_json::from_slice(&body)
+        crate::decode::from_json_bytes(&body)
             .map_err(|e| ProviderError::protocol(&provider, format!("bad JSON answer: {e}")))
     }
 

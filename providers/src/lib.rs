@@ -16,7 +16,7 @@
 //! - [`error`]: [`ProviderError`](error::ProviderError); HTTP statuses are chosen in the proxy.
 
 pub mod adapters;
-mod decode;
+pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod http;

@@ -242,7 +242,7 @@ pub(crate) fn convert_line(
     line: &[u8],
     next_tool_index: &mut u32,
 ) -> Result<ChatChunk, ProviderError> {
-    let line: Line = serde_json::from_slice(line)
+    let line: Line = crate::decode::from_json_bytes(line)
         .map_err(|e| ProviderError::protocol(provider, format!("bad NDJSON line: {e}")))?;
     if let Some(error) = line.error {
         let message = error

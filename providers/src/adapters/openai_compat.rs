@@ -15,6 +15,7 @@ use futures::future::{BoxFuture, Either};
 use futures::stream::StreamExt;
 use serde::Deserialize;
 
+use crate::decode::from_json_bytes;
 use crate::error::ProviderError;
 use crate::http::{EndMarker, Response, Upstream};
 use crate::openai::{
@@ -148,7 +149,7 @@ fn complete_chat(
             .await?
             .bytes()
             .await?;
-        let completion: Completion = serde_json::from_slice(&body).map_err(|e| {
+        let completion: Completion = from_json_bytes(&body).map_err(|e| {
             ProviderError::protocol(upstream.provider(), format!("bad completion JSON: {e}"))
         })?;
         Ok(futures::stream::once(std::future::ready(Ok(completion.into_chunk()))).boxed())

@@ -93,6 +93,6 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     limit: usize,
 ) -> Result<T, ApiError> {
     let bytes = read_body(headers, body, limit as u64).await?;
-    serde_json::from_slice(&bytes)
+    lakehouse_providers::decode::from_json_bytes(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
