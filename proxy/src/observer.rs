@@ -714,32 +714,19 @@ impl Witness {
             event.error = Some(error.message.clone());
         }
         let metrics = &self.state.metrics;
-        let stream = if event.stream { "true" } else { "false" };
         // Chats refused before routing have no provider; they are still counted.
         let provider = event.provider.as_deref().unwrap_or("none");
         let model = event.model.as_str();
-        metrics
-            .chat_requests
-            .with(&[provider, model, stream, outcome.as_str()])
-            .add(1);
+        let chats = metrics.chats.with(&[provider, model]);
+        chats.request(event.stream, outcome.as_str());
         if event.provider.is_some() {
-            metrics
-                .chat_duration
-                .with(&[provider, model, stream])
-                .observe(elapsed);
+            chats.duration(event.stream, elapsed);
         }
         if let Some(ttft) = self.first_token {
-            metrics
-                .time_to_first_token
-                .with(&[provider, model])
-                .observe(ttft);
+            chats.time_to_first_token(ttft);
         }
         if let (Some(tokens_in), Some(tokens_out)) = (event.tokens_in, event.tokens_out) {
-            metrics.tokens.with(&[provider, model, "in"]).add(tokens_in);
-            metrics
-                .tokens
-                .with(&[provider, model, "out"])
-                .add(tokens_out);
+            chats.tokens(tokens_in, tokens_out);
             if let Some(caller) = &event.caller {
                 self.state.auth.charge(caller, tokens_in + tokens_out);
             }
