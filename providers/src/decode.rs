@@ -96,15 +96,6 @@ pub(crate) fn plain_prefix(bytes: &[u8]) -> usize {
         .unwrap_or(tail.len())
 }
 
-/// Field bits, so a repeated field is noticed (serde refuses it).
-fn first_time(seen: &mut u16, bit: u16) -> Option<()> {
-    if *seen & bit != 0 {
-        return None;
-    }
-    *seen |= bit;
-    Some(())
-}
-
 impl<'a> Reader<'a> {
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
@@ -137,21 +128,40 @@ impl<'a> Reader<'a> {
             .then(|| self.at += word.len())
     }
 
-    /// Reads `{ key: value, ... }`, handing each key to `field`, which must
-    /// read (or skip) the value.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        if self.peek()? == b'}' {
+    /// Reads `{ key: value, ... }`, handing each key to `field`, which reads
+    /// (or skips) the value and answers the field's bit (0 for a key it does
+    /// not read). A field seen twice gives up: serde refuses a repeated field.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<u32>) -> Option<()> {
+        let mut seen = 0u32;
+        self.list(b'{', b'}', |reader| {
+            let key = reader.plain()?;
+            reader.eat(b':')?;
+            let bit = field(reader, key)?;
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+            Some(())
+        })
+    }
+
+    /// Reads `open item, item, ... close` (an array or an object's members).
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
+        if self.peek()? == close {
             self.at += 1;
             return Some(());
         }
         loop {
-            let key = self.plain()?;
-            self.eat(b':')?;
-            field(self, key)?;
+            item(self)?;
             match self.peek()? {
                 b',' => self.at += 1,
-                b'}' => {
+                byte if byte == close => {
                     self.at += 1;
                     return Some(());
                 }
@@ -273,25 +283,8 @@ impl<'a> Reader<'a> {
         }
         match self.peek()? {
             b'"' => self.skip_string(),
-            b'{' => self.object(|reader, _| reader.skip(depth + 1)),
-            b'[' => {
-                self.at += 1;
-                if self.peek()? == b']' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.at += 1,
-                        b']' => {
-                            self.at += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
+            b'{' => self.object(|reader, _| reader.skip(depth + 1).map(|()| 0)),
+            b'[' => self.list(b'[', b']', |reader| reader.skip(depth + 1)),
             b'n' => self.literal("null"),
             b't' => self.literal("true"),
             b'f' => self.literal("false"),
@@ -339,121 +332,79 @@ impl<'a> Reader<'a> {
 
     fn chunk(&mut self) -> Option<ChatChunk> {
         let mut chunk = ChatChunk::default();
-        let mut seen = 0u16;
-        self.object(|reader, key| match key {
-            b"created" => {
-                first_time(&mut seen, 1)?;
-                chunk.created = reader.unsigned()?;
-                Some(())
-            }
-            b"system_fingerprint" => {
-                first_time(&mut seen, 2)?;
-                chunk.system_fingerprint = reader.optional_string()?;
-                Some(())
-            }
-            b"choices" => {
-                first_time(&mut seen, 4)?;
-                chunk.choices = reader.choices()?;
-                Some(())
-            }
-            b"usage" => {
-                first_time(&mut seen, 8)?;
-                reader.null()
-            }
-            b"error" => {
-                first_time(&mut seen, 16)?;
-                reader.null()
-            }
-            b"lakehouse" => {
-                first_time(&mut seen, 32)?;
-                reader.null()
-            }
-            // `id`, `object` and `model` are not read (see `ChatChunk`).
-            _ => reader.skip(0),
+        self.object(|reader, key| {
+            Some(match key {
+                b"created" => {
+                    chunk.created = reader.unsigned()?;
+                    1
+                }
+                b"system_fingerprint" => {
+                    chunk.system_fingerprint = reader.optional_string()?;
+                    2
+                }
+                b"choices" => {
+                    // Nearly every chunk has exactly one choice.
+                    let mut choices = Vec::with_capacity(1);
+                    reader.list(b'[', b']', |reader| {
+                        choices.push(reader.choice()?);
+                        Some(())
+                    })?;
+                    chunk.choices = choices;
+                    4
+                }
+                // Rare fields with a value are left to serde.
+                b"usage" => reader.null().map(|()| 8)?,
+                b"error" => reader.null().map(|()| 16)?,
+                b"lakehouse" => reader.null().map(|()| 32)?,
+                // `id`, `object` and `model` are not read (see `ChatChunk`).
+                _ => reader.skip(0).map(|()| 0)?,
+            })
         })?;
         Some(chunk)
     }
 
-    fn choices(&mut self) -> Option<Vec<ChunkChoice>> {
-        self.eat(b'[')?;
-        // Nearly every chunk has exactly one choice.
-        let mut choices = Vec::with_capacity(1);
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(choices);
-        }
-        loop {
-            choices.push(self.choice()?);
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(choices);
-                }
-                _ => return None,
-            }
-        }
-    }
-
     fn choice(&mut self) -> Option<ChunkChoice> {
         let mut choice = ChunkChoice::default();
-        let mut seen = 0u16;
-        self.object(|reader, key| match key {
-            b"index" => {
-                first_time(&mut seen, 1)?;
-                choice.index = u32::try_from(reader.unsigned()?).ok()?;
-                Some(())
-            }
-            b"delta" => {
-                first_time(&mut seen, 2)?;
-                choice.delta = reader.delta()?;
-                Some(())
-            }
-            b"finish_reason" => {
-                first_time(&mut seen, 4)?;
-                choice.finish_reason = reader.finish_reason()?;
-                Some(())
-            }
-            b"logprobs" => {
-                first_time(&mut seen, 8)?;
-                reader.null()
-            }
-            b"usage" => {
-                first_time(&mut seen, 16)?;
-                reader.null()
-            }
-            b"error" => {
-                first_time(&mut seen, 32)?;
-                reader.null()
-            }
-            _ => reader.skip(0),
+        self.object(|reader, key| {
+            Some(match key {
+                b"index" => {
+                    choice.index = u32::try_from(reader.unsigned()?).ok()?;
+                    1
+                }
+                b"delta" => {
+                    choice.delta = reader.delta()?;
+                    2
+                }
+                b"finish_reason" => {
+                    choice.finish_reason = reader.finish_reason()?;
+                    4
+                }
+                b"logprobs" => reader.null().map(|()| 8)?,
+                b"usage" => reader.null().map(|()| 16)?,
+                b"error" => reader.null().map(|()| 32)?,
+                _ => reader.skip(0).map(|()| 0)?,
+            })
         })?;
         Some(choice)
     }
 
     fn delta(&mut self) -> Option<Delta> {
         let mut delta = Delta::default();
-        let mut seen = 0u16;
         self.object(|reader, key| {
-            let (bit, slot) = match key {
+            let (bit, text) = match key {
                 b"role" => {
-                    first_time(&mut seen, 1)?;
                     delta.role = reader.role()?;
-                    return Some(());
+                    return Some(1);
                 }
-                b"tool_calls" => {
-                    first_time(&mut seen, 2)?;
-                    return reader.null();
-                }
+                b"tool_calls" => return reader.null().map(|()| 2),
                 b"content" => (4, &mut delta.content),
                 b"reasoning_content" => (8, &mut delta.reasoning_content),
                 b"reasoning" => (16, &mut delta.reasoning),
                 b"refusal" => (32, &mut delta.refusal),
-                _ => return reader.skip(0),
+                _ => return reader.skip(0).map(|()| 0),
             };
-            first_time(&mut seen, bit)?;
-            *slot = reader.optional_string()?;
-            Some(())
+            *text = reader.optional_string()?;
+            Some(bit)
         })?;
         Some(delta)
     }

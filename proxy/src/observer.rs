@@ -180,47 +180,34 @@ impl Line<'_> {
 impl ChatEvent {
     /// The log line of the chat without its closing brace.
     fn write_line(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        fn optional_str(
+        /// `key` and `value` when there is a value (serde skips absent options).
+        fn optional<T>(
             out: &mut Vec<u8>,
             key: &[u8],
-            value: Option<&str>,
+            value: Option<T>,
+            write: impl FnOnce(&mut Vec<u8>, T) -> serde_json::Result<()>,
         ) -> serde_json::Result<()> {
             match value {
                 Some(value) => {
                     out.extend_from_slice(key);
-                    write_str(out, value)
+                    write(out, value)
                 }
                 None => Ok(()),
             }
         }
-        fn optional_u64(out: &mut Vec<u8>, key: &[u8], value: Option<u64>) {
-            if let Some(value) = value {
-                out.extend_from_slice(key);
-                write_u64(out, value);
-            }
-        }
-        fn optional_value<T: Serialize>(
-            out: &mut Vec<u8>,
-            key: &[u8],
-            value: Option<&T>,
-        ) -> serde_json::Result<()> {
-            match value {
-                Some(value) => {
-                    out.extend_from_slice(key);
-                    write_value(out, value)
-                }
-                None => Ok(()),
-            }
-        }
+        let number = |out: &mut Vec<u8>, n: u64| {
+            write_u64(out, n);
+            Ok(())
+        };
         out.extend_from_slice(b"{\"kind\":\"chat\",\"request_id\":");
         write_str(out, &self.request_id)?;
-        optional_str(out, b",\"caller\":", self.caller.as_deref())?;
-        optional_str(out, b",\"id\":", self.id.as_deref())?;
+        optional(out, b",\"caller\":", self.caller.as_deref(), write_str)?;
+        optional(out, b",\"id\":", self.id.as_deref(), write_str)?;
         out.extend_from_slice(b",\"at_ms\":");
         write_u64(out, self.at_ms);
         out.extend_from_slice(b",\"model\":");
         write_str(out, &self.model)?;
-        optional_str(out, b",\"provider\":", self.provider.as_deref())?;
+        optional(out, b",\"provider\":", self.provider.as_deref(), write_str)?;
         out.extend_from_slice(if self.stream {
             b",\"stream\":true,\"outcome\":\""
         } else {
@@ -228,17 +215,22 @@ impl ChatEvent {
         });
         out.extend_from_slice(self.outcome.as_str().as_bytes());
         out.push(b'"');
-        optional_u64(out, b",\"status\":", self.status.map(u64::from));
-        optional_str(out, b",\"error\":", self.error.as_deref())?;
+        optional(out, b",\"status\":", self.status.map(u64::from), number)?;
+        optional(out, b",\"error\":", self.error.as_deref(), write_str)?;
         out.extend_from_slice(b",\"latency_ms\":");
         write_value(out, &self.latency_ms)?;
-        optional_value(out, b",\"ttft_ms\":", self.ttft_ms.as_ref())?;
-        optional_u64(out, b",\"tokens_in\":", self.tokens_in);
-        optional_u64(out, b",\"tokens_out\":", self.tokens_out);
-        optional_value(out, b",\"lakehouse\":", self.lakehouse.as_ref())?;
-        optional_value(out, b",\"rating\":", self.rating.as_ref())?;
-        optional_value(out, b",\"messages\":", self.messages.as_ref())?;
-        optional_str(out, b",\"answer\":", self.answer.as_deref())
+        optional(out, b",\"ttft_ms\":", self.ttft_ms.as_ref(), write_value)?;
+        optional(out, b",\"tokens_in\":", self.tokens_in, number)?;
+        optional(out, b",\"tokens_out\":", self.tokens_out, number)?;
+        optional(
+            out,
+            b",\"lakehouse\":",
+            self.lakehouse.as_ref(),
+            write_value,
+        )?;
+        optional(out, b",\"rating\":", self.rating.as_ref(), write_value)?;
+        optional(out, b",\"messages\":", self.messages.as_ref(), write_value)?;
+        optional(out, b",\"answer\":", self.answer.as_deref(), write_str)
     }
 }
 
