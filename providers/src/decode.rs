@@ -4,10 +4,10 @@
 //! chat models) sends an answer as many small `chat.completion.chunk`
 //! objects, nearly all of one shape: an id, a model, a timestamp and one
 //! choice whose delta carries a few characters of text. serde's derived
-//! decoding took about 3,500 instructions a chunk (a quarter of a streamed
+//! decoding took 3,500 to 4,500 instructions a chunk (a quarter of a streamed
 //! chat's work in the proxy): its visitor machinery matches every key through
 //! a generic field enum and reads the ignored id, object and model strings
-//! in full.
+//! in full. Reading the common shape here takes about 3,100.
 //!
 //! [`read_chunk`] reads that common shape in one pass and gives up (returns
 //! `None`) on anything else: tool calls, usage, logprobs, an error, an
@@ -63,8 +63,8 @@ struct Reader<'a> {
 }
 
 /// How many bytes of `bytes` come before the first `"`, `\\` or control
-/// character: the run a JSON string holds as is (read or written whole). Eight bytes at a time: a byte
-/// loop was most of the cost of reading a chunk.
+/// character: the run a JSON string holds as is (read or written whole).
+/// Eight bytes at a time: a byte loop was most of the cost of reading a chunk.
 pub(crate) fn plain_prefix(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
