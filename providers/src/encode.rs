@@ -15,10 +15,9 @@
 
 use serde::Serialize;
 
-use crate::decode::plain_prefix;
-
 use serde_json::Value;
 
+use crate::decode::plain_prefix;
 use crate::openai::{
     ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, ResponseMessage, Role,
     Usage,

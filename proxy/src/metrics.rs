@@ -130,8 +130,7 @@ impl<S: Default> Family<S> {
     }
 
     fn header(&self, out: &mut String, kind: &str) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
+        write_header(out, self.name, self.help, kind);
     }
 }
 
@@ -239,10 +238,6 @@ impl Family<ChatSeries> {
     /// The chat families, in the order and with the series they always had.
     fn render(&self, out: &mut String) {
         let all = self.snapshot();
-        let header = |out: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-        };
         let with = |values: &[String], extra: &str| {
             let mut values = values.to_vec();
             values.push(extra.to_owned());
@@ -250,7 +245,7 @@ impl Family<ChatSeries> {
         };
 
         let name = "lakehouse_chat_requests_total";
-        header(
+        write_header(
             out,
             name,
             "Chats routed to a provider, by provider, model, stream and outcome (ok or error).",
@@ -271,7 +266,7 @@ impl Family<ChatSeries> {
         }
 
         let name = "lakehouse_chat_duration_seconds";
-        header(
+        write_header(
             out,
             name,
             "Time from the request to the last chunk of the answer.",
@@ -291,7 +286,7 @@ impl Family<ChatSeries> {
         }
 
         let name = "lakehouse_time_to_first_token_seconds";
-        header(
+        write_header(
             out,
             name,
             "Time from the request to the first upstream chunk, plugins included.",
@@ -306,7 +301,7 @@ impl Family<ChatSeries> {
         }
 
         let name = "lakehouse_tokens_total";
-        header(
+        write_header(
             out,
             name,
             "Tokens reported by the upstream, by direction (in = prompt, out = completion).",
@@ -325,6 +320,12 @@ impl Family<ChatSeries> {
             }
         }
     }
+}
+
+/// A family's `# HELP` and `# TYPE` lines.
+fn write_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// `{a="x",b="y"}` (or nothing without labels), with an optional `le` last.
@@ -372,8 +373,7 @@ pub fn render_family<V: std::fmt::Display>(
         Kind::Gauge => "gauge",
         Kind::Counter => "counter",
     };
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+    write_header(out, name, help, kind);
     for (values, value) in series {
         let _ = writeln!(out, "{name}{} {value}", label_set(labels, values, None));
     }
