@@ -124,10 +124,10 @@ impl Registry {
     }
 
     /// Finds the provider for `model` and the model id to send it.
-    pub fn resolve(&self, model: &str) -> Result<(Arc<dyn ChatProvider>, String), RouteError> {
+    pub fn resolve(&self, model: &str) -> Result<(&dyn ChatProvider, String), RouteError> {
         let route = route(model, self.statuses.iter().map(|s| s.name.as_str()));
         match self.providers.get(&route.provider) {
-            Some(p) => Ok((Arc::clone(p), route.model)),
+            Some(p) => Ok((p.as_ref(), route.model)),
             None => {
                 let reason = self
                     .statuses

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
+use tower::Service;
 use tracing::Instrument;
 
 use crate::app::SharedState;
@@ -62,13 +63,25 @@ pub(crate) fn edge(
         Ok(()) => shed(&state, request),
         Err(denied) => Gate::Refused(denied_response(denied)),
     });
+    // The inner call is made here: the future then holds the route's boxed
+    // future, not the request and `Next::run`'s state around it.
+    let inner = match gate {
+        Gate::Pass { request, slot } => {
+            let mut next = next;
+            Ok((next.call(request).instrument(span.clone()), slot))
+        }
+        Gate::Refused(refused) => Err(refused),
+    };
     async move {
-        let mut response = match gate {
-            Gate::Pass { request, slot } => {
-                let response = next.run(request).instrument(span.clone()).await;
+        let mut response = match inner {
+            Ok((call, slot)) => {
+                let response = match call.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
                 hold_slot(response, slot)
             }
-            Gate::Refused(refused) => refused,
+            Err(refused) => refused,
         };
         let elapsed = started.elapsed();
         let status = response.status();

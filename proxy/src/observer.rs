@@ -383,8 +383,8 @@ impl Observer {
         Ok(fold(log.replay::<Record>().await?.records))
     }
 
-    fn record(&self, event: ChatEvent) {
-        let event = Arc::new(event);
+    fn record(&self, event: impl Into<Arc<ChatEvent>>) {
+        let event = event.into();
         self.persist(Command::Chat(event.clone()));
         let mut events = self
             .events
@@ -582,7 +582,10 @@ pub(crate) fn unix_ms() -> u64 {
 pub(crate) struct Witness {
     state: SharedState,
     started: Instant,
-    event: Option<ChatEvent>,
+    /// Shared only once recorded; until then this witness holds the one
+    /// reference. Behind a pointer, the witness moves with the chat's futures
+    /// at the size of a few words rather than of the whole event.
+    event: Option<Arc<ChatEvent>>,
     first_token: Option<Duration>,
 }
 
@@ -602,7 +605,7 @@ impl Witness {
             state: state.clone(),
             started: Instant::now(),
             first_token: None,
-            event: Some(ChatEvent {
+            event: Some(Arc::new(ChatEvent {
                 request_id,
                 caller,
                 id: None,
@@ -621,26 +624,31 @@ impl Witness {
                 rating: None,
                 messages: None,
                 answer: None,
-            }),
+            })),
         }
+    }
+
+    /// The event being filled in; `None` once recorded or handed over.
+    fn event_mut(&mut self) -> Option<&mut ChatEvent> {
+        self.event.as_mut().and_then(Arc::get_mut)
     }
 
     /// Keeps the conversation for distillation (only called when capture is on).
     pub(crate) fn conversation(&mut self, messages: &[lakehouse_providers::openai::Message]) {
-        if let Some(e) = &mut self.event {
+        if let Some(e) = self.event_mut() {
             e.messages = Some(messages.to_vec());
         }
     }
 
     /// Keeps the assembled answer, when the conversation is being captured.
     pub(crate) fn answer(&mut self, text: &str) {
-        if let Some(e) = self.event.as_mut().filter(|e| e.messages.is_some()) {
+        if let Some(e) = self.event_mut().filter(|e| e.messages.is_some()) {
             e.answer = Some(text.to_owned());
         }
     }
 
     pub(crate) fn routed(&mut self, id: &str, provider: &str) {
-        if let Some(e) = &mut self.event {
+        if let Some(e) = self.event_mut() {
             e.id = Some(id.to_owned());
             e.provider = Some(provider.to_owned());
         }
@@ -649,14 +657,14 @@ impl Witness {
     pub(crate) fn first_chunk(&mut self, lakehouse: Option<&serde_json::Value>) {
         let elapsed = self.started.elapsed();
         self.first_token = Some(elapsed);
-        if let Some(e) = &mut self.event {
+        if let Some(e) = self.event_mut() {
             e.ttft_ms = Some(ms(elapsed));
             e.lakehouse = lakehouse.cloned();
         }
     }
 
     pub(crate) fn usage(&mut self, usage: &Usage) {
-        if let Some(e) = &mut self.event {
+        if let Some(e) = self.event_mut() {
             e.tokens_in = Some(usage.prompt_tokens);
             e.tokens_out = Some(usage.completion_tokens);
         }
@@ -695,7 +703,11 @@ impl Witness {
     }
 
     fn finish(&mut self, outcome: Outcome, error: Option<&ApiError>) {
-        let Some(mut event) = self.event.take() else {
+        let Some(mut shared) = self.event.take() else {
+            return;
+        };
+        // Never shared before this point, so this always succeeds.
+        let Some(event) = Arc::get_mut(&mut shared) else {
             return;
         };
         let elapsed = self.started.elapsed();
@@ -730,7 +742,7 @@ impl Witness {
             latency_ms = event.latency_ms,
             "chat finished"
         );
-        self.state.observer.record(event);
+        self.state.observer.record(shared);
     }
 }
 

@@ -7,13 +7,12 @@
 //! goes away, drops the upstream request with it.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
@@ -23,7 +22,7 @@ use lakehouse_plugins::context::PluginRun;
 use lakehouse_plugins::{ChatContext, ChatResult, RequestOptions};
 use lakehouse_providers::openai::{ChatChunk, ChatCompletion, ChatRequest, new_id, unix_now};
 use lakehouse_providers::stream::{Assembler, Normalize, ResponseMeta, normalize};
-use lakehouse_providers::{ChatProvider, ProviderError};
+use lakehouse_providers::{ChatProvider, ChunkStream, ProviderError};
 use tracing::Instrument;
 
 use crate::app::SharedState;
@@ -33,22 +32,26 @@ use crate::observer::Witness;
 use crate::routes::body::read_json;
 use crate::sse::{self, ChunkEncoder, Event};
 
+// Both routes take the whole request rather than a `HeaderMap` extractor,
+// which clones every header of every chat, and are plain functions that take
+// its parts apart before the future exists (an `async fn` would keep the
+// request in its state beside `handle`'s future).
+
 /// The OpenAI route.
-pub async fn chat_completions(
+pub fn chat_completions(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(state, headers, body, Shape::Completions)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    request: Request,
+) -> impl Future<Output = Response> {
+    let (parts, body) = request.into_parts();
+    handle(state, parts.headers, body, Shape::Completions)
+        .map(|answer| answer.unwrap_or_else(IntoResponse::into_response))
 }
 
 /// The curl-friendly route: same body and answer, plus top-level `provider` and `content`.
-pub async fn chat(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, headers, body, Shape::Chat)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+pub fn chat(State(state): State<SharedState>, request: Request) -> impl Future<Output = Response> {
+    let (parts, body) = request.into_parts();
+    handle(state, parts.headers, body, Shape::Chat)
+        .map(|answer| answer.unwrap_or_else(IntoResponse::into_response))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -65,14 +68,18 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let request: ChatRequest =
         read_json(&headers, body, state.config.server.max_body_bytes).await?;
-    let started = start(&state, &headers, request).await?;
-    if started.stream {
-        let keep_alive = state.config.server.keep_alive();
-        let wants_usage = started.wants_usage;
-        return Ok(sse_response(started.chunks(), wants_usage, keep_alive));
-    }
-    let provider = started.provider.clone();
-    let completion = started.complete().await?;
+    // In a block: a local read by reference keeps its room in the future's
+    // state up to the end of its scope, here beside the completion's future.
+    let (provider, completing) = {
+        let started = start(&state, &headers, request).await?;
+        if started.stream {
+            let keep_alive = state.config.server.keep_alive();
+            let wants_usage = started.wants_usage;
+            return Ok(sse_response(started.chunks(), wants_usage, keep_alive));
+        }
+        (started.provider.clone(), started.complete())
+    };
+    let completion = completing.await?;
     Ok(match shape {
         Shape::Completions => completion_response(&completion)?,
         Shape::Chat => {
@@ -136,19 +143,22 @@ pub(crate) fn start<'a>(
     let planned = plan(state, headers, request);
     async move {
         // The two steps are awaited one after the other, so their futures
-        // share their room in this one's state.
-        let prepared = match planned {
-            Ok(ctx) => prepare(state, ctx, &mut witness).await,
-            Err(e) => Err(e),
-        };
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                witness.failed(&e);
-                return Err(e);
+        // share their room in this one's state; `prepared` lives in a block
+        // so that its room is not kept beside the send future's.
+        let sending = {
+            let prepared = match planned {
+                Ok(ctx) => prepare(state, ctx, &mut witness).await,
+                Err(e) => Err(e),
+            };
+            match prepared {
+                Ok(prepared) => send(prepared, &mut witness),
+                Err(e) => {
+                    witness.failed(&e);
+                    return Err(e);
+                }
             }
         };
-        let started = send(prepared, &mut witness).await;
+        let started = sending.await;
         if let Err(e) = &started {
             witness.failed(e);
         }
@@ -156,12 +166,15 @@ pub(crate) fn start<'a>(
     }
 }
 
-/// A chat planned, its pre hooks run and its route chosen: what the upstream
-/// call needs.
-struct Prepared {
-    provider: Arc<dyn ChatProvider>,
-    /// The body to send, with the upstream's model id.
-    request: ChatRequest,
+/// A chat planned, its pre hooks run, its route chosen and its upstream call
+/// made (not yet polled): what waiting for the first chunk needs. The request
+/// itself is gone into the call, so this stays a few words wide wherever the
+/// chat's futures hold it.
+struct Prepared<'a> {
+    provider: &'a dyn ChatProvider,
+    reply: BoxFuture<'a, Result<ChunkStream, ProviderError>>,
+    stream: bool,
+    wants_usage: bool,
     id: String,
     client_model: String,
     lakehouse: Option<serde_json::Value>,
@@ -169,12 +182,13 @@ struct Prepared {
     capture: bool,
 }
 
-/// Checks the corpora the plan names, runs the pre hooks and routes.
-async fn prepare(
-    state: &SharedState,
+/// Checks the corpora the plan names, runs the pre hooks, routes and makes
+/// the upstream call.
+async fn prepare<'a>(
+    state: &'a SharedState,
     mut ctx: Box<ChatContext>,
     witness: &mut Witness,
-) -> Result<Prepared, ApiError> {
+) -> Result<Prepared<'a>, ApiError> {
     for corpus in &ctx.corpora {
         // Boxed: only rag chats name corpora; inline, the store's future
         // would widen every chat's future.
@@ -208,9 +222,14 @@ async fn prepare(
         (ctx.request, ctx.id, ctx.client_model, None)
     };
     request.model = upstream_model;
+    let stream = request.is_stream();
+    let wants_usage = request.wants_usage();
+    tracing::debug!(model = %client_model, provider = provider.name(), stream, "chat");
     Ok(Prepared {
         provider,
-        request,
+        reply: provider.chat(request),
+        stream,
+        wants_usage,
         id,
         client_model,
         lakehouse,
@@ -219,62 +238,68 @@ async fn prepare(
     })
 }
 
-/// Sends the prepared chat and waits for its first chunk.
-async fn send(prepared: Prepared, witness: &mut Witness) -> Result<Started, ApiError> {
+/// Waits for the prepared chat's first chunk.
+///
+/// A plain `fn` returning the future: an `async fn` would keep `prepared` in
+/// its state beside the fields taken out of it.
+fn send<'a, 'w>(
+    prepared: Prepared<'a>,
+    witness: &'w mut Witness,
+) -> impl Future<Output = Result<Started, ApiError>> + use<'a, 'w> {
     let Prepared {
         provider,
-        request,
+        reply,
+        stream,
+        wants_usage,
         id,
         client_model,
         lakehouse,
         post,
         capture,
     } = prepared;
-    let stream = request.is_stream();
-    let wants_usage = request.wants_usage();
-    tracing::debug!(model = %client_model, provider = provider.name(), stream, "chat");
-
-    let upstream = match provider.chat(request).await {
-        Ok(upstream) => upstream,
-        Err(e) => {
-            witness.upstream_error(&e);
-            return Err(e.into());
+    async move {
+        let upstream = match reply.await {
+            Ok(upstream) => upstream,
+            Err(e) => {
+                witness.upstream_error(&e);
+                return Err(e.into());
+            }
+        };
+        let meta = ResponseMeta {
+            id: id.into(),
+            created: unix_now(),
+            model: client_model.into(),
+        };
+        let mut rest = normalize(provider.name().to_owned(), upstream, meta.clone());
+        let first = match rest.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(e)) => {
+                witness.upstream_error(&e);
+                return Err(e.into());
+            }
+            None => {
+                let e = ProviderError::protocol(provider.name(), "empty stream");
+                witness.upstream_error(&e);
+                return Err(e.into());
+            }
+        };
+        witness.first_chunk(lakehouse.as_ref());
+        if let Some(usage) = &first.usage {
+            witness.usage(usage);
         }
-    };
-    let meta = ResponseMeta {
-        id: id.into(),
-        created: unix_now(),
-        model: client_model.into(),
-    };
-    let mut rest = normalize(provider.name().to_owned(), upstream, meta.clone());
-    let first = match rest.next().await {
-        Some(Ok(chunk)) => chunk,
-        Some(Err(e)) => {
-            witness.upstream_error(&e);
-            return Err(e.into());
-        }
-        None => {
-            let e = ProviderError::protocol(provider.name(), "empty stream");
-            witness.upstream_error(&e);
-            return Err(e.into());
-        }
-    };
-    witness.first_chunk(lakehouse.as_ref());
-    if let Some(usage) = &first.usage {
-        witness.usage(usage);
+        Ok(Started {
+            provider: provider.name().to_owned(),
+            stream,
+            wants_usage,
+            meta,
+            first,
+            rest,
+            lakehouse,
+            post,
+            capture,
+            witness: witness.take(),
+        })
     }
-    Ok(Started {
-        provider: provider.name().to_owned(),
-        stream,
-        wants_usage,
-        meta,
-        first,
-        rest,
-        lakehouse,
-        post,
-        capture,
-        witness: witness.take(),
-    })
 }
 
 /// Counts plugin hook runs and their time in the metrics.
