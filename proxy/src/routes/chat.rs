@@ -144,21 +144,21 @@ pub(crate) fn start<'a>(
     async move {
         // The two steps are awaited one after the other, so their futures
         // share their room in this one's state; `prepared` lives in a block
-        // so that its room is not kept beside the send future's.
-        let sending = {
+        // so that its room is not kept beside the waiting future's.
+        let waiting = {
             let prepared = match planned {
                 Ok(ctx) => prepare(state, ctx, &mut witness).await,
                 Err(e) => Err(e),
             };
             match prepared {
-                Ok(prepared) => send(prepared, &mut witness),
+                Ok(prepared) => first_chunk(prepared, &mut witness),
                 Err(e) => {
                     witness.failed(&e);
                     return Err(e);
                 }
             }
         };
-        let started = sending.await;
+        let started = waiting.await;
         if let Err(e) = &started {
             witness.failed(e);
         }
@@ -242,7 +242,7 @@ async fn prepare<'a>(
 ///
 /// A plain `fn` returning the future: an `async fn` would keep `prepared` in
 /// its state beside the fields taken out of it.
-fn send<'a, 'w>(
+fn first_chunk<'a, 'w>(
     prepared: Prepared<'a>,
     witness: &'w mut Witness,
 ) -> impl Future<Output = Result<Started, ApiError>> + use<'a, 'w> {
