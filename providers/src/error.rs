@@ -161,19 +161,27 @@ pub fn error_message_from_body(body: &[u8]) -> String {
 
 /// Parses `retry-after-ms`, then `Retry-After` (seconds or an HTTP date).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
-        .get("retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    retry_after_from(
+        headers.get("retry-after-ms").map(|v| v.as_bytes()),
+        headers
+            .get(reqwest::header::RETRY_AFTER)
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// [`retry_after`] from the raw values of `retry-after-ms` and `Retry-After`.
+pub(crate) fn retry_after_from(ms: Option<&[u8]>, retry_after: Option<&[u8]>) -> Option<Duration> {
+    fn text(v: &[u8]) -> Option<&str> {
+        std::str::from_utf8(v).ok().map(str::trim)
+    }
+    if let Some(ms) = ms
+        .and_then(text)
+        .and_then(|v| v.parse::<f64>().ok())
         .filter(|ms| ms.is_finite() && *ms >= 0.0)
     {
         return Some(Duration::from_millis(ms as u64));
     }
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let value = text(retry_after?)?;
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }

@@ -285,8 +285,11 @@ impl Upstream {
                     json: json.as_deref(),
                 };
                 let response = client.send(&request).await.map_err(|e| self.h1_error(e))?;
-                let retry_after = retry_after(&response.headers);
-                (response.status, retry_after, Body::Plain(response.body))
+                (
+                    response.status,
+                    response.retry_after,
+                    Body::Plain(response.body),
+                )
             }
             Transport::Tls(client) => {
                 let mut url = self.0.base_url.clone();

@@ -29,8 +29,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The header the guard sets to the authenticated token's name (any incoming one is dropped).
-pub const CALLER: &str = "x-lakehouse-caller";
+/// The header the guard sets to the authenticated token's name (any incoming
+/// one is dropped). A `HeaderName`, not a `&str`: a name given as text is
+/// parsed and checked again on every lookup.
+pub const CALLER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-lakehouse-caller");
 
 /// `[auth]` in `lakehouse.toml`.
 #[derive(Debug, Clone, Deserialize)]

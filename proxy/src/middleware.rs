@@ -46,7 +46,7 @@ pub(crate) fn edge(
     let started = Instant::now();
     let id = request
         .headers()
-        .get(REQUEST_ID)
+        .get(&REQUEST_ID)
         .filter(|v| is_sane_request_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(new_request_id);
@@ -154,7 +154,7 @@ fn admit(state: &SharedState, request: &mut Request) -> Result<(), Denied> {
             return Err(denied);
         }
     };
-    request.headers_mut().remove(CALLER);
+    request.headers_mut().remove(&CALLER);
     if let Some(value) = caller.and_then(|name| HeaderValue::from_str(&name).ok()) {
         request.headers_mut().insert(CALLER, value);
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use lakehouse_providers::ProviderError;
 use lakehouse_providers::encode::{write_str, write_u64, write_value};
 use lakehouse_providers::openai::Usage;
@@ -23,7 +23,7 @@ use crate::auth::CALLER;
 use crate::error::ApiError;
 
 /// The header carrying the request id, in and out.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How a witnessed chat ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -592,12 +592,12 @@ pub(crate) struct Witness {
 impl Witness {
     pub(crate) fn new(state: &SharedState, headers: &HeaderMap, model: &str, stream: bool) -> Self {
         let request_id = headers
-            .get(REQUEST_ID)
+            .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
         let caller = headers
-            .get(CALLER)
+            .get(&CALLER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let at_ms = unix_ms();

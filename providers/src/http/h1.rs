@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -121,7 +121,8 @@ pub(crate) struct Request<'a> {
 #[derive(Debug)]
 pub(crate) struct Response {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    /// What `Retry-After` (or `retry-after-ms`) asked for.
+    pub retry_after: Option<Duration>,
     pub body: Body,
 }
 
@@ -248,13 +249,12 @@ impl Client {
                 Err(e) => return Err(Attempt::Failed(e)),
             }
         };
-        let framing = framing(head.status, &head.headers).map_err(Attempt::Failed)?;
         Ok(Response {
             status: head.status,
-            headers: head.headers,
+            retry_after: head.retry_after,
             body: Body {
                 conn: Some(conn),
-                framing,
+                framing: head.framing,
                 reusable: head.keep_alive,
                 pool: Arc::clone(&self.pool),
                 read_timeout: self.read_timeout,
@@ -297,10 +297,14 @@ async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<usize, Error> {
     }
 }
 
+/// What the client needs of a response head. The head is not kept as a
+/// `HeaderMap`: building one cost an allocation per header and a name lookup
+/// each, for three headers ever read.
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
+    framing: Framing,
     keep_alive: bool,
+    retry_after: Option<Duration>,
     /// Bytes the head took.
     length: usize,
 }
@@ -327,27 +331,38 @@ fn parse_head(buffer: &[u8]) -> Result<Option<Head>, Error> {
     let code = parsed.code.unwrap_or_default();
     let status = StatusCode::from_u16(code)
         .map_err(|_| Error::Protocol(format!("bad status code {code}")))?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     let mut close = parsed.version == Some(0);
+    let mut framing = FramingHeaders::default();
+    let (mut retry_after_ms, mut retry_after) = (None, None);
     for header in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| Error::Protocol(format!("bad header name {:?}", header.name)))?;
-        let value = HeaderValue::from_bytes(header.value)
-            .map_err(|_| Error::Protocol(format!("bad value of header {name}")))?;
-        if name == reqwest::header::CONNECTION {
-            let tokens = String::from_utf8_lossy(header.value).to_ascii_lowercase();
-            if tokens.split(',').any(|t| t.trim() == "close") {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            framing.last_coding = Some(header.value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            framing.length(header.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            let has = |token: &str| {
+                header
+                    .value
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            };
+            if has("close") {
                 close = true;
-            } else if tokens.split(',').any(|t| t.trim() == "keep-alive") {
+            } else if has("keep-alive") {
                 close = false;
             }
+        } else if name.eq_ignore_ascii_case("retry-after-ms") {
+            retry_after_ms = retry_after_ms.or(Some(header.value));
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = retry_after.or(Some(header.value));
         }
-        headers.append(name, value);
     }
     Ok(Some(Head {
+        framing: framing.framing(status)?,
         status,
-        headers,
         keep_alive: !close,
+        retry_after: crate::error::retry_after_from(retry_after_ms, retry_after),
         length,
     }))
 }
@@ -362,47 +377,58 @@ enum Framing {
     Done,
 }
 
-fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Error> {
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Done);
-    }
-    if let Some(coding) = headers
-        .get_all(reqwest::header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let chunked = coding
-            .to_str()
+/// The headers that frame a body, as the head is read.
+#[derive(Default)]
+struct FramingHeaders<'h> {
+    /// The last `Transfer-Encoding` value: its last coding decides.
+    last_coding: Option<&'h [u8]>,
+    /// The `Content-Length` all its headers agree on.
+    length: Option<u64>,
+    /// A bad or conflicting `Content-Length`: an error unless a
+    /// `Transfer-Encoding` makes the length irrelevant.
+    bad_length: Option<&'static str>,
+}
+
+impl<'h> FramingHeaders<'h> {
+    fn length(&mut self, value: &[u8]) {
+        let parsed = std::str::from_utf8(value)
             .ok()
-            .and_then(|c| c.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(if chunked {
-            Framing::Chunked(Chunked::Size)
-        } else {
-            Framing::UntilClose
-        });
-    }
-    let mut lengths = headers.get_all(reqwest::header::CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else {
-        return Ok(Framing::UntilClose);
-    };
-    let length = |v: &HeaderValue| {
-        v.to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| Error::Protocol("bad Content-Length".into()))
-    };
-    let n = length(first)?;
-    for other in lengths {
-        if length(other)? != n {
-            return Err(Error::Protocol("conflicting Content-Length headers".into()));
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        match (parsed, self.length) {
+            (None, _) => self.bad_length = self.bad_length.or(Some("bad Content-Length")),
+            (Some(n), Some(seen)) if n != seen => {
+                self.bad_length = self
+                    .bad_length
+                    .or(Some("conflicting Content-Length headers"));
+            }
+            (Some(n), _) => self.length = Some(n),
         }
     }
-    Ok(if n == 0 {
-        Framing::Done
-    } else {
-        Framing::Length(n)
-    })
+
+    fn framing(self, status: StatusCode) -> Result<Framing, Error> {
+        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Framing::Done);
+        }
+        if let Some(codings) = self.last_coding {
+            let chunked = codings
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            return Ok(if chunked {
+                Framing::Chunked(Chunked::Size)
+            } else {
+                Framing::UntilClose
+            });
+        }
+        if let Some(bad) = self.bad_length {
+            return Err(Error::Protocol(bad.into()));
+        }
+        Ok(match self.length {
+            None => Framing::UntilClose,
+            Some(0) => Framing::Done,
+            Some(n) => Framing::Length(n),
+        })
+    }
 }
 
 /// Where a chunked body's decoder stands.
@@ -729,6 +755,71 @@ mod tests {
             }
         }
         Ok((out, false))
+    }
+
+    fn head(lines: &str) -> Head {
+        let text = format!("{lines}\r\n\r\n");
+        let head = parse_head(text.as_bytes()).unwrap().unwrap();
+        assert_eq!(head.length, text.len());
+        head
+    }
+
+    fn head_error(lines: &str) -> String {
+        match parse_head(format!("{lines}\r\n\r\n").as_bytes()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{lines:?} parsed"),
+        }
+    }
+
+    #[test]
+    fn a_body_is_framed_by_the_last_coding_then_by_its_length() {
+        let framing = |lines: &str| head(lines).framing;
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 12"),
+            Framing::Length(12)
+        ));
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nCONTENT-LENGTH: 3"),
+            Framing::Length(3)
+        ));
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 0"),
+            Framing::Done
+        ));
+        assert!(matches!(framing("HTTP/1.1 200 OK"), Framing::UntilClose));
+        assert!(matches!(
+            framing("HTTP/1.1 204 No Content\r\nContent-Length: 5"),
+            Framing::Done
+        ));
+        // A coding makes any length irrelevant, even a broken one.
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: gzip, Chunked"),
+            Framing::Chunked(Chunked::Size)
+        ));
+        assert!(matches!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip"),
+            Framing::UntilClose
+        ));
+        assert!(
+            head_error("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4")
+                .contains("conflicting")
+        );
+        assert!(head_error("HTTP/1.1 200 OK\r\nContent-Length: -1").contains("bad Content-Length"));
+    }
+
+    #[test]
+    fn a_head_says_whether_the_connection_stays_and_how_long_to_wait() {
+        assert!(head("HTTP/1.1 200 OK").keep_alive);
+        assert!(!head("HTTP/1.1 200 OK\r\nConnection: upgrade, Close").keep_alive);
+        assert!(!head("HTTP/1.0 200 OK").keep_alive);
+        assert!(head("HTTP/1.0 200 OK\r\nconnection: keep-alive").keep_alive);
+
+        assert_eq!(head("HTTP/1.1 200 OK").retry_after, None);
+        let limited = head("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7");
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(7)));
+        let both = head("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nretry-after-ms: 1500");
+        assert_eq!(both.retry_after, Some(Duration::from_millis(1500)));
     }
 
     const CHUNKED: &[u8] = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
@@ -488,6 +488,9 @@ fn take_options(request: &mut ChatRequest) -> Result<RequestOptions, ApiError> {
     Ok(options)
 }
 
+/// The header naming the memory namespace (when the body's options do not).
+const NAMESPACE_HEADER: HeaderName = HeaderName::from_static("x-lakehouse-namespace");
+
 /// Longest accepted namespace.
 const MAX_NAMESPACE: usize = 256;
 
@@ -557,7 +560,7 @@ fn plan(
         .clone()
         .or_else(|| {
             headers
-                .get("x-lakehouse-namespace")
+                .get(&NAMESPACE_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         })
