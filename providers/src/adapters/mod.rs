@@ -14,6 +14,8 @@ pub mod openai_compat;
 pub mod opencode;
 pub mod responses;
 
+use std::task::{Poll, ready};
+
 use futures::stream::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
@@ -68,28 +70,32 @@ pub(crate) trait SseConverter: Default + Send + 'static {
 }
 
 /// Runs a converter over an SSE stream, ending at the end marker (and setting
-/// `ended`) or at the first error.
+/// `ended`) or at the first error. Polled by hand, not through `scan` and
+/// `filter_map`, which build a future per event and move the chunk through it.
 pub(crate) fn convert_sse<C: SseConverter>(
     provider: String,
-    events: impl Stream<Item = Result<SseEvent, ProviderError>> + Send + 'static,
+    mut events: impl Stream<Item = Result<SseEvent, ProviderError>> + Send + Unpin + 'static,
     ended: &EndMarker,
 ) -> ChunkStream {
     let ended = ended.clone();
-    events
-        .scan((C::default(), false), move |(converter, failed), event| {
-            if *failed || converter.done() {
-                return std::future::ready(None);
-            }
-            let out = match event {
-                Ok(ev) => converter.convert(&provider, &ev).transpose(),
-                Err(e) => Some(Err(e)),
+    let mut converter = C::default();
+    let mut failed = false;
+    futures::stream::poll_fn(move |cx| {
+        while !failed && !converter.done() {
+            let out = match ready!(events.poll_next_unpin(cx)) {
+                Some(Ok(event)) => converter.convert(&provider, &event).transpose(),
+                Some(Err(e)) => Some(Err(e)),
+                None => return Poll::Ready(None),
             };
             if converter.done() {
                 ended.set();
             }
-            *failed = matches!(out, Some(Err(_)));
-            std::future::ready(Some(out))
-        })
-        .filter_map(std::future::ready)
-        .boxed()
+            failed = matches!(out, Some(Err(_)));
+            if out.is_some() {
+                return Poll::Ready(out);
+            }
+        }
+        Poll::Ready(None)
+    })
+    .boxed()
 }

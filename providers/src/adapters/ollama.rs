@@ -5,6 +5,7 @@
 //! and exact usage (reference §2.6). Cloud is the same protocol with a Bearer key.
 
 use std::collections::HashMap;
+use std::task::{Poll, ready};
 
 use futures::future::BoxFuture;
 use futures::stream::StreamExt;
@@ -323,24 +324,29 @@ impl ChatProvider for Ollama {
             }
             // Stop reading at the `done:true` line (or the first error): nothing after it belongs to this answer.
             let ended = EndMarker::default();
-            let lines = response.ndjson_lines(&ended);
-            let chunks = lines
-                .map(move |line| {
-                    line.and_then(|l| convert_line(&provider, &l, &mut next_tool_index))
-                })
-                .scan(false, move |finished, item| {
-                    if *finished {
-                        return std::future::ready(None);
+            // Polled by hand: `scan` would build a future per line and move
+            // the chunk through it.
+            let mut lines = response.ndjson_lines(&ended);
+            let mut finished = false;
+            let chunks = futures::stream::poll_fn(move |cx| {
+                if finished {
+                    return Poll::Ready(None);
+                }
+                let item = match ready!(lines.poll_next_unpin(cx)) {
+                    Some(line) => {
+                        line.and_then(|l| convert_line(&provider, &l, &mut next_tool_index))
                     }
-                    *finished = match &item {
-                        Ok(c) => c.choices.iter().any(|ch| ch.finish_reason.is_some()),
-                        Err(_) => true,
-                    };
-                    if item.is_ok() && *finished {
-                        ended.set();
-                    }
-                    std::future::ready(Some(item))
-                });
+                    None => return Poll::Ready(None),
+                };
+                finished = match &item {
+                    Ok(c) => c.choices.iter().any(|ch| ch.finish_reason.is_some()),
+                    Err(_) => true,
+                };
+                if item.is_ok() && finished {
+                    ended.set();
+                }
+                Poll::Ready(Some(item))
+            });
             Ok(chunks.boxed())
         })
     }

@@ -10,6 +10,7 @@
 //! (Zen's cost event) is never read.
 
 use std::future::Future;
+use std::task::{Poll, ready};
 
 use futures::future::{BoxFuture, Either};
 use futures::stream::StreamExt;
@@ -174,29 +175,34 @@ fn stream_chat(
 }
 
 /// The chunks of a streamed answer, stopping at `[DONE]`.
+///
+/// Polled by hand rather than through `take_while` and `filter_map`: each of
+/// those builds a future per event and moves the chunk through it.
 fn chunks_of(upstream: &Upstream, response: Response) -> ChunkStream {
     let provider = upstream.provider().to_owned();
     let ended = EndMarker::default();
-    let events = response.sse_events(&ended);
-    let chunks = events
-        .take_while(move |e| {
-            let done = matches!(e, Ok(ev) if ev.data.trim() == "[DONE]");
-            if done {
-                ended.set();
-            }
-            std::future::ready(!done)
-        })
-        .filter_map(move |event| {
-            let out = match event {
-                Err(e) => Some(Err(e)),
-                Ok(ev) if ev.data.trim().is_empty() => None,
-                Ok(ev) => Some(ChatChunk::from_json(&ev.data).map_err(|e| {
-                    ProviderError::protocol(&provider, format!("bad chunk JSON: {e}"))
-                })),
+    let mut events = response.sse_events(&ended);
+    let mut done = false;
+    futures::stream::poll_fn(move |cx| {
+        while !done {
+            let event = match ready!(events.poll_next_unpin(cx)) {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
             };
-            std::future::ready(out)
-        });
-    chunks.boxed()
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                ended.set();
+                done = true;
+            } else if !data.is_empty() {
+                return Poll::Ready(Some(ChatChunk::from_json(&event.data).map_err(|e| {
+                    ProviderError::protocol(&provider, format!("bad chunk JSON: {e}"))
+                })));
+            }
+        }
+        Poll::Ready(None)
+    })
+    .boxed()
 }
 
 #[derive(Deserialize)]
