@@ -5,99 +5,179 @@
 //! 3. [`shed`]: the global concurrency limit; past it, 503 with `Retry-After`
 //!    at once instead of an unbounded queue. A stream holds its slot until it ends.
 //!
-//! One `from_fn` layer rather than three: each axum layer clones its inner
-//! service and boxes its future on every request, which the hot path pays for.
+//! One layer rather than three: each axum layer clones its inner service and
+//! boxes its future on every request, which the hot path pays for.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
-use tower::Service;
-use tracing::Instrument;
+use tower::{Layer, Service};
 
 use crate::app::SharedState;
 use crate::auth::{CALLER, Denied};
 use crate::error::ApiError;
 use crate::observer::REQUEST_ID;
 
+/// The edge as the layer the router takes (`Router::layer`).
+#[derive(Clone)]
+pub(crate) struct EdgeLayer {
+    state: SharedState,
+}
+
+impl EdgeLayer {
+    pub(crate) fn new(state: SharedState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            state: self.state.clone(),
+            inner,
+        }
+    }
+}
+
 /// Gives every request an id (the caller's `x-request-id` when it is sane),
 /// runs it inside a span carrying that id, admits or refuses it, returns the
 /// id on the response, counts it by route, method and status, and writes one
 /// access-log line.
 ///
-/// Admission and shedding decide synchronously, before the future is built,
-/// so the future (which axum boxes per request) holds the inner call only.
-pub(crate) fn edge(
-    State(state): State<SharedState>,
-    mut request: Request,
-    next: Next,
-) -> impl Future<Output = Response> {
-    let started = Instant::now();
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|v| is_sane_request_id(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(new_request_id);
-    request.headers_mut().insert(REQUEST_ID, id.clone());
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or_default(),
-        method = %method,
-        route = %matched.as_ref().map_or("unmatched", MatchedPath::as_str),
-    );
-    let gate = span.in_scope(|| match admit(&state, &mut request) {
-        Ok(()) => shed(&state, request),
-        Err(denied) => Gate::Refused(denied_response(denied)),
-    });
-    // The inner call is made here: the future then holds the route's boxed
-    // future, not the request and `Next::run`'s state around it.
-    let inner = match gate {
-        Gate::Pass { request, slot } => {
-            let mut next = next;
-            Ok((next.call(request).instrument(span.clone()), slot))
-        }
-        Gate::Refused(refused) => Err(refused),
-    };
-    async move {
-        let mut response = match inner {
-            Ok((call, slot)) => {
-                let response = match call.await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                hold_slot(response, slot)
+/// A service of its own rather than `from_fn`, which per request clones the
+/// inner route, boxes it again as `Next` and boxes an async block around the
+/// middleware's future: three allocations and a copy of the future. Admission
+/// and shedding decide synchronously, before the future is built, so the
+/// future holds the route's future only.
+#[derive(Clone)]
+pub(crate) struct Edge<S> {
+    state: SharedState,
+    inner: S,
+}
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> EdgeFuture<S::Future> {
+        let started = Instant::now();
+        let id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|v| is_sane_request_id(v.as_bytes()))
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        request.headers_mut().insert(REQUEST_ID, id.clone());
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let span = tracing::info_span!(
+            "request",
+            request_id = id.to_str().unwrap_or_default(),
+            method = %method,
+            route = %matched.as_ref().map_or("unmatched", MatchedPath::as_str),
+        );
+        let gate = span.in_scope(|| match admit(&self.state, &mut request) {
+            Ok(()) => shed(&self.state, request),
+            Err(denied) => Gate::Refused(denied_response(denied)),
+        });
+        let answer = match gate {
+            Gate::Pass { request, slot } => {
+                let call = span.in_scope(|| self.inner.call(request));
+                Answer::Call { call, slot }
             }
-            Err(refused) => refused,
+            Gate::Refused(refused) => Answer::Refused(refused),
         };
-        let elapsed = started.elapsed();
+        EdgeFuture {
+            answer,
+            state: self.state.clone(),
+            started,
+            id: Some(id),
+            matched,
+            method,
+            span,
+        }
+    }
+}
+
+/// The route's answer, or the edge's own refusal.
+enum Answer<F> {
+    Call {
+        call: F,
+        slot: Option<OwnedSemaphorePermit>,
+    },
+    Refused(Response),
+}
+
+/// [`Edge`]'s future: the route's, polled inside the request's span, then
+/// the id, metrics and access-log line on the way out.
+pub(crate) struct EdgeFuture<F> {
+    answer: Answer<F>,
+    state: SharedState,
+    started: Instant,
+    /// Taken when the answer goes out.
+    id: Option<HeaderValue>,
+    matched: Option<MatchedPath>,
+    method: Method,
+    span: tracing::Span,
+}
+
+impl<F> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut response = match &mut this.answer {
+            Answer::Call { call, slot } => {
+                let Ok(response) = ready!(this.span.in_scope(|| Pin::new(call).poll(cx)));
+                hold_slot(response, slot.take())
+            }
+            Answer::Refused(refused) => std::mem::take(refused),
+        };
+        let elapsed = this.started.elapsed();
         let status = response.status();
-        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-        state
-            .metrics
+        let route = this
+            .matched
+            .as_ref()
+            .map_or("unmatched", MatchedPath::as_str);
+        let metrics = &this.state.metrics;
+        metrics
             .http_requests
-            .with(&[route, method.as_str(), status.as_str()])
+            .with(&[route, this.method.as_str(), status.as_str()])
             .add(1);
-        state
-            .metrics
+        metrics
             .http_duration
-            .with(&[route, method.as_str()])
+            .with(&[route, this.method.as_str()])
             .observe(elapsed);
-        response.headers_mut().insert(REQUEST_ID, id);
-        span.in_scope(|| {
+        if let Some(id) = this.id.take() {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
+        this.span.in_scope(|| {
             tracing::info!(
                 target: "lakehouse::access",
                 status = status.as_u16(),
@@ -105,7 +185,7 @@ pub(crate) fn edge(
                 "request"
             );
         });
-        response
+        Poll::Ready(Ok(response))
     }
 }
 
