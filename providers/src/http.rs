@@ -276,10 +276,10 @@ impl Upstream {
     ) -> Result<Response, ProviderError> {
         let (status, retry_after, body) = match &self.0.transport {
             Transport::Plain(client) => {
-                let path = self.path(path);
                 let request = h1::Request {
                     method: method.as_str(),
-                    path: &path,
+                    base_path: &self.0.base_path,
+                    path,
                     headers: &self.0.headers,
                     extra_headers,
                     json: json.as_deref(),

@@ -7,6 +7,7 @@
 //! goes to local Ollama unchanged: Ollama names may hold `/` and `:`, so a slash
 //! alone never means anything (trap 11).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -21,35 +22,36 @@ pub const KIMI: &str = "kimi";
 /// The five built-in providers, in the order they are listed.
 pub const BUILTIN_PROVIDERS: [&str; 5] = [OLLAMA, OLLAMA_CLOUD, OPENROUTER, OPENCODE, KIMI];
 
-/// Where a model string goes.
+/// Where a model string goes, borrowed from it where it can be: routing runs
+/// for every chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    pub provider: String,
+pub struct Route<'m> {
+    pub provider: &'m str,
     /// The model id the upstream sees.
-    pub model: String,
+    pub model: Cow<'m, str>,
 }
 
 /// Splits `model` into provider and upstream model. `known` holds every provider
 /// name that may be used as a prefix, registered or not.
-pub fn route<'a>(model: &str, known: impl IntoIterator<Item = &'a str>) -> Route {
+pub fn route<'m, 'a>(model: &'m str, known: impl IntoIterator<Item = &'a str>) -> Route<'m> {
     if let Some((first, rest)) = model.split_once('/')
         && !rest.is_empty()
         && known.into_iter().any(|k| k == first)
     {
         return Route {
-            provider: first.to_owned(),
-            model: rest.to_owned(),
+            provider: first,
+            model: Cow::Borrowed(rest),
         };
     }
     if let Some(bare) = strip_cloud_suffix(model) {
         return Route {
-            provider: OLLAMA_CLOUD.to_owned(),
-            model: bare,
+            provider: OLLAMA_CLOUD,
+            model: Cow::Owned(bare),
         };
     }
     Route {
-        provider: OLLAMA.to_owned(),
-        model: model.to_owned(),
+        provider: OLLAMA,
+        model: Cow::Borrowed(model),
     }
 }
 
@@ -126,8 +128,8 @@ impl Registry {
     /// Finds the provider for `model` and the model id to send it.
     pub fn resolve(&self, model: &str) -> Result<(&dyn ChatProvider, String), RouteError> {
         let route = route(model, self.statuses.iter().map(|s| s.name.as_str()));
-        match self.providers.get(&route.provider) {
-            Some(p) => Ok((p.as_ref(), route.model)),
+        match self.providers.get(route.provider) {
+            Some(p) => Ok((p.as_ref(), route.model.into_owned())),
             None => {
                 let reason = self
                     .statuses
@@ -137,7 +139,7 @@ impl Registry {
                     .unwrap_or_else(|| "it is not configured".into());
                 Err(RouteError::NotRegistered {
                     model: model.to_owned(),
-                    provider: route.provider,
+                    provider: route.provider.to_owned(),
                     reason,
                 })
             }
@@ -151,7 +153,7 @@ mod tests {
 
     fn r(model: &str) -> (String, String) {
         let route = route(model, BUILTIN_PROVIDERS.iter().copied().chain(["vllm"]));
-        (route.provider, route.model)
+        (route.provider.to_owned(), route.model.into_owned())
     }
 
     #[test]

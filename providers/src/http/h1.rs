@@ -109,7 +109,10 @@ struct Conn {
 /// One request: everything but the `Host`, `Content-Length` and framing headers.
 pub(crate) struct Request<'a> {
     pub method: &'a str,
-    /// The path and query, already valid in a request line.
+    /// The request target is `base_path` then `path` (with its query), both
+    /// already valid in a request line: written one after the other, not
+    /// joined into a new string for every request.
+    pub base_path: &'a str,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub extra_headers: &'a [(&'a str, &'a str)],
@@ -172,6 +175,7 @@ impl Client {
         let mut wire = Vec::with_capacity(256 + body.len());
         wire.extend_from_slice(request.method.as_bytes());
         wire.push(b' ');
+        wire.extend_from_slice(request.base_path.as_bytes());
         wire.extend_from_slice(request.path.as_bytes());
         wire.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         wire.extend_from_slice(self.host.as_bytes());
@@ -190,7 +194,9 @@ impl Client {
         }
         if request.json.is_some() {
             header(b"content-type", b"application/json");
-            header(b"content-length", body.len().to_string().as_bytes());
+            wire.extend_from_slice(b"content-length: ");
+            crate::encode::write_u64(&mut wire, body.len() as u64);
+            wire.extend_from_slice(b"\r\n");
         }
         wire.extend_from_slice(b"\r\n");
         wire.extend_from_slice(body);
@@ -930,6 +936,7 @@ mod tests {
         static EMPTY: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
         Request {
             method: "GET",
+            base_path: "",
             path,
             headers: EMPTY.get_or_init(HeaderMap::new),
             extra_headers: &[],
@@ -1115,7 +1122,8 @@ mod tests {
         headers.insert("authorization", HeaderValue::from_static("Bearer k"));
         let wire = client.encode(&Request {
             method: "POST",
-            path: "/v1/chat/completions",
+            base_path: "/v1",
+            path: "/chat/completions",
             headers: &headers,
             extra_headers: &[("anthropic-version", "2023-06-01")],
             json: Some(b"{}"),
