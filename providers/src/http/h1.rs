@@ -412,7 +412,12 @@ impl<'h> FramingHeaders<'h> {
     }
 
     fn framing(self, status: StatusCode) -> Result<Framing, Error> {
-        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        // No content whatever the headers say (RFC 9112 §6.3); interim (1xx)
+        // heads are skipped, so their lengths are never checked.
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
             return Ok(Framing::Done);
         }
         if let Some(codings) = self.last_coding {
@@ -795,6 +800,10 @@ mod tests {
         assert!(matches!(framing("HTTP/1.1 200 OK"), Framing::UntilClose));
         assert!(matches!(
             framing("HTTP/1.1 204 No Content\r\nContent-Length: 5"),
+            Framing::Done
+        ));
+        assert!(matches!(
+            framing("HTTP/1.1 100 Continue\r\nContent-Length: x"),
             Framing::Done
         ));
         // A coding makes any length irrelevant, even a broken one.
