@@ -139,7 +139,8 @@ litellm_settings:
     return proc, url
 
 
-def start_lakehouse(bins, tmp, fake_url):
+def start_lakehouse(bins, tmp, fake_url, wrapper=()):
+    """Lakehouse against the fake upstream; `wrapper` is a command to run it under (e.g. valgrind)."""
     secrets = tmp / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "bench.env").write_text(f"BENCH_API_KEY={KEY}\n")
@@ -161,7 +162,7 @@ key_file = "secrets/bench.env"
 """
     )
     env = dict(os.environ, RUST_LOG="warn")
-    return start_printing([str(bins / "lakehouse"), "serve", "--config", str(tmp / "lakehouse.toml"), "--listen", "127.0.0.1:0"], env)
+    return start_printing([*wrapper, str(bins / "lakehouse"), "serve", "--config", str(tmp / "lakehouse.toml"), "--listen", "127.0.0.1:0"], env)
 
 
 def stop_all(procs):
@@ -181,6 +182,23 @@ def rss_mb(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return None
+
+
+def settle(busy_below=0.1, window=0.2, limit=5.0):
+    """Waits (at most `limit` s) until the machine is idle: a run right after
+    another target's (LiteLLM's Python workers finish their backlog for up to
+    a second) would otherwise pay for its leftovers."""
+    def busy_and_total():
+        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        b0, t0 = busy_and_total()
+        time.sleep(window)
+        b1, t1 = busy_and_total()
+        if t1 > t0 and (b1 - b0) / (t1 - t0) < busy_below:
+            return
 
 
 def wrk(url, body, connections, duration, tmp, token):
@@ -238,6 +256,7 @@ def proxy_section(targets, levels, duration, rounds, tmp):
                     body = {"model": model, "messages": [{"role": "user", "content": "bench"}], "stream": mode == "stream"}
                     if i == 0:
                         wrk(url, body, conns, 1, tmp, token)  # warm-up: connections, pools, caches
+                    settle()
                     r = wrk(url, body, conns, duration, tmp, token)
                     runs[name].append(r)
                     print(f"  {case} round {i + 1} {name}: p50 {r['p50']} us, {r['rps']:.0f} req/s", flush=True)
