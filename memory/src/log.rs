@@ -11,6 +11,7 @@
 //! skipped and counted, never fatal.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -103,23 +104,57 @@ impl JsonlLog {
             segments: Vec::new(),
         };
         if let Some(base) = self.objects.get_opt(&self.base_key()).await? {
-            parse_into(&base, &mut replay);
+            replay.skipped += parse_lines(&base, &mut replay.records);
         }
-        let prefix = format!("{}/", self.name);
-        for info in self.objects.list(&self.name).await? {
-            if !info.key.starts_with(&prefix) || !info.key.ends_with(".jsonl") {
-                continue;
-            }
-            replay.segments.push(info.key);
-        }
-        replay.segments.sort();
-        for key in replay.segments.clone() {
+        replay.segments = self.segment_keys().await?;
+        for key in &replay.segments {
             // A segment deleted by a concurrent compaction is in the new base.
-            if let Some(bytes) = self.objects.get_opt(&key).await? {
-                parse_into(&bytes, &mut replay);
+            if let Some(bytes) = self.objects.get_opt(key).await? {
+                replay.skipped += parse_lines(&bytes, &mut replay.records);
             }
         }
         Ok(replay)
+    }
+
+    /// Reads the log from its end: `take` gets the records of each segment
+    /// (in log order), newest segment first and the base last, until it
+    /// answers `Break`. For readers that want only the tail of a long log,
+    /// which `replay` would read (and hold) whole. Returns the number of
+    /// lines that could not be read.
+    pub async fn replay_newest<T: DeserializeOwned>(
+        &self,
+        mut take: impl FnMut(Vec<T>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        let mut skipped = 0;
+        let mut keys = self.segment_keys().await?;
+        keys.reverse();
+        keys.push(self.base_key());
+        for key in keys {
+            let Some(bytes) = self.objects.get_opt(&key).await? else {
+                continue;
+            };
+            let mut records = Vec::new();
+            skipped += parse_lines(&bytes, &mut records);
+            if take(records).is_break() {
+                break;
+            }
+        }
+        Ok(skipped)
+    }
+
+    /// The segments' keys, oldest first (names start with their time).
+    async fn segment_keys(&self) -> Result<Vec<String>> {
+        let prefix = format!("{}/", self.name);
+        let mut keys: Vec<String> = self
+            .objects
+            .list(&self.name)
+            .await?
+            .into_iter()
+            .map(|info| info.key)
+            .filter(|key| key.starts_with(&prefix) && key.ends_with(".jsonl"))
+            .collect();
+        keys.sort();
+        Ok(keys)
     }
 
     /// Folds the log into one base object holding the last record of every
@@ -169,17 +204,80 @@ pub struct CompactReport {
     pub skipped_lines: u64,
 }
 
-fn parse_into<T: DeserializeOwned>(bytes: &[u8], replay: &mut Replay<T>) {
+/// Appends the records of `bytes`' lines to `records`; answers how many
+/// lines could not be read.
+fn parse_lines<T: DeserializeOwned>(bytes: &[u8], records: &mut Vec<T>) -> u64 {
+    let mut skipped = 0;
     for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match serde_json::from_slice(line) {
-            Ok(record) => replay.records.push(record),
+            Ok(record) => records.push(record),
             Err(e) => {
-                replay.skipped += 1;
+                skipped += 1;
                 tracing::warn!("skipping unreadable log line {}: {e}", n + 1);
             }
         }
+    }
+    skipped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakehouse_retrieval::objects::{Caps, StoreConfig};
+
+    fn log() -> JsonlLog {
+        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("log-test-"));
+        let objects = Objects::open(&StoreConfig::Local {
+            root,
+            caps: Caps::default(),
+        })
+        .unwrap();
+        JsonlLog::new(objects, "test/log")
+    }
+
+    #[tokio::test]
+    async fn the_tail_is_read_newest_segment_first_and_no_further_than_asked() {
+        let log = log();
+        // A base with an unreadable line, then three segments of two records.
+        log.objects
+            .put(&log.base_key(), Bytes::from_static(b"0\nnot json\n"))
+            .await
+            .unwrap();
+        for segment in [[1, 2], [3, 4], [5, 6]] {
+            log.append(&segment).await.unwrap();
+        }
+
+        let mut seen: Vec<Vec<u32>> = Vec::new();
+        let skipped = log
+            .replay_newest::<u32>(|records| {
+                seen.push(records);
+                if seen.len() == 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, [vec![5, 6], vec![3, 4]]);
+        assert_eq!(skipped, 0, "the base was not read");
+
+        let mut all = Vec::new();
+        let skipped = log
+            .replay_newest::<u32>(|records| {
+                all.push(records);
+                ControlFlow::Continue(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(all, [vec![5, 6], vec![3, 4], vec![1, 2], vec![0]]);
+        assert_eq!(skipped, 1);
+        // The whole replay reads the same records in log order.
+        let replay = log.replay::<u32>().await.unwrap();
+        assert_eq!(replay.records, [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!((replay.skipped, replay.segments.len()), (1, 3));
     }
 }

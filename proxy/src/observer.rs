@@ -8,6 +8,7 @@
 //! client went away mid-stream).
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -348,21 +349,51 @@ impl Observer {
         }
     }
 
-    /// Replays the log into the ring (the newest `capacity` chats, with their
-    /// ratings; unreadable lines skipped and counted) and starts the writer.
+    /// Replays the end of the log into the ring (the newest `capacity` chats,
+    /// with their latest ratings; unreadable lines skipped and counted) and
+    /// starts the writer. Only the segments the ring needs are read, newest
+    /// first: the log grows with every chat, and a start that read it all
+    /// took 20 s (and held it all in memory) once it reached 1.5 GB.
     pub async fn open(
         objects: lakehouse_retrieval::objects::Objects,
         capacity: usize,
     ) -> Result<Self, lakehouse_memory::MemoryError> {
         let log = lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG);
-        let replay = log.replay::<Record>().await?;
         let mut observer = Self::new(capacity);
-        let chats = fold(replay.records);
-        let keep = chats.len().saturating_sub(observer.capacity);
-        let ring: VecDeque<Arc<ChatEvent>> = chats.into_iter().skip(keep).map(Arc::new).collect();
+        let mut newest_first = Vec::new();
+        // Read backwards, the first rating met for a chat is its latest.
+        let mut ratings = std::collections::HashMap::new();
+        let skipped = log
+            .replay_newest::<Record>(|records| {
+                for record in records.into_iter().rev() {
+                    match record {
+                        Record::Chat(e) => newest_first.push(*e),
+                        Record::Rating { id, rating } => {
+                            ratings.entry(id).or_insert(rating);
+                        }
+                    }
+                }
+                if newest_first.len() >= observer.capacity {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .await?;
+        newest_first.truncate(observer.capacity);
+        let ring: VecDeque<Arc<ChatEvent>> = newest_first
+            .into_iter()
+            .rev()
+            .map(|mut e| {
+                if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
+                    e.rating = Some(*r);
+                }
+                Arc::new(e)
+            })
+            .collect();
         observer.replayed = ring.len();
         observer.events = Mutex::new(ring);
-        observer.skipped_lines = replay.skipped;
+        observer.skipped_lines = skipped;
         let (tx, rx) = tokio::sync::mpsc::channel(16 * 1024);
         tokio::spawn(write_loop(log, rx, observer.write_failures.clone()));
         observer.writer = Some(tx);
@@ -783,6 +814,54 @@ mod tests {
             messages: None,
             answer: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_restart_reads_only_the_end_of_the_log_the_ring_holds() {
+        use lakehouse_retrieval::objects::{Caps, Objects, StoreConfig};
+        let objects = Objects::open(&StoreConfig::Local {
+            root: std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-")),
+            caps: Caps::default(),
+        })
+        .unwrap();
+        // The oldest segment is unreadable: a replay that reached it would count it.
+        objects
+            .put(
+                &format!("{LOG}/00000000000000000000-torn.jsonl"),
+                bytes::Bytes::from_static(b"not json\n"),
+            )
+            .await
+            .unwrap();
+        let first = Observer::open(objects.clone(), 10).await.unwrap();
+        assert_eq!(first.stats().skipped_lines, 1);
+        for n in 1..=4 {
+            let mut e = event("kimi", Outcome::Ok, f64::from(n));
+            e.id = Some(format!("chat-{n}"));
+            first.record(e);
+            first.flush().await; // one segment per chat
+        }
+        // Rated after later chats were written: the newest rating wins.
+        first.rate("chat-3", 0.2);
+        first.rate("chat-4", 0.5);
+        first.rate("chat-3", 0.9);
+        first.rate("chat-1", 1.0);
+        first.flush().await;
+
+        let again = Observer::open(objects, 2).await.unwrap();
+        let stats = again.stats();
+        assert_eq!((stats.replayed, stats.skipped_lines), (2, 0), "{stats:?}");
+        let ring: Vec<_> = again
+            .recent(10, None, None)
+            .into_iter()
+            .map(|e| (e.id.unwrap(), e.rating))
+            .collect();
+        assert_eq!(
+            ring,
+            [
+                ("chat-4".to_owned(), Some(0.5)),
+                ("chat-3".to_owned(), Some(0.9))
+            ]
+        );
     }
 
     #[test]
