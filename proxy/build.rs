@@ -13,6 +13,8 @@
 //! Anywhere else the binary is linked as usual.
 
 use std::env;
+use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 fn main() {
@@ -21,10 +23,18 @@ fn main() {
     if !links_with_lld() {
         return;
     }
-    let Ok(dir) = env::var("CARGO_MANIFEST_DIR") else {
+    // The linker reads a copy in OUT_DIR: cargo keeps this script's output
+    // for as long as the list is unchanged, and a path into the source tree
+    // that ran it breaks links from any other clone sharing the target dir.
+    let (Ok(out_dir), Ok(list)) = (env::var("OUT_DIR"), fs::read("hot-symbols.txt")) else {
         return;
     };
-    println!("cargo:rustc-link-arg-bin=lakehouse=-Wl,--symbol-ordering-file={dir}/hot-symbols.txt");
+    let copy = Path::new(&out_dir).join("hot-symbols.txt");
+    if fs::write(&copy, list).is_err() {
+        return;
+    }
+    let copy = copy.display();
+    println!("cargo:rustc-link-arg-bin=lakehouse=-Wl,--symbol-ordering-file={copy}");
     println!("cargo:rustc-link-arg-bin=lakehouse=-Wl,--no-warn-symbol-ordering");
 }
 

@@ -3,14 +3,15 @@
 //! Every OpenAI-compatible upstream (OpenRouter, Kimi, Ollama Cloud, Zen's
 //! chat models) sends an answer as many small `chat.completion.chunk`
 //! objects, nearly all of one shape: an id, a model, a timestamp and one
-//! choice whose delta carries a few characters of text. serde's derived
+//! choice whose delta carries a few characters of text; the last one carries
+//! the token counts instead. serde's derived
 //! decoding took 3,500 to 4,500 instructions a chunk (a quarter of a streamed
 //! chat's work in the proxy): its visitor machinery matches every key through
 //! a generic field enum and reads the ignored id, object and model strings
 //! in full. Reading the common shape here takes about 3,100.
 //!
 //! [`read_chunk`] reads that common shape in one pass and gives up (returns
-//! `None`) on anything else: tool calls, usage, logprobs, an error, an
+//! `None`) on anything else: tool calls, usage details, logprobs, an error, an
 //! annotation, a duplicate field, a value of a type it does not expect, a
 //! lone surrogate, deep nesting. The caller then uses serde, so a chunk
 //! decodes to exactly what serde makes of it or fails with serde's error;
@@ -18,7 +19,7 @@
 //!
 //! [`from_json_bytes`] is how the proxy parses JSON it holds as bytes.
 
-use crate::openai::{ChatChunk, ChunkChoice, Delta, FinishReason, Role};
+use crate::openai::{ChatChunk, ChunkChoice, Delta, FinishReason, Role, Usage};
 
 impl ChatChunk {
     /// Decodes an upstream's chunk: the same chunk, or the same error, as
@@ -352,8 +353,11 @@ impl<'a> Reader<'a> {
                     chunk.choices = choices;
                     4
                 }
+                b"usage" => {
+                    chunk.usage = reader.usage()?;
+                    8
+                }
                 // Rare fields with a value are left to serde.
-                b"usage" => reader.null().map(|()| 8)?,
                 b"error" => reader.null().map(|()| 16)?,
                 b"lakehouse" => reader.null().map(|()| 32)?,
                 // `id`, `object` and `model` are not read (see `ChatChunk`).
@@ -407,6 +411,28 @@ impl<'a> Reader<'a> {
             Some(bit)
         })?;
         Some(delta)
+    }
+
+    /// `null` or bare token counts, as the last chunk of every stream the
+    /// proxy asks usage for carries them; details and a cost are left to serde.
+    fn usage(&mut self) -> Option<Option<Usage>> {
+        if self.peek()? == b'n' {
+            self.null()?;
+            return Some(None);
+        }
+        let mut usage = Usage::default();
+        self.object(|reader, key| {
+            let (bit, count) = match key {
+                b"prompt_tokens" => (1, &mut usage.prompt_tokens),
+                b"completion_tokens" => (2, &mut usage.completion_tokens),
+                b"total_tokens" => (4, &mut usage.total_tokens),
+                b"prompt_tokens_details" | b"completion_tokens_details" | b"cost" => return None,
+                _ => return reader.skip(0).map(|()| 0),
+            };
+            *count = reader.unsigned()?;
+            Some(bit)
+        })?;
+        Some(Some(usage))
     }
 
     fn role(&mut self) -> Option<Option<Role>> {
@@ -471,6 +497,9 @@ mod tests {
         r#"{"id":"gen-17","provider":"OpenAI","model":"openai/gpt-4o","object":"chat.completion.chunk","created":1763900001,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi","reasoning":null,"reasoning_details":[]},"finish_reason":null,"native_finish_reason":null,"logprobs":null}],"system_fingerprint":"fp_1"}"#,
         // Kimi: reasoning_content.
         r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1763900002,"model":"kimi-k2","choices":[{"index":0,"delta":{"reasoning_content":"think"},"finish_reason":null}]}"#,
+        // The usage chunk that ends a stream asked for usage.
+        r#"{"id":"gen-1","object":"chat.completion.chunk","created":1763900000,"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":6,"total_tokens":17}}"#,
+        r#"{"choices":[],"usage":{"total_tokens":3,"queue_time":0.5},"usage_extra":null}"#,
         " { \"choices\" : [ ] , \"created\" : 0 } \n",
     ];
 
@@ -492,7 +521,15 @@ mod tests {
     fn what_the_fast_path_leaves_to_serde() {
         for text in [
             // Rare fields with values: serde reads them.
-            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":3,"cost":0.001}}"#,
+            r#"{"choices":[],"usage":{"completion_tokens_details":null}}"#,
+            r#"{"choices":[{"index":0,"delta":{},"usage":{"total_tokens":3}}]}"#,
+            // What serde refuses, the fast path refuses too.
+            r#"{"choices":[],"usage":{"total_tokens":3,"total_tokens":3}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":3.0}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":-3}}"#,
+            r#"{"choices":[],"usage":[]}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
             r#"{"choices":[{"index":0,"delta":{},"logprobs":{"content":[]}}]}"#,
             r#"{"error":{"message":"boom"},"choices":[]}"#,
@@ -572,15 +609,26 @@ mod tests {
         let choice = (0u32..3, delta, finish, extra).prop_map(|(index, delta, finish, extra)| {
             format!("{{\"index\":{index},\"delta\":{delta},\"finish_reason\":{finish}{extra}}}")
         });
+        let usage = prop_oneof![
+            Just(String::new()),
+            Just(",\"usage\":null".to_owned()),
+            (any::<u32>(), any::<u32>(), prop::sample::select(vec!["", ",\"x\":[0.5]"])).prop_map(
+                |(prompt, completion, extra)| {
+                    let total = u64::from(prompt) + u64::from(completion);
+                    format!(",\"usage\":{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{total}{extra}}}")
+                }
+            ),
+        ];
         (
             prop::collection::vec(choice, 0..3),
             // Nineteen digits at most: longer numbers are left to serde.
             0u64..10_000_000_000_000_000_000,
+            usage,
             prop::sample::select(vec!["", " ", "\n  "]),
         )
-            .prop_map(|(choices, created, space)| {
+            .prop_map(|(choices, created, usage, space)| {
                 format!(
-                    "{{{space}\"id\":\"gen-1\",{space}\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"m\",\"choices\":[{}]{space}}}",
+                    "{{{space}\"id\":\"gen-1\",{space}\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":\"m\",\"choices\":[{}]{usage}{space}}}",
                     choices.join(&format!(",{space}"))
                 )
             })

@@ -1,8 +1,11 @@
 //! Server-sent events at the edge: chat streams and the fan-out stream.
 //!
 //! Each [`Event`] is encoded once, straight into the bytes that go on the
-//! wire (`data: {json}\n\n`), and becomes one body frame as soon as it is
-//! ready. A `: keep-alive` comment goes out only after `keep_alive` with
+//! wire (`data: {json}\n\n`), and becomes a body frame as soon as it is
+//! ready. Events that are ready together (a chat's upstream chunks that came
+//! in one read) may share a frame: each still goes out the moment it exists,
+//! but hyper's per-frame work (chunk-size line, write queue entries, one pass
+//! of the body's poll chain) is paid once for them. A `: keep-alive` comment goes out only after `keep_alive` with
 //! nothing sent, so idle intermediaries do not cut a slow stream.
 //!
 //! Our own body rather than axum's `Sse`: that one copies every event again
@@ -29,7 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::ApiError;
 
-/// One event, already encoded for the wire.
+/// One event, or several that were ready together, encoded for the wire.
 #[derive(Debug, Clone)]
 pub struct Event(Bytes);
 
@@ -46,15 +49,7 @@ impl Event {
     /// `text` as data, one `data:` line per line of it.
     pub fn data(text: &str) -> Self {
         let mut wire = Vec::with_capacity(text.len() + 8);
-        for line in text.lines() {
-            wire.extend_from_slice(b"data: ");
-            wire.extend_from_slice(line.as_bytes());
-            wire.push(b'\n');
-        }
-        if text.is_empty() {
-            wire.extend_from_slice(b"data: \n");
-        }
-        wire.push(b'\n');
+        write_data(&mut wire, text);
         Self(wire.into())
     }
 
@@ -63,10 +58,28 @@ impl Event {
         Self::data(&error.body().to_string())
     }
 
+    /// The events written one after the other into `wire`.
+    pub fn from_wire(wire: Vec<u8>) -> Self {
+        Self(wire.into())
+    }
+
     /// The bytes as they go on the wire.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+}
+
+/// Appends the event of `text` (see [`Event::data`]) to `wire`.
+pub fn write_data(wire: &mut Vec<u8>, text: &str) {
+    for line in text.lines() {
+        wire.extend_from_slice(b"data: ");
+        wire.extend_from_slice(line.as_bytes());
+        wire.push(b'\n');
+    }
+    if text.is_empty() {
+        wire.extend_from_slice(b"data: \n");
+    }
+    wire.push(b'\n');
 }
 
 /// Encodes the chunks of one chat stream as events, each a `data:` line of
@@ -80,7 +93,12 @@ pub struct ChunkEncoder {
 }
 
 impl ChunkEncoder {
-    pub fn event(&mut self, chunk: &ChatChunk) -> Result<Event, serde_json::Error> {
+    /// Appends the event of `chunk` to `wire`; on an error `wire` is as it was.
+    pub fn write(
+        &mut self,
+        chunk: &ChatChunk,
+        wire: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
         if !self.head_of.as_ref().is_some_and(|h| h.same_head(chunk)) {
             self.head.clear();
             // Room for a usual id and model, so the head is written without regrowing.
@@ -93,12 +111,16 @@ impl ChunkEncoder {
                 ..ChatChunk::default()
             });
         }
-        let mut wire = Vec::with_capacity(self.head.len() + 192);
+        let start = wire.len();
+        wire.reserve(self.head.len() + 192);
         wire.extend_from_slice(b"data: ");
         wire.extend_from_slice(&self.head);
-        chunk.write_tail(&mut wire)?;
+        if let Err(e) = chunk.write_tail(wire) {
+            wire.truncate(start);
+            return Err(e);
+        }
         wire.extend_from_slice(b"\n\n");
-        Ok(Event(wire.into()))
+        Ok(())
     }
 }
 
@@ -218,9 +240,13 @@ mod tests {
         ] {
             chunk.id = id.into();
             chunk.created = created;
-            let event = encoder.event(&chunk).unwrap();
+            let mut wire = b"data: [earlier]\n\n".to_vec();
+            encoder.write(&chunk, &mut wire).unwrap();
             let json = serde_json::to_string(&chunk).unwrap();
-            assert_eq!(event.as_bytes(), format!("data: {json}\n\n").as_bytes());
+            assert_eq!(
+                wire,
+                format!("data: [earlier]\n\ndata: {json}\n\n").as_bytes()
+            );
         }
     }
 

@@ -2,8 +2,8 @@
 //!
 //! The first upstream event is awaited before any status is sent, so a refusal
 //! or an early failure becomes a real HTTP error. After that every upstream
-//! event is written as its own SSE event at once (one body frame each, see
-//! [`crate::sse`]). Dropping the response body, as hyper does when the client
+//! event is written as its own SSE event at once (events ready together share
+//! a body frame, see [`crate::sse`]). Dropping the response body, as hyper does when the client
 //! goes away, drops the upstream request with it.
 
 use std::pin::Pin;
@@ -647,7 +647,8 @@ fn sse_response(chunks: Tap, wants_usage: bool, keep_alive: Duration) -> Respons
 }
 
 /// The SSE events of a chat's chunks (see [`sse_response`]); a plain `Stream`
-/// so nothing is moved per chunk.
+/// so nothing is moved per chunk. The events of chunks that are ready
+/// together go out in one frame (see [`crate::sse`]): none waits for another.
 struct ChunkEvents {
     chunks: Tap,
     encoder: ChunkEncoder,
@@ -655,35 +656,44 @@ struct ChunkEvents {
     finished: bool,
 }
 
+/// A frame takes no more ready events once it holds this many bytes, so a
+/// burst of chunks is written as it is encoded rather than gathered whole.
+const FRAME_BYTES: usize = 16 * 1024;
+
 impl Stream for ChunkEvents {
     type Item = Event;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         let this = self.get_mut();
-        if this.finished {
-            return Poll::Ready(None);
-        }
-        loop {
-            let event = match ready!(this.chunks.poll_next_unpin(cx)) {
-                Some(Ok(chunk)) if chunk.choices.is_empty() && !this.wants_usage => continue,
-                Some(Ok(chunk)) => match this.encoder.event(&chunk) {
-                    Ok(event) => event,
-                    Err(e) => {
+        let mut wire = Vec::new();
+        while !this.finished && wire.len() < FRAME_BYTES {
+            let Poll::Ready(next) = this.chunks.poll_next_unpin(cx) else {
+                break;
+            };
+            match next {
+                Some(Ok(chunk)) if chunk.choices.is_empty() && !this.wants_usage => {}
+                Some(Ok(chunk)) => {
+                    if let Err(e) = this.encoder.write(&chunk, &mut wire) {
                         this.finished = true;
-                        Event::error(&ApiError::internal(format!("cannot encode a chunk: {e}")))
+                        let error = ApiError::internal(format!("cannot encode a chunk: {e}"));
+                        sse::write_data(&mut wire, &error.body().to_string());
                     }
-                },
+                }
                 Some(Err(e)) => {
                     tracing::warn!("stream failed after it started: {e}");
                     this.finished = true;
-                    Event::error(&ApiError::from(e))
+                    sse::write_data(&mut wire, &ApiError::from(e).body().to_string());
                 }
                 None => {
                     this.finished = true;
-                    Event::data("[DONE]")
+                    sse::write_data(&mut wire, "[DONE]");
                 }
-            };
-            return Poll::Ready(Some(event));
+            }
+        }
+        match (wire.is_empty(), this.finished) {
+            (false, _) => Poll::Ready(Some(Event::from_wire(wire))),
+            (true, true) => Poll::Ready(None),
+            (true, false) => Poll::Pending,
         }
     }
 }
