@@ -312,12 +312,36 @@ mod tests {
             .collect();
         index.add(rows).unwrap();
         assert_eq!(index.len(), 3000);
-        let hits = index.search(&spread(1500), 3).unwrap();
-        assert_eq!(hits.len(), 3);
-        assert_eq!(hits[0].id, "row1500");
-        assert_eq!(hits[0].text, "text 1500");
-        assert!(hits[0].score > 0.999, "{}", hits[0].score);
-        assert!(hits[1].score < hits[0].score);
+        // Inserts run on several threads, so the graph (and which rare
+        // stored vector a search misses) differs run to run: the test asks
+        // for near-perfect recall of stored vectors, not for any one of them.
+        let probes: Vec<u64> = (0..3000).step_by(30).collect();
+        let top_hits = |index: &VectorIndex| -> Vec<Neighbor> {
+            probes
+                .iter()
+                .map(|&i| index.search(&spread(i), 3).unwrap().remove(0))
+                .collect()
+        };
+        let hits = top_hits(&index);
+        let found = probes
+            .iter()
+            .zip(&hits)
+            .filter(|(i, hit)| hit.id == format!("row{i}"))
+            .count();
+        assert!(
+            found >= 97,
+            "{found} of 100 stored vectors found themselves"
+        );
+        for hit in &hits {
+            assert_eq!(hit.text, hit.id.replace("row", "text "));
+        }
+        let best = index.search(&spread(1500), 3).unwrap();
+        assert_eq!(best.len(), 3);
+        assert!(best[0].score > best[1].score && best[1].score >= best[2].score);
+        assert!(
+            best.iter().all(|hit| hit.score <= 1.001),
+            "cosine similarity beyond 1: {best:?}"
+        );
         assert_eq!(index.doc("row7").map(|d| d.text.as_str()), Some("text 7"));
         let (doc, sim) = index.similarity("row7", &spread(7)).unwrap().unwrap();
         assert_eq!(doc.id, "row7");
@@ -327,8 +351,8 @@ mod tests {
         assert!(index.similarity("nope", &spread(1)).unwrap().is_none());
         let (bytes, ids) = index.to_bytes().unwrap();
         let back = VectorIndex::from_bytes(&bytes, &ids, 16).unwrap();
-        let back_hits = back.search(&spread(1500), 3).unwrap();
-        assert_eq!(back_hits[0].id, "row1500");
+        // The same graph searched the same way: the very same answers.
+        assert_eq!(top_hits(&back), hits);
         let bad = Doc {
             id: "bad".into(),
             text: String::new(),
