@@ -660,6 +660,10 @@ struct ChunkEvents {
 /// burst of chunks is written as it is encoded rather than gathered whole.
 const FRAME_BYTES: usize = 16 * 1024;
 
+/// Room a frame starts with: a usual upstream read's worth of events (~8),
+/// so the frame is not regrown and copied event by event.
+const FRAME_START_BYTES: usize = 2 * 1024;
+
 impl Stream for ChunkEvents {
     type Item = Event;
 
@@ -673,6 +677,9 @@ impl Stream for ChunkEvents {
             match next {
                 Some(Ok(chunk)) if chunk.choices.is_empty() && !this.wants_usage => {}
                 Some(Ok(chunk)) => {
+                    if wire.is_empty() {
+                        wire.reserve(FRAME_START_BYTES);
+                    }
                     if let Err(e) = this.encoder.write(&chunk, &mut wire) {
                         this.finished = true;
                         let error = ApiError::internal(format!("cannot encode a chunk: {e}"));
