@@ -7,6 +7,7 @@
 # Proxy figures are medians over ROUNDS (default 3) interleaved rounds.
 #   scripts/bench.sh
 #   DURATION=10 ROUNDS=5 LEVELS=1,4,16,64 scripts/bench.sh --sections proxy,streaming
+#   HALT_POLL_NS=200000 scripts/bench.sh --sections proxy   # VM guest polls before halting (root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
