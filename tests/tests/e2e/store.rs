@@ -3,9 +3,6 @@
 //! and on S3 too when `LAKEHOUSE_TEST_S3_ENDPOINT` names a running S3 server
 //! (scripts/test.sh starts one).
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::time::Duration;
 
 use lakehouse::config::Config;

@@ -1,15 +1,10 @@
 //! End to end: the real proxy app in front of the fake upstream, one case per
 //! route of the design table, through every protocol the five providers speak.
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Keys, TEST_KEY, sse_data, start, start_with, user, weather_tool};
+use crate::common::{Keys, TEST_KEY, sse_data, start, start_with, user, weather_tool};
 use futures::StreamExt;
 use serde_json::{Value, json};
 

@@ -1,12 +1,7 @@
 //! The plugins around a chat, end to end: the real app with the real store and
 //! embedder, in front of the fake upstream that records what it received.
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
-use common::{Harness, Keys, sample, start_with, user};
+use crate::common::{Harness, Keys, sample, start_with, user};
 use serde_json::{Value, json};
 
 const DOCS: &str = r#"{"id":"tea","text":"Green tea is brewed with water at about 80 degrees Celsius for two minutes."}

@@ -1,11 +1,8 @@
 //! Auth, rate limits, the IP allowlist and the server's own limits
 //! (concurrency shedding, message count, stalled bodies), over real HTTP.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
-use common::{Harness, Keys, start_with, user};
+use crate::common;
+use crate::common::{Harness, Keys, start_with, user};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,14 +1,9 @@
 //! Workflows, distillation and drift, end to end: the real app with workflow
 //! files on disk, the fake upstream answering chats and judge calls.
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::path::PathBuf;
 
-use common::{Harness, Keys, start_with, user};
+use crate::common::{Harness, Keys, start_with, user};
 use serde_json::{Value, json};
 
 /// A fresh folder holding `files` (name, TOML text).

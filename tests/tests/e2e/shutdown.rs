@@ -1,13 +1,8 @@
 //! Graceful shutdown: in-flight streams finish, within a bounded grace period.
 
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{start, user};
+use crate::common::{start, user};
 use futures::StreamExt;
 use serde_json::json;
 

@@ -1,13 +1,10 @@
 //! `/v1/fanout` and the scrum review against the fake upstream, with a
 //! canned answer (or fault) per model.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
 use std::time::Duration;
 
-use common::{Harness, sse_data, user};
+use crate::common;
+use crate::common::{Harness, sse_data, user};
 use lakehouse::scrum::{ParseStatus, ReviewOptions, Severity};
 use lakehouse_e2e::Canned;
 use serde_json::{Value, json};

@@ -1,11 +1,8 @@
 //! The operator's view: request ids, the recent-request ring, provider
 //! figures, `/metrics` and the console page, against the fake upstream.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
-
-use common::{sample, user};
+use crate::common;
+use crate::common::{sample, user};
 use serde_json::{Value, json};
 
 #[tokio::test]
