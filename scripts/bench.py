@@ -177,6 +177,9 @@ def stop_all(procs):
     procs.clear()
 
 
+HALT_POLL = pathlib.Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
 def idle_policy():
     """How this machine's idle CPUs wait: in a VM whose guest halts at once
     (halt polling 0 ns), every wakeup of an idle vCPU is a VM exit, which at
@@ -188,11 +191,8 @@ def idle_policy():
             return None
     return {
         "cpuidle_governor": read("/sys/devices/system/cpu/cpuidle/current_governor"),
-        "guest_halt_poll_ns": read("/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+        "guest_halt_poll_ns": read(HALT_POLL),
     }
-
-
-HALT_POLL = pathlib.Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
 
 
 def set_halt_poll(ns):
