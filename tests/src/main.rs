@@ -10,6 +10,13 @@ use clap::Parser;
 use lakehouse_e2e::{FakeState, serve};
 use tokio::net::TcpListener;
 
+/// jemalloc, as in `lakehouse`: the fake builds every answer from small JSON
+/// values on two worker threads, and glibc's malloc made them queue on its
+/// arena locks (a streamed answer cost 45-70 µs of CPU; the benchmark's
+/// upstream must not be its bottleneck).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Fake upstream LLM servers with fault injection.
 #[derive(Debug, Parser)]
 #[command(name = "fake-upstream", version)]
