@@ -6,6 +6,8 @@
 //! replicas since names never collide). Replay reads the base, then the
 //! segments in name (time) order. Compaction folds everything into a new base
 //! and deletes the segments it read; segments written meanwhile stay.
+//! Retention ([`JsonlLog::prune_before`]) deletes whole segments by the time
+//! their name starts with, so it reads nothing.
 //!
 //! Lines that do not parse (corruption, a truncated tail from a hand copy) are
 //! skipped and counted, never fatal.
@@ -157,6 +159,32 @@ impl JsonlLog {
         Ok(keys)
     }
 
+    /// Deletes the segments written before `cutoff` (by the time their name
+    /// starts with) and answers how many went. The base and segments whose
+    /// name carries no time are kept. A segment that cannot be deleted is
+    /// logged and left for the next call.
+    pub async fn prune_before(&self, cutoff: std::time::SystemTime) -> Result<usize> {
+        let cutoff = cutoff
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let prefix = format!("{}/", self.name);
+        let mut removed = 0;
+        for key in self.segment_keys().await? {
+            let written = key
+                .strip_prefix(&prefix)
+                .and_then(|file| file.split_once('-'))
+                .and_then(|(micros, _)| micros.parse::<u128>().ok());
+            if written.is_none_or(|micros| micros >= cutoff) {
+                continue;
+            }
+            match self.objects.delete(&key).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("retention left segment {key}: {e}"),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Folds the log into one base object holding the last record of every
     /// key, in first-seen order. The log is read afresh (so other replicas'
     /// segments are kept); segments written meanwhile are left for next time.
@@ -279,5 +307,40 @@ mod tests {
         let replay = log.replay::<u32>().await.unwrap();
         assert_eq!(replay.records, [0, 1, 2, 3, 4, 5, 6]);
         assert_eq!((replay.skipped, replay.segments.len()), (1, 3));
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_the_segments_written_before_the_cutoff() {
+        let log = log();
+        log.objects
+            .put(&log.base_key(), Bytes::from_static(b"0\n"))
+            .await
+            .unwrap();
+        // Two segments from 2001 (by their names), one with no time in its
+        // name, and one written now.
+        for (key, line) in [
+            ("test/log/00000978307200000000-a-000000.jsonl", "1\n"),
+            ("test/log/00000978307300000000-b-000001.jsonl", "2\n"),
+            ("test/log/handmade.jsonl", "3\n"),
+        ] {
+            log.objects.put(key, Bytes::from(line)).await.unwrap();
+        }
+        log.append(&[4]).await.unwrap();
+
+        let day = std::time::Duration::from_secs(86_400);
+        let removed = log
+            .prune_before(std::time::SystemTime::now() - day)
+            .await
+            .unwrap();
+        assert_eq!(removed, 2);
+        let replay = log.replay::<u32>().await.unwrap();
+        // Segments replay in name order: digits before letters.
+        assert_eq!(replay.records, [0, 4, 3], "base, new and timeless kept");
+        // Nothing is left to prune.
+        let again = log
+            .prune_before(std::time::SystemTime::now() - day)
+            .await
+            .unwrap();
+        assert_eq!(again, 0);
     }
 }

@@ -319,6 +319,9 @@ pub struct ServerConfig {
     /// keep-alive requests (slowloris clients and idle connections are closed).
     #[serde(default = "default_header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
+    /// Days the observer log keeps a chat; 0 keeps every chat.
+    #[serde(default)]
+    pub observer_retention_days: u64,
 }
 
 fn default_max_concurrent_requests() -> usize {
@@ -333,6 +336,9 @@ fn default_body_read_timeout_secs() -> u64 {
 fn default_header_read_timeout_secs() -> u64 {
     30
 }
+
+/// A century: more is a typo, and days in seconds must not overflow.
+const MAX_RETENTION_DAYS: u64 = 36_500;
 
 fn default_recent_requests() -> usize {
     1000
@@ -360,6 +366,7 @@ impl Default for ServerConfig {
             keep_alive_secs: default_keep_alive_secs(),
             worker_threads: 0,
             recent_requests: default_recent_requests(),
+            observer_retention_days: 0,
             max_concurrent_requests: default_max_concurrent_requests(),
             max_messages: default_max_messages(),
             body_read_timeout_secs: default_body_read_timeout_secs(),
@@ -371,6 +378,12 @@ impl Default for ServerConfig {
 impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// How long the observer log keeps a chat, when it does not keep them all.
+    pub fn observer_retention(&self) -> Option<Duration> {
+        (self.observer_retention_days > 0)
+            .then(|| Duration::from_secs(self.observer_retention_days * 86_400))
     }
 
     /// How long a stream may stay quiet before a keep-alive comment (at least 1 s).
@@ -607,6 +620,12 @@ impl Config {
             return Err(err(
                 "server.recent_requests".into(),
                 "must be from 1 to 1000000".into(),
+            ));
+        }
+        if self.server.observer_retention_days > MAX_RETENTION_DAYS {
+            return Err(err(
+                "server.observer_retention_days".into(),
+                format!("must be at most {MAX_RETENTION_DAYS} (0 keeps every chat)"),
             ));
         }
         for p in self.provider_settings() {
@@ -857,6 +876,7 @@ mod tests {
         assert_eq!(config.provider_settings().len(), 5);
         assert!(config.models.get("local_fast").is_some());
         assert!(config.auth.tokens.is_empty());
+        assert_eq!(config.server.observer_retention(), None, "keeps every chat");
     }
 
     #[test]
@@ -870,6 +890,10 @@ mod tests {
             vec![crate::auth::Scope::Admin, crate::auth::Scope::Client]
         );
         assert_eq!(config.auth.tokens[1].requests_per_minute, Some(600));
+        assert_eq!(
+            config.server.observer_retention(),
+            Some(Duration::from_secs(90 * 86_400))
+        );
     }
 
     #[test]
@@ -889,6 +913,10 @@ mod tests {
         let err =
             Config::parse("[providers.kimi]\nbase_url = \"ftp://x\"\n", "x.toml").unwrap_err();
         assert_eq!(err.key, "providers.kimi.base_url");
+        let err =
+            Config::parse("[server]\nobserver_retention_days = 40000\n", "x.toml").unwrap_err();
+        assert_eq!(err.key, "server.observer_retention_days");
+        assert!(err.reason.contains("36500"), "{}", err.reason);
         let err = Config::parse(
             "[[providers.custom]]\nname = \"kimi\"\nbase_url = \"http://x\"\n",
             "x.toml",

@@ -89,7 +89,12 @@ pub async fn state_from_config(config: config::Config) -> Result<SharedState, St
             .with_awaiting_capacity(config.plugins.playbook.awaiting_rating),
     );
     let pipeline = registry::build_pipeline(&config, &store, &pathway, &playbook);
-    let observer = observer::Observer::open(objects, config.server.recent_requests).await?;
+    let observer = observer::Observer::open(
+        objects,
+        config.server.recent_requests,
+        config.server.observer_retention(),
+    )
+    .await?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(
         config.server.max_concurrent_requests,
     ));

@@ -3,6 +3,10 @@
 //! recent events (`GET /admin/requests`, the console's request list and the
 //! per-provider latency and error figures).
 //!
+//! The log (`observer/events` in the store) keeps every chat unless
+//! `server.observer_retention_days` is set: then segments older than that are
+//! deleted at start and every hour after.
+//!
 //! A [`Witness`] follows one chat from its start to its last chunk and records
 //! the event exactly once: when it is finished, or when it is dropped (the
 //! client went away mid-stream).
@@ -249,6 +253,8 @@ impl std::fmt::Debug for Command {
 const LINGER: Duration = Duration::from_millis(250);
 /// Most records in one segment.
 const MAX_BATCH: usize = 2000;
+/// How often a running server looks for segments past the retention.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// Which events to return.
 #[derive(Debug, Clone, Default)]
@@ -295,6 +301,8 @@ pub struct ObserverStats {
     pub dropped: u64,
     /// Segments that could not be written.
     pub write_failures: u64,
+    /// Log segments deleted because they were older than the retention.
+    pub pruned_segments: u64,
 }
 
 /// The bounded ring of recent events, and the writer that appends them to
@@ -310,6 +318,7 @@ pub struct Observer {
     skipped_lines: u64,
     dropped: AtomicU64,
     write_failures: std::sync::Arc<AtomicU64>,
+    pruned_segments: std::sync::Arc<AtomicU64>,
     /// The store the log lives in, when there is one.
     objects: Option<lakehouse_retrieval::objects::Objects>,
 }
@@ -345,21 +354,33 @@ impl Observer {
             skipped_lines: 0,
             dropped: AtomicU64::new(0),
             write_failures: std::sync::Arc::default(),
+            pruned_segments: std::sync::Arc::default(),
             objects: None,
         }
     }
 
-    /// Replays the end of the log into the ring (the newest `capacity` chats,
-    /// with their latest ratings; unreadable lines skipped and counted) and
-    /// starts the writer. Only the segments the ring needs are read, newest
+    /// Deletes the log's segments older than `retention` (when set), replays
+    /// the end of the log into the ring (the newest `capacity` chats, with
+    /// their latest ratings; unreadable lines skipped and counted) and starts
+    /// the writer, and the hourly retention when set. Only the segments the ring needs are read, newest
     /// first: the log grows with every chat, and a start that read it all
     /// took 20 s (and held it all in memory) once it reached 1.5 GB.
     pub async fn open(
         objects: lakehouse_retrieval::objects::Objects,
         capacity: usize,
+        retention: Option<Duration>,
     ) -> Result<Self, lakehouse_memory::MemoryError> {
         let log = lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG);
         let mut observer = Self::new(capacity);
+        if let Some(retention) = retention {
+            // Before the replay, so that no expired chat reaches the ring.
+            prune(&log, retention, &observer.pruned_segments).await;
+            tokio::spawn(retention_loop(
+                lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
+                retention,
+                observer.pruned_segments.clone(),
+            ));
+        }
         let mut newest_first = Vec::new();
         // Read backwards, the first rating met for a chat is its latest.
         let mut ratings = std::collections::HashMap::new();
@@ -481,6 +502,7 @@ impl Observer {
             skipped_lines: self.skipped_lines,
             dropped: self.dropped.load(Ordering::Relaxed),
             write_failures: self.write_failures.load(Ordering::Relaxed),
+            pruned_segments: self.pruned_segments.load(Ordering::Relaxed),
         }
     }
 
@@ -599,6 +621,37 @@ async fn write_loop(
                 let _ = ack.send(());
             }
         }
+    }
+}
+
+/// Deletes the segments older than `retention`, counting them in `pruned`.
+async fn prune(log: &lakehouse_memory::log::JsonlLog, retention: Duration, pruned: &AtomicU64) {
+    let cutoff = SystemTime::now()
+        .checked_sub(retention)
+        .unwrap_or(UNIX_EPOCH);
+    match log.prune_before(cutoff).await {
+        Ok(0) => {}
+        Ok(removed) => {
+            pruned.fetch_add(removed as u64, Ordering::Relaxed);
+            tracing::info!("observer: deleted {removed} log segments past the retention");
+        }
+        Err(e) => tracing::warn!("observer: retention could not list the log: {e}"),
+    }
+}
+
+/// [`prune`] every [`RETENTION_EVERY`], the first time one period after start
+/// (start itself prunes before the replay).
+async fn retention_loop(
+    log: lakehouse_memory::log::JsonlLog,
+    retention: Duration,
+    pruned: std::sync::Arc<AtomicU64>,
+) {
+    let first = tokio::time::Instant::now() + RETENTION_EVERY;
+    let mut every = tokio::time::interval_at(first, RETENTION_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        prune(&log, retention, &pruned).await;
     }
 }
 
@@ -832,7 +885,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let first = Observer::open(objects.clone(), 10).await.unwrap();
+        let first = Observer::open(objects.clone(), 10, None).await.unwrap();
         assert_eq!(first.stats().skipped_lines, 1);
         for n in 1..=4 {
             let mut e = event("kimi", Outcome::Ok, f64::from(n));
@@ -847,7 +900,7 @@ mod tests {
         first.rate("chat-1", 1.0);
         first.flush().await;
 
-        let again = Observer::open(objects, 2).await.unwrap();
+        let again = Observer::open(objects, 2, None).await.unwrap();
         let stats = again.stats();
         assert_eq!((stats.replayed, stats.skipped_lines), (2, 0), "{stats:?}");
         let ring: Vec<_> = again
@@ -862,6 +915,47 @@ mod tests {
                 ("chat-3".to_owned(), Some(0.9))
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn chats_past_the_retention_are_deleted_before_the_replay() {
+        use lakehouse_retrieval::objects::{Caps, Objects, StoreConfig};
+        let objects = Objects::open(&StoreConfig::Local {
+            root: std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-")),
+            caps: Caps::default(),
+        })
+        .unwrap();
+        // A chat logged in 2001 (by its segment's name), then one logged now.
+        let mut old = event("kimi", Outcome::Ok, 1.0);
+        old.id = Some("chat-old".into());
+        let mut line = Vec::new();
+        Line::Chat(&old).write_json(&mut line).unwrap();
+        line.push(b'\n');
+        let old_key = format!("{LOG}/00000978307200000000-old-000000.jsonl");
+        objects.put(&old_key, line.into()).await.unwrap();
+        let first = Observer::open(objects.clone(), 10, None).await.unwrap();
+        assert_eq!(
+            first.stats().replayed,
+            1,
+            "without retention the old chat stays"
+        );
+        let mut new = event("kimi", Outcome::Ok, 2.0);
+        new.id = Some("chat-new".into());
+        first.record(new);
+        first.flush().await;
+
+        let day = Duration::from_secs(86_400);
+        let again = Observer::open(objects.clone(), 10, Some(day))
+            .await
+            .unwrap();
+        let stats = again.stats();
+        assert_eq!((stats.pruned_segments, stats.replayed), (1, 1), "{stats:?}");
+        let ids = |events: Vec<ChatEvent>| -> Vec<String> {
+            events.into_iter().filter_map(|e| e.id).collect()
+        };
+        assert_eq!(ids(again.recent(10, None, None)), ["chat-new"]);
+        assert_eq!(ids(again.history().await.unwrap()), ["chat-new"]);
+        assert!(objects.get_opt(&old_key).await.unwrap().is_none());
     }
 
     #[test]

@@ -123,6 +123,14 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         &[],
         &[(vec![], observer.write_failures)],
     );
+    render_family(
+        &mut out,
+        Kind::Counter,
+        "lakehouse_observer_pruned_segments_total",
+        "Observer log segments deleted as older than server.observer_retention_days.",
+        &[],
+        &[(vec![], observer.pruned_segments)],
+    );
     let pathway = state.pathway.stats().await;
     let playbook = state.playbook.stats().await;
     render_family(
