@@ -8,6 +8,8 @@ Sections (all loopback, bounded in time):
              `floor` and `floor_json`, also through `proxy-floor` (non-stream only): the
              bare axum hop with Lakehouse's upstream client, bytes passed or JSON
              re-encoded, i.e. what the stack costs before Lakehouse does anything.
+             Every run records the CPU time per request of the target's processes
+             and of the fake upstream.
   streaming  time to first token added by the proxy, and chunk spacing: an upstream
              emitting N chunks every G ms must reach the client as N SSE events G ms apart.
   retrieval  pre-hook latency over 3 corpora x ROWS vectors (embedder reported apart),
@@ -260,8 +262,39 @@ def wrk(url, body, connections, duration, tmp, token):
     return r
 
 
-def proxy_section(targets, levels, duration, rounds, tmp):
+def process_tree(pid):
+    """`pid` and its descendants (nginx's and LiteLLM's workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            todo += [int(c) for c in pathlib.Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of `pid`'s process tree, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def proxy_section(targets, pids, upstream_pid, levels, duration, rounds, tmp):
     """Every target at every level, `rounds` times, interleaved.
+
+    Each run also records the CPU time per request of the target's processes
+    (`pids[name]`, with its workers) and of the fake upstream: on 2 shared
+    cores the throughput ratios hide what each hop costs, and a proxy that
+    makes the upstream work harder shows there.
 
     This VM's throughput drifts by tens of percent from one minute to the
     next, so one run per target would compare machines, not proxies. Each
@@ -283,7 +316,11 @@ def proxy_section(targets, levels, duration, rounds, tmp):
                     if i == 0:
                         wrk(url, body, conns, 1, tmp, token)  # warm-up: connections, pools, caches
                     settle()
+                    proxy_cpu, upstream_cpu = cpu_seconds(pids[name]), cpu_seconds(upstream_pid)
                     r = wrk(url, body, conns, duration, tmp, token)
+                    served = max(r["requests"], 1)
+                    r["cpu_us_per_req"] = round((cpu_seconds(pids[name]) - proxy_cpu) / served * 1e6, 1)
+                    r["upstream_cpu_us_per_req"] = round((cpu_seconds(upstream_pid) - upstream_cpu) / served * 1e6, 1)
                     runs[name].append(r)
                     print(f"  {case} round {i + 1} {name}: p50 {r['p50']} us, {r['rps']:.0f} req/s", flush=True)
             runs = {name: rs for name, rs in runs.items() if rs}
@@ -308,10 +345,16 @@ def summarize(runs):
         put(f"{name}_added_p50_us", [r["p50"] - d["p50"] for r, d in zip(rs, direct)])
         put(f"{name}_added_p99_us", [r["p99"] - d["p99"] for r, d in zip(rs, direct)])
         s[f"{name}_rps"] = statistics.median(r["rps"] for r in rs)
+    for name, rs in runs.items():
+        if all("cpu_us_per_req" in r for r in rs):
+            put(f"{name}_cpu_us", [r["cpu_us_per_req"] for r in rs])
+            put(f"{name}_upstream_cpu_us", [r["upstream_cpu_us_per_req"] for r in rs])
     lh = runs.get("lakehouse")
     if lh and "nginx" in runs:
         nginx = runs["nginx"]
         put("lakehouse_rps_over_nginx", [round(l["rps"] / n["rps"], 3) for l, n in zip(lh, nginx)])
+        if "lakehouse_cpu_us" in s and "nginx_cpu_us" in s:
+            put("lakehouse_cpu_over_nginx", [round(l["cpu_us_per_req"] / max(n["cpu_us_per_req"], 0.1), 2) for l, n in zip(lh, nginx)])
         put(
             "lakehouse_added_p50_over_nginx",
             [round((l["p50"] - d["p50"]) / max(n["p50"] - d["p50"], 1), 2) for l, n, d in zip(lh, nginx, direct)],
@@ -526,6 +569,23 @@ def markdown(report):
                     f"| {case} | {cell(s, 'floor_rps_over_nginx', '.2f')} | {cell(s, 'floor_json_rps_over_nginx', '.2f')} | "
                     f"{cell(s, 'lakehouse_rps_over_floor_json', '.2f')} |"
                 )
+        cpu_rows = [(case, s) for case, s in proxy["summary"].items() if "lakehouse_cpu_us" in s]
+        if cpu_rows:
+            names = [n for n in ["lakehouse", "nginx", "floor", "floor_json"] if any(f"{n}_cpu_us" in s for _, s in cpu_rows)]
+            lines += [
+                "",
+                "CPU time per request (user + system, µs) of each proxy's processes, and of the fake upstream"
+                " behind it (`direct`: the upstream alone); medians over rounds.",
+                "",
+                "| case | " + " | ".join(f"{n} µs" for n in names) + " | LH/nginx | upstream µs: " + " / ".join(["direct"] + names) + " |",
+                "|---|" + "---:|" * (len(names) + 2),
+            ]
+            for case, s in cpu_rows:
+                proxies = " | ".join(cell(s, f"{n}_cpu_us", ".1f") if f"{n}_cpu_us" in s else "n/a" for n in names)
+                upstream = " / ".join(
+                    format(s[f"{n}_upstream_cpu_us"], ".1f") if f"{n}_upstream_cpu_us" in s else "n/a" for n in ["direct"] + names
+                )
+                lines.append(f"| {case} | {proxies} | {cell(s, 'lakehouse_cpu_over_nginx', '.2f')} | {upstream} |")
     streaming = report.get("streaming")
     if streaming:
         lines += ["", "## Streaming", "", "| target | TTFT p50 µs | TTFT p99 µs | added p99 µs | events / chunks | gap median ms (min..max) |", "|---|---:|---:|---:|---:|---|"]
@@ -604,10 +664,13 @@ def main():
         procs.append(lakehouse)
         report["rss_mb"] = {"lakehouse_idle": rss_mb(lakehouse.pid)}
         targets = {"direct": (f"{fake_url}/openai/v1/chat/completions", "gpt-4o", KEY)}
+        # Whose CPU time a target's runs count; `direct` has no proxy, so it counts the upstream's.
+        pids = {"direct": fake.pid, "lakehouse": lakehouse.pid}
         if "nginx" in wanted:
             nginx, nginx_url = start_nginx(tmp, int(fake_url.rsplit(":", 1)[1]))
             procs.append(nginx)
             targets["nginx"] = (f"{nginx_url}/openai/v1/chat/completions", "gpt-4o", KEY)
+            pids["nginx"] = nginx.pid
         targets["lakehouse"] = (f"{lakehouse_url}/v1/chat/completions", "bench/gpt-4o", KEY)
         for floor in FLOORS:
             if floor in wanted:
@@ -617,14 +680,16 @@ def main():
                 )
                 procs.append(proc)
                 targets[floor] = (f"{url}/v1/chat/completions", "gpt-4o", KEY)
+                pids[floor] = proc.pid
         if "litellm" in wanted and venv and (venv / "bin" / "litellm").exists():
             litellm, litellm_url = start_litellm(tmp, venv, fake_url)
             procs.append(litellm)
             targets["litellm"] = (f"{litellm_url}/v1/chat/completions", "gpt-4o", LITELLM_KEY)
+            pids["litellm"] = litellm.pid
         if "proxy" in sections:
             print("== proxy overhead", flush=True)
             levels = [int(x) for x in args.levels.split(",")]
-            results, summary = proxy_section(targets, levels, args.duration, args.rounds, tmp)
+            results, summary = proxy_section(targets, pids, fake.pid, levels, args.duration, args.rounds, tmp)
             report["proxy"] = {"duration_s": args.duration, "rounds": args.rounds, "levels": levels, "results": results, "summary": summary}
             report["rss_mb"]["lakehouse_after_load"] = rss_mb(lakehouse.pid)
         if "streaming" in sections:
