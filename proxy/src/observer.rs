@@ -869,14 +869,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_restart_reads_only_the_end_of_the_log_the_ring_holds() {
+    /// A store in a new temporary folder.
+    fn temp_store() -> lakehouse_retrieval::objects::Objects {
         use lakehouse_retrieval::objects::{Caps, Objects, StoreConfig};
-        let objects = Objects::open(&StoreConfig::Local {
+        Objects::open(&StoreConfig::Local {
             root: std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-")),
             caps: Caps::default(),
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_restart_reads_only_the_end_of_the_log_the_ring_holds() {
+        let objects = temp_store();
         // The oldest segment is unreadable: a replay that reached it would count it.
         objects
             .put(
@@ -919,12 +924,7 @@ mod tests {
 
     #[tokio::test]
     async fn chats_past_the_retention_are_deleted_before_the_replay() {
-        use lakehouse_retrieval::objects::{Caps, Objects, StoreConfig};
-        let objects = Objects::open(&StoreConfig::Local {
-            root: std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-")),
-            caps: Caps::default(),
-        })
-        .unwrap();
+        let objects = temp_store();
         // A chat logged in 2001 (by its segment's name), then one logged now.
         let mut old = event("kimi", Outcome::Ok, 1.0);
         old.id = Some("chat-old".into());
