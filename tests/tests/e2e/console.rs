@@ -302,4 +302,26 @@ async fn witnessed_chats_and_ratings_survive_a_restart_and_bad_lines_are_skipped
     let future = h.get_json("/admin/requests?since_ms=99999999999999").await;
     assert!(future["data"].as_array().unwrap().is_empty());
     assert_eq!(rated["observer"]["dropped"], 0);
+
+    // With `server.observer_retention_days`, the segment dated 1970 by its
+    // name is deleted before the replay; today's two chats stay.
+    let mut config = h.config.clone();
+    config.server.observer_retention_days = 30;
+    let pruned = lakehouse::state_from_config(config).await.unwrap();
+    let stats = pruned.observer.stats();
+    assert_eq!(
+        (stats.pruned_segments, stats.replayed, stats.skipped_lines),
+        (1, 2, 0),
+        "{stats:?}"
+    );
+    let torn = "observer/events/00000000000000000000-torn.jsonl";
+    assert!(
+        h.state
+            .store
+            .objects()
+            .get_opt(torn)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
