@@ -361,10 +361,11 @@ impl Observer {
 
     /// Deletes the log's segments older than `retention` (when set), replays
     /// the end of the log into the ring (the newest `capacity` chats, with
-    /// their latest ratings; unreadable lines skipped and counted) and starts
-    /// the writer, and the hourly retention when set. Only the segments the ring needs are read, newest
-    /// first: the log grows with every chat, and a start that read it all
-    /// took 20 s (and held it all in memory) once it reached 1.5 GB.
+    /// their latest ratings; unreadable lines skipped and counted), and starts
+    /// the writer and, with a retention, the hourly pruning. Only the segments
+    /// the ring needs are read, newest first: the log grows with every chat,
+    /// and a start that read it all took 20 s (and held it all in memory) once
+    /// it reached 1.5 GB.
     pub async fn open(
         objects: lakehouse_retrieval::objects::Objects,
         capacity: usize,
@@ -375,11 +376,6 @@ impl Observer {
         if let Some(retention) = retention {
             // Before the replay, so that no expired chat reaches the ring.
             prune(&log, retention, &observer.pruned_segments).await;
-            tokio::spawn(retention_loop(
-                lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
-                retention,
-                observer.pruned_segments.clone(),
-            ));
         }
         let mut newest_first = Vec::new();
         // Read backwards, the first rating met for a chat is its latest.
@@ -417,6 +413,14 @@ impl Observer {
         observer.skipped_lines = skipped;
         let (tx, rx) = tokio::sync::mpsc::channel(16 * 1024);
         tokio::spawn(write_loop(log, rx, observer.write_failures.clone()));
+        if let Some(retention) = retention {
+            tokio::spawn(retention_loop(
+                lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
+                retention,
+                observer.pruned_segments.clone(),
+                tx.downgrade(),
+            ));
+        }
         observer.writer = Some(tx);
         observer.objects = Some(objects);
         Ok(observer)
@@ -640,17 +644,22 @@ async fn prune(log: &lakehouse_memory::log::JsonlLog, retention: Duration, prune
 }
 
 /// [`prune`] every [`RETENTION_EVERY`], the first time one period after start
-/// (start itself prunes before the replay).
+/// (start itself prunes before the replay), for as long as the observer
+/// whose writer `alive` watches exists.
 async fn retention_loop(
     log: lakehouse_memory::log::JsonlLog,
     retention: Duration,
     pruned: std::sync::Arc<AtomicU64>,
+    alive: tokio::sync::mpsc::WeakSender<Command>,
 ) {
     let first = tokio::time::Instant::now() + RETENTION_EVERY;
     let mut every = tokio::time::interval_at(first, RETENTION_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
         prune(&log, retention, &pruned).await;
     }
 }
