@@ -419,6 +419,7 @@ impl Observer {
                 retention,
                 observer.pruned_segments.clone(),
                 tx.downgrade(),
+                hourly(),
             ));
         }
         observer.writer = Some(tx);
@@ -643,25 +644,34 @@ async fn prune(log: &lakehouse_memory::log::JsonlLog, retention: Duration, prune
     }
 }
 
-/// [`prune`] every [`RETENTION_EVERY`], the first time one period after start
-/// (start itself prunes before the replay), for as long as the observer
-/// whose writer `alive` watches exists.
+/// [`prune`] at every tick, for as long as the observer whose writer `alive`
+/// watches exists (and `ticks` goes on).
 async fn retention_loop(
     log: lakehouse_memory::log::JsonlLog,
     retention: Duration,
     pruned: std::sync::Arc<AtomicU64>,
     alive: tokio::sync::mpsc::WeakSender<Command>,
+    ticks: impl futures::Stream<Item = ()>,
 ) {
-    let first = tokio::time::Instant::now() + RETENTION_EVERY;
-    let mut every = tokio::time::interval_at(first, RETENTION_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
+    let mut ticks = std::pin::pin!(ticks);
+    while futures::StreamExt::next(&mut ticks).await.is_some() {
         if alive.upgrade().is_none() {
             return;
         }
         prune(&log, retention, &pruned).await;
     }
+}
+
+/// A tick every [`RETENTION_EVERY`], the first one period from now (start
+/// itself prunes before the replay).
+fn hourly() -> impl futures::Stream<Item = ()> {
+    let first = tokio::time::Instant::now() + RETENTION_EVERY;
+    let mut every = tokio::time::interval_at(first, RETENTION_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    futures::stream::unfold(every, |mut every| async move {
+        every.tick().await;
+        Some(((), every))
+    })
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -964,6 +974,39 @@ mod tests {
         };
         assert_eq!(ids(again.recent(10, None, None)), ["chat-new"]);
         assert_eq!(ids(again.history().await.unwrap()), ["chat-new"]);
+        assert!(objects.get_opt(&old_key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_running_retention_prunes_at_each_tick_while_the_observer_lives() {
+        let objects = temp_store();
+        let old_key = format!("{LOG}/00000978307200000000-old-000000.jsonl");
+        let run = |alive, ticks: usize| {
+            let pruned = std::sync::Arc::new(AtomicU64::new(0));
+            let task = tokio::spawn(retention_loop(
+                lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
+                Duration::from_secs(86_400),
+                pruned.clone(),
+                alive,
+                futures::stream::iter(std::iter::repeat_n((), ticks)),
+            ));
+            async move {
+                task.await.unwrap();
+                pruned.load(Ordering::Relaxed)
+            }
+        };
+        objects.put(&old_key, "{}\n".into()).await.unwrap();
+
+        // The observer is gone: the first tick ends the loop, nothing is deleted.
+        let (writer, _queue) = tokio::sync::mpsc::channel::<Command>(1);
+        let gone = writer.downgrade();
+        drop(writer);
+        assert_eq!(run(gone, 3).await, 0);
+        assert!(objects.get_opt(&old_key).await.unwrap().is_some());
+
+        // While it lives, each tick prunes: the first deletes, the second finds nothing.
+        let (writer, _queue) = tokio::sync::mpsc::channel::<Command>(1);
+        assert_eq!(run(writer.downgrade(), 2).await, 1);
         assert!(objects.get_opt(&old_key).await.unwrap().is_none());
     }
 
