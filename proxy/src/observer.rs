@@ -888,6 +888,10 @@ mod tests {
         }
     }
 
+    /// The file name of a log segment written on 2001-01-01 (its name starts
+    /// with the time in microseconds).
+    const SEGMENT_FROM_2001: &str = "00000978307200000000-old-000000.jsonl";
+
     /// A store in a new temporary folder.
     fn temp_store() -> lakehouse_retrieval::objects::Objects {
         use lakehouse_retrieval::objects::{Caps, Objects, StoreConfig};
@@ -950,7 +954,7 @@ mod tests {
         let mut line = Vec::new();
         Line::Chat(&old).write_json(&mut line).unwrap();
         line.push(b'\n');
-        let old_key = format!("{LOG}/00000978307200000000-old-000000.jsonl");
+        let old_key = format!("{LOG}/{SEGMENT_FROM_2001}");
         objects.put(&old_key, line.into()).await.unwrap();
         let first = Observer::open(objects.clone(), 10, None).await.unwrap();
         assert_eq!(
@@ -980,7 +984,7 @@ mod tests {
     #[tokio::test]
     async fn the_running_retention_prunes_at_each_tick_while_the_observer_lives() {
         let objects = temp_store();
-        let old_key = format!("{LOG}/00000978307200000000-old-000000.jsonl");
+        let old_key = format!("{LOG}/{SEGMENT_FROM_2001}");
         let run = |alive, ticks: usize| {
             let pruned = std::sync::Arc::new(AtomicU64::new(0));
             let task = tokio::spawn(retention_loop(

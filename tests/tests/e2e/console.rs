@@ -275,11 +275,12 @@ async fn witnessed_chats_and_ratings_survive_a_restart_and_bad_lines_are_skipped
     h.state.observer.rate(first["id"].as_str().unwrap(), 1.0);
     h.state.observer.flush().await;
     // A torn and a foreign line in the log are skipped, never fatal.
+    let torn = "observer/events/00000000000000000000-torn.jsonl";
     h.state
         .store
         .objects()
         .put(
-            "observer/events/00000000000000000000-torn.jsonl",
+            torn,
             bytes::Bytes::from_static(b"not json\n{\"kind\":\"chat\",\"request_id\"\n"),
         )
         .await
@@ -314,7 +315,6 @@ async fn witnessed_chats_and_ratings_survive_a_restart_and_bad_lines_are_skipped
         (1, 2, 0),
         "{stats:?}"
     );
-    let torn = "observer/events/00000000000000000000-torn.jsonl";
     assert!(
         h.state
             .store
