@@ -5,7 +5,7 @@
 //!
 //! - [`config`]: `lakehouse.toml`, strict and validated at start.
 //! - [`registry`]: providers built from the config and the key files.
-//! - [`app`]: `app(state) -> Router`, the route table.
+//! - [`app`]: `app(state) -> App`, the route table (the OpenAI chat route dispatched ahead of it).
 //! - [`middleware`]: request ids and access logs, the auth guard, load shedding.
 //! - [`auth`]: bearer tokens with scopes, IP allowlist, per-token rate limits.
 //! - [`routes`]: handlers (`/v1/chat/completions`, `/v1/chat`, `/v1/models`, ...).

@@ -21,6 +21,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
@@ -60,9 +61,9 @@ impl<S> Layer<S> for EdgeLayer {
 ///
 /// A service of its own rather than `from_fn`, which per request clones the
 /// inner route, boxes it again as `Next` and boxes an async block around the
-/// middleware's future: three allocations and a copy of the future. Admission
-/// and shedding decide synchronously, before the future is built, so the
-/// future holds the route's future only.
+/// middleware's future: three allocations and a copy of the future. The work
+/// is [`guard`]'s, which the route dispatched ahead of the table
+/// ([`crate::app::App`]) goes through too.
 #[derive(Clone)]
 pub(crate) struct Edge<S> {
     state: SharedState,
@@ -72,7 +73,6 @@ pub(crate) struct Edge<S> {
 impl<S> Service<Request> for Edge<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Unpin,
 {
     type Response = Response;
     type Error = Infallible;
@@ -82,89 +82,130 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request) -> EdgeFuture<S::Future> {
-        let started = Instant::now();
-        let id = request
-            .headers()
-            .get(&REQUEST_ID)
-            .filter(|v| is_sane_request_id(v.as_bytes()))
-            .cloned()
-            .unwrap_or_else(new_request_id);
-        request.headers_mut().insert(REQUEST_ID, id.clone());
-        let matched = request.extensions().get::<MatchedPath>().cloned();
-        let method = request.method().clone();
-        let span = tracing::info_span!(
-            "request",
-            request_id = id.to_str().unwrap_or_default(),
-            method = %method,
-            route = %matched.as_ref().map_or("unmatched", MatchedPath::as_str),
-        );
-        let gate = span.in_scope(|| match admit(&self.state, &mut request) {
-            Ok(()) => shed(&self.state, request),
-            Err(denied) => Gate::Refused(denied_response(denied)),
-        });
-        let answer = match gate {
-            Gate::Pass { request, slot } => {
-                let call = span.in_scope(|| self.inner.call(request));
-                Answer::Call { call, slot }
-            }
-            Gate::Refused(refused) => Answer::Refused(refused),
+    fn call(&mut self, request: Request) -> EdgeFuture<S::Future> {
+        let route = match request.extensions().get::<MatchedPath>() {
+            Some(matched) => RouteName::Matched(matched.clone()),
+            None => RouteName::Fixed("unmatched"),
         };
-        EdgeFuture {
-            answer,
-            state: self.state.clone(),
-            started,
-            id: Some(id),
-            matched,
-            method,
-            span,
+        guard(&self.state, route, request, |request| {
+            self.inner.call(request)
+        })
+    }
+}
+
+/// The route a request is counted and logged under.
+pub(crate) enum RouteName {
+    /// The route table's pattern (`/admin/corpora/{name}`, ...).
+    Matched(MatchedPath),
+    /// A route dispatched ahead of the table (see [`crate::app::App`]), or `unmatched`.
+    Fixed(&'static str),
+}
+
+impl RouteName {
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(matched) => matched.as_str(),
+            Self::Fixed(name) => name,
         }
     }
 }
 
-/// The route's answer, or the edge's own refusal.
-enum Answer<F> {
-    Call {
-        call: F,
-        slot: Option<OwnedSemaphorePermit>,
-    },
-    Refused(Response),
+/// The edge's work before the route: the request's id and span, admission
+/// and shedding (decided synchronously, so the future holds the route's
+/// future only), then `route` called inside the span when the request passed.
+pub(crate) fn guard<F>(
+    state: &SharedState,
+    route: RouteName,
+    mut request: Request,
+    call: impl FnOnce(Request) -> F,
+) -> EdgeFuture<F> {
+    let started = Instant::now();
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|v| is_sane_request_id(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        request_id = id.to_str().unwrap_or_default(),
+        method = %method,
+        route = %route.as_str(),
+    );
+    let gate = span.in_scope(|| match admit(state, &mut request) {
+        Ok(()) => shed(state, request),
+        Err(denied) => Gate::Refused(denied_response(denied)),
+    });
+    let answer = match gate {
+        Gate::Pass { request, slot } => Answer::Call {
+            call: span.in_scope(|| call(request)),
+            slot,
+        },
+        Gate::Refused(response) => Answer::Refused { response },
+    };
+    EdgeFuture {
+        answer,
+        state: state.clone(),
+        started,
+        id: Some(id),
+        route,
+        method,
+        span,
+    }
 }
 
-/// [`Edge`]'s future: the route's, polled inside the request's span, then
-/// the id, metrics and access-log line on the way out.
-pub(crate) struct EdgeFuture<F> {
-    answer: Answer<F>,
-    state: SharedState,
-    started: Instant,
-    /// Taken when the answer goes out.
-    id: Option<HeaderValue>,
-    matched: Option<MatchedPath>,
-    method: Method,
-    span: tracing::Span,
+pin_project! {
+    /// The route's answer, or the edge's own refusal.
+    #[project = AnswerProjection]
+    enum Answer<F> {
+        Call {
+            #[pin]
+            call: F,
+            slot: Option<OwnedSemaphorePermit>,
+        },
+        Refused {
+            response: Response,
+        },
+    }
+}
+
+pin_project! {
+    /// [`guard`]'s future: the route's, held inline and polled inside the
+    /// request's span, then the id, metrics and access-log line on the way out.
+    pub(crate) struct EdgeFuture<F> {
+        #[pin]
+        answer: Answer<F>,
+        state: SharedState,
+        started: Instant,
+        // Taken when the answer goes out.
+        id: Option<HeaderValue>,
+        route: RouteName,
+        method: Method,
+        span: tracing::Span,
+    }
 }
 
 impl<F> Future for EdgeFuture<F>
 where
-    F: Future<Output = Result<Response, Infallible>> + Unpin,
+    F: Future<Output = Result<Response, Infallible>>,
 {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let mut response = match &mut this.answer {
-            Answer::Call { call, slot } => {
-                let Ok(response) = ready!(this.span.in_scope(|| Pin::new(call).poll(cx)));
+        let this = self.project();
+        let span = &*this.span;
+        let mut response = match this.answer.project() {
+            AnswerProjection::Call { call, slot } => {
+                let Ok(response) = ready!(span.in_scope(|| call.poll(cx)));
                 hold_slot(response, slot.take())
             }
-            Answer::Refused(refused) => std::mem::take(refused),
+            AnswerProjection::Refused { response } => std::mem::take(response),
         };
         let elapsed = this.started.elapsed();
         let status = response.status();
-        let route = this
-            .matched
-            .as_ref()
-            .map_or("unmatched", MatchedPath::as_str);
+        let route = this.route.as_str();
         let metrics = &this.state.metrics;
         metrics
             .http_requests
@@ -177,7 +218,7 @@ where
         if let Some(id) = this.id.take() {
             response.headers_mut().insert(REQUEST_ID, id);
         }
-        this.span.in_scope(|| {
+        span.in_scope(|| {
             tracing::info!(
                 target: "lakehouse::access",
                 status = status.as_u16(),
@@ -297,27 +338,36 @@ pub struct BodyStalled(pub Duration);
 /// A request body that fails with [`BodyStalled`] when no data arrives for
 /// `idle`. The timer exists only while the body waits: a body already in
 /// hyper's buffer (most are) is read without one.
-struct IdleTimeout {
-    body: Body,
+struct IdleTimeout<B> {
+    body: B,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
     stalled: bool,
 }
 
-impl IdleTimeout {
-    fn wrap(body: Body, idle: Duration) -> Body {
-        Body::new(Self {
-            body,
-            idle,
-            timer: None,
-            waiting: false,
-            stalled: false,
-        })
-    }
+/// `body` as the handlers' body, cut with [`BodyStalled`] once nothing
+/// arrives for `idle`. Applied where a request enters the application
+/// ([`crate::app::App`]), to hyper's own body: one box per request.
+pub(crate) fn idle_timeout<B>(body: B, idle: Duration) -> Body
+where
+    B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    Body::new(IdleTimeout {
+        body,
+        idle,
+        timer: None,
+        waiting: false,
+        stalled: false,
+    })
 }
 
-impl HttpBody for IdleTimeout {
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -331,7 +381,7 @@ impl HttpBody for IdleTimeout {
         }
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
             this.waiting = false;
-            return Poll::Ready(frame);
+            return Poll::Ready(frame.map(|frame| frame.map_err(axum::Error::new)));
         }
         if !this.waiting {
             // A new wait: the idle time counts from now.
@@ -364,10 +414,8 @@ impl HttpBody for IdleTimeout {
 
 /// At most `server.max_concurrent_requests` requests in flight; the rest are
 /// refused at once. `/healthz` and `/metrics` are never shed, so an
-/// overloaded server can still be watched. Request bodies that stall are cut.
+/// overloaded server can still be watched.
 fn shed(state: &SharedState, request: Request) -> Gate {
-    let idle = Duration::from_secs(state.config.server.body_read_timeout_secs);
-    let request = request.map(|body| IdleTimeout::wrap(body, idle));
     let path = request.uri().path();
     if path == "/healthz" || path == "/metrics" {
         return Gate::Pass {
@@ -486,7 +534,7 @@ mod tests {
     async fn a_body_that_stops_sending_fails_as_stalled() {
         let (tx, rx) = mpsc::unbounded::<Sent>();
         let idle = Duration::from_millis(50);
-        let mut frames = IdleTimeout::wrap(Body::from_stream(rx), idle).into_data_stream();
+        let mut frames = idle_timeout(Body::from_stream(rx), idle).into_data_stream();
         tx.unbounded_send(Ok(Bytes::from_static(b"first"))).unwrap();
         assert_eq!(&frames.next().await.unwrap().unwrap()[..], b"first");
         let waited = std::time::Instant::now();
@@ -503,7 +551,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded::<Sent>();
         tx.unbounded_send(Ok(Bytes::from_static(b"{\"par")))
             .unwrap();
-        let body = IdleTimeout::wrap(Body::from_stream(rx), Duration::from_millis(20));
+        let body = idle_timeout(Body::from_stream(rx), Duration::from_millis(20));
         let error = crate::routes::body::read_body(&axum::http::HeaderMap::new(), body, 1024)
             .await
             .unwrap_err();
@@ -524,7 +572,7 @@ mod tests {
             }
         });
         let started = std::time::Instant::now();
-        let body = IdleTimeout::wrap(Body::from_stream(rx), idle);
+        let body = idle_timeout(Body::from_stream(rx), idle);
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
         assert_eq!(&bytes[..], b"abcdefghijklmno");
         assert!(started.elapsed() > idle);
@@ -533,7 +581,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_already_here_is_read_whole() {
-        let body = IdleTimeout::wrap(Body::from("all at once"), Duration::from_millis(1));
+        let body = idle_timeout(Body::from("all at once"), Duration::from_millis(1));
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
         assert_eq!(&bytes[..], b"all at once");
     }

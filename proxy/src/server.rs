@@ -4,25 +4,26 @@
 //! hyper's connection builder can bound how long a client takes to send a
 //! request head (a slowloris client otherwise holds a connection forever).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::TryFutureExt;
+use futures::FutureExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+
+use crate::app::App;
 
 /// After the grace period, how long cut connections get to close before `serve` returns anyway.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -44,7 +45,7 @@ pub struct ServeOptions {
 /// the streams still open, and returns.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> std::io::Result<()> {
@@ -73,7 +74,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-        let router = app.clone();
+        let app = app.clone();
         let connection_cut = cut_rx.clone();
         let first_request = Arc::new(Notify::new());
         let request_seen = first_request.clone();
@@ -83,11 +84,9 @@ pub async fn serve(
         let service =
             hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                 request_seen.notify_one();
-                let mut request = request.map(Body::new);
-                request.extensions_mut().insert(ConnectInfo(peer));
                 let cut = connection_cut.clone();
-                tower::ServiceExt::oneshot(router.clone(), request)
-                    .map_ok(move |response| end_streams_on(cut, response))
+                app.call(request, peer)
+                    .map(move |response| Ok::<_, Infallible>(end_streams_on(cut, response)))
             });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
         let connection = connections.watch(connection.into_owned());
