@@ -48,39 +48,21 @@ async fn every_response_carries_a_request_id_and_sane_ones_are_kept() {
 #[tokio::test]
 async fn the_chat_path_answers_other_methods_with_405_and_near_misses_with_404() {
     let h = common::start().await;
-    let response = h
-        .client
-        .get(h.url("/v1/chat/completions"))
-        .send()
-        .await
-        .unwrap();
+    let response = h.get("/v1/chat/completions").await;
     assert_eq!(response.status(), 405);
     assert!(response.headers().contains_key("x-request-id"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
 
+    let chat = json!({"model": "kimi/kimi-k2.6", "messages": user("hi")});
     for path in ["/v1/chat/completions/", "/v1/chat/completions/x"] {
-        let response = h
-            .client
-            .post(h.url(path))
-            .json(&json!({"model": "kimi/kimi-k2.6", "messages": user("hi")}))
-            .send()
-            .await
-            .unwrap();
+        let response = h.post(path, &chat).await;
         assert_eq!(response.status(), 404, "{path}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unknown_url", "{path}");
     }
 
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains(
             r#"lakehouse_http_requests_total{route="/v1/chat/completions",method="GET",status="405"} 1"#

@@ -125,12 +125,7 @@ async fn a_dag_runs_in_order_with_independent_nodes_in_parallel_and_is_kept() {
     let runs: Value = h.get_json("/admin/workflows/runs").await;
     assert_eq!(runs["data"][0]["id"], id);
     // Unknown runs and workflows are 404 in the OpenAI error shape.
-    let missing = h
-        .client
-        .get(h.url("/admin/workflows/runs/wfr-0-nope"))
-        .send()
-        .await
-        .unwrap();
+    let missing = h.get("/admin/workflows/runs/wfr-0-nope").await;
     assert_eq!(missing.status(), 404);
     let missing = h.post("/admin/workflows/nope/run", &json!({})).await;
     assert_eq!(missing.status(), 404);

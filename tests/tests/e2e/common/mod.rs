@@ -144,26 +144,24 @@ impl Harness {
             .expect("proxy answers")
     }
 
-    /// GETs `path`, asserts 200 and returns the JSON body.
-    pub async fn get_json(&self, path: &str) -> Value {
-        let response = self
-            .client
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
             .get(self.url(path))
             .send()
             .await
-            .expect("proxy answers");
+            .expect("proxy answers")
+    }
+
+    /// GETs `path`, asserts 200 and returns the JSON body.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.expect("JSON body")
     }
 
     /// GETs `/metrics`, asserts 200 and the Prometheus text format, and returns the text.
     pub async fn metrics(&self) -> String {
-        let response = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("proxy answers");
+        let response = self.get("/metrics").await;
         assert_eq!(response.status(), 200);
         let content_type = response.headers()["content-type"]
             .to_str()
