@@ -112,7 +112,8 @@ impl RouteName {
 
 /// The edge's work before the route: the request's id and span, admission
 /// and shedding (decided synchronously, so the future holds the route's
-/// future only), then `route` called inside the span when the request passed.
+/// future only), then `call` starting the route, inside the span, when the
+/// request passed. `route` names it in the span and the metrics.
 pub(crate) fn guard<F>(
     state: &SharedState,
     route: RouteName,
