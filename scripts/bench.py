@@ -5,9 +5,11 @@ Sections (all loopback, bounded in time):
   proxy      the zero-delay fake upstream called directly, through Lakehouse, through
              nginx proxy_pass (same worker count) and through the LiteLLM proxy, at
              several connection counts, non-stream and stream (wrk). With targets
-             `floor` and `floor_json`, also through `proxy-floor` (non-stream only): the
-             bare axum hop with Lakehouse's upstream client, bytes passed or JSON
-             re-encoded, i.e. what the stack costs before Lakehouse does anything.
+             `floor`, `floor_json` and `floor_typed`, also through `proxy-floor`
+             (non-stream only): the bare axum hop with Lakehouse's upstream client,
+             bytes passed, JSON re-encoded through `serde_json::Value`, or read into
+             borrowed OpenAI-shaped structs and encoded again, i.e. what the stack
+             costs before Lakehouse does anything.
              Every run records the CPU time per request of the target's processes
              and of the fake upstream.
   streaming  time to first token added by the proxy, and chunk spacing: an upstream
@@ -48,8 +50,8 @@ TARGETS = {
 }
 
 
-# The `proxy-floor` references (non-stream only).
-FLOORS = ["floor", "floor_json"]
+# The `proxy-floor` references (non-stream only), by their `--mode`.
+FLOORS = {"floor": "pass", "floor_json": "json", "floor_typed": "typed"}
 
 
 def free_port():
@@ -559,19 +561,21 @@ def markdown(report):
         if floors:
             lines += [
                 "",
-                "Reference floor: `proxy-floor`, the bare axum hop with Lakehouse's upstream client (bytes passed, or JSON parsed and re-encoded both ways).",
+                "Reference floor: `proxy-floor`, the bare axum hop with Lakehouse's upstream client: bytes passed (floor),"
+                " JSON parsed into `serde_json::Value` and encoded again both ways (floor_json), or read into borrowed"
+                " OpenAI-shaped structs and encoded again (floor_typed).",
                 "",
-                "| case | floor/nginx req/s | floor_json/nginx req/s | LH/floor_json req/s |",
-                "|---|---:|---:|---:|",
+                "| case | floor/nginx req/s | floor_json/nginx req/s | floor_typed/nginx req/s | LH/floor_typed req/s |",
+                "|---|---:|---:|---:|---:|",
             ]
             for case, s in floors:
                 lines.append(
                     f"| {case} | {cell(s, 'floor_rps_over_nginx', '.2f')} | {cell(s, 'floor_json_rps_over_nginx', '.2f')} | "
-                    f"{cell(s, 'lakehouse_rps_over_floor_json', '.2f')} |"
+                    f"{cell(s, 'floor_typed_rps_over_nginx', '.2f')} | {cell(s, 'lakehouse_rps_over_floor_typed', '.2f')} |"
                 )
         cpu_rows = [(case, s) for case, s in proxy["summary"].items() if "lakehouse_cpu_us" in s]
         if cpu_rows:
-            names = [n for n in ["lakehouse", "nginx", "floor", "floor_json"] if any(f"{n}_cpu_us" in s for _, s in cpu_rows)]
+            names = [n for n in ["lakehouse", "nginx", *FLOORS] if any(f"{n}_cpu_us" in s for _, s in cpu_rows)]
             lines += [
                 "",
                 "CPU time per request (user + system, µs) of each proxy's processes, and of the fake upstream"
@@ -639,7 +643,7 @@ def main():
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--venv", help="venv holding litellm and matplotlib")
     ap.add_argument("--sections", default="proxy,streaming,retrieval")
-    ap.add_argument("--targets", default="direct,nginx,lakehouse,litellm,floor,floor_json")
+    ap.add_argument("--targets", default="direct,nginx,lakehouse,litellm,floor,floor_json,floor_typed")
     ap.add_argument("--levels", default=os.environ.get("LEVELS", "1,16,64"))
     ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "5")))
     ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "3")))
@@ -672,9 +676,8 @@ def main():
             targets["nginx"] = (f"{nginx_url}/openai/v1/chat/completions", "gpt-4o", KEY)
             pids["nginx"] = nginx.pid
         targets["lakehouse"] = (f"{lakehouse_url}/v1/chat/completions", "bench/gpt-4o", KEY)
-        for floor in FLOORS:
+        for floor, mode in FLOORS.items():
             if floor in wanted:
-                mode = "json" if floor == "floor_json" else "pass"
                 proc, url = start_printing(
                     [str(bins / "proxy-floor"), "--listen", "127.0.0.1:0", "--upstream", f"{fake_url}/openai/v1", "--mode", mode]
                 )

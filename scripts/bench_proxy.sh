@@ -6,4 +6,4 @@
 #   DURATION=10 WORKERS=1 scripts/bench_proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LEVELS="${LEVELS:-1,16}" exec scripts/bench.sh --sections proxy --targets direct,nginx,lakehouse,floor,floor_json "$@"
+LEVELS="${LEVELS:-1,16}" exec scripts/bench.sh --sections proxy --targets direct,nginx,lakehouse,floor,floor_json,floor_typed "$@"
