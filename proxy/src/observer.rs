@@ -596,6 +596,10 @@ async fn write_loop(
 ) {
     let is_flush = |c: &Command| matches!(c, Command::Flush(_));
     let mut batch: Vec<Command> = Vec::new();
+    // The segment buffer is sized from the last batch's lines: regrowing it
+    // copied the whole segment into memory not touched before, a few times a
+    // batch (lines with captured conversations run past any fixed guess).
+    let mut bytes_per_line = 512;
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // The chats that arrive while the first waits are gathered for
         // `linger` (or until a flush asks) without listening on the queue: a
@@ -612,7 +616,9 @@ async fn write_loop(
                 }
             }
         }
-        let mut lines = Vec::with_capacity(batch.len() * 512);
+        // Capped: one long conversation must not reserve it for a whole batch.
+        let mut lines =
+            Vec::with_capacity(batch.len().saturating_mul(bytes_per_line).min(16 << 20));
         let mut count = 0;
         for line in batch.iter().filter_map(Command::line) {
             let start = lines.len();
@@ -628,6 +634,9 @@ async fn write_loop(
                     tracing::warn!("observer: cannot encode an event: {e}");
                 }
             }
+        }
+        if let Some(average) = lines.len().checked_div(count) {
+            bytes_per_line = average + average / 4;
         }
         if let Err(e) = log.append_encoded(lines.into()).await {
             failures.fetch_add(1, Ordering::Relaxed);
