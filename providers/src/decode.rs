@@ -456,16 +456,8 @@ impl<'a> Reader<'a> {
             self.null()?;
             return Some(None);
         }
-        let reason = match self.plain()? {
-            b"stop" => FinishReason::Stop,
-            b"length" => FinishReason::Length,
-            b"tool_calls" => FinishReason::ToolCalls,
-            b"content_filter" => FinishReason::ContentFilter,
-            b"function_call" => FinishReason::FunctionCall,
-            b"error" => FinishReason::Error,
-            _ => return None,
-        };
-        Some(Some(reason))
+        let name = std::str::from_utf8(self.plain()?).ok()?;
+        Some(Some(FinishReason::from_name(name)))
     }
 }
 
@@ -504,6 +496,20 @@ mod tests {
     ];
 
     #[test]
+    fn finish_reasons_outside_openais_set_are_stop_on_both_paths() {
+        let text = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"sensitive"}]}"#;
+        let fast = read_chunk(text).unwrap();
+        let slow: ChatChunk = serde_json::from_str(text).unwrap();
+        assert_eq!(fast.choices[0].finish_reason, Some(FinishReason::Stop));
+        assert_eq!(slow.choices[0].finish_reason, Some(FinishReason::Stop));
+        let known = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#;
+        assert_eq!(
+            read_chunk(known).unwrap().choices[0].finish_reason,
+            Some(FinishReason::ToolCalls)
+        );
+    }
+
+    #[test]
     fn the_common_shapes_take_the_fast_path_and_match_serde() {
         for text in COMMON {
             let fast = read_chunk(text).unwrap_or_else(|| panic!("fast path refused {text}"));
@@ -540,7 +546,6 @@ mod tests {
             r#"{"created":1.5}"#,
             r#"{"created":01}"#,
             r#"{"choices":[{"index":4294967296}]}"#,
-            r#"{"choices":[{"finish_reason":"paused"}]}"#,
             r#"{"choices":[{"delta":{"role":"robot"}}]}"#,
             r#"{"choices":[{"delta":{"content":"\ud83d\ude00"}}]}"#,
             r#"{"choices":[{"delta":{"content":"\ud83d"}}]}"#,

@@ -766,7 +766,7 @@ pub struct FunctionCallDelta {
     pub arguments: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     Stop,
@@ -776,6 +776,38 @@ pub enum FinishReason {
     FunctionCall,
     /// OpenRouter's mid-stream failure marker; turned into an error, never sent as a finish.
     Error,
+}
+
+impl FinishReason {
+    /// The reason an upstream names. Ones outside OpenAI's set (DeepSeek's
+    /// `insufficient_system_resource`, GLM's `sensitive`, ...) are `stop`:
+    /// the answer ended, and refusing the chunk would fail a finished answer.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "length" => Self::Length,
+            "tool_calls" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            "function_call" => Self::FunctionCall,
+            "error" => Self::Error,
+            _ => Self::Stop,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FinishReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = FinishReason;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a finish reason")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<FinishReason, E> {
+                Ok(FinishReason::from_name(name))
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
 }
 
 /// Non-stream `chat.completion` response.

@@ -71,9 +71,19 @@ pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Valu
 
     let mut body = Map::new();
     body.insert("model".into(), request.model.clone().into());
+    // Required by Anthropic, and above any thinking budget (or it answers 400).
+    let thinking_budget = request
+        .extra
+        .get("thinking")
+        .and_then(|t| t.get("budget_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     body.insert(
         "max_tokens".into(),
-        request.token_limit().unwrap_or(DEFAULT_MAX_TOKENS).into(),
+        request
+            .token_limit()
+            .unwrap_or_else(|| thinking_budget.saturating_add(DEFAULT_MAX_TOKENS))
+            .into(),
     );
     if let Some(system) = system_text(request) {
         body.insert("system".into(), system.into());
@@ -174,14 +184,16 @@ pub fn finish_reason(stop_reason: &str) -> FinishReason {
     }
 }
 
+/// Counts may be `null` (Anthropic's own SDK types them optional, and
+/// Anthropic-shaped gateways send it); absent or `null` is 0.
 #[derive(Deserialize)]
 struct AnthropicUsage {
     #[serde(default)]
-    input_tokens: u64,
+    input_tokens: Option<u64>,
     #[serde(default)]
-    cache_read_input_tokens: u64,
+    cache_read_input_tokens: Option<u64>,
     #[serde(default)]
-    cache_creation_input_tokens: u64,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 /// What one SSE stream has seen so far.
@@ -218,9 +230,13 @@ impl SseConverter for StreamState {
                     let u: AnthropicUsage = serde_json::from_value(u.clone()).map_err(|e| {
                         ProviderError::protocol(provider, format!("bad usage: {e}"))
                     })?;
-                    st.prompt_tokens =
-                        u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens;
-                    st.cached_tokens = u.cache_read_input_tokens;
+                    let cache_read = u.cache_read_input_tokens.unwrap_or(0);
+                    st.prompt_tokens = u
+                        .input_tokens
+                        .unwrap_or(0)
+                        .saturating_add(cache_read)
+                        .saturating_add(u.cache_creation_input_tokens.unwrap_or(0));
+                    st.cached_tokens = cache_read;
                 }
                 Some(ChatChunk::delta(Delta::content("")))
             }
@@ -443,6 +459,50 @@ mod tests {
         );
         let usage = finish.usage.clone().unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (15, 9));
+    }
+
+    #[test]
+    fn a_thinking_budget_raises_the_default_token_limit_only() {
+        let request = |extra: Value| -> ChatRequest {
+            let mut req = json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
+            req.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(req).unwrap()
+        };
+        let thinking = json!({"thinking": {"type": "enabled", "budget_tokens": 8000}});
+        let body = to_messages_request("opencode", &request(thinking)).unwrap();
+        assert_eq!(body["max_tokens"], 8000 + DEFAULT_MAX_TOKENS);
+        assert_eq!(body["thinking"]["budget_tokens"], 8000);
+        let capped =
+            json!({"max_tokens": 9000, "thinking": {"type": "enabled", "budget_tokens": 8000}});
+        let body = to_messages_request("opencode", &request(capped)).unwrap();
+        assert_eq!(body["max_tokens"], 9000);
+    }
+
+    #[test]
+    fn null_usage_counts_are_zero() {
+        let events = vec![
+            ev(
+                "message_start",
+                json!({"type": "message_start", "message": {"usage": {"input_tokens": 7, "cache_read_input_tokens": null, "cache_creation_input_tokens": null}}}),
+            ),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 2}}),
+            ),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ];
+        let out: Vec<_> = block_on(
+            convert_sse::<StreamState>(
+                "z".into(),
+                futures::stream::iter(events).boxed(),
+                &EndMarker::default(),
+            )
+            .collect(),
+        );
+        let usage = out.last().unwrap().as_ref().unwrap().usage.clone().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 2));
     }
 
     #[test]

@@ -84,8 +84,9 @@ struct CompletionMessage {
     reasoning_content: Option<String>,
     #[serde(default)]
     reasoning: Option<String>,
+    /// `null` from some servers (Mistral, vLLM) when there are none.
     #[serde(default)]
-    tool_calls: Vec<ToolCall>,
+    tool_calls: Option<Vec<ToolCall>>,
     #[serde(default)]
     refusal: Option<String>,
 }
@@ -101,6 +102,7 @@ impl Completion {
                     .message
                     .tool_calls
                     .into_iter()
+                    .flatten()
                     .enumerate()
                     .map(|(i, call)| {
                         let index = u32::try_from(i).unwrap_or(u32::MAX);
@@ -242,6 +244,16 @@ mod tests {
     /// The size of the future `f` returns, read off its type.
     fn future_size<A, B, F: Future>(_: impl FnOnce(A, B) -> F) -> usize {
         std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn whole_answers_take_null_tool_calls_and_unknown_finish_reasons() {
+        let body = br#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi","tool_calls":null},"finish_reason":"insufficient_system_resource"}]}"#;
+        let completion: Completion = from_json_bytes(body).unwrap();
+        let chunk = completion.into_chunk();
+        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
+        assert_eq!(chunk.choices[0].delta.tool_calls, None);
+        assert_eq!(chunk.choices[0].finish_reason, Some(FinishReason::Stop));
     }
 
     #[test]

@@ -267,20 +267,31 @@ impl SseConverter for StreamState {
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
                 Some(ChatChunk::delta(Delta::reasoning(str_field("delta"))))
             }
-            "response.completed" | "response.incomplete" => {
+            "response.refusal.delta" => Some(ChatChunk::delta(Delta {
+                refusal: Some(str_field("delta")),
+                ..Delta::default()
+            })),
+            "response.completed" => {
                 st.done = true;
                 let response = data.get("response").unwrap_or(&Value::Null);
-                let reason = if !st.tool_index_by_item.is_empty() {
-                    FinishReason::ToolCalls
+                let reason = if st.tool_index_by_item.is_empty() {
+                    FinishReason::Stop
                 } else {
-                    match response
-                        .pointer("/incomplete_details/reason")
-                        .and_then(Value::as_str)
-                    {
-                        Some("max_output_tokens") => FinishReason::Length,
-                        Some("content_filter") => FinishReason::ContentFilter,
-                        _ => FinishReason::Stop,
-                    }
+                    FinishReason::ToolCalls
+                };
+                Some(ChatChunk::finish(reason, usage_from(response)))
+            }
+            // Cut short: a tool call begun may be incomplete, so the reason is
+            // the cut's, never `tool_calls` (a client would run broken arguments).
+            "response.incomplete" => {
+                st.done = true;
+                let response = data.get("response").unwrap_or(&Value::Null);
+                let reason = match response
+                    .pointer("/incomplete_details/reason")
+                    .and_then(Value::as_str)
+                {
+                    Some("content_filter") => FinishReason::ContentFilter,
+                    _ => FinishReason::Length,
                 };
                 Some(ChatChunk::finish(reason, usage_from(response)))
             }
@@ -441,5 +452,61 @@ mod tests {
             .collect(),
         );
         assert!(out[0].as_ref().unwrap_err().to_string().contains("boom"));
+    }
+
+    fn convert(events: Vec<Result<SseEvent, ProviderError>>) -> Vec<ChatChunk> {
+        block_on(
+            convert_sse::<StreamState>(
+                "z".into(),
+                futures::stream::iter(events).boxed(),
+                &EndMarker::default(),
+            )
+            .collect::<Vec<_>>(),
+        )
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    #[test]
+    fn a_tool_call_cut_short_finishes_with_the_cut_not_tool_calls() {
+        let out = convert(vec![
+            ev(
+                json!({"type": "response.output_item.added", "item": {"type": "function_call", "id": "fc_1", "call_id": "call_A", "name": "get_weather", "arguments": ""}}),
+            ),
+            ev(
+                json!({"type": "response.function_call_arguments.delta", "item_id": "fc_1", "delta": "{\"city\":\"Os"}),
+            ),
+            ev(
+                json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}),
+            ),
+        ]);
+        let last = out.last().unwrap();
+        assert_eq!(last.choices[0].finish_reason, Some(FinishReason::Length));
+        let out = convert(vec![ev(
+            json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "content_filter"}}}),
+        )]);
+        assert_eq!(
+            out[0].choices[0].finish_reason,
+            Some(FinishReason::ContentFilter)
+        );
+    }
+
+    #[test]
+    fn refusal_deltas_become_refusal_deltas() {
+        let out = convert(vec![
+            ev(json!({"type": "response.refusal.delta", "item_id": "m", "delta": "I can't"})),
+            ev(json!({"type": "response.refusal.delta", "item_id": "m", "delta": " help."})),
+            ev(json!({"type": "response.completed", "response": {}})),
+        ]);
+        let refusal: String = out
+            .iter()
+            .filter_map(|c| c.choices.first()?.delta.refusal.clone())
+            .collect();
+        assert_eq!(refusal, "I can't help.");
+        assert_eq!(
+            out.last().unwrap().choices[0].finish_reason,
+            Some(FinishReason::Stop)
+        );
     }
 }
