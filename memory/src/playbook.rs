@@ -308,6 +308,14 @@ impl Playbook {
                 }
             })
             .collect();
+        // A retirement is an operator's decision: a client re-rating the chat
+        // does not undo it.
+        let retired = self
+            .entries
+            .read()
+            .await
+            .get(&feedback.id)
+            .is_some_and(|e| e.outcome.retired);
         let outcome = Outcome {
             id: feedback.id,
             query,
@@ -317,7 +325,7 @@ impl Playbook {
             sources,
             embedder,
             rated_at: now(),
-            retired: false,
+            retired,
         };
         let entry = Entry {
             outcome: outcome.clone(),

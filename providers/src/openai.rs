@@ -57,6 +57,10 @@ pub struct ChatRequest {
     pub extra: Map<String, Value>,
 }
 
+/// Longest model id accepted. The id is kept with every chat (observer,
+/// metrics), so it is bounded like any other stored client text.
+pub const MAX_MODEL_ID: usize = 256;
+
 impl ChatRequest {
     /// Whether the caller asked for a stream.
     pub fn is_stream(&self) -> bool {
@@ -81,6 +85,12 @@ impl ChatRequest {
     pub fn validate(&self) -> Result<(), String> {
         if self.model.trim().is_empty() {
             return Err("`model` must be a non-empty string".into());
+        }
+        if self.model.len() > MAX_MODEL_ID {
+            return Err(format!(
+                "`model` is {} bytes, more than the {MAX_MODEL_ID} a model id may have",
+                self.model.len()
+            ));
         }
         if self.messages.is_empty() {
             return Err("`messages` must hold at least one message".into());

@@ -725,6 +725,13 @@ impl Witness {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let at_ms = unix_ms();
+        // Witnessed before validation refuses it: a model id past the limit is
+        // not kept (the refusal names its length).
+        let model = if model.len() <= lakehouse_providers::openai::MAX_MODEL_ID {
+            model
+        } else {
+            "(too long)"
+        };
         Self {
             state: state.clone(),
             started: Instant::now(),
@@ -842,9 +849,13 @@ impl Witness {
             event.error = Some(error.message.clone());
         }
         let metrics = &self.state.metrics;
-        // Chats refused before routing have no provider; they are still counted.
-        let provider = event.provider.as_deref().unwrap_or("none");
-        let model = event.model.as_str();
+        // Chats refused before routing have no provider; they are still
+        // counted, under no model either: the names of models that do not
+        // exist are the client's to choose, and each would be a series.
+        let (provider, model) = match event.provider.as_deref() {
+            Some(provider) => (provider, event.model.as_str()),
+            None => ("none", "none"),
+        };
         let chats = metrics.chats.with(&[provider, model]);
         chats.request(event.stream, outcome.as_str());
         if event.provider.is_some() {
@@ -856,7 +867,9 @@ impl Witness {
         if let (Some(tokens_in), Some(tokens_out)) = (event.tokens_in, event.tokens_out) {
             chats.tokens(tokens_in, tokens_out);
             if let Some(caller) = &event.caller {
-                self.state.auth.charge(caller, tokens_in + tokens_out);
+                self.state
+                    .auth
+                    .charge(caller, tokens_in.saturating_add(tokens_out));
             }
         }
         tracing::debug!(

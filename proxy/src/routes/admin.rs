@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lakehouse_memory::playbook::SourceRef;
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::app::SharedState;
 use crate::error::ApiError;
 use crate::routes::body::{body_to_file, read_body, read_json};
+use crate::routes::extract::{Path, Query};
 
 #[derive(Deserialize)]
 pub struct ListQuery {

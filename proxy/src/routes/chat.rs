@@ -477,7 +477,7 @@ fn take_options(request: &mut ChatRequest) -> Result<RequestOptions, ApiError> {
     let Some(value) = request.extra.remove("lakehouse") else {
         return Ok(RequestOptions::default());
     };
-    let options: RequestOptions = serde_json::from_value(value).map_err(|e| {
+    let mut options: RequestOptions = serde_json::from_value(value).map_err(|e| {
         ApiError::bad_request(format!("invalid lakehouse options: {e}")).with_param("lakehouse")
     })?;
     if options.k.is_some_and(|k| !(1..=50).contains(&k)) {
@@ -485,8 +485,29 @@ fn take_options(request: &mut ChatRequest) -> Result<RequestOptions, ApiError> {
             ApiError::bad_request("lakehouse.k must be from 1 to 50").with_param("lakehouse")
         );
     }
+    if let Some(corpora) = &mut options.corpora {
+        // Each corpus named is one search per chat: a repeat is searched once,
+        // and a request cannot fan out past the limit.
+        let mut distinct: Vec<String> = Vec::with_capacity(corpora.len().min(MAX_CORPORA));
+        for name in corpora.drain(..) {
+            if distinct.contains(&name) {
+                continue;
+            }
+            if distinct.len() == MAX_CORPORA {
+                return Err(ApiError::bad_request(format!(
+                    "lakehouse.corpora names more than the {MAX_CORPORA} distinct corpora one chat may search"
+                ))
+                .with_param("lakehouse.corpora"));
+            }
+            distinct.push(name);
+        }
+        *corpora = distinct;
+    }
     Ok(options)
 }
+
+/// Most distinct corpora one chat may search.
+const MAX_CORPORA: usize = 16;
 
 /// The header naming the memory namespace (when the body's options do not).
 const NAMESPACE_HEADER: HeaderName = HeaderName::from_static("x-lakehouse-namespace");

@@ -4,11 +4,11 @@
 //! binary (no CDN, no build step). The page calls the same JSON API as every
 //! other client, with the bearer token the operator types in, if any.
 
-use axum::extract::Path;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::error::ApiError;
+use crate::routes::extract::Path;
 
 const PAGE: &str = include_str!("../console/index.html");
 const SCRIPT: &str = include_str!("../console/app.js");

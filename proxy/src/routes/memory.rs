@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lakehouse_memory::pathway::{NewTrace, Revision, SearchQuery, TraceEdit};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::app::SharedState;
 use crate::error::ApiError;
 use crate::routes::body::read_json;
+use crate::routes::extract::{Path, Query};
 
 /// Rates a chat completion; the playbook boosts (or lowers) its sources for similar queries.
 pub async fn feedback(

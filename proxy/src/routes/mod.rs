@@ -5,6 +5,7 @@ pub mod body;
 pub mod chat;
 pub mod console;
 pub mod embeddings;
+pub mod extract;
 pub mod fanout;
 pub mod memory;
 pub mod models;

@@ -1,7 +1,7 @@
 //! `GET /metrics` (Prometheus text format) and `GET /admin/requests` (recent chats).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::app::SharedState;
 use crate::metrics::{Kind, render_family};
 use crate::observer::EventFilter;
+use crate::routes::extract::Query;
 
 /// The recorded metrics, then gauges read now: the embedding cache, the store, memory.
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
@@ -13,6 +13,7 @@ use crate::drift::DriftReport;
 use crate::error::ApiError;
 use crate::observer::{EventFilter, unix_ms};
 use crate::routes::body::read_json;
+use crate::routes::extract::Path;
 use crate::workflow::{self, Run};
 
 /// `GET /admin/workflows`: the workflows loaded from `[workflows] dir`.

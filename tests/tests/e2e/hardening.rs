@@ -344,3 +344,59 @@ async fn a_stalled_client_holds_the_upstream_back_instead_of_buffering() {
     assert!(text.contains(&format!("tok{} ", CHUNKS - 1)));
     assert!(fake.pieces_sent() >= CHUNKS);
 }
+
+#[tokio::test]
+async fn model_ids_are_bounded_and_unrouted_chats_count_under_no_model() {
+    let h = start_with(Keys::All, "").await;
+    let long = format!("kimi/{}", "x".repeat(10_000));
+    let (status, body) = h
+        .chat(&json!({"model": long, "messages": user("hi")}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`model` is 10005 bytes"),
+        "{body}"
+    );
+    let (status, _) = h
+        .chat(&json!({"model": "rag/nosuch", "messages": user("hi")}))
+        .await;
+    assert_eq!(status, 404);
+    // Neither name becomes a series: clients choose them freely.
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"lakehouse_chat_requests_total{provider="none",model="none",stream="false",outcome="error"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("xxxx") && !metrics.contains("nosuch"));
+    // The recent chats keep the short name and not the long one.
+    let recent = h.get_json("/admin/requests").await;
+    let models: Vec<&str> = recent["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["rag/nosuch", "(too long)"]);
+}
+
+#[tokio::test]
+async fn bad_query_strings_and_paths_get_openai_shaped_400s() {
+    let h = start_with(Keys::All, "").await;
+    for path in [
+        "/admin/requests?limit=abc",
+        "/admin/requests?offset=1",
+        "/admin/playbook/outcomes?limit=-1",
+        "/admin/corpora/%FF",
+    ] {
+        let response = h.get(path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{path}");
+        assert!(body["error"]["message"].is_string(), "{path}");
+    }
+}

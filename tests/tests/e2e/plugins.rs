@@ -206,6 +206,28 @@ async fn feedback_boost_reorders_sources_for_the_same_need() {
     assert_eq!(response.status(), 200);
     let (_, third) = h.chat(&ask).await;
     assert_eq!(source_ids(&third["lakehouse"])[0], "tea");
+
+    // A client rating the chat again does not undo the operator's retirement.
+    let response = h
+        .post(
+            "/v1/feedback",
+            &json!({"id": first["id"], "rating": 1.0, "sources": [
+                {"corpus": "docs", "id": "tea", "rating": -1.0},
+                {"corpus": "docs", "id": runner_up, "rating": 1.0}
+            ]}),
+        )
+        .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let (_, fourth) = h.chat(&ask).await;
+    assert_eq!(source_ids(&fourth["lakehouse"])[0], "tea");
+    let outcomes = h.get_json("/admin/playbook/outcomes?all=true").await;
+    let rerated = outcomes["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["id"] == first["id"])
+        .unwrap();
+    assert_eq!(rerated["retired"], true, "{outcomes}");
 }
 
 #[tokio::test]
@@ -555,6 +577,21 @@ async fn bad_lakehouse_options_and_unknown_rag_models_are_refused() {
         assert_eq!(got, status, "{body} -> {answer}");
         assert!(answer["error"]["message"].is_string());
     }
+    // Past 16 distinct corpora a chat is refused; a repeated name is one corpus.
+    let many: Vec<String> = (0..17).map(|i| format!("c{i}")).collect();
+    let (status, answer) = h
+        .chat(&json!({"model": "plain/gpt-test", "messages": user("hi"), "lakehouse": {"corpora": many}}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["param"], "lakehouse.corpora");
+    let (status, answer) = h
+        .chat(&json!({"model": "plain/gpt-test", "messages": user(TEA_QUESTION), "lakehouse": {"corpora": vec!["docs"; 1000]}}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let ids = source_ids(&answer["lakehouse"]);
+    assert_eq!(ids[0], "tea");
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "each source once: {ids:?}");
     // Plain chats carry no annotations at all.
     let (_, plain) = h
         .chat(&json!({"model": "plain/gpt-test", "messages": user("hi")}))
