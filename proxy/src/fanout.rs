@@ -97,6 +97,14 @@ impl FanoutRequest {
             ))
             .with_param("models"));
         }
+        let limit = lakehouse_providers::openai::MAX_MODEL_ID;
+        if let Some(at) = models.iter().position(|m| m.len() > limit) {
+            return Err(ApiError::bad_request(format!(
+                "models[{at}] is {} bytes, more than the {limit} a model id may have",
+                models[at].len()
+            ))
+            .with_param("models"));
+        }
         let mut probe = template.clone();
         probe.model = "fanout".into();
         probe.validate().map_err(ApiError::bad_request)?;

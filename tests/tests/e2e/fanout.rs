@@ -147,6 +147,10 @@ async fn bad_fanout_requests_get_openai_errors() {
             "models",
         ),
         (
+            json!({"models": ["ollama/a", "x".repeat(257)], "messages": user("x")}),
+            "models",
+        ),
+        (
             json!({"models": ["ollama/a"], "model": "ollama/a", "messages": user("x")}),
             "model",
         ),
