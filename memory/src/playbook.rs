@@ -176,6 +176,9 @@ impl Default for BoostConfig {
 /// How many unrated chats are remembered, and for how long.
 /// Chats kept awaiting a rating, unless the config says otherwise.
 pub const SHOWN_CAPACITY: u64 = 100_000;
+/// Longest query an outcome keeps (what the boost matches on is the query's
+/// embedding, not its text).
+pub const MAX_QUERY_BYTES: usize = 4096;
 const SHOWN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 fn now() -> u64 {
@@ -229,7 +232,8 @@ impl Playbook {
 
     /// Remembers what chat `id` showed, so it can be rated.
     /// Keeps at most `capacity` chats awaiting a rating (the oldest go first;
-    /// each holds its query vector and sources, about 2 KB). Call right after `open`.
+    /// each holds its query, cut at 4 KB, its query vector and sources:
+    /// about 2 KB for a short query). Call right after `open`.
     pub fn with_awaiting_capacity(mut self, capacity: u64) -> Self {
         self.shown = Cache::builder()
             .max_capacity(capacity.max(1))
@@ -238,7 +242,17 @@ impl Playbook {
         self
     }
 
-    pub fn remember(&self, id: &str, shown: Shown) {
+    /// The query is kept cut at [`MAX_QUERY_BYTES`]: a chat's last message may
+    /// be megabytes, and up to `capacity` of them wait here for a day.
+    pub fn remember(&self, id: &str, mut shown: Shown) {
+        if shown.query.len() > MAX_QUERY_BYTES {
+            let mut end = MAX_QUERY_BYTES;
+            while !shown.query.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.query.truncate(end);
+            shown.query.shrink_to_fit();
+        }
         self.shown.insert(id.to_owned(), Arc::new(shown));
     }
 
@@ -542,6 +556,27 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn long_queries_are_kept_cut_on_a_char_boundary() {
+        let playbook = Playbook::open(objects()).await.unwrap();
+        let mut long = shown(vec![1.0, 0.0]);
+        // Two-byte characters, so the cut falls inside one unless it steps back.
+        long.query = "é".repeat(MAX_QUERY_BYTES);
+        playbook.remember("chat-1", long);
+        let outcome = playbook
+            .rate(Feedback {
+                id: "chat-1".into(),
+                rating: 1.0,
+                note: None,
+                sources: vec![],
+            })
+            .await
+            .unwrap();
+        assert!(outcome.query.len() <= MAX_QUERY_BYTES);
+        assert!(outcome.query.len() >= MAX_QUERY_BYTES - 1);
+        assert!(outcome.query.chars().all(|c| c == 'é'));
     }
 
     #[test]
