@@ -229,6 +229,7 @@ impl From<StoreError> for ApiError {
                 Some("store_unavailable"),
                 message,
             ),
+            StoreError::EmbedderUpstream(e) => ApiError::from(e),
             StoreError::Embed(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "server_error",
@@ -311,6 +312,27 @@ mod tests {
             upstream(UpstreamErrorKind::Timeout).status,
             StatusCode::GATEWAY_TIMEOUT
         );
+    }
+
+    #[test]
+    fn embedder_failures_keep_their_upstream_kind() {
+        let timeout = ApiError::from(StoreError::from(ProviderError::Timeout {
+            provider: "ollama".into(),
+            after: Duration::from_secs(120),
+        }));
+        assert_eq!(timeout.status, StatusCode::GATEWAY_TIMEOUT);
+        let limited = ApiError::from(StoreError::from(ProviderError::Upstream {
+            provider: "embed".into(),
+            kind: UpstreamErrorKind::RateLimited,
+            status: Some(429),
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        }));
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.retry_after, Some(Duration::from_secs(7)));
+        // What the store says of an embedder itself stays a 502.
+        let bad = ApiError::from(StoreError::Embed("a vector is missing".into()));
+        assert_eq!(bad.status, StatusCode::BAD_GATEWAY);
     }
 
     #[test]

@@ -133,15 +133,8 @@ impl Embedder for OllamaEmbedder {
                 embeddings: Vec<Vec<f32>>,
             }
             let body = json!({"model": self.model, "input": texts, "truncate": true});
-            let response = self
-                .upstream
-                .post_json("/api/embed", &body, &[])
-                .await
-                .map_err(|e| StoreError::Embed(e.to_string()))?;
-            let answer: Answer = response
-                .json()
-                .await
-                .map_err(|e| StoreError::Embed(e.to_string()))?;
+            let response = self.upstream.post_json("/api/embed", &body, &[]).await?;
+            let answer: Answer = response.json().await?;
             check_count(&self.name, texts.len(), answer.embeddings)
         })
     }
@@ -181,15 +174,8 @@ impl Embedder for OpenAiEmbedder {
                 data: Vec<Item>,
             }
             let body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
-            let response = self
-                .upstream
-                .post_json("/embeddings", &body, &[])
-                .await
-                .map_err(|e| StoreError::Embed(e.to_string()))?;
-            let mut answer: Answer = response
-                .json()
-                .await
-                .map_err(|e| StoreError::Embed(e.to_string()))?;
+            let response = self.upstream.post_json("/embeddings", &body, &[]).await?;
+            let mut answer: Answer = response.json().await?;
             answer.data.sort_by_key(|i| i.index);
             check_count(
                 &self.name,

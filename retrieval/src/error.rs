@@ -22,6 +22,10 @@ pub enum StoreError {
     Backend(String),
     #[error("embedder: {0}")]
     Embed(String),
+    /// The embedder's upstream refused or failed; its kind (rate limit,
+    /// timeout, ...) decides the status the client gets.
+    #[error("embedder: {0}")]
+    EmbedderUpstream(#[from] lakehouse_providers::ProviderError),
     #[error("internal: {0}")]
     Internal(String),
 }
