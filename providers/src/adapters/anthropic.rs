@@ -362,8 +362,7 @@ pub async fn stream_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
-    use futures::executor::block_on;
+    use crate::adapters::convert_all;
 
     #[test]
     fn request_moves_system_and_tool_results() {
@@ -436,14 +435,7 @@ mod tests {
             ev("message_stop", json!({"type": "message_stop"})),
             ev("ping", json!({"type": "ping", "cost": "0.01"})),
         ];
-        let out: Vec<_> = block_on(
-            convert_sse::<StreamState>(
-                "z".into(),
-                futures::stream::iter(events).boxed(),
-                &EndMarker::default(),
-            )
-            .collect(),
-        );
+        let out: Vec<_> = convert_all::<StreamState>(events);
         assert_eq!(out.len(), 5);
         let start = out[2].as_ref().unwrap().choices[0]
             .delta
@@ -493,14 +485,7 @@ mod tests {
             ),
             ev("message_stop", json!({"type": "message_stop"})),
         ];
-        let out: Vec<_> = block_on(
-            convert_sse::<StreamState>(
-                "z".into(),
-                futures::stream::iter(events).boxed(),
-                &EndMarker::default(),
-            )
-            .collect(),
-        );
+        let out: Vec<_> = convert_all::<StreamState>(events);
         let usage = out.last().unwrap().as_ref().unwrap().usage.clone().unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 2));
     }
@@ -518,14 +503,7 @@ mod tests {
             ),
             ev("message_stop", json!({"type": "message_stop"})),
         ];
-        let out: Vec<_> = block_on(
-            convert_sse::<StreamState>(
-                "z".into(),
-                futures::stream::iter(events).boxed(),
-                &EndMarker::default(),
-            )
-            .collect(),
-        );
+        let out: Vec<_> = convert_all::<StreamState>(events);
         assert_eq!(out.len(), 2);
         match out[1].as_ref().unwrap_err() {
             ProviderError::Upstream { kind, message, .. } => {

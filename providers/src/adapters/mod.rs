@@ -99,3 +99,18 @@ pub(crate) fn convert_sse<C: SseConverter>(
     })
     .boxed()
 }
+
+/// Every chunk (or error) a converter makes of `events`, for the adapters' tests.
+#[cfg(test)]
+pub(crate) fn convert_all<C: SseConverter>(
+    events: Vec<Result<SseEvent, ProviderError>>,
+) -> Vec<Result<ChatChunk, ProviderError>> {
+    futures::executor::block_on(
+        convert_sse::<C>(
+            "z".into(),
+            futures::stream::iter(events).boxed(),
+            &EndMarker::default(),
+        )
+        .collect(),
+    )
+}

@@ -336,8 +336,7 @@ pub async fn stream_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::StreamExt;
-    use futures::executor::block_on;
+    use crate::adapters::convert_all;
 
     #[test]
     fn request_uses_instructions_flat_tools_and_call_items() {
@@ -400,14 +399,7 @@ mod tests {
             ),
             ev(json!({"type": "ping", "cost": "1"})),
         ];
-        let out: Vec<_> = block_on(
-            convert_sse::<StreamState>(
-                "z".into(),
-                futures::stream::iter(events).boxed(),
-                &EndMarker::default(),
-            )
-            .collect(),
-        );
+        let out: Vec<_> = convert_all::<StreamState>(events);
         assert_eq!(out.len(), 4);
         let start = &out[1].as_ref().unwrap().choices[0]
             .delta
@@ -428,14 +420,7 @@ mod tests {
         let events = vec![ev(
             json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}),
         )];
-        let out: Vec<_> = block_on(
-            convert_sse::<StreamState>(
-                "z".into(),
-                futures::stream::iter(events).boxed(),
-                &EndMarker::default(),
-            )
-            .collect(),
-        );
+        let out: Vec<_> = convert_all::<StreamState>(events);
         assert_eq!(
             out[0].as_ref().unwrap().choices[0].finish_reason,
             Some(FinishReason::Length)
@@ -443,29 +428,15 @@ mod tests {
         let events = vec![ev(
             json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}),
         )];
-        let out: Vec<_> = block_on(
-            convert_sse::<StreamState>(
-                "z".into(),
-                futures::stream::iter(events).boxed(),
-                &EndMarker::default(),
-            )
-            .collect(),
-        );
+        let out: Vec<_> = convert_all::<StreamState>(events);
         assert!(out[0].as_ref().unwrap_err().to_string().contains("boom"));
     }
 
     fn convert(events: Vec<Result<SseEvent, ProviderError>>) -> Vec<ChatChunk> {
-        block_on(
-            convert_sse::<StreamState>(
-                "z".into(),
-                futures::stream::iter(events).boxed(),
-                &EndMarker::default(),
-            )
-            .collect::<Vec<_>>(),
-        )
-        .into_iter()
-        .map(Result::unwrap)
-        .collect()
+        convert_all::<StreamState>(events)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
     }
 
     #[test]

@@ -147,15 +147,11 @@ async fn feedback_boost_reorders_sources_for_the_same_need() {
     let runner_up = ids[1].clone();
 
     // The user says the top hit did not help and the second one did.
-    let response = h
-        .post(
-            "/v1/feedback",
-            &json!({"id": first["id"], "rating": 1.0, "sources": [
-                {"corpus": "docs", "id": "tea", "rating": -1.0},
-                {"corpus": "docs", "id": runner_up, "rating": 1.0}
-            ]}),
-        )
-        .await;
+    let feedback = json!({"id": first["id"], "rating": 1.0, "sources": [
+        {"corpus": "docs", "id": "tea", "rating": -1.0},
+        {"corpus": "docs", "id": runner_up, "rating": 1.0}
+    ]});
+    let response = h.post("/v1/feedback", &feedback).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 
     let (_, second) = h.chat(&ask).await;
@@ -208,15 +204,7 @@ async fn feedback_boost_reorders_sources_for_the_same_need() {
     assert_eq!(source_ids(&third["lakehouse"])[0], "tea");
 
     // A client rating the chat again does not undo the operator's retirement.
-    let response = h
-        .post(
-            "/v1/feedback",
-            &json!({"id": first["id"], "rating": 1.0, "sources": [
-                {"corpus": "docs", "id": "tea", "rating": -1.0},
-                {"corpus": "docs", "id": runner_up, "rating": 1.0}
-            ]}),
-        )
-        .await;
+    let response = h.post("/v1/feedback", &feedback).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let (_, fourth) = h.chat(&ask).await;
     assert_eq!(source_ids(&fourth["lakehouse"])[0], "tea");
