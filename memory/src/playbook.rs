@@ -246,11 +246,10 @@ impl Playbook {
     /// be megabytes, and up to `capacity` of them wait here for a day.
     pub fn remember(&self, id: &str, mut shown: Shown) {
         if shown.query.len() > MAX_QUERY_BYTES {
-            let mut end = MAX_QUERY_BYTES;
-            while !shown.query.is_char_boundary(end) {
-                end -= 1;
-            }
-            shown.query.truncate(end);
+            shown.query.truncate(lakehouse_providers::char_floor(
+                &shown.query,
+                MAX_QUERY_BYTES,
+            ));
             shown.query.shrink_to_fit();
         }
         self.shown.insert(id.to_owned(), Arc::new(shown));

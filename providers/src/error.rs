@@ -149,11 +149,7 @@ pub fn error_message_from_body(body: &[u8]) -> String {
         message = "no error message".into();
     }
     if message.len() > MAX {
-        let mut cut = MAX;
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        message.truncate(cut);
+        message.truncate(crate::char_floor(&message, MAX));
         message.push('…');
     }
     message

@@ -32,3 +32,13 @@ mod fuzz_tests;
 
 pub use error::{ProviderError, UpstreamErrorKind};
 pub use provider::{ChatProvider, ChunkStream};
+
+/// The largest char boundary of `text` at or before `at` (its length when
+/// shorter): where text cut to at most `at` bytes ends.
+pub fn char_floor(text: &str, at: usize) -> usize {
+    let mut end = text.len().min(at);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}

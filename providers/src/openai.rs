@@ -61,6 +61,17 @@ pub struct ChatRequest {
 /// metrics), so it is bounded like any other stored client text.
 pub const MAX_MODEL_ID: usize = 256;
 
+/// Refuses a model id past [`MAX_MODEL_ID`] (chats and fan-out alike).
+pub fn check_model_id(model: &str) -> Result<(), String> {
+    if model.len() > MAX_MODEL_ID {
+        return Err(format!(
+            "`model` is {} bytes, more than the {MAX_MODEL_ID} a model id may have",
+            model.len()
+        ));
+    }
+    Ok(())
+}
+
 impl ChatRequest {
     /// Whether the caller asked for a stream.
     pub fn is_stream(&self) -> bool {
@@ -86,12 +97,7 @@ impl ChatRequest {
         if self.model.trim().is_empty() {
             return Err("`model` must be a non-empty string".into());
         }
-        if self.model.len() > MAX_MODEL_ID {
-            return Err(format!(
-                "`model` is {} bytes, more than the {MAX_MODEL_ID} a model id may have",
-                self.model.len()
-            ));
-        }
+        check_model_id(&self.model)?;
         if self.messages.is_empty() {
             return Err("`messages` must hold at least one message".into());
         }

@@ -97,13 +97,10 @@ impl FanoutRequest {
             ))
             .with_param("models"));
         }
-        let limit = lakehouse_providers::openai::MAX_MODEL_ID;
-        if let Some(at) = models.iter().position(|m| m.len() > limit) {
-            return Err(ApiError::bad_request(format!(
-                "models[{at}] is {} bytes, more than the {limit} a model id may have",
-                models[at].len()
-            ))
-            .with_param("models"));
+        for (at, model) in models.iter().enumerate() {
+            lakehouse_providers::openai::check_model_id(model).map_err(|e| {
+                ApiError::bad_request(format!("models[{at}]: {e}")).with_param("models")
+            })?;
         }
         let mut probe = template.clone();
         probe.model = "fanout".into();

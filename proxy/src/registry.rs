@@ -78,15 +78,13 @@ pub fn build_embedders(config: &Config) -> Result<Embedders, StoreError> {
         connect: std::time::Duration::from_secs(5),
         read: std::time::Duration::from_secs(120),
     };
-    let store_err = |e: ProviderError| StoreError::Embed(e.to_string());
     if let Some(ollama) = config
         .provider_settings()
         .into_iter()
         .find(|p| p.name == OLLAMA)
     {
         for model in &config.embeddings.ollama_models {
-            let upstream =
-                Upstream::new(OLLAMA, &ollama.base_url, Auth::None, timeouts).map_err(store_err)?;
+            let upstream = Upstream::new(OLLAMA, &ollama.base_url, Auth::None, timeouts)?;
             embedders.push(Arc::new(OllamaEmbedder::new(model, upstream)));
         }
     }
@@ -98,7 +96,7 @@ pub fn build_embedders(config: &Config) -> Result<Embedders, StoreError> {
                     .map_err(|reason| StoreError::Embed(format!("{}: {reason}", e.name)))?,
             ),
         };
-        let upstream = Upstream::new(&e.name, &e.base_url, auth, timeouts).map_err(store_err)?;
+        let upstream = Upstream::new(&e.name, &e.base_url, auth, timeouts)?;
         embedders.push(Arc::new(OpenAiEmbedder::new(&e.name, &e.model, upstream)));
     }
     Ok(Embedders::new(

@@ -66,11 +66,7 @@ fn encoder_input(text: &str) -> String {
     if text.trim().is_empty() {
         return "-".to_owned();
     }
-    let mut end = text.len().min(LOCAL_MAX_TEXT_BYTES);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    text[..lakehouse_providers::char_floor(text, LOCAL_MAX_TEXT_BYTES)].to_owned()
 }
 
 impl Embedder for LocalEmbedder {
