@@ -426,7 +426,8 @@ impl<'a> Reader<'a> {
                 b"prompt_tokens" => (1, &mut usage.prompt_tokens),
                 b"completion_tokens" => (2, &mut usage.completion_tokens),
                 b"total_tokens" => (4, &mut usage.total_tokens),
-                b"prompt_tokens_details" | b"completion_tokens_details" | b"cost" => return None,
+                b"prompt_tokens_details" | b"completion_tokens_details" | b"cost"
+                | b"cached_tokens" => return None,
                 _ => return reader.skip(0).map(|()| 0),
             };
             *count = reader.unsigned()?;
@@ -529,6 +530,7 @@ mod tests {
             // Rare fields with values: serde reads them.
             r#"{"choices":[],"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":1}}}"#,
             r#"{"choices":[],"usage":{"total_tokens":3,"cost":0.001}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"cached_tokens":8}}"#,
             r#"{"choices":[],"usage":{"completion_tokens_details":null}}"#,
             r#"{"choices":[{"index":0,"delta":{},"usage":{"total_tokens":3}}]}"#,
             // What serde refuses, the fast path refuses too.

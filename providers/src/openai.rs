@@ -514,6 +514,7 @@ pub struct FunctionCall {
 
 /// Token counts, in OpenAI's names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "UsageWire")]
 pub struct Usage {
     #[serde(default)]
     pub prompt_tokens: u64,
@@ -530,6 +531,42 @@ pub struct Usage {
     /// built and moved through every stream layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Box<Value>>,
+}
+
+/// [`Usage`] as upstreams send it: Kimi may count cached prompt tokens in a
+/// top-level `cached_tokens` rather than in `prompt_tokens_details`.
+#[derive(Deserialize)]
+struct UsageWire {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionTokensDetails>,
+    #[serde(default)]
+    cost: Option<Box<Value>>,
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<UsageWire> for Usage {
+    fn from(wire: UsageWire) -> Self {
+        let prompt_tokens_details = wire.prompt_tokens_details.or(wire
+            .cached_tokens
+            .map(|cached_tokens| PromptTokensDetails { cached_tokens }));
+        Self {
+            prompt_tokens: wire.prompt_tokens,
+            completion_tokens: wire.completion_tokens,
+            total_tokens: wire.total_tokens,
+            prompt_tokens_details,
+            completion_tokens_details: wire.completion_tokens_details,
+            cost: wire.cost,
+        }
+    }
 }
 
 impl Usage {
@@ -935,6 +972,28 @@ pub fn new_id(prefix: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kimis_top_level_cached_tokens_become_prompt_details() {
+        let kimi: Usage = serde_json::from_value(
+            json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11, "cached_tokens": 8}),
+        )
+        .unwrap();
+        assert_eq!(kimi.prompt_tokens_details, Some(PromptTokensDetails { cached_tokens: 8 }));
+        assert_eq!(
+            serde_json::to_value(&kimi).unwrap(),
+            json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
+                   "prompt_tokens_details": {"cached_tokens": 8}})
+        );
+        // OpenAI's own field wins when an upstream sends both.
+        let both: Usage = serde_json::from_value(
+            json!({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 3}, "cached_tokens": 8}),
+        )
+        .unwrap();
+        assert_eq!(both.prompt_tokens_details, Some(PromptTokensDetails { cached_tokens: 3 }));
+        let plain: Usage = serde_json::from_value(json!({"prompt_tokens": 9})).unwrap();
+        assert_eq!(plain.prompt_tokens_details, None);
+    }
 
     #[test]
     fn chunks_stay_small() {

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::flavour::Flavour;
 use crate::plan::{
-    CREATED, Ending, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT, TOOL_ARG_PIECES,
+    CREATED, Ending, KIMI_CACHED_TOKENS, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT, TOOL_ARG_PIECES,
     ZEN_COST, tool_arguments,
 };
 use crate::script::Script;
@@ -37,6 +37,9 @@ fn usage(plan: &Plan) -> Value {
     });
     if is_openrouter(plan) {
         usage["cost"] = json!(0.0001);
+    }
+    if plan.flavour == Flavour::Kimi {
+        usage["cached_tokens"] = json!(KIMI_CACHED_TOKENS);
     }
     usage
 }

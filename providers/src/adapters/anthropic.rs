@@ -29,6 +29,15 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// Builds the `/messages` body from an OpenAI request.
 pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
+    messages_body(provider, request).map(|(body, _)| body)
+}
+
+/// The `/messages` body, and the name of the tool a JSON answer is asked
+/// through when `response_format` wants one (see [`json_output`]).
+fn messages_body(
+    provider: &str,
+    request: &ChatRequest,
+) -> Result<(Value, Option<String>), ProviderError> {
     let mut messages: Vec<Value> = Vec::new();
     for (i, m) in request.messages.iter().enumerate() {
         let (role, blocks) = match m.role {
@@ -99,6 +108,19 @@ pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Valu
     if let Some(stop) = &request.stop {
         body.insert("stop_sequences".into(), stop.to_vec().into());
     }
+    if let Some(thinking) = request.extra.get("thinking") {
+        body.insert("thinking".into(), thinking.clone());
+    }
+    if let Some(tool) = json_output(provider, request)? {
+        // Forced, so the answer is the tool's input: JSON, to the schema.
+        body.insert(
+            "tool_choice".into(),
+            json!({"type": "tool", "name": tool["name"]}),
+        );
+        let name = tool["name"].as_str().map(str::to_owned);
+        body.insert("tools".into(), json!([tool]));
+        return Ok((Value::Object(body), name));
+    }
     let tools_off = request
         .tool_choice
         .as_ref()
@@ -132,10 +154,66 @@ pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Valu
         }
         body.insert("tool_choice".into(), choice);
     }
-    if let Some(thinking) = request.extra.get("thinking") {
-        body.insert("thinking".into(), thinking.clone());
+    Ok((Value::Object(body), None))
+}
+
+/// The tool name a JSON answer is asked through when the schema names none.
+const JSON_OUTPUT_TOOL: &str = "json_output";
+
+/// `response_format` `json_object` or `json_schema`, which Messages has no
+/// field for, as one tool whose input schema is the wanted answer's; the
+/// caller forces it, and the stream hands its input on as the content.
+/// `text` (or no format) is `None`. Refused where the forced tool cannot
+/// work: beside the client's own tools, or with thinking on (Anthropic
+/// refuses a forced tool choice while thinking).
+fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, ProviderError> {
+    let Some(format) = &request.response_format else {
+        return Ok(None);
+    };
+    let refuse = |why: &str| {
+        Err(ProviderError::invalid_request(
+            provider,
+            format!("response_format: {why}"),
+        ))
+    };
+    let mut tool = match format.get("type").and_then(Value::as_str) {
+        Some("text") => return Ok(None),
+        Some("json_object") => json!({
+            "name": JSON_OUTPUT_TOOL,
+            "description": "Answer with a JSON object.",
+            "input_schema": {"type": "object"},
+        }),
+        Some("json_schema") => {
+            let Some(spec) = format.get("json_schema").and_then(Value::as_object) else {
+                return refuse("type json_schema needs a json_schema object");
+            };
+            let name = spec
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(JSON_OUTPUT_TOOL);
+            let description = spec
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("Answer with JSON matching this schema.");
+            json!({
+                "name": name,
+                "description": description,
+                "input_schema": spec.get("schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
+            })
+        }
+        Some(other) => return refuse(&format!("type {other:?} has no Anthropic equivalent")),
+        None => return refuse("type must be text, json_object or json_schema"),
+    };
+    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return refuse("a JSON answer cannot be combined with tools on Anthropic models");
     }
-    Ok(Value::Object(body))
+    if request.extra.contains_key("thinking") {
+        return refuse("a JSON answer cannot be combined with thinking on Anthropic models");
+    }
+    if let Some(object) = tool.as_object_mut() {
+        object.retain(|_, v| !v.is_null());
+    }
+    Ok(Some(tool))
 }
 
 fn content_blocks(
@@ -203,7 +281,21 @@ pub(crate) struct StreamState {
     cached_tokens: u64,
     next_tool_index: u32,
     tool_index_by_block: HashMap<u64, u32>,
+    /// The forced tool a JSON answer was asked through, and its block once
+    /// opened: its input is the answer's content, not a tool call.
+    json_tool: Option<String>,
+    json_block: Option<u64>,
     done: bool,
+}
+
+impl StreamState {
+    /// A stream answering a request that asked its JSON answer through `json_tool`.
+    fn answering(json_tool: Option<String>) -> Self {
+        Self {
+            json_tool,
+            ..Self::default()
+        }
+    }
 }
 
 /// Converts one event; `Ok(None)` for events with nothing to say (ping, block stops).
@@ -242,21 +334,22 @@ impl SseConverter for StreamState {
             }
             "content_block_start" => {
                 let block = data.get("content_block").unwrap_or(&Value::Null);
-                if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+                let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let name = block.get("name").and_then(Value::as_str);
+                let is_tool = block.get("type").and_then(Value::as_str) == Some("tool_use");
+                if is_tool && name.is_some() && name == st.json_tool.as_deref() {
+                    st.json_block = Some(block_index);
+                    None
+                } else if is_tool {
                     let index = st.next_tool_index;
                     st.next_tool_index += 1;
-                    let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
                     st.tool_index_by_block.insert(block_index, index);
                     let id = block
                         .get("id")
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                         .to_owned();
-                    let name = block
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
+                    let name = name.unwrap_or_default().to_owned();
                     Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
                         index,
                         id,
@@ -283,6 +376,11 @@ impl SseConverter for StreamState {
                     }
                     Some("input_json_delta") => {
                         let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        if st.json_block == Some(block_index) {
+                            return Ok(Some(ChatChunk::delta(Delta::content(text(
+                                "partial_json",
+                            )))));
+                        }
                         let index = st
                             .tool_index_by_block
                             .get(&block_index)
@@ -305,6 +403,12 @@ impl SseConverter for StreamState {
                     .pointer("/delta/stop_reason")
                     .and_then(Value::as_str)
                     .map_or(FinishReason::Stop, finish_reason);
+                // The forced JSON tool ends with `tool_use`; to the client it
+                // was an answer, not a call.
+                let reason = match reason {
+                    FinishReason::ToolCalls if st.json_block.is_some() => FinishReason::Stop,
+                    other => other,
+                };
                 let output = data
                     .pointer("/usage/output_tokens")
                     .and_then(Value::as_u64)
@@ -347,15 +451,16 @@ pub async fn stream_chat(
     upstream: &Upstream,
     request: &ChatRequest,
 ) -> Result<ChunkStream, ProviderError> {
-    let body = to_messages_request(upstream.provider(), request)?;
+    let (body, json_tool) = messages_body(upstream.provider(), request)?;
     let response = upstream
         .post_json("/messages", &body, &[("anthropic-version", "2023-06-01")])
         .await?;
     let ended = EndMarker::default();
-    Ok(convert_sse::<StreamState>(
+    Ok(convert_sse(
         upstream.provider().to_owned(),
         response.sse_events(&ended),
         &ended,
+        StreamState::answering(json_tool),
     ))
 }
 
@@ -435,7 +540,7 @@ mod tests {
             ev("message_stop", json!({"type": "message_stop"})),
             ev("ping", json!({"type": "ping", "cost": "0.01"})),
         ];
-        let out: Vec<_> = convert_all::<StreamState>(events);
+        let out: Vec<_> = convert_all(StreamState::default(), events);
         assert_eq!(out.len(), 5);
         let start = out[2].as_ref().unwrap().choices[0]
             .delta
@@ -451,6 +556,103 @@ mod tests {
         );
         let usage = finish.usage.clone().unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (15, 9));
+    }
+
+    fn json_request(format: Value, extra: Value) -> Result<Value, ProviderError> {
+        let mut req = json!({"model": "claude-sonnet-4-5", "response_format": format,
+                             "messages": [{"role": "user", "content": "where?"}]});
+        req.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        to_messages_request("opencode", &serde_json::from_value(req).unwrap())
+    }
+
+    #[test]
+    fn a_json_answer_is_asked_through_one_forced_tool() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        let body = json_request(
+            json!({"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": true}}),
+            json!({}),
+        )
+        .unwrap();
+        assert_eq!(
+            body["tools"],
+            json!([{"name": "place", "description": "Answer with JSON matching this schema.",
+                    "input_schema": schema}])
+        );
+        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "place"}));
+        let body = json_request(json!({"type": "json_object"}), json!({})).unwrap();
+        assert_eq!(body["tools"][0]["name"], JSON_OUTPUT_TOOL);
+        assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+        let body = json_request(json!({"type": "text"}), json!({})).unwrap();
+        assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn a_json_answer_anthropic_cannot_give_is_refused() {
+        let weather = json!({"tools": [{"type": "function", "function": {"name": "get_weather"}}]});
+        let thinking = json!({"thinking": {"type": "enabled", "budget_tokens": 2000}});
+        for (format, extra) in [
+            (json!({"type": "json_object"}), weather),
+            (json!({"type": "json_object"}), thinking),
+            (json!({"type": "json_schema"}), json!({})),
+            (json!({"type": "grammar"}), json!({})),
+        ] {
+            match json_request(format.clone(), extra) {
+                Err(ProviderError::InvalidRequest { message, .. }) => {
+                    assert!(message.starts_with("response_format: "), "{message}");
+                }
+                other => panic!("{format}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_forced_json_tool_streams_as_content_and_stops() {
+        let events = vec![
+            ev(
+                "message_start",
+                json!({"type": "message_start", "message": {"usage": {"input_tokens": 10}}}),
+            ),
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "place", "input": {}}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
+            ),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "\"Oslo\"}"}}),
+            ),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 6}}),
+            ),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ];
+        let out: Vec<ChatChunk> =
+            convert_all(StreamState::answering(Some("place".into())), events.clone())
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        let content: String = out
+            .iter()
+            .filter_map(|c| c.choices.first()?.delta.content.clone())
+            .collect();
+        assert_eq!(content, r#"{"city":"Oslo"}"#);
+        assert!(out.iter().all(|c| c.choices.iter().all(|ch| ch.delta.tool_calls.is_none())));
+        assert_eq!(
+            out.last().unwrap().choices[0].finish_reason,
+            Some(FinishReason::Stop)
+        );
+        // Without a JSON answer asked for, the same tool is a tool call.
+        let plain = convert_all(StreamState::default(), events);
+        assert_eq!(
+            plain.last().unwrap().as_ref().unwrap().choices[0].finish_reason,
+            Some(FinishReason::ToolCalls)
+        );
     }
 
     #[test]
@@ -485,7 +687,7 @@ mod tests {
             ),
             ev("message_stop", json!({"type": "message_stop"})),
         ];
-        let out: Vec<_> = convert_all::<StreamState>(events);
+        let out: Vec<_> = convert_all(StreamState::default(), events);
         let usage = out.last().unwrap().as_ref().unwrap().usage.clone().unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 2));
     }
@@ -503,7 +705,7 @@ mod tests {
             ),
             ev("message_stop", json!({"type": "message_stop"})),
         ];
-        let out: Vec<_> = convert_all::<StreamState>(events);
+        let out: Vec<_> = convert_all(StreamState::default(), events);
         assert_eq!(out.len(), 2);
         match out[1].as_ref().unwrap_err() {
             ProviderError::Upstream { kind, message, .. } => {

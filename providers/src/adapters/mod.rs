@@ -76,9 +76,9 @@ pub(crate) fn convert_sse<C: SseConverter>(
     provider: String,
     mut events: impl Stream<Item = Result<SseEvent, ProviderError>> + Send + Unpin + 'static,
     ended: &EndMarker,
+    mut converter: C,
 ) -> ChunkStream {
     let ended = ended.clone();
-    let mut converter = C::default();
     let mut failed = false;
     futures::stream::poll_fn(move |cx| {
         while !failed && !converter.done() {
@@ -103,13 +103,15 @@ pub(crate) fn convert_sse<C: SseConverter>(
 /// Every chunk (or error) a converter makes of `events`, for the adapters' tests.
 #[cfg(test)]
 pub(crate) fn convert_all<C: SseConverter>(
+    converter: C,
     events: Vec<Result<SseEvent, ProviderError>>,
 ) -> Vec<Result<ChatChunk, ProviderError>> {
     futures::executor::block_on(
-        convert_sse::<C>(
+        convert_sse(
             "z".into(),
             futures::stream::iter(events).boxed(),
             &EndMarker::default(),
+            converter,
         )
         .collect(),
     )

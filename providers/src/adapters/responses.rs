@@ -113,7 +113,42 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
     if let Some(p) = request.parallel_tool_calls {
         body.insert("parallel_tool_calls".into(), p.into());
     }
+    if let Some(format) = &request.response_format {
+        body.insert(
+            "text".into(),
+            json!({ "format": text_format(provider, format)? }),
+        );
+    }
     Ok(Value::Object(body))
+}
+
+/// `response_format` as the Responses API's `text.format`: the same types,
+/// with a JSON schema's fields (`name`, `schema`, `strict`, `description`)
+/// moved up beside `type`. A format that cannot be carried over is refused
+/// rather than dropped: a client asking for JSON must not get prose.
+fn text_format(provider: &str, format: &Value) -> Result<Value, ProviderError> {
+    let refuse = |why: &str| {
+        Err(ProviderError::invalid_request(
+            provider,
+            format!("response_format: {why}"),
+        ))
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some(kind @ ("text" | "json_object")) => Ok(json!({ "type": kind })),
+        Some("json_schema") => {
+            let Some(schema) = format.get("json_schema").and_then(Value::as_object) else {
+                return refuse("type json_schema needs a json_schema object");
+            };
+            if !schema.get("name").is_some_and(Value::is_string) {
+                return refuse("json_schema.name must be a string");
+            }
+            let mut flat = schema.clone();
+            flat.insert("type".into(), "json_schema".into());
+            Ok(Value::Object(flat))
+        }
+        Some(other) => refuse(&format!("type {other:?} has no Responses equivalent")),
+        None => refuse("type must be text, json_object or json_schema"),
+    }
 }
 
 fn message_content(
@@ -326,10 +361,11 @@ pub async fn stream_chat(
     let body = to_responses_request(upstream.provider(), request)?;
     let response = upstream.post_json("/responses", &body, &[]).await?;
     let ended = EndMarker::default();
-    Ok(convert_sse::<StreamState>(
+    Ok(convert_sse(
         upstream.provider().to_owned(),
         response.sse_events(&ended),
         &ended,
+        StreamState::default(),
     ))
 }
 
@@ -337,6 +373,52 @@ pub async fn stream_chat(
 mod tests {
     use super::*;
     use crate::adapters::convert_all;
+
+    fn with_format(format: Value) -> Result<Value, ProviderError> {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "messages": [{"role": "user", "content": "hi"}],
+            "response_format": format,
+        }))
+        .unwrap();
+        to_responses_request("opencode", &req)
+    }
+
+    #[test]
+    fn response_format_becomes_text_format_with_the_schema_flattened() {
+        let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        let body = with_format(json!({"type": "json_schema", "json_schema":
+            {"name": "place", "schema": schema, "strict": true, "description": "a city"}}))
+        .unwrap();
+        assert_eq!(
+            body["text"],
+            json!({"format": {"type": "json_schema", "name": "place", "schema": schema,
+                              "strict": true, "description": "a city"}})
+        );
+        let body = with_format(json!({"type": "json_object"})).unwrap();
+        assert_eq!(body["text"], json!({"format": {"type": "json_object"}}));
+        let body = with_format(json!({"type": "text"})).unwrap();
+        assert_eq!(body["text"], json!({"format": {"type": "text"}}));
+        let body = with_format(Value::Null).unwrap();
+        assert!(body.get("text").is_none(), "null is unset: {body}");
+    }
+
+    #[test]
+    fn a_response_format_responses_cannot_carry_is_refused() {
+        for format in [
+            json!({"type": "json_schema"}),
+            json!({"type": "json_schema", "json_schema": {"schema": {}}}),
+            json!({"type": "regex", "pattern": "a+"}),
+            json!({"schema": {}}),
+        ] {
+            match with_format(format.clone()) {
+                Err(ProviderError::InvalidRequest { message, .. }) => {
+                    assert!(message.starts_with("response_format: "), "{message}");
+                }
+                other => panic!("{format}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn request_uses_instructions_flat_tools_and_call_items() {
@@ -399,7 +481,7 @@ mod tests {
             ),
             ev(json!({"type": "ping", "cost": "1"})),
         ];
-        let out: Vec<_> = convert_all::<StreamState>(events);
+        let out: Vec<_> = convert_all(StreamState::default(), events);
         assert_eq!(out.len(), 4);
         let start = &out[1].as_ref().unwrap().choices[0]
             .delta
@@ -420,7 +502,7 @@ mod tests {
         let events = vec![ev(
             json!({"type": "response.incomplete", "response": {"incomplete_details": {"reason": "max_output_tokens"}}}),
         )];
-        let out: Vec<_> = convert_all::<StreamState>(events);
+        let out: Vec<_> = convert_all(StreamState::default(), events);
         assert_eq!(
             out[0].as_ref().unwrap().choices[0].finish_reason,
             Some(FinishReason::Length)
@@ -428,12 +510,12 @@ mod tests {
         let events = vec![ev(
             json!({"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}),
         )];
-        let out: Vec<_> = convert_all::<StreamState>(events);
+        let out: Vec<_> = convert_all(StreamState::default(), events);
         assert!(out[0].as_ref().unwrap_err().to_string().contains("boom"));
     }
 
     fn convert(events: Vec<Result<SseEvent, ProviderError>>) -> Vec<ChatChunk> {
-        convert_all::<StreamState>(events)
+        convert_all(StreamState::default(), events)
             .into_iter()
             .map(Result::unwrap)
             .collect()

@@ -102,6 +102,12 @@ async fn non_stream_chat_through_every_provider() {
         assert_eq!(body["usage"]["prompt_tokens"], 11, "{model}: {body}");
         assert_eq!(body["usage"]["completion_tokens"], 7, "{model}: {body}");
         assert_eq!(body["usage"]["total_tokens"], 18, "{model}: {body}");
+        if *flavour == "kimi" {
+            assert_eq!(
+                body["usage"]["prompt_tokens_details"]["cached_tokens"], 4,
+                "{model}: Kimi's top-level cached_tokens kept in OpenAI's place: {body}"
+            );
+        }
         let sent = h.last_request(path);
         assert!(sent.path.ends_with(path), "{model}: went to {}", sent.path);
     }
@@ -134,6 +140,12 @@ async fn streams_keep_ids_role_usage_last_and_one_done() {
         let usage = chunks.last().unwrap();
         assert_eq!(usage["choices"], json!([]), "{model}: {usage}");
         assert_eq!(usage["usage"]["total_tokens"], 18, "{model}: {usage}");
+        if *flavour == "kimi" {
+            assert_eq!(
+                usage["usage"]["prompt_tokens_details"]["cached_tokens"], 4,
+                "{model}: {usage}"
+            );
+        }
         let finish = &chunks[chunks.len() - 2];
         assert_eq!(
             finish["choices"][0]["finish_reason"], "stop",
@@ -514,6 +526,55 @@ async fn zen_claude_uses_x_api_key_and_messages_format() {
     assert!(!sent.headers.contains_key("authorization"));
     assert_eq!(sent.body["system"], "Be terse.");
     assert!(sent.body["max_tokens"].as_u64().is_some());
+}
+
+#[tokio::test]
+async fn zen_carries_response_format_into_each_protocol() {
+    let h = start().await;
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+    let format = json!({"type": "json_schema",
+                        "json_schema": {"name": "place", "schema": schema, "strict": true}});
+    // Responses: `text.format`, the schema's fields beside `type`.
+    let (status, body) = h
+        .chat(&json!({"model": "opencode/gpt-5.4", "messages": user("where?"),
+                      "response_format": format}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = h.last_request("/zen/v1/responses").body;
+    assert_eq!(
+        sent["text"]["format"],
+        json!({"type": "json_schema", "name": "place", "schema": schema, "strict": true})
+    );
+    // Messages: one forced tool, whose input comes back as the answer, whole
+    // and streamed.
+    let request = json!({"model": "opencode/claude-sonnet-4-5", "messages": user("where? #tool"),
+                         "response_format": format});
+    let (status, body) = h.chat(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = h.last_request("/zen/v1/messages").body;
+    assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "place"}));
+    assert_eq!(sent["tools"][0]["input_schema"], schema);
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], r#"{"city":"Oslo"}"#, "{body}");
+    assert!(message.get("tool_calls").is_none_or(Value::is_null), "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let (status, events) = h.stream(&streamed).await;
+    assert_eq!(status, 200, "{events:?}");
+    let chunks = chunks_of("claude", &events);
+    assert_eq!(joined_content(&chunks), r#"{"city":"Oslo"}"#);
+    // What a protocol cannot carry is a 400, not prose where JSON was asked.
+    let (status, body) = h
+        .chat(&json!({"model": "opencode/claude-sonnet-4-5", "messages": user("where?"),
+                      "response_format": {"type": "json_object"}, "tools": weather_tool()}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("response_format"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
