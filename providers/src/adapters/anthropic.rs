@@ -121,15 +121,9 @@ fn messages_body(
         body.insert("tools".into(), json!([tool]));
         return Ok((Value::Object(body), name));
     }
-    let tools_off = request
-        .tool_choice
-        .as_ref()
-        .is_some_and(ToolChoice::is_none);
-    if let Some(tools) = request
-        .tools
-        .as_ref()
-        .filter(|t| !t.is_empty() && !tools_off)
-    {
+    // `none` keeps the tools with `{type:none}`: a history holding tool
+    // calls needs the tools it called defined.
+    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
         let converted: Vec<Value> = tools
             .iter()
             .map(|t| {
@@ -146,10 +140,12 @@ fn messages_body(
         body.insert("tools".into(), converted.into());
         let mut choice = match &request.tool_choice {
             Some(ToolChoice::Mode(m)) if m == "required" => json!({"type": "any"}),
+            Some(choice) if choice.is_none() => json!({"type": "none"}),
             Some(ToolChoice::Named(n)) => json!({"type": "tool", "name": n.function.name}),
             _ => json!({"type": "auto"}),
         };
-        if request.parallel_tool_calls == Some(false) {
+        // `none` takes no other field.
+        if request.parallel_tool_calls == Some(false) && choice["type"] != "none" {
             choice["disable_parallel_tool_use"] = true.into();
         }
         body.insert("tool_choice".into(), choice);
@@ -586,6 +582,24 @@ mod tests {
         assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
         let body = json_request(json!({"type": "text"}), json!({})).unwrap();
         assert!(body.get("tools").is_none() && body.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn tool_choice_none_keeps_the_tools_the_history_called() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-sonnet-4-5", "tool_choice": "none", "parallel_tool_calls": false,
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "12C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}]
+        }))
+        .unwrap();
+        let body = to_messages_request("opencode", &req).unwrap();
+        assert_eq!(body["tools"][0]["name"], "get_weather");
+        assert_eq!(body["tool_choice"], json!({"type": "none"}));
     }
 
     #[test]
