@@ -92,9 +92,10 @@ impl Pipeline {
 
     /// Runs the pre hooks, then ranks, filters and injects the context.
     pub async fn pre(&self, ctx: &mut ChatContext) -> Result<(), PluginError> {
-        let active: Vec<Arc<dyn Plugin>> = self.active(ctx).cloned().collect();
-        for plugin in active {
-            if !plugin.applies(ctx) {
+        // The plugins borrow `self`, not `ctx`, so the hooks may change the
+        // context between them without a list of the active ones built first.
+        for plugin in &self.plugins {
+            if !ctx.runs(plugin.name()) || !plugin.applies(ctx) {
                 continue;
             }
             let name = plugin.name();
@@ -217,9 +218,7 @@ impl Pipeline {
             .iter()
             .position(|m| m.role != Role::System && m.role != Role::Developer)
             .unwrap_or(ctx.request.messages.len());
-        ctx.request
-            .messages
-            .insert(at, Message::text(Role::System, text));
+        Arc::make_mut(&mut ctx.request.messages).insert(at, Message::text(Role::System, text));
     }
 }
 

@@ -9,6 +9,8 @@
 //! Reasoning text is exposed at the edge as `reasoning_content` (the Kimi and
 //! DeepSeek name); OpenRouter's and Ollama's `reasoning` is renamed to it.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -16,7 +18,9 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatRequest {
     pub model: String,
-    pub messages: Vec<Message>,
+    /// Shared: the upstream call, the captured conversation and the post
+    /// hooks all hold it (a plugin changing it takes its own copy first).
+    pub messages: Arc<Vec<Message>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

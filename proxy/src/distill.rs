@@ -367,7 +367,7 @@ pub struct ExportReport {
 
 /// Asks `judge` to score one answer 0..10; returns 0..1.
 async fn judge_run(state: &SharedState, judge: &str, event: &ChatEvent) -> Result<f64, String> {
-    let question = event.messages.as_deref().map(prompt_of).unwrap_or_default();
+    let question = event.messages.as_deref().map(|m| prompt_of(m)).unwrap_or_default();
     let answer = event.answer.as_deref().unwrap_or_default();
     let request: ChatRequest = serde_json::from_value(serde_json::json!({
         "model": judge,
@@ -461,7 +461,7 @@ pub async fn export(
             }
             continue;
         }
-        let mut conversation = messages.clone();
+        let mut conversation = Vec::clone(messages);
         conversation.push(Message::text(Role::Assistant, answer.clone()));
         let line = serde_json::json!({ "messages": conversation });
         lines.push_str(&line.to_string());

@@ -88,7 +88,7 @@ pub struct ChatEvent {
     /// The messages as sent upstream (plugin context included), when
     /// `[distillation] capture` is on: what distillation exports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<Vec<lakehouse_providers::openai::Message>>,
+    pub messages: Option<Arc<Vec<lakehouse_providers::openai::Message>>>,
     /// The assistant's answer text, when captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
@@ -764,10 +764,14 @@ impl Witness {
         self.event.as_mut().and_then(Arc::get_mut)
     }
 
-    /// Keeps the conversation for distillation (only called when capture is on).
-    pub(crate) fn conversation(&mut self, messages: &[lakehouse_providers::openai::Message]) {
+    /// Keeps the conversation for distillation (only called when capture is
+    /// on): shared with the upstream call, not copied.
+    pub(crate) fn conversation(
+        &mut self,
+        messages: &Arc<Vec<lakehouse_providers::openai::Message>>,
+    ) {
         if let Some(e) = self.event_mut() {
-            e.messages = Some(messages.to_vec());
+            e.messages = Some(Arc::clone(messages));
         }
     }
 
@@ -1179,7 +1183,7 @@ mod tests {
                 tokens_out,
                 lakehouse,
                 rating,
-                messages,
+                messages: messages.map(Arc::new),
                 answer,
             },
         )
