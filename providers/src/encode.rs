@@ -11,13 +11,16 @@
 //! values (tool calls, usage, logprobs, annotations) still go through serde.
 //!
 //! [`write_str`], [`write_u64`] and [`write_value`] are the pieces, for other
-//! hand-written encodings of hot records (the proxy's request log).
+//! hand-written encodings of hot records (the proxy's request log). Anything
+//! else serde encodes goes through [`json`], serde_json's bytes with faster
+//! strings (upstream request bodies, the nested parts here).
+
+pub mod json;
 
 use serde::Serialize;
 
 use serde_json::Value;
 
-use crate::decode::plain_prefix;
 use crate::openai::{
     ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, ResponseMessage, Role,
     Usage,
@@ -229,23 +232,16 @@ fn write_delta(out: &mut Vec<u8>, delta: &Delta) -> serde_json::Result<()> {
     Ok(())
 }
 
-/// Any value, by serde: for the rare nested parts.
+/// Any value, by serde (through [`json`]): for the rare nested parts.
 pub fn write_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
-    serde_json::to_writer(out, value)
+    json::to_writer(out, value)
 }
 
-/// `text` as a JSON string. Text with nothing to escape (the usual case) is
-/// copied in one piece; anything else goes through serde_json's escaper, so
-/// escapes are exactly serde's.
+/// `text` as a JSON string, escaped exactly as serde_json escapes it; runs
+/// with nothing to escape (usually the whole text) are copied in one piece.
 pub fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
-    if plain_prefix(text.as_bytes()) == text.len() {
-        out.reserve(text.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-        return Ok(());
-    }
-    write_value(out, text)
+    json::write_escaped(out, text);
+    Ok(())
 }
 
 /// `n` in decimal.

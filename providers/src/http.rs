@@ -237,7 +237,7 @@ impl Upstream {
     /// lets a caller drop a large request before its future is built, so the
     /// (boxed, per-chat) future holds bytes rather than the request.
     pub fn encode<T: Serialize + ?Sized>(&self, body: &T) -> Result<Vec<u8>, ProviderError> {
-        serde_json::to_vec(body).map_err(|e| {
+        crate::encode::json::to_vec(body).map_err(|e| {
             ProviderError::invalid_request(
                 &self.0.provider,
                 format!("cannot encode the request: {e}"),

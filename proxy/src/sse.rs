@@ -41,7 +41,7 @@ impl Event {
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
         let mut wire = Vec::with_capacity(256);
         wire.extend_from_slice(b"data: ");
-        serde_json::to_writer(&mut wire, value)?;
+        lakehouse_providers::encode::write_value(&mut wire, value)?;
         wire.extend_from_slice(b"\n\n");
         Ok(Self(wire.into()))
     }

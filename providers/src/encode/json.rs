@@ -1,0 +1,749 @@
+//! A serde serializer writing compact JSON: exactly the bytes of
+//! `serde_json::to_writer`, with strings scanned eight bytes at a time.
+//!
+//! serde_json escapes a string one byte at a time, through a table: about 12
+//! instructions a byte. Every chat's messages are encoded twice (the upstream
+//! request, and the observer's captured conversation), so for a chat of 40 KB
+//! that loop was two thirds of the proxy's work for it. Here a run with
+//! nothing to escape is found a word at a time ([`plain_prefix`]) and copied
+//! whole; numbers go through serde_json's own formatter, so the bytes stay
+//! serde_json's (property tests compare the two).
+
+use serde::ser::{self, Error as _, Serialize};
+use serde_json::ser::Formatter;
+
+use crate::decode::plain_prefix;
+
+/// `value`'s JSON appended to `out`.
+pub fn to_writer<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_json::Result<()> {
+    value.serialize(&mut Writer { out })
+}
+
+/// `value`'s JSON.
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    to_writer(&mut out, value)?;
+    Ok(out)
+}
+
+/// `text` as a JSON string, escaped as serde_json escapes it.
+pub fn write_escaped(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = text.as_bytes();
+    out.reserve(rest.len() + 2);
+    out.push(b'"');
+    loop {
+        let plain = plain_prefix(rest);
+        out.extend_from_slice(rest.get(..plain).unwrap_or_default());
+        let Some((&byte, after)) = rest.get(plain..).and_then(<[u8]>::split_first) else {
+            break;
+        };
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            control => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(control >> 4)],
+                HEX[usize::from(control & 0xf)],
+            ]),
+        }
+        rest = after;
+    }
+    out.push(b'"');
+}
+
+fn io(e: std::io::Error) -> serde_json::Error {
+    serde_json::Error::io(e)
+}
+
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl Writer<'_> {
+    fn integer(&mut self, n: impl itoa::Integer) {
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+}
+
+/// An array or object being written; `first` until its first element.
+pub struct Compound<'a, 'b> {
+    writer: &'b mut Writer<'a>,
+    first: bool,
+    /// What closes it: `]`, `}`, or those plus the `}` of an enum variant.
+    close: &'static [u8],
+}
+
+impl<'a, 'b> Compound<'a, 'b> {
+    fn open(writer: &'b mut Writer<'a>, open: &[u8], close: &'static [u8]) -> Self {
+        writer.out.extend_from_slice(open);
+        Self {
+            writer,
+            first: true,
+            close,
+        }
+    }
+
+    fn comma(&mut self) {
+        if !self.first {
+            self.writer.out.push(b',');
+        }
+        self.first = false;
+    }
+
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+        self.comma();
+        value.serialize(&mut *self.writer)
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
+        self.comma();
+        write_escaped(self.writer.out, key);
+        self.writer.out.push(b':');
+        value.serialize(&mut *self.writer)
+    }
+
+    fn close(self) -> serde_json::Result<()> {
+        self.writer.out.extend_from_slice(self.close);
+        Ok(())
+    }
+}
+
+impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = Compound<'a, 'b>;
+    type SerializeTuple = Compound<'a, 'b>;
+    type SerializeTupleStruct = Compound<'a, 'b>;
+    type SerializeTupleVariant = Compound<'a, 'b>;
+    type SerializeMap = Compound<'a, 'b>;
+    type SerializeStruct = Compound<'a, 'b>;
+    type SerializeStructVariant = Compound<'a, 'b>;
+
+    fn serialize_bool(self, v: bool) -> serde_json::Result<()> {
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn serialize_i8(self, v: i8) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_i16(self, v: i16) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_i32(self, v: i32) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_i64(self, v: i64) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_i128(self, v: i128) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_u8(self, v: u8) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_u16(self, v: u16) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_u32(self, v: u32) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_u64(self, v: u64) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    fn serialize_u128(self, v: u128) -> serde_json::Result<()> {
+        self.integer(v);
+        Ok(())
+    }
+
+    // Non-finite floats are `null`, as serde_json writes them.
+    fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
+        if v.is_finite() {
+            serde_json::ser::CompactFormatter
+                .write_f32(self.out, v)
+                .map_err(io)
+        } else {
+            self.serialize_unit()
+        }
+    }
+
+    fn serialize_f64(self, v: f64) -> serde_json::Result<()> {
+        if v.is_finite() {
+            serde_json::ser::CompactFormatter
+                .write_f64(self.out, v)
+                .map_err(io)
+        } else {
+            self.serialize_unit()
+        }
+    }
+
+    fn serialize_char(self, v: char) -> serde_json::Result<()> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+
+    fn serialize_str(self, v: &str) -> serde_json::Result<()> {
+        write_escaped(self.out, v);
+        Ok(())
+    }
+
+    fn serialize_bytes(self, v: &[u8]) -> serde_json::Result<()> {
+        let mut seq = Compound::open(self, b"[", b"]");
+        for byte in v {
+            seq.element(byte)?;
+        }
+        seq.close()
+    }
+
+    fn serialize_none(self) -> serde_json::Result<()> {
+        self.serialize_unit()
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> serde_json::Result<()> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> serde_json::Result<()> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> serde_json::Result<()> {
+        self.serialize_unit()
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> serde_json::Result<()> {
+        self.serialize_str(variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        let mut object = Compound::open(self, b"{", b"}");
+        object.field(variant, value)?;
+        object.close()
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> serde_json::Result<Compound<'a, 'b>> {
+        Ok(Compound::open(self, b"[", b"]"))
+    }
+
+    fn serialize_tuple(self, len: usize) -> serde_json::Result<Compound<'a, 'b>> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> serde_json::Result<Compound<'a, 'b>> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> serde_json::Result<Compound<'a, 'b>> {
+        variant_head(self, variant, b'[');
+        Ok(Compound::open(self, b"", b"]}"))
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> serde_json::Result<Compound<'a, 'b>> {
+        Ok(Compound::open(self, b"{", b"}"))
+    }
+
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> serde_json::Result<Compound<'a, 'b>> {
+        self.serialize_map(Some(len))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> serde_json::Result<Compound<'a, 'b>> {
+        variant_head(self, variant, b'{');
+        Ok(Compound::open(self, b"", b"}}"))
+    }
+}
+
+/// `{"variant":` and the opening of its content.
+fn variant_head(writer: &mut Writer<'_>, variant: &str, open: u8) {
+    writer.out.push(b'{');
+    write_escaped(writer.out, variant);
+    writer.out.push(b':');
+    writer.out.push(open);
+}
+
+impl ser::SerializeSeq for Compound<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.close()
+    }
+}
+
+impl ser::SerializeTupleVariant for Compound<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+        self.element(value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.close()
+    }
+}
+
+impl ser::SerializeMap for Compound<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> serde_json::Result<()> {
+        self.comma();
+        key.serialize(KeyWriter {
+            out: self.writer.out,
+        })?;
+        self.writer.out.push(b':');
+        Ok(())
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+        value.serialize(&mut *self.writer)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.close()
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        self.field(key, value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.close()
+    }
+}
+
+impl ser::SerializeStructVariant for Compound<'_, '_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        self.field(key, value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        self.close()
+    }
+}
+
+/// An object key: a string, or a number, bool or char written as one (as
+/// serde_json does); anything else is an error.
+struct KeyWriter<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl KeyWriter<'_> {
+    fn quoted(self, text: &str) -> serde_json::Result<()> {
+        self.out.push(b'"');
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.push(b'"');
+        Ok(())
+    }
+
+    fn integer(self, n: impl itoa::Integer) -> serde_json::Result<()> {
+        self.quoted(itoa::Buffer::new().format(n))
+    }
+}
+
+fn key_must_be_a_string() -> serde_json::Error {
+    serde_json::Error::custom("key must be a string")
+}
+
+impl ser::Serializer for KeyWriter<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = ser::Impossible<(), serde_json::Error>;
+    type SerializeTuple = ser::Impossible<(), serde_json::Error>;
+    type SerializeTupleStruct = ser::Impossible<(), serde_json::Error>;
+    type SerializeTupleVariant = ser::Impossible<(), serde_json::Error>;
+    type SerializeMap = ser::Impossible<(), serde_json::Error>;
+    type SerializeStruct = ser::Impossible<(), serde_json::Error>;
+    type SerializeStructVariant = ser::Impossible<(), serde_json::Error>;
+
+    fn serialize_str(self, v: &str) -> serde_json::Result<()> {
+        write_escaped(self.out, v);
+        Ok(())
+    }
+
+    fn serialize_char(self, v: char) -> serde_json::Result<()> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+
+    fn serialize_bool(self, v: bool) -> serde_json::Result<()> {
+        self.quoted(if v { "true" } else { "false" })
+    }
+
+    fn serialize_i8(self, v: i8) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_i16(self, v: i16) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_i32(self, v: i32) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_i64(self, v: i64) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_i128(self, v: i128) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_u8(self, v: u8) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_u16(self, v: u16) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_u32(self, v: u32) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_u64(self, v: u64) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_u128(self, v: u128) -> serde_json::Result<()> {
+        self.integer(v)
+    }
+
+    fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
+        if !v.is_finite() {
+            return Err(serde_json::Error::custom("float key must be finite"));
+        }
+        self.out.push(b'"');
+        serde_json::ser::CompactFormatter
+            .write_f32(self.out, v)
+            .map_err(io)?;
+        self.out.push(b'"');
+        Ok(())
+    }
+
+    fn serialize_f64(self, v: f64) -> serde_json::Result<()> {
+        if !v.is_finite() {
+            return Err(serde_json::Error::custom("float key must be finite"));
+        }
+        self.out.push(b'"');
+        serde_json::ser::CompactFormatter
+            .write_f64(self.out, v)
+            .map_err(io)?;
+        self.out.push(b'"');
+        Ok(())
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> serde_json::Result<()> {
+        self.serialize_str(variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        value.serialize(self)
+    }
+
+    fn serialize_bytes(self, _v: &[u8]) -> serde_json::Result<()> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_none(self) -> serde_json::Result<()> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> serde_json::Result<()> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_unit(self) -> serde_json::Result<()> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> serde_json::Result<()> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> serde_json::Result<()> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> serde_json::Result<Self::SerializeSeq> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_tuple(self, _len: usize) -> serde_json::Result<Self::SerializeTuple> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> serde_json::Result<Self::SerializeTupleStruct> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> serde_json::Result<Self::SerializeTupleVariant> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> serde_json::Result<Self::SerializeMap> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> serde_json::Result<Self::SerializeStruct> {
+        Err(key_must_be_a_string())
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> serde_json::Result<Self::SerializeStructVariant> {
+        Err(key_must_be_a_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::openai::{ChatRequest, Usage};
+
+    fn same_as_serde<T: Serialize + ?Sized>(value: &T) {
+        let ours = to_vec(value).unwrap();
+        let serde = serde_json::to_vec(value).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&serde)
+        );
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            "[\"\\\\\\x00-\\x1f\\x7f a-zé中]{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::vec((any::<String>(), inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_value_is_written_as_serde_writes_it(value in json_value()) {
+            same_as_serde(&value);
+        }
+
+        #[test]
+        fn any_string_is_escaped_as_serde_escapes_it(text in any::<String>()) {
+            same_as_serde(&text);
+        }
+    }
+
+    #[derive(serde::Serialize)]
+    enum Shape {
+        Unit,
+        Newtype(u8),
+        Tuple(u8, String),
+        Struct { side: f32, name: &'static str },
+    }
+
+    #[derive(serde::Serialize)]
+    struct Unit;
+
+    #[test]
+    fn every_serde_shape_is_written_as_serde_writes_it() {
+        same_as_serde(&[Shape::Unit, Shape::Newtype(3), Shape::Tuple(1, "a\"b".into())]);
+        same_as_serde(&Shape::Struct {
+            side: 1.5,
+            name: "sq\u{1}",
+        });
+        same_as_serde(&(Unit, 'x', '\n', (), Some(1u8), None::<u8>, b"ab".as_slice()));
+        same_as_serde(&(f64::NAN, f32::INFINITY, 0.1f32, 1e300f64, -0.0f64, u128::MAX, i128::MIN));
+        let keys: BTreeMap<i32, bool> = [(-1, true), (7, false)].into();
+        same_as_serde(&keys);
+        let keys: BTreeMap<char, ()> = [('"', ())].into();
+        same_as_serde(&keys);
+        same_as_serde(&Vec::<u8>::new());
+        same_as_serde(&BTreeMap::<String, u8>::new());
+    }
+
+    #[test]
+    fn a_key_that_is_no_string_is_refused() {
+        let map: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert!(to_vec(&map).is_err());
+        assert!(serde_json::to_vec(&map).is_err());
+    }
+
+    #[test]
+    fn requests_and_usage_are_written_as_serde_writes_them() {
+        let request: ChatRequest = serde_json::from_value(json!({
+            "model": "m", "temperature": 0.7, "x_extra": {"deep": [1, "two\t", null]},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a\u{7f}\"b"}]},
+                         {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function",
+                          "function": {"name": "f", "arguments": "{\"a\":1}"}}]}],
+            "stream_options": {"include_usage": true}
+        }))
+        .unwrap();
+        same_as_serde(&request);
+        let usage: Usage =
+            serde_json::from_value(json!({"prompt_tokens": 3, "cost": 0.25, "cached_tokens": 1}))
+                .unwrap();
+        same_as_serde(&usage);
+    }
+}
