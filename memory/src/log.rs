@@ -66,7 +66,7 @@ impl JsonlLog {
         // is not copied again at every doubling.
         let mut out = Vec::with_capacity(records.len() * 512);
         for record in records {
-            serde_json::to_writer(&mut out, record)
+            lakehouse_providers::encode::write_value(&mut out, record)
                 .map_err(|e| MemoryError::InvalidInput(format!("cannot encode a record: {e}")))?;
             out.push(b'\n');
         }
@@ -78,13 +78,14 @@ impl JsonlLog {
         if records.is_empty() {
             return Ok(());
         }
-        self.append_encoded(Self::encode(records)?).await
+        self.append_encoded(vec![Self::encode(records)?]).await
     }
 
-    /// Writes `lines` (records already encoded, one JSON object and `\n`
-    /// each) as one new segment: for writers that encode their records by hand.
-    pub async fn append_encoded(&self, lines: Bytes) -> Result<()> {
-        if lines.is_empty() {
+    /// Writes `parts` (records already encoded, one JSON object and `\n`
+    /// each, in parts that end at a line's end) as one new segment: for
+    /// writers that encode their records by hand.
+    pub async fn append_encoded(&self, parts: Vec<Bytes>) -> Result<()> {
+        if parts.iter().all(Bytes::is_empty) {
             return Ok(());
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -94,7 +95,7 @@ impl JsonlLog {
             unix_micros(),
             lakehouse_providers::openai::new_id("")
         );
-        self.objects.put(&key, lines).await?;
+        self.objects.put_parts(&key, parts).await?;
         Ok(())
     }
 

@@ -182,9 +182,20 @@ impl Objects {
 
     /// Writes `bytes` at `key` atomically, after checking the key and the cap.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.put_payload(key, PutPayload::from_bytes(bytes)).await
+    }
+
+    /// Writes `parts`, one after the other, as the object at `key`, like
+    /// [`put`](Self::put): for writers that fill bounded buffers rather than
+    /// growing one (a large buffer is fresh memory, faulted in page by page).
+    pub async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
+        self.put_payload(key, parts.into_iter().collect()).await
+    }
+
+    async fn put_payload(&self, key: &str, payload: PutPayload) -> Result<()> {
         let path = validate_key(key)?;
-        self.check_cap(key, bytes.len() as u64)?;
-        self.inner.put(&path, PutPayload::from_bytes(bytes)).await?;
+        self.check_cap(key, payload.content_length() as u64)?;
+        self.inner.put(&path, payload).await?;
         Ok(())
     }
 
