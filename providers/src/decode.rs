@@ -426,7 +426,9 @@ impl<'a> Reader<'a> {
                 b"prompt_tokens" => (1, &mut usage.prompt_tokens),
                 b"completion_tokens" => (2, &mut usage.completion_tokens),
                 b"total_tokens" => (4, &mut usage.total_tokens),
-                b"prompt_tokens_details" | b"completion_tokens_details" | b"cost"
+                b"prompt_tokens_details"
+                | b"completion_tokens_details"
+                | b"cost"
                 | b"cached_tokens" => return None,
                 _ => return reader.skip(0).map(|()| 0),
             };

@@ -983,7 +983,10 @@ mod tests {
             json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11, "cached_tokens": 8}),
         )
         .unwrap();
-        assert_eq!(kimi.prompt_tokens_details, Some(PromptTokensDetails { cached_tokens: 8 }));
+        assert_eq!(
+            kimi.prompt_tokens_details,
+            Some(PromptTokensDetails { cached_tokens: 8 })
+        );
         assert_eq!(
             serde_json::to_value(&kimi).unwrap(),
             json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
@@ -994,7 +997,10 @@ mod tests {
             json!({"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 3}, "cached_tokens": 8}),
         )
         .unwrap();
-        assert_eq!(both.prompt_tokens_details, Some(PromptTokensDetails { cached_tokens: 3 }));
+        assert_eq!(
+            both.prompt_tokens_details,
+            Some(PromptTokensDetails { cached_tokens: 3 })
+        );
         let plain: Usage = serde_json::from_value(json!({"prompt_tokens": 9})).unwrap();
         assert_eq!(plain.prompt_tokens_details, None);
     }

@@ -367,7 +367,11 @@ pub struct ExportReport {
 
 /// Asks `judge` to score one answer 0..10; returns 0..1.
 async fn judge_run(state: &SharedState, judge: &str, event: &ChatEvent) -> Result<f64, String> {
-    let question = event.messages.as_deref().map(|m| prompt_of(m)).unwrap_or_default();
+    let question = event
+        .messages
+        .as_deref()
+        .map(|m| prompt_of(m))
+        .unwrap_or_default();
     let answer = event.answer.as_deref().unwrap_or_default();
     let request: ChatRequest = serde_json::from_value(serde_json::json!({
         "model": judge,

@@ -621,11 +621,8 @@ async fn write_loop(
                 }
             }
         }
-        let part_size = |lines_left: usize| {
-            lines_left
-                .saturating_mul(bytes_per_line)
-                .min(SEGMENT_PART)
-        };
+        let part_size =
+            |lines_left: usize| lines_left.saturating_mul(bytes_per_line).min(SEGMENT_PART);
         let mut lines_left = batch.len();
         let mut parts = Vec::new();
         let mut part = Vec::with_capacity(part_size(lines_left));
@@ -961,9 +958,9 @@ mod tests {
     /// The writer gathers chats for a while after the first without watching
     /// the queue; a flush must end that wait. Here the wait is an hour, so
     /// only the flush can end it within the test's bound.
-    #[tokio::test]
-    async fn a_flush_ends_the_writers_wait_for_more_chats() {
-        let objects = temp_store();
+    /// An observer writing to `objects` whose writer waits an hour for more
+    /// chats after the first: only a flush ends the wait.
+    fn lingering_observer(objects: &lakehouse_retrieval::objects::Objects) -> Observer {
         let mut observer = Observer::new(10);
         let (writer, queue) = tokio::sync::mpsc::channel(16);
         tokio::spawn(write_loop(
@@ -974,7 +971,14 @@ mod tests {
             Duration::from_secs(3600),
         ));
         observer.writer = Some(writer);
-        observer.objects = Some(objects);
+        observer.objects = Some(objects.clone());
+        observer
+    }
+
+    #[tokio::test]
+    async fn a_flush_ends_the_writers_wait_for_more_chats() {
+        let objects = temp_store();
+        let observer = lingering_observer(&objects);
         observer.record(event("kimi", Outcome::Ok, 1.0));
         // The writer takes the chat and starts its wait.
         tokio::task::yield_now().await;
@@ -995,17 +999,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_past_a_part_is_one_segment_of_whole_lines() {
         let objects = temp_store();
-        let mut observer = Observer::new(10);
-        let (writer, queue) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(write_loop(
-            lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
-            queue,
-            observer.flush_requested.clone(),
-            observer.write_failures.clone(),
-            Duration::from_secs(3600),
-        ));
-        observer.writer = Some(writer);
-        observer.objects = Some(objects.clone());
+        let observer = lingering_observer(&objects);
         // Six captured answers of 400 KB: three parts of the segment's.
         let answers: Vec<String> = (0..6u8)
             .map(|i| char::from(b'a' + i).to_string().repeat(400_000))

@@ -5,8 +5,8 @@ use serde_json::{Map, Value, json};
 
 use crate::flavour::Flavour;
 use crate::plan::{
-    CREATED, Ending, KIMI_CACHED_TOKENS, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT, TOOL_ARG_PIECES,
-    ZEN_COST, tool_arguments,
+    CREATED, Ending, KIMI_CACHED_TOKENS, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT,
+    TOOL_ARG_PIECES, ZEN_COST, tool_arguments,
 };
 use crate::script::Script;
 

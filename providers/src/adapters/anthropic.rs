@@ -576,7 +576,10 @@ mod tests {
             json!([{"name": "place", "description": "Answer with JSON matching this schema.",
                     "input_schema": schema}])
         );
-        assert_eq!(body["tool_choice"], json!({"type": "tool", "name": "place"}));
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "tool", "name": "place"})
+        );
         let body = json_request(json!({"type": "json_object"}), json!({})).unwrap();
         assert_eq!(body["tools"][0]["name"], JSON_OUTPUT_TOOL);
         assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
@@ -656,7 +659,10 @@ mod tests {
             .filter_map(|c| c.choices.first()?.delta.content.clone())
             .collect();
         assert_eq!(content, r#"{"city":"Oslo"}"#);
-        assert!(out.iter().all(|c| c.choices.iter().all(|ch| ch.delta.tool_calls.is_none())));
+        assert!(
+            out.iter()
+                .all(|c| c.choices.iter().all(|ch| ch.delta.tool_calls.is_none()))
+        );
         assert_eq!(
             out.last().unwrap().choices[0].finish_reason,
             Some(FinishReason::Stop)

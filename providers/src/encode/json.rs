@@ -69,10 +69,20 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn integer(&mut self, n: impl itoa::Integer) {
+    fn integer(&mut self, n: impl itoa::Integer) -> serde_json::Result<()> {
         self.out
             .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        Ok(())
     }
+}
+
+/// `serialize_<int>` for every integer type, through the serializer's `integer`.
+macro_rules! integers {
+    ($($method:ident: $int:ty),*) => {$(
+        fn $method(self, v: $int) -> serde_json::Result<()> {
+            self.integer(v)
+        }
+    )*};
 }
 
 /// An array or object being written; `first` until its first element.
@@ -135,55 +145,11 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
         Ok(())
     }
 
-    fn serialize_i8(self, v: i8) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_i16(self, v: i16) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_i32(self, v: i32) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_i64(self, v: i64) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_i128(self, v: i128) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_u8(self, v: u8) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_u16(self, v: u16) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_u32(self, v: u32) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_u64(self, v: u64) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
-
-    fn serialize_u128(self, v: u128) -> serde_json::Result<()> {
-        self.integer(v);
-        Ok(())
-    }
+    integers!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128
+    );
 
     // Non-finite floats are `null`, as serde_json writes them.
     fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
@@ -328,57 +294,30 @@ fn variant_head(writer: &mut Writer<'_>, variant: &str, open: u8) {
     writer.out.push(open);
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
+/// The sequence-like compounds, whose elements are written alike.
+macro_rules! sequences {
+    ($($kind:ident::$method:ident),*) => {$(
+        impl ser::$kind for Compound<'_, '_> {
+            type Ok = ();
+            type Error = serde_json::Error;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
-        self.element(value)
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
+                self.element(value)
+            }
 
-    fn end(self) -> serde_json::Result<()> {
-        self.close()
-    }
+            fn end(self) -> serde_json::Result<()> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> serde_json::Result<()> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> serde_json::Result<()> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> serde_json::Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> serde_json::Result<()> {
-        self.close()
-    }
-}
+sequences!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -402,39 +341,29 @@ impl ser::SerializeMap for Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
+/// The struct-like compounds, whose fields are written alike.
+macro_rules! structs {
+    ($($kind:ident),*) => {$(
+        impl ser::$kind for Compound<'_, '_> {
+            type Ok = ();
+            type Error = serde_json::Error;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> serde_json::Result<()> {
-        self.field(key, value)
-    }
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> serde_json::Result<()> {
+                self.field(key, value)
+            }
 
-    fn end(self) -> serde_json::Result<()> {
-        self.close()
-    }
+            fn end(self) -> serde_json::Result<()> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = serde_json::Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> serde_json::Result<()> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> serde_json::Result<()> {
-        self.close()
-    }
-}
+structs!(SerializeStruct, SerializeStructVariant);
 
 /// An object key: a string, or a number, bool or char written as one (as
 /// serde_json does); anything else is an error.
@@ -483,45 +412,11 @@ impl ser::Serializer for KeyWriter<'_> {
         self.quoted(if v { "true" } else { "false" })
     }
 
-    fn serialize_i8(self, v: i8) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_i16(self, v: i16) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_i32(self, v: i32) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_i64(self, v: i64) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_i128(self, v: i128) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_u8(self, v: u8) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_u16(self, v: u16) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_u32(self, v: u32) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_u64(self, v: u64) -> serde_json::Result<()> {
-        self.integer(v)
-    }
-
-    fn serialize_u128(self, v: u128) -> serde_json::Result<()> {
-        self.integer(v)
-    }
+    integers!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128
+    );
 
     fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
         if !v.is_finite() {
@@ -708,13 +603,25 @@ mod tests {
 
     #[test]
     fn every_serde_shape_is_written_as_serde_writes_it() {
-        same_as_serde(&[Shape::Unit, Shape::Newtype(3), Shape::Tuple(1, "a\"b".into())]);
+        same_as_serde(&[
+            Shape::Unit,
+            Shape::Newtype(3),
+            Shape::Tuple(1, "a\"b".into()),
+        ]);
         same_as_serde(&Shape::Struct {
             side: 1.5,
             name: "sq\u{1}",
         });
         same_as_serde(&(Unit, 'x', '\n', (), Some(1u8), None::<u8>, b"ab".as_slice()));
-        same_as_serde(&(f64::NAN, f32::INFINITY, 0.1f32, 1e300f64, -0.0f64, u128::MAX, i128::MIN));
+        same_as_serde(&(
+            f64::NAN,
+            f32::INFINITY,
+            0.1f32,
+            1e300f64,
+            -0.0f64,
+            u128::MAX,
+            i128::MIN,
+        ));
         let keys: BTreeMap<i32, bool> = [(-1, true), (7, false)].into();
         same_as_serde(&keys);
         let keys: BTreeMap<char, ()> = [('"', ())].into();

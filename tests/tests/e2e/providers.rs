@@ -536,8 +536,10 @@ async fn zen_carries_response_format_into_each_protocol() {
                         "json_schema": {"name": "place", "schema": schema, "strict": true}});
     // Responses: `text.format`, the schema's fields beside `type`.
     let (status, body) = h
-        .chat(&json!({"model": "opencode/gpt-5.4", "messages": user("where?"),
-                      "response_format": format}))
+        .chat(
+            &json!({"model": "opencode/gpt-5.4", "messages": user("where?"),
+                      "response_format": format}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let sent = h.last_request("/zen/v1/responses").body;
@@ -552,11 +554,17 @@ async fn zen_carries_response_format_into_each_protocol() {
     let (status, body) = h.chat(&request).await;
     assert_eq!(status, 200, "{body}");
     let sent = h.last_request("/zen/v1/messages").body;
-    assert_eq!(sent["tool_choice"], json!({"type": "tool", "name": "place"}));
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "tool", "name": "place"})
+    );
     assert_eq!(sent["tools"][0]["input_schema"], schema);
     let message = &body["choices"][0]["message"];
     assert_eq!(message["content"], r#"{"city":"Oslo"}"#, "{body}");
-    assert!(message.get("tool_calls").is_none_or(Value::is_null), "{body}");
+    assert!(
+        message.get("tool_calls").is_none_or(Value::is_null),
+        "{body}"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     let mut streamed = request.clone();
     streamed["stream"] = json!(true);
@@ -566,13 +574,18 @@ async fn zen_carries_response_format_into_each_protocol() {
     assert_eq!(joined_content(&chunks), r#"{"city":"Oslo"}"#);
     // What a protocol cannot carry is a 400, not prose where JSON was asked.
     let (status, body) = h
-        .chat(&json!({"model": "opencode/claude-sonnet-4-5", "messages": user("where?"),
-                      "response_format": {"type": "json_object"}, "tools": weather_tool()}))
+        .chat(
+            &json!({"model": "opencode/claude-sonnet-4-5", "messages": user("where?"),
+                      "response_format": {"type": "json_object"}, "tools": weather_tool()}),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("response_format"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("response_format"),
         "{body}"
     );
 }
