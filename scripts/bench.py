@@ -94,6 +94,10 @@ error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  # The 40 KB conversation stays in memory (the default 16 KB buffer spills
+  # every such body to a temp file); the temp path is ours either way.
+  client_body_buffer_size 128k;
+  client_body_temp_path {tmp}/nginx-body;
   upstream fake {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}
   server {{
     listen 127.0.0.1:{port};

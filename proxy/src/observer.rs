@@ -628,6 +628,13 @@ async fn write_loop(
         let mut part = Vec::with_capacity(part_size(lines_left));
         let (mut count, mut bytes) = (0, 0);
         for line in batch.iter().filter_map(Command::line) {
+            // A new part before a line that would not fit: a full part grown
+            // is copied into fresh memory, what parts are here to avoid.
+            if !part.is_empty() && part.len().saturating_add(bytes_per_line) > part.capacity() {
+                bytes += part.len();
+                let next = Vec::with_capacity(part_size(lines_left));
+                parts.push(std::mem::replace(&mut part, next).into());
+            }
             let start = part.len();
             match line.write_json(&mut part) {
                 Ok(()) => {
@@ -642,11 +649,6 @@ async fn write_loop(
                 }
             }
             lines_left = lines_left.saturating_sub(1);
-            if part.len() >= SEGMENT_PART {
-                bytes += part.len();
-                let next = Vec::with_capacity(part_size(lines_left));
-                parts.push(std::mem::replace(&mut part, next).into());
-            }
         }
         bytes += part.len();
         parts.push(part.into());

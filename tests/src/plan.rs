@@ -15,9 +15,9 @@ pub(crate) const TOOL_ARG_PIECES: [&str; 2] = ["{\"city\":", "\"Oslo\"}"];
 pub(crate) const PROMPT_TOKENS: u64 = 11;
 /// `completion_tokens` of a tool-call answer (one name fragment, two argument pieces).
 pub(crate) const TOOL_TOKENS: u64 = 3;
-/// The cost Zen appends after the end marker.
 /// Kimi's cached prompt tokens, sent in its top-level `usage.cached_tokens`.
 pub(crate) const KIMI_CACHED_TOKENS: u64 = 4;
+/// The cost Zen appends after the end marker.
 pub(crate) const ZEN_COST: &str = "0.0042";
 /// `created` of OpenAI-style objects.
 pub(crate) const CREATED: u64 = 1_763_900_000;

@@ -111,6 +111,23 @@ fn messages_body(
     if let Some(thinking) = request.extra.get("thinking") {
         body.insert("thinking".into(), thinking.clone());
     }
+    // `none` keeps the tools (with `{type:none}`, or beside a forced JSON
+    // answer): a history holding tool calls needs the tools it called defined.
+    let mut tools: Vec<Value> = request
+        .tools
+        .iter()
+        .flatten()
+        .map(|t| {
+            let mut tool = json!({
+                "name": t.function.name,
+                "input_schema": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
+            });
+            if let Some(d) = &t.function.description {
+                tool["description"] = d.clone().into();
+            }
+            tool
+        })
+        .collect();
     if let Some(tool) = json_output(provider, request)? {
         // Forced, so the answer is the tool's input: JSON, to the schema.
         body.insert(
@@ -118,26 +135,12 @@ fn messages_body(
             json!({"type": "tool", "name": tool["name"]}),
         );
         let name = tool["name"].as_str().map(str::to_owned);
-        body.insert("tools".into(), json!([tool]));
+        tools.push(tool);
+        body.insert("tools".into(), tools.into());
         return Ok((Value::Object(body), name));
     }
-    // `none` keeps the tools with `{type:none}`: a history holding tool
-    // calls needs the tools it called defined.
-    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
-        let converted: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                let mut tool = json!({
-                    "name": t.function.name,
-                    "input_schema": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
-                });
-                if let Some(d) = &t.function.description {
-                    tool["description"] = d.clone().into();
-                }
-                tool
-            })
-            .collect();
-        body.insert("tools".into(), converted.into());
+    if !tools.is_empty() {
+        body.insert("tools".into(), tools.into());
         let mut choice = match &request.tool_choice {
             Some(ToolChoice::Mode(m)) if m == "required" => json!({"type": "any"}),
             Some(choice) if choice.is_none() => json!({"type": "none"}),
@@ -160,8 +163,9 @@ const JSON_OUTPUT_TOOL: &str = "json_output";
 /// field for, as one tool whose input schema is the wanted answer's; the
 /// caller forces it, and the stream hands its input on as the content.
 /// `text` (or no format) is `None`. Refused where the forced tool cannot
-/// work: beside the client's own tools, or with thinking on (Anthropic
-/// refuses a forced tool choice while thinking).
+/// work: beside tools the model may call (with `tool_choice: "none"` they
+/// stay, for the history, and the JSON tool is forced), or with thinking on
+/// (Anthropic refuses a forced tool choice while thinking).
 fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, ProviderError> {
     let Some(format) = &request.response_format else {
         return Ok(None);
@@ -200,10 +204,23 @@ fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, P
         Some(other) => return refuse(&format!("type {other:?} has no Anthropic equivalent")),
         None => return refuse("type must be text, json_object or json_schema"),
     };
-    if request.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return refuse("a JSON answer cannot be combined with tools on Anthropic models");
+    let tools_callable = request.tools.as_ref().is_some_and(|t| !t.is_empty())
+        && !request
+            .tool_choice
+            .as_ref()
+            .is_some_and(ToolChoice::is_none);
+    if tools_callable {
+        return refuse(
+            "a JSON answer cannot be combined with callable tools on Anthropic models \
+             (tool_choice \"none\" keeps them for the history)",
+        );
     }
-    if request.extra.contains_key("thinking") {
+    let thinking = request
+        .extra
+        .get("thinking")
+        .and_then(|t| t.get("type"))
+        .and_then(Value::as_str);
+    if thinking.is_some_and(|kind| kind != "disabled") {
         return refuse("a JSON answer cannot be combined with thinking on Anthropic models");
     }
     if let Some(object) = tool.as_object_mut() {
@@ -603,6 +620,27 @@ mod tests {
         let body = to_messages_request("opencode", &req).unwrap();
         assert_eq!(body["tools"][0]["name"], "get_weather");
         assert_eq!(body["tool_choice"], json!({"type": "none"}));
+    }
+
+    #[test]
+    fn a_json_answer_after_tool_calls_keeps_their_tools() {
+        let body = json_request(
+            json!({"type": "json_object"}),
+            json!({"tool_choice": "none", "thinking": {"type": "disabled"},
+                   "tools": [{"type": "function", "function": {"name": "get_weather"}}]}),
+        )
+        .unwrap();
+        let names: Vec<&str> = body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["get_weather", JSON_OUTPUT_TOOL]);
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "tool", "name": JSON_OUTPUT_TOOL})
+        );
     }
 
     #[test]

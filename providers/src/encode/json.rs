@@ -268,9 +268,17 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
 
     fn serialize_struct(
         self,
-        _name: &'static str,
+        name: &'static str,
         len: usize,
     ) -> serde_json::Result<Compound<'a, 'b>> {
+        // serde_json writes a `RawValue` (its `raw_value` feature, which axum
+        // turns on) verbatim; nothing here encodes one, so it is refused
+        // rather than written as an object.
+        if name == RAW_VALUE_TOKEN {
+            return Err(serde_json::Error::custom(
+                "encode::json does not write serde_json::value::RawValue",
+            ));
+        }
         self.serialize_map(Some(len))
     }
 
@@ -285,6 +293,9 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
         Ok(Compound::open(self, b"", b"}}"))
     }
 }
+
+/// The struct name serde_json's `RawValue` serializes under.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// `{"variant":` and the opening of its content.
 fn variant_head(writer: &mut Writer<'_>, variant: &str, open: u8) {
@@ -420,7 +431,9 @@ impl ser::Serializer for KeyWriter<'_> {
 
     fn serialize_f32(self, v: f32) -> serde_json::Result<()> {
         if !v.is_finite() {
-            return Err(serde_json::Error::custom("float key must be finite"));
+            return Err(serde_json::Error::custom(
+                "float key must be a finite number",
+            ));
         }
         self.out.push(b'"');
         serde_json::ser::CompactFormatter
@@ -432,7 +445,9 @@ impl ser::Serializer for KeyWriter<'_> {
 
     fn serialize_f64(self, v: f64) -> serde_json::Result<()> {
         if !v.is_finite() {
-            return Err(serde_json::Error::custom("float key must be finite"));
+            return Err(serde_json::Error::custom(
+                "float key must be a finite number",
+            ));
         }
         self.out.push(b'"');
         serde_json::ser::CompactFormatter
@@ -467,8 +482,8 @@ impl ser::Serializer for KeyWriter<'_> {
         Err(key_must_be_a_string())
     }
 
-    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> serde_json::Result<()> {
-        Err(key_must_be_a_string())
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> serde_json::Result<()> {
+        value.serialize(self)
     }
 
     fn serialize_unit(self) -> serde_json::Result<()> {
@@ -635,6 +650,14 @@ mod tests {
         let map: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
         assert!(to_vec(&map).is_err());
         assert!(serde_json::to_vec(&map).is_err());
+        let some: BTreeMap<Option<&str>, u8> = [(Some("k"), 1)].into();
+        same_as_serde(&some);
+    }
+
+    #[test]
+    fn a_raw_value_is_refused_not_written_as_an_object() {
+        let raw = serde_json::value::RawValue::from_string("[1]".into()).unwrap();
+        assert!(to_vec(&raw).is_err());
     }
 
     #[test]
