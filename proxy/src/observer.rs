@@ -626,12 +626,11 @@ async fn write_loop(
         let mut lines_left = batch.len();
         let mut parts = Vec::new();
         let mut part = Vec::with_capacity(part_size(lines_left));
-        let (mut count, mut bytes) = (0, 0);
+        let mut count = 0;
         for line in batch.iter().filter_map(Command::line) {
             // A new part before a line that would not fit: a full part grown
             // is copied into fresh memory, what parts are here to avoid.
             if !part.is_empty() && part.len().saturating_add(bytes_per_line) > part.capacity() {
-                bytes += part.len();
                 let next = Vec::with_capacity(part_size(lines_left));
                 parts.push(std::mem::replace(&mut part, next).into());
                 // The writer shares the chats' thread: a batch of captured
@@ -655,8 +654,8 @@ async fn write_loop(
             }
             lines_left = lines_left.saturating_sub(1);
         }
-        bytes += part.len();
         parts.push(part.into());
+        let bytes: usize = parts.iter().map(bytes::Bytes::len).sum();
         if let Some(average) = bytes.checked_div(count) {
             bytes_per_line = average + average / 4;
         }

@@ -22,7 +22,10 @@ use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
 use crate::stream::error_from_value;
 
-use super::{SseConverter, arguments_object, convert_sse, system_text};
+use super::{
+    AnswerFormat, SseConverter, answer_format, arguments_object, convert_sse, format_refused,
+    system_text,
+};
 
 /// `max_tokens` is mandatory in this protocol; used when the caller set no limit.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
@@ -167,42 +170,27 @@ const JSON_OUTPUT_TOOL: &str = "json_output";
 /// stay, for the history, and the JSON tool is forced), or with thinking on
 /// (Anthropic refuses a forced tool choice while thinking).
 fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, ProviderError> {
-    let Some(format) = &request.response_format else {
-        return Ok(None);
-    };
-    let refuse = |why: &str| {
-        Err(ProviderError::invalid_request(
-            provider,
-            format!("response_format: {why}"),
-        ))
-    };
-    let mut tool = match format.get("type").and_then(Value::as_str) {
-        Some("text") => return Ok(None),
-        Some("json_object") => json!({
+    let tool = match answer_format(provider, "Anthropic", request)? {
+        None | Some(AnswerFormat::Text) => return Ok(None),
+        Some(AnswerFormat::JsonObject) => json!({
             "name": JSON_OUTPUT_TOOL,
             "description": "Answer with a JSON object.",
             "input_schema": {"type": "object"},
         }),
-        Some("json_schema") => {
-            let Some(spec) = format.get("json_schema").and_then(Value::as_object) else {
-                return refuse("type json_schema needs a json_schema object");
+        Some(AnswerFormat::JsonSchema(spec)) => {
+            let text = |key: &str, default: &'static str| {
+                spec.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or(default)
+                    .to_owned()
             };
-            let name = spec
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or(JSON_OUTPUT_TOOL);
-            let description = spec
-                .get("description")
-                .and_then(Value::as_str)
-                .unwrap_or("Answer with JSON matching this schema.");
+            let schema = spec.get("schema").filter(|s| !s.is_null());
             json!({
-                "name": name,
-                "description": description,
-                "input_schema": spec.get("schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                "name": text("name", JSON_OUTPUT_TOOL),
+                "description": text("description", "Answer with JSON matching this schema."),
+                "input_schema": schema.cloned().unwrap_or_else(|| json!({"type": "object"})),
             })
         }
-        Some(other) => return refuse(&format!("type {other:?} has no Anthropic equivalent")),
-        None => return refuse("type must be text, json_object or json_schema"),
     };
     let tools_callable = request.tools.as_ref().is_some_and(|t| !t.is_empty())
         && !request
@@ -210,10 +198,11 @@ fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, P
             .as_ref()
             .is_some_and(ToolChoice::is_none);
     if tools_callable {
-        return refuse(
+        return Err(format_refused(
+            provider,
             "a JSON answer cannot be combined with callable tools on Anthropic models \
              (tool_choice \"none\" keeps them for the history)",
-        );
+        ));
     }
     let thinking = request
         .extra
@@ -221,10 +210,10 @@ fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, P
         .and_then(|t| t.get("type"))
         .and_then(Value::as_str);
     if thinking.is_some_and(|kind| kind != "disabled") {
-        return refuse("a JSON answer cannot be combined with thinking on Anthropic models");
-    }
-    if let Some(object) = tool.as_object_mut() {
-        object.retain(|_, v| !v.is_null());
+        return Err(format_refused(
+            provider,
+            "a JSON answer cannot be combined with thinking on Anthropic models",
+        ));
     }
     Ok(Some(tool))
 }

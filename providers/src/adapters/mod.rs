@@ -57,6 +57,52 @@ pub(crate) fn system_text(request: &ChatRequest) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
+/// What a `response_format` asks for, read for protocols that carry it in
+/// their own shape (Responses, Anthropic).
+pub(crate) enum AnswerFormat<'a> {
+    Text,
+    JsonObject,
+    /// The `json_schema` object: `name`, `schema`, `strict`, `description`.
+    JsonSchema(&'a Map<String, Value>),
+}
+
+/// The request's `response_format` (`None` when unset). A format `protocol`
+/// has no equivalent for is refused rather than dropped: a client asking for
+/// JSON must not get prose.
+pub(crate) fn answer_format<'a>(
+    provider: &str,
+    protocol: &str,
+    request: &'a ChatRequest,
+) -> Result<Option<AnswerFormat<'a>>, ProviderError> {
+    let Some(format) = &request.response_format else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(Some(AnswerFormat::Text)),
+        Some("json_object") => Ok(Some(AnswerFormat::JsonObject)),
+        Some("json_schema") => match format.get("json_schema").and_then(Value::as_object) {
+            Some(spec) => Ok(Some(AnswerFormat::JsonSchema(spec))),
+            None => Err(format_refused(
+                provider,
+                "type json_schema needs a json_schema object",
+            )),
+        },
+        Some(other) => Err(format_refused(
+            provider,
+            &format!("type {other:?} has no {protocol} equivalent"),
+        )),
+        None => Err(format_refused(
+            provider,
+            "type must be text, json_object or json_schema",
+        )),
+    }
+}
+
+/// A `response_format` refused, saying `why`.
+pub(crate) fn format_refused(provider: &str, why: &str) -> ProviderError {
+    ProviderError::invalid_request(provider, format!("response_format: {why}"))
+}
+
 /// A protocol whose SSE events convert one at a time, with state across the stream.
 pub(crate) trait SseConverter: Default + Send + 'static {
     /// One event; `Ok(None)` for events with nothing to say (pings, `*.done` repeats).

@@ -21,7 +21,7 @@ use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
 use crate::stream::error_from_value;
 
-use super::{SseConverter, convert_sse, system_text};
+use super::{AnswerFormat, SseConverter, answer_format, convert_sse, format_refused, system_text};
 
 /// Builds the `/responses` body from an OpenAI request.
 pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
@@ -113,7 +113,7 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
     if let Some(p) = request.parallel_tool_calls {
         body.insert("parallel_tool_calls".into(), p.into());
     }
-    if let Some(format) = &request.response_format {
+    if let Some(format) = answer_format(provider, "Responses", request)? {
         body.insert(
             "text".into(),
             json!({ "format": text_format(provider, format)? }),
@@ -124,31 +124,23 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
 
 /// `response_format` as the Responses API's `text.format`: the same types,
 /// with a JSON schema's fields (`name`, `schema`, `strict`, `description`)
-/// moved up beside `type`. A format that cannot be carried over is refused
-/// rather than dropped: a client asking for JSON must not get prose.
-fn text_format(provider: &str, format: &Value) -> Result<Value, ProviderError> {
-    let refuse = |why: &str| {
-        Err(ProviderError::invalid_request(
-            provider,
-            format!("response_format: {why}"),
-        ))
-    };
-    match format.get("type").and_then(Value::as_str) {
-        Some(kind @ ("text" | "json_object")) => Ok(json!({ "type": kind })),
-        Some("json_schema") => {
-            let Some(schema) = format.get("json_schema").and_then(Value::as_object) else {
-                return refuse("type json_schema needs a json_schema object");
-            };
-            if !schema.get("name").is_some_and(Value::is_string) {
-                return refuse("json_schema.name must be a string");
+/// moved up beside `type`.
+fn text_format(provider: &str, format: AnswerFormat<'_>) -> Result<Value, ProviderError> {
+    Ok(match format {
+        AnswerFormat::Text => json!({ "type": "text" }),
+        AnswerFormat::JsonObject => json!({ "type": "json_object" }),
+        AnswerFormat::JsonSchema(spec) => {
+            if !spec.get("name").is_some_and(Value::is_string) {
+                return Err(format_refused(
+                    provider,
+                    "json_schema.name must be a string",
+                ));
             }
-            let mut flat = schema.clone();
+            let mut flat = spec.clone();
             flat.insert("type".into(), "json_schema".into());
-            Ok(Value::Object(flat))
+            Value::Object(flat)
         }
-        Some(other) => refuse(&format!("type {other:?} has no Responses equivalent")),
-        None => refuse("type must be text, json_object or json_schema"),
-    }
+    })
 }
 
 fn message_content(
