@@ -599,11 +599,7 @@ async fn write_loop(
 ) {
     let is_flush = |c: &Command| matches!(c, Command::Flush(_));
     let mut batch: Vec<Command> = Vec::new();
-    // A segment is written from parts of at most about `SEGMENT_PART` bytes,
-    // each sized from the last batch's lines. One buffer for the whole
-    // segment grew to tens of megabytes with captured conversations: fresh
-    // memory each batch, faulted in page by page (24 page faults a 40 KB
-    // chat), and copied again at each doubling.
+    // Sizes the parts of the next segment (see `encode_segment`).
     let mut bytes_per_line = 512;
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // The chats that arrive while the first waits are gathered for
@@ -621,40 +617,28 @@ async fn write_loop(
                 }
             }
         }
-        let part_size =
-            |lines_left: usize| lines_left.saturating_mul(bytes_per_line).min(SEGMENT_PART);
-        let mut lines_left = batch.len();
-        let mut parts = Vec::new();
-        let mut part = Vec::with_capacity(part_size(lines_left));
-        let mut count = 0;
-        for line in batch.iter().filter_map(Command::line) {
-            // A new part before a line that would not fit: a full part grown
-            // is copied into fresh memory, what parts are here to avoid.
-            if !part.is_empty() && part.len().saturating_add(bytes_per_line) > part.capacity() {
-                let next = Vec::with_capacity(part_size(lines_left));
-                parts.push(std::mem::replace(&mut part, next).into());
-                // The writer shares the chats' thread: a batch of captured
-                // conversations is tens of MB to encode, and without a yield
-                // between parts every chat waited for all of it (a 64 ms p99
-                // for 40 KB chats at 16 connections).
-                tokio::task::yield_now().await;
+        // Encoded off the runtime's threads: with one worker the writer
+        // shares the chats' thread, and a batch of captured conversations
+        // (tens of MB) held every chat while it was encoded.
+        let encoding = {
+            let failures = failures.clone();
+            tokio::task::spawn_blocking(move || {
+                let (parts, count) = encode_segment(&batch, bytes_per_line, &failures);
+                (parts, count, batch)
+            })
+        };
+        let (parts, count) = match encoding.await {
+            Ok((parts, count, encoded)) => {
+                batch = encoded;
+                (parts, count)
             }
-            let start = part.len();
-            match line.write_json(&mut part) {
-                Ok(()) => {
-                    part.push(b'\n');
-                    count += 1;
-                }
-                Err(e) => {
-                    // One unwritable record does not cost the others their place.
-                    part.truncate(start);
-                    failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("observer: cannot encode an event: {e}");
-                }
+            Err(e) => {
+                failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("observer: cannot encode a segment: {e}");
+                batch = Vec::new();
+                continue;
             }
-            lines_left = lines_left.saturating_sub(1);
-        }
-        parts.push(part.into());
+        };
         let bytes: usize = parts.iter().map(bytes::Bytes::len).sum();
         if let Some(average) = bytes.checked_div(count) {
             bytes_per_line = average + average / 4;
@@ -669,6 +653,48 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// The log lines of `batch`'s records as parts of about [`SEGMENT_PART`]
+/// bytes at most, and how many lines they hold; each part is sized from
+/// `bytes_per_line`. One buffer for a whole segment grew to tens of
+/// megabytes with captured conversations: fresh memory each batch, faulted
+/// in page by page (24 page faults a 40 KB chat), and copied again at each
+/// doubling.
+fn encode_segment(
+    batch: &[Command],
+    bytes_per_line: usize,
+    failures: &AtomicU64,
+) -> (Vec<bytes::Bytes>, usize) {
+    let part_size = |lines_left: usize| lines_left.saturating_mul(bytes_per_line).min(SEGMENT_PART);
+    let mut lines_left = batch.len();
+    let mut parts = Vec::new();
+    let mut part = Vec::with_capacity(part_size(lines_left));
+    let mut count = 0;
+    for line in batch.iter().filter_map(Command::line) {
+        // A new part before a line that would not fit: a full part grown is
+        // copied into fresh memory, what parts are here to avoid.
+        if !part.is_empty() && part.len().saturating_add(bytes_per_line) > part.capacity() {
+            let next = Vec::with_capacity(part_size(lines_left));
+            parts.push(std::mem::replace(&mut part, next).into());
+        }
+        let start = part.len();
+        match line.write_json(&mut part) {
+            Ok(()) => {
+                part.push(b'\n');
+                count += 1;
+            }
+            Err(e) => {
+                // One unwritable record does not cost the others their place.
+                part.truncate(start);
+                failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("observer: cannot encode an event: {e}");
+            }
+        }
+        lines_left = lines_left.saturating_sub(1);
+    }
+    parts.push(part.into());
+    (parts, count)
 }
 
 /// Deletes the segments older than `retention`, counting them in `pruned`.
