@@ -15,11 +15,13 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+use lakehouse_retrieval::StoreError;
 use lakehouse_retrieval::objects::Objects;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{MemoryError, Result};
 
@@ -39,6 +41,22 @@ pub struct JsonlLog {
     objects: Objects,
     name: String,
     counter: AtomicU64,
+}
+
+/// How long a compaction's lease keeps other replicas from compacting the
+/// same log; an older lease was left by a replica that stopped mid-way.
+const COMPACTION_LEASE: Duration = Duration::from_secs(600);
+
+/// The body of a compaction lease.
+#[derive(Deserialize)]
+struct Lease {
+    since_ms: u64,
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn unix_micros() -> u128 {
@@ -189,7 +207,61 @@ impl JsonlLog {
     /// Folds the log into one base object holding the last record of every
     /// key, in first-seen order. The log is read afresh (so other replicas'
     /// segments are kept); segments written meanwhile are left for next time.
+    /// Refused with a conflict while another replica compacts the log.
     pub async fn compact<T, K>(&self, key: K) -> Result<CompactReport>
+    where
+        T: Serialize + DeserializeOwned,
+        K: Fn(&T) -> String,
+    {
+        let lease = self.take_compaction_lease().await?;
+        let compacted = self.compact_holding_lease(key).await;
+        if let Err(e) = self.objects.delete(&lease).await {
+            tracing::warn!("compaction could not give back its lease {lease}: {e}");
+        }
+        compacted
+    }
+
+    /// Creates the log's compaction lease and answers its key; a lease older
+    /// than [`COMPACTION_LEASE`] (its holder stopped mid-way) is taken over.
+    async fn take_compaction_lease(&self) -> Result<String> {
+        let key = format!("{}.compacting", self.name);
+        let now = unix_millis();
+        let lease = Bytes::from(format!("{{\"since_ms\":{now}}}\n"));
+        if self.objects.put_if_absent(&key, lease.clone()).await? {
+            return Ok(key);
+        }
+        let since_ms = self
+            .objects
+            .get_opt(&key)
+            .await?
+            .and_then(|held| serde_json::from_slice::<Lease>(&held).ok())
+            .map(|held| held.since_ms);
+        let held_for = since_ms.map(|since| Duration::from_millis(now.saturating_sub(since)));
+        if let Some(held_for) = held_for.filter(|held| *held < COMPACTION_LEASE) {
+            return Err(StoreError::Conflict(format!(
+                "{} is being compacted elsewhere (for {}s); try again later",
+                self.name,
+                held_for.as_secs()
+            ))
+            .into());
+        }
+        // Stale or unreadable: taken over, unless another replica is quicker.
+        match self.objects.delete(&key).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if self.objects.put_if_absent(&key, lease).await? {
+            Ok(key)
+        } else {
+            Err(StoreError::Conflict(format!(
+                "{} is being compacted elsewhere; try again later",
+                self.name
+            ))
+            .into())
+        }
+    }
+
+    async fn compact_holding_lease<T, K>(&self, key: K) -> Result<CompactReport>
     where
         T: Serialize + DeserializeOwned,
         K: Fn(&T) -> String,
@@ -343,5 +415,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again, 0);
+    }
+
+    #[tokio::test]
+    async fn one_compaction_at_a_time_across_replicas_and_a_stale_lease_is_taken_over() {
+        let log = log();
+        // Another replica over the same store.
+        let other = JsonlLog::new(log.objects.clone(), "test/log");
+        log.append(&[1u32, 2]).await.unwrap();
+        other.append(&[3u32]).await.unwrap();
+        let by_value = |n: &u32| n.to_string();
+
+        // `other` is compacting: its lease is fresh.
+        let lease = "test/log.compacting";
+        let fresh = format!("{{\"since_ms\":{}}}\n", unix_millis());
+        assert!(
+            other
+                .objects
+                .put_if_absent(lease, fresh.into())
+                .await
+                .unwrap()
+        );
+        let refused = log.compact(by_value).await.unwrap_err();
+        assert!(
+            matches!(&refused, MemoryError::Store(StoreError::Conflict(m)) if m.starts_with("test/log is being compacted elsewhere")),
+            "{refused}"
+        );
+        // Nothing was folded or deleted, and the other's lease stays.
+        let replay = log.replay::<u32>().await.unwrap();
+        assert_eq!((replay.records, replay.segments.len()), (vec![1, 2, 3], 2));
+        assert!(log.objects.get_opt(lease).await.unwrap().is_some());
+
+        // A lease from 1970 was left by a replica that stopped: taken over.
+        log.objects
+            .put(lease, Bytes::from_static(b"{\"since_ms\":1}\n"))
+            .await
+            .unwrap();
+        let report = log.compact(by_value).await.unwrap();
+        assert_eq!((report.records, report.segments_removed), (3, 2));
+        // Given back afterwards, so the next compaction runs.
+        assert!(log.objects.get_opt(lease).await.unwrap().is_none());
+        other.append(&[4u32]).await.unwrap();
+        other.compact(by_value).await.unwrap();
+        let replay = log.replay::<u32>().await.unwrap();
+        assert_eq!(
+            (replay.records, replay.segments.len()),
+            (vec![1, 2, 3, 4], 0)
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
@@ -190,6 +190,20 @@ impl Objects {
     /// growing one (a large buffer is fresh memory, faulted in page by page).
     pub async fn put_parts(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
         self.put_payload(key, parts.into_iter().collect()).await
+    }
+
+    /// Writes `bytes` at `key` only when no object is there (a create-if-absent
+    /// PUT, atomic on both backends); answers whether it wrote. What replicas
+    /// sharing a store use to take turns.
+    pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool> {
+        let path = validate_key(key)?;
+        self.check_cap(key, bytes.len() as u64)?;
+        let create = PutMode::Create.into();
+        match self.inner.put_opts(&path, bytes.into(), create).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn put_payload(&self, key: &str, payload: PutPayload) -> Result<()> {

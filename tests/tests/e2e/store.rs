@@ -405,6 +405,94 @@ async fn objects_api_round_trips() {
 }
 
 #[tokio::test]
+async fn memory_compaction_waits_for_another_replicas_lease() {
+    for (backend, app) in each_backend(1024 * 1024).await {
+        let (status, trace) = app
+            .json(
+                reqwest::Method::POST,
+                "/admin/memory/traces",
+                Some(json!({"namespace": "ops", "text": "Restart the indexer after a deploy."})),
+            )
+            .await;
+        assert_eq!(status, 201, "{backend}: {trace}");
+        // Another replica holds the pathway log's lease (a create-if-absent
+        // object); this one's compaction is refused and changes nothing.
+        let lease = format!(
+            "{{\"since_ms\":{}}}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+        );
+        let held = app
+            .client
+            .put(app.url("/admin/objects/memory/pathway.compacting"))
+            .body(lease)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(held.status().as_u16(), 201, "{backend}");
+        let (status, refused) = app
+            .json(reqwest::Method::POST, "/admin/memory/compact", None)
+            .await;
+        assert_eq!(status, 409, "{backend}: {refused}");
+        assert_eq!(refused["error"]["code"], "conflict", "{backend}");
+        let (_, listed) = app
+            .json(
+                reqwest::Method::GET,
+                "/admin/objects?prefix=memory/pathway",
+                None,
+            )
+            .await;
+        assert_eq!(
+            listed["data"].as_array().unwrap().len(),
+            1,
+            "{backend}: {listed}"
+        );
+
+        // Once it is given back, the compaction runs and keeps the trace.
+        let (status, _) = app
+            .json(
+                reqwest::Method::DELETE,
+                "/admin/objects/memory/pathway.compacting",
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{backend}");
+        let (status, report) = app
+            .json(reqwest::Method::POST, "/admin/memory/compact", None)
+            .await;
+        assert_eq!(status, 200, "{backend}: {report}");
+        assert_eq!(report["pathway"]["records"], 1, "{backend}: {report}");
+        assert_eq!(
+            report["pathway"]["segments_removed"], 1,
+            "{backend}: {report}"
+        );
+        let path = format!("/admin/memory/traces/{}", trace["id"].as_str().unwrap());
+        let (status, kept) = app.json(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{backend}: {kept}");
+        assert_eq!(
+            kept["text"], "Restart the indexer after a deploy.",
+            "{backend}: {kept}"
+        );
+        // The lease is gone with the compaction.
+        let (_, listed) = app
+            .json(reqwest::Method::GET, "/admin/objects?prefix=memory", None)
+            .await;
+        let keys: Vec<&str> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["key"].as_str())
+            .collect();
+        assert!(
+            !keys.iter().any(|k| k.ends_with(".compacting")),
+            "{backend}: {keys:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn restart_brings_back_corpora_and_indexes() {
     for (backend, app) in each_backend(256 * 1024 * 1024).await {
         create_docs(&app).await;
