@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use lakehouse_providers::adapters::{
-    ollama::Ollama, openai_compat::OpenAiCompatible, opencode::OpenCodeZen,
+    kimi::Kimi, ollama::Ollama, openai_compat::OpenAiCompatible, opencode::OpenCodeZen,
 };
 use lakehouse_providers::http::{Auth, Timeouts, Upstream};
-use lakehouse_providers::router::{OLLAMA, OLLAMA_CLOUD, OPENCODE, Registry};
+use lakehouse_providers::router::{KIMI, OLLAMA, OLLAMA_CLOUD, OPENCODE, Registry};
 use lakehouse_providers::secrets::load_key;
 use lakehouse_providers::{ChatProvider, ProviderError};
 
@@ -65,7 +65,8 @@ fn adapter(
     Ok(match settings.name.as_str() {
         OLLAMA | OLLAMA_CLOUD => Arc::new(Ollama::new(upstream)),
         OPENCODE => Arc::new(OpenCodeZen::new(upstream)?),
-        // OpenRouter, Kimi and custom providers all speak OpenAI chat/completions.
+        KIMI => Arc::new(Kimi::new(upstream)),
+        // OpenRouter and custom providers speak OpenAI chat/completions.
         _ => Arc::new(OpenAiCompatible::new(upstream)),
     })
 }

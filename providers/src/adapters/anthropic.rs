@@ -282,12 +282,22 @@ pub(crate) struct StreamState {
     prompt_tokens: u64,
     cached_tokens: u64,
     next_tool_index: u32,
-    tool_index_by_block: HashMap<u64, u32>,
+    tool_calls_by_block: HashMap<u64, ToolBlock>,
     /// The forced tool a JSON answer was asked through, and its block once
     /// opened: its input is the answer's content, not a tool call.
     json_tool: Option<String>,
     json_block: Option<u64>,
     done: bool,
+}
+
+/// A `tool_use` block being streamed as a tool call.
+#[derive(Debug, Clone, Copy)]
+struct ToolBlock {
+    /// The call's index in the OpenAI stream.
+    index: u32,
+    /// Whether any of its input has come; a call that takes no input sends
+    /// none, and OpenAI's arguments for it are `{}`, not an empty string.
+    has_input: bool,
 }
 
 impl StreamState {
@@ -345,7 +355,13 @@ impl SseConverter for StreamState {
                 } else if is_tool {
                     let index = st.next_tool_index;
                     st.next_tool_index += 1;
-                    st.tool_index_by_block.insert(block_index, index);
+                    st.tool_calls_by_block.insert(
+                        block_index,
+                        ToolBlock {
+                            index,
+                            has_input: false,
+                        },
+                    );
                     let id = block
                         .get("id")
                         .and_then(Value::as_str)
@@ -383,20 +399,30 @@ impl SseConverter for StreamState {
                                 "partial_json",
                             )))));
                         }
-                        let index = st
-                            .tool_index_by_block
-                            .get(&block_index)
-                            .copied()
-                            .ok_or_else(|| {
-                                ProviderError::protocol(
-                                    provider,
-                                    format!("input_json_delta for unknown block {block_index}"),
-                                )
-                            })?;
+                        let block =
+                            st.tool_calls_by_block
+                                .get_mut(&block_index)
+                                .ok_or_else(|| {
+                                    ProviderError::protocol(
+                                        provider,
+                                        format!("input_json_delta for unknown block {block_index}"),
+                                    )
+                                })?;
+                        let input = text("partial_json");
+                        block.has_input |= !input.is_empty();
                         Some(ChatChunk::delta(Delta::tool_call(
-                            ToolCallDelta::arguments(index, text("partial_json")),
+                            ToolCallDelta::arguments(block.index, input),
                         )))
                     }
+                    _ => None,
+                }
+            }
+            "content_block_stop" => {
+                let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                match st.tool_calls_by_block.get(&block_index) {
+                    Some(block) if !block.has_input => Some(ChatChunk::delta(Delta::tool_call(
+                        ToolCallDelta::arguments(block.index, "{}".to_owned()),
+                    ))),
                     _ => None,
                 }
             }
@@ -558,6 +584,53 @@ mod tests {
         );
         let usage = finish.usage.clone().unwrap();
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (15, 9));
+    }
+
+    #[test]
+    fn a_tool_called_without_input_gets_empty_object_arguments() {
+        let block = |index: u64, id: &str| {
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": "now", "input": {}}}),
+            )
+        };
+        let stop = |index: u64| {
+            ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            )
+        };
+        let events = vec![
+            block(0, "toolu_a"),
+            // Claude may send one empty piece, or none at all.
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            ),
+            stop(0),
+            block(1, "toolu_b"),
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"tz\":\"UTC\"}"}}),
+            ),
+            stop(1),
+            block(2, "toolu_c"),
+            stop(2),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}),
+            ),
+        ];
+        let mut arguments = [String::new(), String::new(), String::new()];
+        for chunk in convert_all(StreamState::default(), events) {
+            for call in chunk.unwrap().choices[0].delta.tool_calls.iter().flatten() {
+                let index = usize::try_from(call.index).unwrap();
+                if let Some(function) = &call.function {
+                    arguments[index].push_str(function.arguments.as_deref().unwrap_or_default());
+                }
+            }
+        }
+        assert_eq!(arguments, ["{}", "{\"tz\":\"UTC\"}", "{}"]);
     }
 
     fn json_request(format: Value, extra: Value) -> Result<Value, ProviderError> {

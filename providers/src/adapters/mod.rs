@@ -3,12 +3,14 @@
 //! | module | protocol | used by |
 //! |---|---|---|
 //! | [`ollama`] | Ollama native `/api/chat` (NDJSON) | `ollama`, `ollama_cloud` |
-//! | [`openai_compat`] | OpenAI `/chat/completions` (SSE) | `openrouter`, `kimi`, Zen's chat family, custom providers |
+//! | [`openai_compat`] | OpenAI `/chat/completions` (SSE) | `openrouter`, Zen's chat family, custom providers |
+//! | [`kimi`] | [`openai_compat`] after Kimi's fixed-sampling rules | `kimi` |
 //! | [`anthropic`] | Anthropic `/messages` (SSE) | Zen `claude-*` |
 //! | [`responses`] | OpenAI `/responses` (SSE) | Zen `gpt-5*` |
 //! | [`opencode`] | picks one of the three above by model family | `opencode` |
 
 pub mod anthropic;
+pub mod kimi;
 pub mod ollama;
 pub mod openai_compat;
 pub mod opencode;
@@ -58,7 +60,7 @@ pub(crate) fn system_text(request: &ChatRequest) -> Option<String> {
 }
 
 /// What a `response_format` asks for, read for protocols that carry it in
-/// their own shape (Responses, Anthropic).
+/// their own shape (Responses, Anthropic, Ollama).
 pub(crate) enum AnswerFormat<'a> {
     Text,
     JsonObject,

@@ -20,7 +20,7 @@ use crate::openai::{
 };
 use crate::provider::{ChatProvider, ChunkStream};
 
-use super::arguments_object;
+use super::{AnswerFormat, answer_format, arguments_object};
 
 #[derive(Debug)]
 pub struct Ollama {
@@ -135,22 +135,22 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
     // while true on a model that cannot think is a 400 (reference §2.5).
     let think = match (request.extra.get("think"), &request.reasoning_effort) {
         (Some(explicit), _) => explicit.clone(),
-        (None, Some(effort)) if effort == "none" => false.into(),
-        (None, Some(effort)) => effort.clone().into(),
+        (None, Some(effort)) => think_level(effort),
         (None, None) => false.into(),
     };
     body.insert("think".into(), think);
-    if let Some(format) = &request.response_format {
-        match format.get("type").and_then(Value::as_str) {
-            Some("json_object") => {
-                body.insert("format".into(), "json".into());
-            }
-            Some("json_schema") => {
-                if let Some(schema) = format.get("json_schema").and_then(|s| s.get("schema")) {
-                    body.insert("format".into(), schema.clone());
-                }
-            }
-            _ => {}
+    match answer_format(provider, "Ollama", request)? {
+        None | Some(AnswerFormat::Text) => {}
+        Some(AnswerFormat::JsonObject) => {
+            body.insert("format".into(), "json".into());
+        }
+        // Without a schema, any JSON object is the closest Ollama has.
+        Some(AnswerFormat::JsonSchema(spec)) => {
+            let format = match spec.get("schema") {
+                Some(schema @ Value::Object(_)) => schema.clone(),
+                _ => "json".into(),
+            };
+            body.insert("format".into(), format);
         }
     }
     if let Some(keep_alive) = request.extra.get("keep_alive") {
@@ -375,6 +375,19 @@ impl ChatProvider for Ollama {
     }
 }
 
+/// OpenAI's `reasoning_effort` as Ollama's `think`, which takes `false` or
+/// `low`/`medium`/`high` (reference §2.1; gpt-oss takes no other level):
+/// OpenAI's `minimal` and `xhigh` would be refused, so they become the
+/// nearest level Ollama has.
+fn think_level(effort: &str) -> Value {
+    match effort {
+        "none" => false.into(),
+        "minimal" => "low".into(),
+        "xhigh" => "high".into(),
+        other => other.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,11 +456,53 @@ mod tests {
     }
 
     #[test]
-    fn reasoning_effort_becomes_a_think_level() {
-        let req = request(
-            json!({"model": "m", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}),
+    fn reasoning_effort_becomes_a_think_level_ollama_takes() {
+        for (effort, think) in [
+            ("high", json!("high")),
+            ("low", json!("low")),
+            ("none", json!(false)),
+            // OpenAI's levels beyond Ollama's: the nearest it takes.
+            ("minimal", json!("low")),
+            ("xhigh", json!("high")),
+        ] {
+            let req = request(
+                json!({"model": "m", "reasoning_effort": effort, "messages": [{"role": "user", "content": "hi"}]}),
+            );
+            assert_eq!(
+                to_ollama_request("ollama", &req).unwrap()["think"],
+                think,
+                "{effort}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_format_becomes_format_or_is_refused() {
+        let with = |format: Value| {
+            let req = request(
+                json!({"model": "m", "response_format": format, "messages": [{"role": "user", "content": "hi"}]}),
+            );
+            to_ollama_request("ollama", &req)
+        };
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let body =
+            with(json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}));
+        assert_eq!(body.unwrap()["format"], schema);
+        // A schema-less json_schema still gets JSON, not prose.
+        let body = with(json!({"type": "json_schema", "json_schema": {"name": "x"}}));
+        assert_eq!(body.unwrap()["format"], "json");
+        assert_eq!(
+            with(json!({"type": "json_object"})).unwrap()["format"],
+            "json"
         );
-        assert_eq!(to_ollama_request("ollama", &req).unwrap()["think"], "high");
+        assert!(
+            with(json!({"type": "text"}))
+                .unwrap()
+                .get("format")
+                .is_none()
+        );
+        let refused = with(json!({"type": "yaml"})).unwrap_err().to_string();
+        assert!(refused.contains("response_format"), "{refused}");
     }
 
     #[test]

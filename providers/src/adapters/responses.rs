@@ -87,12 +87,15 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
                 if let Some(d) = &t.function.description {
                     tool["description"] = d.clone().into();
                 }
-                if let Some(p) = &t.function.parameters {
-                    tool["parameters"] = p.clone();
-                }
-                if let Some(s) = t.function.strict {
-                    tool["strict"] = s.into();
-                }
+                // Responses requires both and reads a missing `strict` as
+                // true, which makes every parameter required; Chat
+                // Completions' default is false, and no parameters means none.
+                tool["parameters"] = t
+                    .function
+                    .parameters
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+                tool["strict"] = t.function.strict.unwrap_or(false).into();
                 tool
             })
             .collect();
@@ -413,6 +416,29 @@ mod tests {
     }
 
     #[test]
+    fn tools_keep_chat_completions_non_strict_default() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "messages": [{"role": "user", "content": "now?"}],
+            "tools": [
+                {"type": "function", "function": {"name": "now"}},
+                {"type": "function", "function": {"name": "set", "strict": true,
+                 "parameters": {"type": "object", "properties": {"x": {"type": "string"}},
+                                "required": ["x"], "additionalProperties": false}}}
+            ]
+        }))
+        .unwrap();
+        let body = to_responses_request("opencode", &req).unwrap();
+        assert_eq!(
+            body["tools"][0],
+            json!({"type": "function", "name": "now", "strict": false,
+                   "parameters": {"type": "object", "properties": {}}})
+        );
+        assert_eq!(body["tools"][1]["strict"], true);
+        assert_eq!(body["tools"][1]["parameters"]["required"], json!(["x"]));
+    }
+
+    #[test]
     fn request_uses_instructions_flat_tools_and_call_items() {
         let req: ChatRequest = serde_json::from_value(json!({
             "model": "gpt-5.4",
@@ -439,7 +465,7 @@ mod tests {
         );
         assert_eq!(
             body["tools"][0],
-            json!({"type": "function", "name": "get_weather", "parameters": {"type": "object"}})
+            json!({"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": false})
         );
         assert_eq!(
             body["tool_choice"],

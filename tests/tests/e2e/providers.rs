@@ -462,7 +462,7 @@ async fn unset_sampling_fields_are_never_sent_and_extras_pass_through() {
     // Set fields arrive with their exact values; unknown keys reach OpenAI-compatible upstreams.
     let (status, _) = h
         .chat(
-            &json!({"model": "kimi/kimi-k2.6", "messages": user("hi"), "temperature": 0.7,
+            &json!({"model": "kimi/kimi-k2-turbo-preview", "messages": user("hi"), "temperature": 0.7,
             "thinking": {"type": "disabled"}, "lakehouse": {"k": 3}}),
         )
         .await;
@@ -474,8 +474,40 @@ async fn unset_sampling_fields_are_never_sent_and_extras_pass_through() {
         sent.body.get("lakehouse").is_none(),
         "the proxy's own options never go upstream"
     );
-    assert_eq!(sent.body["model"], "kimi-k2.6", "prefix stripped");
+    assert_eq!(
+        sent.body["model"], "kimi-k2-turbo-preview",
+        "prefix stripped"
+    );
     assert_eq!(sent.headers["authorization"], format!("Bearer {TEST_KEY}"));
+    // kimi-k2.6 fixes its sampling and refuses a temperature other than 1
+    // (reference §6): what it fixes is left out, the rest is sent.
+    let (status, _) = h
+        .chat(
+            &json!({"model": "kimi/kimi-k2.6", "messages": user("hi"), "temperature": 0.2,
+            "top_p": 0.9, "presence_penalty": 0.1, "seed": 3}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sent = h.last_request("/kimi/v1/chat/completions").body;
+    for field in ["temperature", "top_p", "presence_penalty"] {
+        assert!(
+            sent.get(field).is_none(),
+            "{field} sent to kimi-k2.6: {sent}"
+        );
+    }
+    assert_eq!(sent["seed"], 3);
+    // Several choices cannot be had from it: refused, not answered with one.
+    let (status, refused) = h
+        .chat(&json!({"model": "kimi/kimi-k2.6", "messages": user("hi"), "n": 2}))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("n is fixed at 1"),
+        "{refused}"
+    );
     // OpenRouter gets the configured attribution header.
     let (status, _) = h
         .chat(&json!({"model": "openrouter/openai/gpt-4o-mini", "messages": user("hi")}))

@@ -1,0 +1,141 @@
+//! Kimi (Moonshot): OpenAI `/chat/completions`, spoken by [`openai_compat`],
+//! with the sampling rules of its current models applied first.
+//!
+//! `kimi-k2.5`, `kimi-k2.6` and later fix temperature, top_p, n and the
+//! penalties (reference §6), and a temperature other than 1 is a 400. What an
+//! OpenAI client sends as a matter of course (`temperature: 0.2`) would fail
+//! every chat, so those fields are left out for these models: the model's
+//! fixed values apply either way. Only `n > 1` is refused, since leaving it
+//! out would answer fewer choices than asked.
+
+use futures::future::BoxFuture;
+
+use crate::error::ProviderError;
+use crate::http::Upstream;
+use crate::openai::ChatRequest;
+use crate::provider::{ChatProvider, ChunkStream};
+
+use super::openai_compat;
+
+#[derive(Debug)]
+pub struct Kimi {
+    upstream: Upstream,
+}
+
+impl Kimi {
+    pub fn new(upstream: Upstream) -> Self {
+        Self { upstream }
+    }
+}
+
+/// Whether `model` fixes its sampling: `kimi-k2.<minor>` from minor 5 on.
+fn fixes_sampling(model: &str) -> bool {
+    let Some(version) = model.strip_prefix("kimi-k2.") else {
+        return false;
+    };
+    let digits = version.bytes().take_while(u8::is_ascii_digit).count();
+    version
+        .get(..digits)
+        .and_then(|minor| minor.parse::<u32>().ok())
+        .is_some_and(|minor| minor >= 5)
+}
+
+/// Leaves out what `request.model` fixes; refuses `n > 1` there.
+fn apply_fixed_sampling(provider: &str, request: &mut ChatRequest) -> Result<(), ProviderError> {
+    if !fixes_sampling(&request.model) {
+        return Ok(());
+    }
+    if request.n.is_some_and(|n| n > 1) {
+        return Err(ProviderError::invalid_request(
+            provider,
+            format!("{} answers one choice: n is fixed at 1", request.model),
+        ));
+    }
+    request.n = None;
+    request.temperature = None;
+    request.top_p = None;
+    request.presence_penalty = None;
+    request.frequency_penalty = None;
+    Ok(())
+}
+
+impl ChatProvider for Kimi {
+    fn name(&self) -> &str {
+        self.upstream.provider()
+    }
+
+    fn chat(&self, mut request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
+        if let Err(refused) = apply_fixed_sampling(self.upstream.provider(), &mut request) {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        Box::pin(openai_compat::send_chat(&self.upstream, request))
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
+        Box::pin(openai_compat::list_models(&self.upstream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(model: &str) -> ChatRequest {
+        serde_json::from_value(serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "hi"}],
+            "temperature": 0.2, "top_p": 0.9, "n": 1,
+            "presence_penalty": 0.5, "frequency_penalty": 0.5, "seed": 7
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn current_models_leave_out_their_fixed_sampling_and_older_ones_keep_it() {
+        for model in ["kimi-k2.5", "kimi-k2.6", "kimi-k2.6-preview", "kimi-k2.10"] {
+            let mut fixed = request(model);
+            apply_fixed_sampling("kimi", &mut fixed).unwrap();
+            let body = serde_json::to_value(&fixed).unwrap();
+            for field in [
+                "temperature",
+                "top_p",
+                "n",
+                "presence_penalty",
+                "frequency_penalty",
+            ] {
+                assert!(body.get(field).is_none(), "{model}: {field} in {body}");
+            }
+            // What the model does not fix is kept.
+            assert_eq!(body["seed"], 7, "{model}");
+        }
+        for model in [
+            "kimi-k2-0905-preview",
+            "kimi-k2-thinking",
+            "kimi-k2.1",
+            "moonshot-v1-8k",
+        ] {
+            let mut kept = request(model);
+            apply_fixed_sampling("kimi", &mut kept).unwrap();
+            assert_eq!(kept.temperature, Some(0.2), "{model}");
+            assert_eq!(kept.n, Some(1), "{model}");
+        }
+    }
+
+    #[test]
+    fn several_choices_are_refused_where_n_is_fixed() {
+        let mut several = request("kimi-k2.6");
+        several.n = Some(3);
+        let refused = apply_fixed_sampling("kimi", &mut several).unwrap_err();
+        assert!(matches!(refused, ProviderError::InvalidRequest { .. }));
+        assert!(
+            refused
+                .to_string()
+                .contains("kimi-k2.6 answers one choice: n is fixed at 1"),
+            "{refused}"
+        );
+        let mut older = request("kimi-k2-turbo-preview");
+        older.n = Some(3);
+        apply_fixed_sampling("kimi", &mut older).unwrap();
+        assert_eq!(older.n, Some(3));
+    }
+}
