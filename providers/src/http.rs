@@ -167,6 +167,20 @@ impl Upstream {
         for (name, value) in extra {
             let bad = |what: &str| self.config_error(format!("bad header {what} in {name:?}"));
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("name"))?;
+            // The client writes these itself; a second copy breaks the
+            // request (two `Host`s are a 400, two framings desync the connection).
+            if [
+                header::HOST,
+                header::CONTENT_LENGTH,
+                header::TRANSFER_ENCODING,
+                header::CONNECTION,
+            ]
+            .contains(&name)
+            {
+                return Err(self.config_error(format!(
+                    "header {name:?} is set by the client itself and cannot be configured"
+                )));
+            }
             let value = HeaderValue::from_str(value).map_err(|_| bad("value"))?;
             headers.insert(name, value);
         }
@@ -686,6 +700,15 @@ mod tests {
             .with_headers(&[("bad name".into(), "v".into())])
             .unwrap_err();
         assert!(err.to_string().contains("bad header name"), "{err}");
+        for framing in ["Host", "content-length", "Transfer-Encoding", "connection"] {
+            let err = up
+                .with_headers(&[(framing.into(), "x".into())])
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("set by the client itself"),
+                "{err}"
+            );
+        }
         let err = Upstream::new("t", "not a url", Auth::None, timeouts()).unwrap_err();
         assert!(err.to_string().contains("bad base URL"), "{err}");
     }

@@ -11,11 +11,15 @@
 //!
 //! What it does: keep-alive connections in a bounded pool (idle ones dropped
 //! after [`IDLE_TIMEOUT`]), `Content-Length`, `chunked` and read-to-close
-//! bodies, a connect timeout and a timeout on every read. A request that fails
-//! on a pooled connection before any byte of an answer arrived is sent once
-//! more on a new connection: the upstream closed that idle connection and
-//! never saw the request (what nginx and hyper do too). Dropping a body before
-//! its end closes the connection, which cancels the upstream's work.
+//! bodies, a connect timeout and a timeout on every write and read. An idle
+//! connection the upstream closed (or sent anything on) is dropped before
+//! use, as the runtime's readiness shows, without a syscall. A request whose
+//! write fails on a pooled connection never reached the upstream and is sent
+//! once more on a new connection; one written whole and then met by a close
+//! with no answer may have been processed, so only a GET is sent again (as
+//! Go's transport and nginx's `proxy_next_upstream` do): a chat must not run,
+//! and be billed, twice. Dropping a body before its end closes the
+//! connection, which cancels the upstream's work.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -82,7 +86,7 @@ impl Pool {
     fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT {
+            if since.elapsed() < IDLE_TIMEOUT && !conn.closed_while_idle() {
                 return Some(conn);
             }
         }
@@ -104,6 +108,17 @@ struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     buffer: BytesMut,
+}
+
+impl Conn {
+    /// Whether something arrived on this idle connection: the upstream's
+    /// close (an idle timeout), or bytes nobody asked for (a 408). Read off
+    /// the readiness the runtime already holds, so a live connection costs
+    /// no syscall: the last answer's short read cleared it (see
+    /// [`poll_read_more`]), and only a new event sets it again.
+    fn closed_while_idle(&self) -> bool {
+        futures::FutureExt::now_or_never(self.stream.readable()).is_some()
+    }
 }
 
 /// One request: everything but the `Host`, `Content-Length` and framing headers.
@@ -158,14 +173,16 @@ impl Client {
             match self.exchange(conn, &wire).await {
                 Ok(response) => return Ok(response),
                 // The upstream had closed this idle connection: it never saw the request.
-                Err(Attempt::Stale) => {}
+                Err(Attempt::NotSent) => {}
+                Err(Attempt::Unanswered) if request.method == "GET" => {}
+                Err(Attempt::Unanswered) => return Err(Error::Closed),
                 Err(Attempt::Failed(e)) => return Err(e),
             }
         }
         let conn = self.connect().await?;
         match self.exchange(conn, &wire).await {
             Ok(response) => Ok(response),
-            Err(Attempt::Stale) => Err(Error::Closed),
+            Err(Attempt::NotSent | Attempt::Unanswered) => Err(Error::Closed),
             Err(Attempt::Failed(e)) => Err(e),
         }
     }
@@ -222,17 +239,18 @@ impl Client {
     }
 
     async fn exchange(&self, mut conn: Conn, wire: &[u8]) -> Result<Response, Attempt> {
-        if let Err(e) = conn.stream.write_all(wire).await {
-            return Err(if is_reset(&e) {
-                Attempt::Stale
-            } else {
-                Attempt::Failed(e.into())
-            });
+        match tokio::time::timeout(self.read_timeout, conn.stream.write_all(wire)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if is_reset(&e) => return Err(Attempt::NotSent),
+            Ok(Err(e)) => return Err(Attempt::Failed(e.into())),
+            Err(_) => return Err(Attempt::Failed(Error::Timeout(self.read_timeout))),
         }
+        let mut answered = false;
         let head = loop {
             match parse_head(&conn.buffer).map_err(Attempt::Failed)? {
                 Some(head) => {
                     conn.buffer.advance(head.length);
+                    answered = true;
                     // Interim answers (100 Continue) are skipped.
                     if head.status.is_informational() {
                         continue;
@@ -246,12 +264,14 @@ impl Client {
                 }
                 None => {}
             }
-            let nothing_yet = conn.buffer.is_empty();
+            let nothing_yet = !answered && conn.buffer.is_empty();
             match read_more(&mut conn, self.read_timeout).await {
-                Ok(0) if nothing_yet => return Err(Attempt::Stale),
+                Ok(0) if nothing_yet => return Err(Attempt::Unanswered),
                 Ok(0) => return Err(Attempt::Failed(Error::Closed)),
                 Ok(_) => {}
-                Err(Error::Io(e)) if nothing_yet && is_reset(&e) => return Err(Attempt::Stale),
+                Err(Error::Io(e)) if nothing_yet && is_reset(&e) => {
+                    return Err(Attempt::Unanswered);
+                }
                 Err(e) => return Err(Attempt::Failed(e)),
             }
         };
@@ -273,8 +293,11 @@ impl Client {
 
 /// How one attempt on a connection failed.
 enum Attempt {
-    /// The connection was closed before any of the answer arrived.
-    Stale,
+    /// Writing the request failed on a closed connection: the upstream never saw it.
+    NotSent,
+    /// The request was written, then the connection closed before any of the
+    /// answer arrived: the upstream may or may not have processed it.
+    Unanswered,
     Failed(Error),
 }
 
@@ -988,6 +1011,67 @@ mod tests {
         assert_eq!(body_of(&client, "/").await.1, "a");
         assert_eq!(body_of(&client, "/").await.1, "b");
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    fn post<'a>(path: &'a str, json: &'a [u8]) -> Request<'a> {
+        Request {
+            method: "POST",
+            json: Some(json),
+            ..get(path)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_written_whole_is_not_sent_again_when_the_connection_closes() {
+        // The server answers the first request, then reads the POST and
+        // closes without a word: it may have run it, so it is not run twice.
+        let (port, accepted) =
+            canned_server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na"]).await;
+        let client = client(port);
+        assert_eq!(body_of(&client, "/").await.1, "a");
+        let refused = client.send(&post("/chat", b"{}")).await.unwrap_err();
+        assert!(matches!(refused, Error::Closed), "{refused}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_not_taken_from_the_pool() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (upstream_side, _) = listener.accept().await.unwrap();
+        let conn = Conn {
+            stream,
+            buffer: BytesMut::new(),
+        };
+        assert!(!conn.closed_while_idle(), "a live idle connection");
+        drop(upstream_side);
+        // Once the runtime has seen the close, the pool drops the connection.
+        conn.stream.readable().await.unwrap();
+        let pool = Pool::default();
+        pool.put(conn);
+        assert!(pool.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_request_the_upstream_does_not_read_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Connected (in the listener's backlog) and never read: a body larger
+        // than the socket buffers cannot be written whole.
+        let client = Client::new(
+            "127.0.0.1",
+            port,
+            false,
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        let body = vec![b' '; 64 << 20];
+        let failed = client.send(&post("/chat", &body)).await.unwrap_err();
+        assert!(matches!(failed, Error::Timeout(_)), "{failed}");
+        drop(listener);
     }
 
     #[tokio::test]
