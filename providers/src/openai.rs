@@ -778,6 +778,9 @@ impl Delta {
 /// A piece of a streamed tool call; pieces are joined by `index`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallDelta {
+    /// [`ToolCallDelta::UNINDEXED`] when an upstream sent none (Gemini's
+    /// OpenAI-compatible API); the adapter then numbers the calls.
+    #[serde(default = "ToolCallDelta::unindexed")]
     pub index: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -788,6 +791,13 @@ pub struct ToolCallDelta {
 }
 
 impl ToolCallDelta {
+    /// The index of a piece that came without one.
+    pub const UNINDEXED: u32 = u32::MAX;
+
+    fn unindexed() -> u32 {
+        Self::UNINDEXED
+    }
+
     /// The first fragment of a call: id, name and (possibly empty) arguments.
     pub fn start(index: u32, id: String, name: String, arguments: String) -> Self {
         Self {

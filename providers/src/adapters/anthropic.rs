@@ -7,6 +7,7 @@
 //! counter (not the block index); `ping` is skipped; `event: error` ends the
 //! stream with an error; `message_stop` ends it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Deserialize;
@@ -30,6 +31,25 @@ use super::{
 /// `max_tokens` is mandatory in this protocol; used when the caller set no limit.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// A tool call's id as Anthropic takes it (`^[a-zA-Z0-9_-]+$`): other
+/// providers' ids, met when a conversation moves to Claude, are not always
+/// (Kimi's look like `functions.get_weather:0`). Each other character becomes
+/// `_`, the same way for the call and its result, so they still match.
+fn tool_use_id(id: &str) -> Cow<'_, str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if id.is_empty() {
+        Cow::Borrowed("_")
+    } else if id.chars().all(allowed) {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(
+            id.chars()
+                .map(|c| if allowed(c) { c } else { '_' })
+                .collect(),
+        )
+    }
+}
+
 /// Builds the `/messages` body from an OpenAI request.
 pub fn to_messages_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
     messages_body(provider, request).map(|(body, _)| body)
@@ -51,7 +71,7 @@ fn messages_body(
                 for call in m.tool_calls.iter().flatten() {
                     blocks.push(json!({
                         "type": "tool_use",
-                        "id": call.id,
+                        "id": tool_use_id(&call.id),
                         "name": call.function.name,
                         "input": arguments_object(provider, i, &call.function.arguments)?,
                     }));
@@ -62,7 +82,7 @@ fn messages_body(
                 "user",
                 vec![json!({
                     "type": "tool_result",
-                    "tool_use_id": m.tool_call_id,
+                    "tool_use_id": tool_use_id(m.tool_call_id.as_deref().unwrap_or_default()),
                     "content": m.text_content(),
                 })],
             ),
@@ -528,6 +548,32 @@ mod tests {
         assert_eq!(body["messages"][2]["content"][0]["tool_use_id"], "toolu_1");
         assert_eq!(body["tool_choice"], json!({"type": "any"}));
         assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+    }
+
+    #[test]
+    fn other_providers_tool_call_ids_are_made_ones_claude_takes() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-sonnet-4-5",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "functions.get_weather:0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+                    {"id": "call_9-x", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "functions.get_weather:0", "content": "12C"},
+                {"role": "tool", "tool_call_id": "call_9-x", "content": "9C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}]
+        }))
+        .unwrap();
+        let body = to_messages_request("opencode", &req).unwrap();
+        let calls = &body["messages"][1]["content"];
+        let results = &body["messages"][2]["content"];
+        assert_eq!(calls[0]["id"], "functions_get_weather_0");
+        assert_eq!(results[0]["tool_use_id"], "functions_get_weather_0");
+        // Ids Claude takes are sent as they are.
+        assert_eq!(calls[1]["id"], "call_9-x");
+        assert_eq!(results[1]["tool_use_id"], "call_9-x");
     }
 
     fn ev(event: &str, data: Value) -> Result<SseEvent, ProviderError> {

@@ -185,6 +185,7 @@ fn chunks_of(upstream: &Upstream, response: Response) -> ChunkStream {
     let ended = EndMarker::default();
     let mut events = response.sse_events(&ended);
     let mut done = false;
+    let mut numbering = CallNumbering::default();
     futures::stream::poll_fn(move |cx| {
         while !done {
             let event = match ready!(events.poll_next_unpin(cx)) {
@@ -197,14 +198,42 @@ fn chunks_of(upstream: &Upstream, response: Response) -> ChunkStream {
                 ended.set();
                 done = true;
             } else if !data.is_empty() {
-                return Poll::Ready(Some(ChatChunk::from_json(&event.data).map_err(|e| {
+                let chunk = ChatChunk::from_json(&event.data).map_err(|e| {
                     ProviderError::protocol(&provider, format!("bad chunk JSON: {e}"))
+                });
+                return Poll::Ready(Some(chunk.map(|mut chunk| {
+                    numbering.number(&mut chunk);
+                    chunk
                 })));
             }
         }
         Poll::Ready(None)
     })
     .boxed()
+}
+
+/// Indexes for the tool-call pieces of a stream that sent none: a piece
+/// with an id starts the next call, one without continues the last.
+#[derive(Default)]
+struct CallNumbering {
+    calls: u32,
+}
+
+impl CallNumbering {
+    fn number(&mut self, chunk: &mut ChatChunk) {
+        let calls = chunk
+            .choices
+            .iter_mut()
+            .filter_map(|choice| choice.delta.tool_calls.as_mut())
+            .flatten()
+            .filter(|call| call.index == ToolCallDelta::UNINDEXED);
+        for call in calls {
+            if call.id.is_some() || self.calls == 0 {
+                self.calls += 1;
+            }
+            call.index = self.calls - 1;
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -254,6 +283,27 @@ mod tests {
         assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("hi"));
         assert_eq!(chunk.choices[0].delta.tool_calls, None);
         assert_eq!(chunk.choices[0].finish_reason, Some(FinishReason::Stop));
+    }
+
+    #[test]
+    fn tool_call_pieces_without_an_index_are_numbered_by_their_ids() {
+        let pieces = [
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"a","type":"function","function":{"name":"f","arguments":"{\"x\""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":":1}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"b","type":"function","function":{"name":"g","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":5,"id":"c","function":{"name":"h","arguments":"{}"}}]}}]}"#,
+        ];
+        let mut numbering = CallNumbering::default();
+        let indexes: Vec<u32> = pieces
+            .iter()
+            .map(|piece| {
+                let mut chunk = ChatChunk::from_json(piece).unwrap();
+                numbering.number(&mut chunk);
+                chunk.choices[0].delta.tool_calls.as_ref().unwrap()[0].index
+            })
+            .collect();
+        // An index the upstream sent is kept.
+        assert_eq!(indexes, [0, 0, 1, 5]);
     }
 
     #[test]
