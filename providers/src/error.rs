@@ -123,26 +123,22 @@ impl ProviderError {
 /// Upstream error bodies come in four shapes; this finds the human message in any of them.
 ///
 /// Ollama `{"error":"s"}`, OpenAI/Kimi `{"error":{"message","type"}}`, OpenRouter
-/// `{"error":{"code":int,"message"}}`, Anthropic/Zen `{"type":"error","error":{"type","message"}}`.
+/// `{"error":{"code":int,"message","metadata"}}`, Anthropic/Zen `{"type":"error","error":{"type","message"}}`.
+/// OpenRouter's own message for a provider's refusal is only "Provider
+/// returned error": the provider's answer (`metadata.raw`) and moderation
+/// reasons (`metadata.reasons`) are added, or the client learns nothing.
 pub fn error_message_from_body(body: &[u8]) -> String {
     const MAX: usize = 2_000;
     let from_json = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| match v.get("error")? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            obj @ serde_json::Value::Object(_) => {
-                let message = obj
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or_default();
-                let kind = obj.get("type").and_then(|t| t.as_str());
-                Some(match kind {
-                    Some(k) if !message.is_empty() => format!("{message} ({k})"),
-                    Some(k) => k.to_owned(),
-                    None => message.to_owned(),
-                })
+        .and_then(|v| {
+            let error = v.get("error")?;
+            let mut message = message_of(error)?;
+            if let Some(detail) = error.get("metadata").and_then(metadata_detail) {
+                message.push_str(" — ");
+                message.push_str(&detail);
             }
-            _ => None,
+            Some(message)
         });
     let mut message = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
     if message.is_empty() {
@@ -153,6 +149,53 @@ pub fn error_message_from_body(body: &[u8]) -> String {
         message.push('…');
     }
     message
+}
+
+/// The message of an `error` value: a string, or an object's `message` and `type`.
+fn message_of(error: &serde_json::Value) -> Option<String> {
+    match error {
+        serde_json::Value::String(s) => Some(s.clone()),
+        obj @ serde_json::Value::Object(_) => {
+            let message = obj
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default();
+            let kind = obj.get("type").and_then(|t| t.as_str());
+            Some(match kind {
+                Some(k) if !message.is_empty() => format!("{message} ({k})"),
+                Some(k) => k.to_owned(),
+                None => message.to_owned(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// What OpenRouter's `error.metadata` says beyond its message: the provider
+/// and its own answer (`raw`, often a JSON error body itself), or the
+/// moderation `reasons`.
+pub(crate) fn metadata_detail(metadata: &serde_json::Value) -> Option<String> {
+    let raw = metadata.get("raw").map(|raw| match raw {
+        serde_json::Value::String(text) => serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|inner| inner.get("error").and_then(message_of))
+            .unwrap_or_else(|| text.trim().to_owned()),
+        other => other.to_string(),
+    });
+    let reasons = metadata
+        .get("reasons")
+        .and_then(serde_json::Value::as_array)
+        .map(|reasons| {
+            let reasons: Vec<&str> = reasons.iter().filter_map(|r| r.as_str()).collect();
+            format!("reasons: {}", reasons.join(", "))
+        });
+    let said = raw.or(reasons).filter(|said| !said.is_empty())?;
+    Some(
+        match metadata.get("provider_name").and_then(|p| p.as_str()) {
+            Some(provider) => format!("{provider}: {said}"),
+            None => said,
+        },
+    )
 }
 
 /// Parses `retry-after-ms`, then `Retry-After` (seconds or an HTTP date).
@@ -211,6 +254,25 @@ mod tests {
                 br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
             ),
             "Overloaded (overloaded_error)"
+        );
+        // OpenRouter passing on a provider's refusal, and a moderation refusal.
+        assert_eq!(
+            error_message_from_body(
+                br#"{"error":{"code":400,"message":"Provider returned error","metadata":{"raw":"{\"error\":{\"message\":\"thinking is enabled but reasoning_content is missing\",\"type\":\"invalid_request_error\"}}","provider_name":"Moonshot"}}}"#
+            ),
+            "Provider returned error — Moonshot: thinking is enabled but reasoning_content is missing (invalid_request_error)"
+        );
+        assert_eq!(
+            error_message_from_body(
+                br#"{"error":{"code":403,"message":"Input flagged","metadata":{"reasons":["harassment","violence"],"flagged_input":"..."}}}"#
+            ),
+            "Input flagged — reasons: harassment, violence"
+        );
+        assert_eq!(
+            error_message_from_body(
+                br#"{"error":{"code":502,"message":"Provider returned error","metadata":{"raw":"upstream timed out","provider_name":"Fireworks"}}}"#
+            ),
+            "Provider returned error — Fireworks: upstream timed out"
         );
         assert_eq!(error_message_from_body(b"Bad Gateway\n"), "Bad Gateway");
         assert_eq!(error_message_from_body(b""), "no error message");

@@ -202,7 +202,7 @@ fn chunk_error(provider: &str, chunk: &ChatChunk) -> Option<ProviderError> {
 
 /// An `error` value found inside a stream: a string or `{"message","code"|"type"}`.
 pub fn error_from_value(provider: &str, error: &Value) -> ProviderError {
-    let message = match error {
+    let mut message = match error {
         Value::String(s) => s.clone(),
         other => other
             .get("message")
@@ -210,6 +210,13 @@ pub fn error_from_value(provider: &str, error: &Value) -> ProviderError {
             .map(str::to_owned)
             .unwrap_or_else(|| other.to_string()),
     };
+    if let Some(detail) = error
+        .get("metadata")
+        .and_then(crate::error::metadata_detail)
+    {
+        message.push_str(" — ");
+        message.push_str(&detail);
+    }
     let kind = error
         .get("code")
         .and_then(Value::as_u64)
@@ -428,7 +435,8 @@ mod tests {
     fn error_markers_end_the_stream_with_an_error() {
         let mut errored = ChatChunk::finish(FinishReason::Error, None);
         errored.error = Some(Box::new(
-            serde_json::json!({"code": 502, "message": "provider down"}),
+            serde_json::json!({"code": 502, "message": "provider down",
+                "metadata": {"provider_name": "Moonshot", "raw": "engine overloaded"}}),
         ));
         let out = run(vec![
             Ok(ChatChunk::delta(Delta::content("a"))),
@@ -437,7 +445,11 @@ mod tests {
         ]);
         assert_eq!(out.len(), 2);
         let err = out[1].as_ref().unwrap_err();
-        assert!(err.to_string().contains("provider down"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("provider down — Moonshot: engine overloaded"),
+            "{err}"
+        );
     }
 
     #[test]

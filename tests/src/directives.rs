@@ -10,6 +10,7 @@
 //! | `#noid` | with `#tool` on Ollama: leave out the call id |
 //! | `#fault=STATUS` | that HTTP status with the flavour's error body (429 adds `Retry-After: 7`) |
 //! | `#fault=midstream` | two content events, then the flavour's mid-stream error |
+//! | `#fault=early` | the stream's opening events, then the mid-stream error before any content |
 //! | `#fault=drop` | two content events, then abort the connection |
 //! | `#fault=garbage` | two content events, then a line that is not JSON, then a clean close |
 //!
@@ -23,6 +24,8 @@ use std::time::Duration;
 pub(crate) enum Fault {
     Status(u16),
     Midstream,
+    /// The mid-stream error before any content event.
+    Early,
     Drop,
     Garbage,
 }
@@ -72,6 +75,7 @@ impl Directives {
 fn parse_fault(value: &str) -> Option<Fault> {
     match value {
         "midstream" => Some(Fault::Midstream),
+        "early" => Some(Fault::Early),
         "drop" => Some(Fault::Drop),
         "garbage" => Some(Fault::Garbage),
         _ => value

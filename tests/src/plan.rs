@@ -196,6 +196,8 @@ pub(crate) struct Plan {
     pub think: bool,
     pub reply: Reply,
     pub ending: Ending,
+    /// Content events sent before a fault ending.
+    pub before_fault: usize,
     pub gap: Option<Duration>,
 }
 
@@ -218,7 +220,7 @@ impl Plan {
             Reply::Text(words(&text))
         };
         let ending = match d.fault {
-            Some(Fault::Midstream) => Ending::Midstream,
+            Some(Fault::Midstream | Fault::Early) => Ending::Midstream,
             Some(Fault::Drop) => Ending::Drop,
             Some(Fault::Garbage) => Ending::Garbage,
             Some(Fault::Status(_)) | None => Ending::Normal,
@@ -231,15 +233,16 @@ impl Plan {
             think: d.think,
             reply,
             ending,
+            before_fault: if d.fault == Some(Fault::Early) { 0 } else { 2 },
             gap: d.slow_chunks,
         }
     }
 
-    /// How many of `total` output events to send: all, or two before a fault.
+    /// How many of `total` output events to send: all, or those before a fault.
     pub(crate) fn cut(&self, total: usize) -> usize {
         match self.ending {
             Ending::Normal => total,
-            _ => total.min(2),
+            _ => total.min(self.before_fault),
         }
     }
 

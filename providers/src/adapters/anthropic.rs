@@ -362,7 +362,10 @@ impl SseConverter for StreamState {
                         .saturating_add(u.cache_creation_input_tokens.unwrap_or(0));
                     st.cached_tokens = cache_read;
                 }
-                Some(ChatChunk::delta(Delta::content("")))
+                // Nothing for the client yet: a chunk here would send the 200
+                // before the model said anything, and an `overloaded_error`
+                // right after it could then no longer be an HTTP 503.
+                None
             }
             "content_block_start" => {
                 let block = data.get("content_block").unwrap_or(&Value::Null);
@@ -615,15 +618,15 @@ mod tests {
             ev("ping", json!({"type": "ping", "cost": "0.01"})),
         ];
         let out: Vec<_> = convert_all(StreamState::default(), events);
-        assert_eq!(out.len(), 5);
-        let start = out[2].as_ref().unwrap().choices[0]
+        assert_eq!(out.len(), 4);
+        let start = out[1].as_ref().unwrap().choices[0]
             .delta
             .tool_calls
             .clone()
             .unwrap();
         assert_eq!(start[0].index, 0);
         assert_eq!(start[0].id.as_deref(), Some("toolu_1"));
-        let finish = out[4].as_ref().unwrap();
+        let finish = out[3].as_ref().unwrap();
         assert_eq!(
             finish.choices[0].finish_reason,
             Some(FinishReason::ToolCalls)
@@ -872,8 +875,10 @@ mod tests {
             ev("message_stop", json!({"type": "message_stop"})),
         ];
         let out: Vec<_> = convert_all(StreamState::default(), events);
-        assert_eq!(out.len(), 2);
-        match out[1].as_ref().unwrap_err() {
+        // The error is the stream's first item, so the edge answers it as an
+        // HTTP error (503), not as an error inside a 200.
+        assert_eq!(out.len(), 1);
+        match out[0].as_ref().unwrap_err() {
             ProviderError::Upstream { kind, message, .. } => {
                 assert_eq!(*kind, UpstreamErrorKind::Overloaded);
                 assert_eq!(message, "Overloaded");

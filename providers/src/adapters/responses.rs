@@ -186,7 +186,6 @@ fn message_content(
 #[derive(Default)]
 pub(crate) struct StreamState {
     tool_index_by_item: HashMap<String, u32>,
-    started: bool,
     done: bool,
 }
 
@@ -236,14 +235,10 @@ impl SseConverter for StreamState {
                 .to_owned()
         };
         Ok(match kind {
-            "response.created" | "response.in_progress" => {
-                if st.started {
-                    None
-                } else {
-                    st.started = true;
-                    Some(ChatChunk::delta(Delta::content("")))
-                }
-            }
+            // Nothing for the client yet. A chunk here would send the 200
+            // before the upstream had said anything, and a `response.failed`
+            // right after it could then no longer be an HTTP error.
+            "response.created" | "response.in_progress" => None,
             "response.output_item.added" => {
                 let item = data.get("item").unwrap_or(&Value::Null);
                 if item.get("type").and_then(Value::as_str) != Some("function_call") {
@@ -500,14 +495,14 @@ mod tests {
             ev(json!({"type": "ping", "cost": "1"})),
         ];
         let out: Vec<_> = convert_all(StreamState::default(), events);
-        assert_eq!(out.len(), 4);
-        let start = &out[1].as_ref().unwrap().choices[0]
+        assert_eq!(out.len(), 3);
+        let start = &out[0].as_ref().unwrap().choices[0]
             .delta
             .tool_calls
             .as_ref()
             .unwrap()[0];
         assert_eq!(start.id.as_deref(), Some("call_A"));
-        let finish = out[3].as_ref().unwrap();
+        let finish = out[2].as_ref().unwrap();
         assert_eq!(
             finish.choices[0].finish_reason,
             Some(FinishReason::ToolCalls)

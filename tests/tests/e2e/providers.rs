@@ -373,6 +373,34 @@ async fn mid_stream_errors_become_error_events_without_done() {
 }
 
 #[tokio::test]
+async fn an_upstream_error_before_any_content_is_an_http_error() {
+    let h = start().await;
+    // Claude's and Responses' streams open with events that carry nothing
+    // (message_start, response.created): an error right after them is still
+    // the upstream's first word, so a streamed chat gets an HTTP error.
+    for (model, overloaded) in [
+        ("opencode/claude-sonnet-4-5", true),
+        ("opencode/gpt-5.4", false),
+        ("ollama/qwen3:8b", false),
+    ] {
+        let response = h
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": model, "messages": user("x #fault=early"), "stream": true}),
+            )
+            .await;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            status,
+            if overloaded { 503 } else { 502 },
+            "{model}: {body}"
+        );
+        assert!(body["error"]["message"].is_string(), "{model}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn client_disconnect_cancels_the_upstream_request() {
     let h = start().await;
     for (i, model) in [
