@@ -954,14 +954,7 @@ mod tests {
     }
 
     fn client(port: u16) -> Client {
-        Client::new(
-            "127.0.0.1",
-            port,
-            false,
-            Duration::from_secs(5),
-            Duration::from_secs(5),
-        )
-        .unwrap()
+        client_with_read_timeout(port, Duration::from_secs(5))
     }
 
     fn get(path: &str) -> Request<'_> {
@@ -1060,14 +1053,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         // Connected (in the listener's backlog) and never read: a body larger
         // than the socket buffers cannot be written whole.
-        let client = Client::new(
-            "127.0.0.1",
-            port,
-            false,
-            Duration::from_secs(5),
-            Duration::from_millis(100),
-        )
-        .unwrap();
+        let client = client_with_read_timeout(port, Duration::from_millis(100));
         let body = vec![b' '; 64 << 20];
         let failed = client.send(&post("/chat", &body)).await.unwrap_err();
         assert!(matches!(failed, Error::Timeout(_)), "{failed}");
@@ -1110,14 +1096,7 @@ mod tests {
             std::future::pending::<()>().await;
             drop(socket);
         });
-        let slow = Client::new(
-            "127.0.0.1",
-            port,
-            false,
-            Duration::from_secs(5),
-            Duration::from_millis(50),
-        )
-        .unwrap();
+        let slow = client_with_read_timeout(port, Duration::from_millis(50));
         assert!(matches!(slow.send(&get("/")).await, Err(Error::Timeout(_))));
     }
 
