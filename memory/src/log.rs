@@ -51,6 +51,64 @@ const COMPACTION_LEASE: Duration = Duration::from_secs(600);
 #[derive(Deserialize)]
 struct Lease {
     since_ms: u64,
+    #[serde(default)]
+    holder: String,
+}
+
+async fn read_lease(objects: &Objects, key: &str) -> Result<Option<Lease>> {
+    Ok(objects
+        .get_opt(key)
+        .await?
+        .and_then(|held| serde_json::from_slice::<Lease>(&held).ok()))
+}
+
+/// A compaction lease this process holds. Given back after the compaction,
+/// or, when the compaction is dropped part-way (its request cancelled), by a
+/// task spawned on drop, so that other replicas need not wait out
+/// [`COMPACTION_LEASE`].
+struct CompactionLease {
+    objects: Objects,
+    key: String,
+    holder: String,
+    held: bool,
+}
+
+impl CompactionLease {
+    async fn give_back(mut self) {
+        self.held = false;
+        release_lease(&self.objects, &self.key, &self.holder).await;
+    }
+}
+
+impl Drop for CompactionLease {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (objects, key, holder) = (
+            self.objects.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.holder),
+        );
+        runtime.spawn(async move { release_lease(&objects, &key, &holder).await });
+    }
+}
+
+/// Deletes the lease at `key` if `holder` still holds it: a compaction that
+/// ran past [`COMPACTION_LEASE`] may have been taken over meanwhile.
+async fn release_lease(objects: &Objects, key: &str, holder: &str) {
+    match read_lease(objects, key).await {
+        Ok(Some(lease)) if lease.holder == holder => {
+            if let Err(e) = objects.delete(key).await {
+                tracing::warn!("compaction could not give back its lease {key}: {e}");
+            }
+        }
+        Ok(_) => tracing::warn!("compaction lease {key} was taken over before it ended"),
+        Err(e) => tracing::warn!("compaction could not read its lease {key}: {e}"),
+    }
 }
 
 fn unix_millis() -> u64 {
@@ -215,26 +273,31 @@ impl JsonlLog {
     {
         let lease = self.take_compaction_lease().await?;
         let compacted = self.compact_holding_lease(key).await;
-        if let Err(e) = self.objects.delete(&lease).await {
-            tracing::warn!("compaction could not give back its lease {lease}: {e}");
-        }
+        lease.give_back().await;
         compacted
     }
 
-    /// Creates the log's compaction lease and answers its key; a lease older
-    /// than [`COMPACTION_LEASE`] (its holder stopped mid-way) is taken over.
-    async fn take_compaction_lease(&self) -> Result<String> {
+    /// Creates the log's compaction lease; a lease older than
+    /// [`COMPACTION_LEASE`] (its holder stopped mid-way) is taken over.
+    /// Taking over is not atomic (the local backend has no compare-and-swap):
+    /// two replicas finding the same stale lease at once could both proceed.
+    async fn take_compaction_lease(&self) -> Result<CompactionLease> {
         let key = format!("{}.compacting", self.name);
+        let holder = lakehouse_providers::openai::new_id("");
         let now = unix_millis();
-        let lease = Bytes::from(format!("{{\"since_ms\":{now}}}\n"));
-        if self.objects.put_if_absent(&key, lease.clone()).await? {
-            return Ok(key);
+        let body = Bytes::from(format!("{{\"since_ms\":{now},\"holder\":\"{holder}\"}}\n"));
+        let mut lease = CompactionLease {
+            objects: self.objects.clone(),
+            key,
+            holder,
+            held: false,
+        };
+        if self.objects.put_if_absent(&lease.key, body.clone()).await? {
+            lease.held = true;
+            return Ok(lease);
         }
-        let since_ms = self
-            .objects
-            .get_opt(&key)
+        let since_ms = read_lease(&self.objects, &lease.key)
             .await?
-            .and_then(|held| serde_json::from_slice::<Lease>(&held).ok())
             .map(|held| held.since_ms);
         let held_for = since_ms.map(|since| Duration::from_millis(now.saturating_sub(since)));
         if let Some(held_for) = held_for.filter(|held| *held < COMPACTION_LEASE) {
@@ -246,12 +309,13 @@ impl JsonlLog {
             .into());
         }
         // Stale or unreadable: taken over, unless another replica is quicker.
-        match self.objects.delete(&key).await {
+        match self.objects.delete(&lease.key).await {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        if self.objects.put_if_absent(&key, lease).await? {
-            Ok(key)
+        if self.objects.put_if_absent(&lease.key, body).await? {
+            lease.held = true;
+            Ok(lease)
         } else {
             Err(StoreError::Conflict(format!(
                 "{} is being compacted elsewhere; try again later",
@@ -462,5 +526,26 @@ mod tests {
             (replay.records, replay.segments.len()),
             (vec![1, 2, 3, 4], 0)
         );
+
+        // A lease taken over meanwhile (its compaction ran past the limit)
+        // stays with the replica that took it.
+        let held = log.take_compaction_lease().await.unwrap();
+        let theirs = Bytes::from_static(b"{\"since_ms\":2,\"holder\":\"other\"}\n");
+        log.objects.put(lease, theirs.clone()).await.unwrap();
+        held.give_back().await;
+        assert_eq!(log.objects.get_opt(lease).await.unwrap(), Some(theirs));
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_compaction_is_dropped_part_way_is_given_back() {
+        let log = log();
+        let lease = "test/log.compacting";
+        drop(log.take_compaction_lease().await.unwrap());
+        // Given back by a task: wait for it, without a fixed sleep.
+        while log.objects.get_opt(lease).await.unwrap().is_some() {
+            tokio::task::yield_now().await;
+        }
+        log.append(&[1u32]).await.unwrap();
+        log.compact(|n: &u32| n.to_string()).await.unwrap();
     }
 }

@@ -175,12 +175,15 @@ fn message_of(error: &serde_json::Value) -> Option<String> {
 /// and its own answer (`raw`, often a JSON error body itself), or the
 /// moderation `reasons`.
 pub(crate) fn metadata_detail(metadata: &serde_json::Value) -> Option<String> {
-    let raw = metadata.get("raw").map(|raw| match raw {
-        serde_json::Value::String(text) => serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|inner| inner.get("error").and_then(message_of))
-            .unwrap_or_else(|| text.trim().to_owned()),
-        other => other.to_string(),
+    let raw = metadata.get("raw").and_then(|raw| match raw {
+        serde_json::Value::String(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|inner| inner.get("error").and_then(message_of))
+                .unwrap_or_else(|| text.trim().to_owned()),
+        ),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
     });
     let reasons = metadata
         .get("reasons")
@@ -189,7 +192,15 @@ pub(crate) fn metadata_detail(metadata: &serde_json::Value) -> Option<String> {
             let reasons: Vec<&str> = reasons.iter().filter_map(|r| r.as_str()).collect();
             format!("reasons: {}", reasons.join(", "))
         });
-    let said = raw.or(reasons).filter(|said| !said.is_empty())?;
+    let said: Vec<String> = [raw, reasons]
+        .into_iter()
+        .flatten()
+        .filter(|said| !said.is_empty())
+        .collect();
+    if said.is_empty() {
+        return None;
+    }
+    let said = said.join("; ");
     Some(
         match metadata.get("provider_name").and_then(|p| p.as_str()) {
             Some(provider) => format!("{provider}: {said}"),
@@ -273,6 +284,12 @@ mod tests {
                 br#"{"error":{"code":502,"message":"Provider returned error","metadata":{"raw":"upstream timed out","provider_name":"Fireworks"}}}"#
             ),
             "Provider returned error — Fireworks: upstream timed out"
+        );
+        assert_eq!(
+            error_message_from_body(
+                br#"{"error":{"code":502,"message":"Provider returned error","metadata":{"raw":null}}}"#
+            ),
+            "Provider returned error"
         );
         assert_eq!(error_message_from_body(b"Bad Gateway\n"), "Bad Gateway");
         assert_eq!(error_message_from_body(b""), "no error message");

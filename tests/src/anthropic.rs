@@ -68,6 +68,10 @@ pub(crate) fn stream(plan: &Plan) -> Script {
             },
         },
     }));
+    if plan.fails_before_output() {
+        w.send(&overloaded());
+        return w.script;
+    }
     let mut index = 0;
     if plan.think {
         w.send(&block_start(
@@ -120,14 +124,19 @@ pub(crate) fn stream(plan: &Plan) -> Script {
             w.script
                 .named("ping", &json!({ "type": "ping", "cost": ZEN_COST }));
         }
-        Ending::Midstream => w.send(&json!({
-            "type": "error",
-            "error": { "type": "overloaded_error", "message": MIDSTREAM_MESSAGE },
-        })),
+        Ending::Midstream => w.send(&overloaded()),
         Ending::Garbage => w.script.event("data: this is not json\n\n"),
         Ending::Drop => w.script.abort(),
     }
     w.script
+}
+
+/// The mid-stream `overloaded_error` event.
+fn overloaded() -> Value {
+    json!({
+        "type": "error",
+        "error": { "type": "overloaded_error", "message": MIDSTREAM_MESSAGE },
+    })
 }
 
 /// The `stream:false` message.

@@ -238,6 +238,13 @@ impl Plan {
         }
     }
 
+    /// Whether the stream fails before its first output (`#fault=early`):
+    /// after the opening events that carry nothing (`message_start`,
+    /// `response.created`).
+    pub(crate) fn fails_before_output(&self) -> bool {
+        self.ending == Ending::Midstream && self.before_fault == 0
+    }
+
     /// How many of `total` output events to send: all, or those before a fault.
     pub(crate) fn cut(&self, total: usize) -> usize {
         match self.ending {

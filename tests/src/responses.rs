@@ -96,6 +96,14 @@ impl Writer {
     }
 }
 
+/// The `response.failed` event's body.
+fn failed() -> Value {
+    json!({ "response": {
+        "id": ID, "object": "response", "status": "failed",
+        "error": { "code": "server_error", "message": MIDSTREAM_MESSAGE },
+    }})
+}
+
 /// The SSE stream (no `[DONE]`).
 pub(crate) fn stream(plan: &Plan) -> Script {
     let mut w = Writer {
@@ -105,6 +113,10 @@ pub(crate) fn stream(plan: &Plan) -> Script {
     let started = response(plan, "in_progress", Vec::new(), Value::Null);
     w.send("response.created", json!({ "response": started }));
     w.send("response.in_progress", json!({ "response": started }));
+    if plan.fails_before_output() {
+        w.send("response.failed", failed());
+        return w.script;
+    }
     let mut index = 0;
     if plan.think {
         let item = json!({ "type": "reasoning", "id": REASONING_ID, "summary": [] });
@@ -136,13 +148,7 @@ pub(crate) fn stream(plan: &Plan) -> Script {
             w.script
                 .named("ping", &json!({ "type": "ping", "cost": ZEN_COST }));
         }
-        Ending::Normal | Ending::Midstream => w.send(
-            "response.failed",
-            json!({ "response": {
-                "id": ID, "object": "response", "status": "failed",
-                "error": { "code": "server_error", "message": MIDSTREAM_MESSAGE },
-            }}),
-        ),
+        Ending::Normal | Ending::Midstream => w.send("response.failed", failed()),
         Ending::Garbage => w.script.event("data: this is not json\n\n"),
         Ending::Drop => w.script.abort(),
     }

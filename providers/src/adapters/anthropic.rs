@@ -307,6 +307,8 @@ pub(crate) struct StreamState {
     /// opened: its input is the answer's content, not a tool call.
     json_tool: Option<String>,
     json_block: Option<u64>,
+    /// Whether the first content block has been announced to the client.
+    opened: bool,
     done: bool,
 }
 
@@ -321,6 +323,14 @@ struct ToolBlock {
 }
 
 impl StreamState {
+    /// An empty chunk at the first content block, nothing after. The 200 goes
+    /// out with the stream's first chunk: not at `message_start`, so that an
+    /// error before any output is still an HTTP error, and not as late as the
+    /// first text, so that a model thinking at length is kept alive.
+    fn opening(&mut self) -> Option<ChatChunk> {
+        (!std::mem::replace(&mut self.opened, true)).then(|| ChatChunk::delta(Delta::content("")))
+    }
+
     /// A stream answering a request that asked its JSON answer through `json_tool`.
     fn answering(json_tool: Option<String>) -> Self {
         Self {
@@ -362,9 +372,8 @@ impl SseConverter for StreamState {
                         .saturating_add(u.cache_creation_input_tokens.unwrap_or(0));
                     st.cached_tokens = cache_read;
                 }
-                // Nothing for the client yet: a chunk here would send the 200
-                // before the model said anything, and an `overloaded_error`
-                // right after it could then no longer be an HTTP 503.
+                // Nothing for the client until the first content block (see
+                // `opening`): an `overloaded_error` before it is then an HTTP 503.
                 None
             }
             "content_block_start" => {
@@ -374,8 +383,9 @@ impl SseConverter for StreamState {
                 let is_tool = block.get("type").and_then(Value::as_str) == Some("tool_use");
                 if is_tool && name.is_some() && name == st.json_tool.as_deref() {
                     st.json_block = Some(block_index);
-                    None
+                    st.opening()
                 } else if is_tool {
+                    st.opened = true;
                     let index = st.next_tool_index;
                     st.next_tool_index += 1;
                     st.tool_calls_by_block.insert(
@@ -398,7 +408,7 @@ impl SseConverter for StreamState {
                         String::new(),
                     ))))
                 } else {
-                    None
+                    st.opening()
                 }
             }
             "content_block_delta" => {
@@ -618,15 +628,20 @@ mod tests {
             ev("ping", json!({"type": "ping", "cost": "0.01"})),
         ];
         let out: Vec<_> = convert_all(StreamState::default(), events);
-        assert_eq!(out.len(), 4);
-        let start = out[1].as_ref().unwrap().choices[0]
+        assert_eq!(out.len(), 5);
+        // The first content block opens the stream with an empty chunk.
+        assert_eq!(
+            out[0].as_ref().unwrap().choices[0].delta.content.as_deref(),
+            Some("")
+        );
+        let start = out[2].as_ref().unwrap().choices[0]
             .delta
             .tool_calls
             .clone()
             .unwrap();
         assert_eq!(start[0].index, 0);
         assert_eq!(start[0].id.as_deref(), Some("toolu_1"));
-        let finish = out[3].as_ref().unwrap();
+        let finish = out[4].as_ref().unwrap();
         assert_eq!(
             finish.choices[0].finish_reason,
             Some(FinishReason::ToolCalls)

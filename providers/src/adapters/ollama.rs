@@ -375,10 +375,10 @@ impl ChatProvider for Ollama {
     }
 }
 
-/// OpenAI's `reasoning_effort` as Ollama's `think`, which takes `false` or
-/// `low`/`medium`/`high` (reference §2.1; gpt-oss takes no other level):
-/// OpenAI's `minimal` and `xhigh` would be refused, so they become the
-/// nearest level Ollama has.
+/// OpenAI's `reasoning_effort` as Ollama's `think`: `false` or a level.
+/// Ollama refuses OpenAI's `minimal` and `xhigh`; they become `low` and
+/// `high`, the nearest levels every thinking model takes (reference §2.1
+/// also lists `max`, which gpt-oss does not take).
 fn think_level(effort: &str) -> Value {
     match effort {
         "none" => false.into(),

@@ -212,26 +212,41 @@ fn chunks_of(upstream: &Upstream, response: Response) -> ChunkStream {
     .boxed()
 }
 
-/// Indexes for the tool-call pieces of a stream that sent none: a piece
-/// with an id starts the next call, one without continues the last.
+/// Indexes for the tool-call pieces of a stream that sent none, per choice:
+/// a piece with an id or a name starts the next call, one with neither
+/// continues the last.
 #[derive(Default)]
 struct CallNumbering {
-    calls: u32,
+    /// Calls started so far, by choice index.
+    calls: Vec<(u32, u32)>,
 }
 
 impl CallNumbering {
     fn number(&mut self, chunk: &mut ChatChunk) {
-        let calls = chunk
-            .choices
-            .iter_mut()
-            .filter_map(|choice| choice.delta.tool_calls.as_mut())
-            .flatten()
-            .filter(|call| call.index == ToolCallDelta::UNINDEXED);
-        for call in calls {
-            if call.id.is_some() || self.calls == 0 {
-                self.calls += 1;
+        for choice in &mut chunk.choices {
+            let Some(pieces) = choice.delta.tool_calls.as_mut() else {
+                continue;
+            };
+            for call in pieces
+                .iter_mut()
+                .filter(|call| call.index == ToolCallDelta::UNINDEXED)
+            {
+                let at = match self.calls.iter().position(|(c, _)| *c == choice.index) {
+                    Some(at) => at,
+                    None => {
+                        self.calls.push((choice.index, 0));
+                        self.calls.len() - 1
+                    }
+                };
+                let Some((_, started)) = self.calls.get_mut(at) else {
+                    continue;
+                };
+                let named = call.function.as_ref().is_some_and(|f| f.name.is_some());
+                if call.id.is_some() || named || *started == 0 {
+                    *started += 1;
+                }
+                call.index = *started - 1;
             }
-            call.index = self.calls - 1;
         }
     }
 }
@@ -292,6 +307,10 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":":1}"}}]}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"id":"b","type":"function","function":{"name":"g","arguments":"{}"}}]}}]}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":5,"id":"c","function":{"name":"h","arguments":"{}"}}]}}]}"#,
+            // A named piece without an id is a new call too.
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"name":"k","arguments":"{}"}}]}}]}"#,
+            // Each choice numbers its own calls.
+            r#"{"choices":[{"index":1,"delta":{"tool_calls":[{"id":"d","function":{"name":"f","arguments":"{}"}}]}}]}"#,
         ];
         let mut numbering = CallNumbering::default();
         let indexes: Vec<u32> = pieces
@@ -303,7 +322,7 @@ mod tests {
             })
             .collect();
         // An index the upstream sent is kept.
-        assert_eq!(indexes, [0, 0, 1, 5]);
+        assert_eq!(indexes, [0, 0, 1, 5, 2, 0]);
     }
 
     #[test]

@@ -186,7 +186,20 @@ fn message_content(
 #[derive(Default)]
 pub(crate) struct StreamState {
     tool_index_by_item: HashMap<String, u32>,
+    /// Whether the first output item has been announced to the client.
+    opened: bool,
     done: bool,
+}
+
+impl StreamState {
+    /// An empty chunk at the first output item, nothing after. The 200 goes
+    /// out with the stream's first chunk: not at `response.created`, so that
+    /// a failure before any output is still an HTTP error, and not as late as
+    /// the first text, so that a model reasoning at length (its reasoning
+    /// item comes first) is kept alive.
+    fn opening(&mut self) -> Option<ChatChunk> {
+        (!std::mem::replace(&mut self.opened, true)).then(|| ChatChunk::delta(Delta::content("")))
+    }
 }
 
 fn usage_from(response: &Value) -> Option<Usage> {
@@ -235,15 +248,15 @@ impl SseConverter for StreamState {
                 .to_owned()
         };
         Ok(match kind {
-            // Nothing for the client yet. A chunk here would send the 200
-            // before the upstream had said anything, and a `response.failed`
-            // right after it could then no longer be an HTTP error.
+            // Nothing for the client until the first output item (see
+            // `opening`): a `response.failed` before it is then an HTTP error.
             "response.created" | "response.in_progress" => None,
             "response.output_item.added" => {
                 let item = data.get("item").unwrap_or(&Value::Null);
                 if item.get("type").and_then(Value::as_str) != Some("function_call") {
-                    return Ok(None);
+                    return Ok(st.opening());
                 }
+                st.opened = true;
                 let index = u32::try_from(st.tool_index_by_item.len()).unwrap_or(u32::MAX);
                 let item_id = item
                     .get("id")

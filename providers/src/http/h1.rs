@@ -115,9 +115,16 @@ impl Conn {
     /// close (an idle timeout), or bytes nobody asked for (a 408). Read off
     /// the readiness the runtime already holds, so a live connection costs
     /// no syscall: the last answer's short read cleared it (see
-    /// [`poll_read_more`]), and only a new event sets it again.
+    /// [`poll_read_more`]), and only a new event sets it again. Readiness can
+    /// outlive an answer (a last read that filled its room), so when it is
+    /// set one read decides: only "would block" means the connection is fine.
     fn closed_while_idle(&self) -> bool {
-        futures::FutureExt::now_or_never(self.stream.readable()).is_some()
+        if futures::FutureExt::now_or_never(self.stream.readable()).is_none() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        !matches!(self.stream.try_read(&mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
@@ -1033,12 +1040,18 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (upstream_side, _) = listener.accept().await.unwrap();
+        let (mut upstream_side, _) = listener.accept().await.unwrap();
         let conn = Conn {
             stream,
             buffer: BytesMut::new(),
         };
         assert!(!conn.closed_while_idle(), "a live idle connection");
+        // Readiness left set after the last byte was read: one read finds
+        // the connection fine.
+        upstream_side.write_all(b"x").await.unwrap();
+        conn.stream.readable().await.unwrap();
+        assert_eq!(conn.stream.try_read(&mut [0u8; 8]).unwrap(), 1);
+        assert!(!conn.closed_while_idle(), "readiness without news");
         drop(upstream_side);
         // Once the runtime has seen the close, the pool drops the connection.
         conn.stream.readable().await.unwrap();
