@@ -134,10 +134,7 @@ pub fn error_message_from_body(body: &[u8]) -> String {
         .and_then(|v| {
             let error = v.get("error")?;
             let mut message = message_of(error)?;
-            if let Some(detail) = error.get("metadata").and_then(metadata_detail) {
-                message.push_str(" — ");
-                message.push_str(&detail);
-            }
+            append_metadata(&mut message, error);
             Some(message)
         });
     let mut message = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
@@ -174,7 +171,16 @@ fn message_of(error: &serde_json::Value) -> Option<String> {
 /// What OpenRouter's `error.metadata` says beyond its message: the provider
 /// and its own answer (`raw`, often a JSON error body itself), or the
 /// moderation `reasons`.
-pub(crate) fn metadata_detail(metadata: &serde_json::Value) -> Option<String> {
+/// Appends what OpenRouter's `error.metadata` says (see [`metadata_detail`])
+/// to `message`, the message of `error`.
+pub(crate) fn append_metadata(message: &mut String, error: &serde_json::Value) {
+    if let Some(detail) = error.get("metadata").and_then(metadata_detail) {
+        message.push_str(" — ");
+        message.push_str(&detail);
+    }
+}
+
+fn metadata_detail(metadata: &serde_json::Value) -> Option<String> {
     let raw = metadata.get("raw").and_then(|raw| match raw {
         serde_json::Value::String(text) => Some(
             serde_json::from_str::<serde_json::Value>(text)

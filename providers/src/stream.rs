@@ -210,13 +210,7 @@ pub fn error_from_value(provider: &str, error: &Value) -> ProviderError {
             .map(str::to_owned)
             .unwrap_or_else(|| other.to_string()),
     };
-    if let Some(detail) = error
-        .get("metadata")
-        .and_then(crate::error::metadata_detail)
-    {
-        message.push_str(" — ");
-        message.push_str(&detail);
-    }
+    crate::error::append_metadata(&mut message, error);
     let kind = error
         .get("code")
         .and_then(Value::as_u64)

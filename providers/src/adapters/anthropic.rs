@@ -25,7 +25,7 @@ use crate::stream::error_from_value;
 
 use super::{
     AnswerFormat, SseConverter, answer_format, arguments_object, convert_sse, format_refused,
-    system_text,
+    opening, system_text,
 };
 
 /// `max_tokens` is mandatory in this protocol; used when the caller set no limit.
@@ -323,14 +323,6 @@ struct ToolBlock {
 }
 
 impl StreamState {
-    /// An empty chunk at the first content block, nothing after. The 200 goes
-    /// out with the stream's first chunk: not at `message_start`, so that an
-    /// error before any output is still an HTTP error, and not as late as the
-    /// first text, so that a model thinking at length is kept alive.
-    fn opening(&mut self) -> Option<ChatChunk> {
-        (!std::mem::replace(&mut self.opened, true)).then(|| ChatChunk::delta(Delta::content("")))
-    }
-
     /// A stream answering a request that asked its JSON answer through `json_tool`.
     fn answering(json_tool: Option<String>) -> Self {
         Self {
@@ -383,7 +375,7 @@ impl SseConverter for StreamState {
                 let is_tool = block.get("type").and_then(Value::as_str) == Some("tool_use");
                 if is_tool && name.is_some() && name == st.json_tool.as_deref() {
                     st.json_block = Some(block_index);
-                    st.opening()
+                    opening(&mut st.opened)
                 } else if is_tool {
                     st.opened = true;
                     let index = st.next_tool_index;
@@ -408,7 +400,7 @@ impl SseConverter for StreamState {
                         String::new(),
                     ))))
                 } else {
-                    st.opening()
+                    opening(&mut st.opened)
                 }
             }
             "content_block_delta" => {

@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::error::ProviderError;
 use crate::http::EndMarker;
-use crate::openai::{ChatChunk, ChatRequest, Role};
+use crate::openai::{ChatChunk, ChatRequest, Delta, Role};
 use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
 
@@ -103,6 +103,16 @@ pub(crate) fn answer_format<'a>(
 /// A `response_format` refused, saying `why`.
 pub(crate) fn format_refused(provider: &str, why: &str) -> ProviderError {
     ProviderError::invalid_request(provider, format!("response_format: {why}"))
+}
+
+/// The empty chunk that opens a converted stream, the first time output
+/// begins (`opened` still false), and nothing after. The 200 goes out with
+/// the stream's first chunk: not at the protocol's opening event
+/// (`message_start`, `response.created`), so that an error before any output
+/// is still an HTTP error, and not as late as the first text, so that a model
+/// reasoning at length is kept alive.
+pub(crate) fn opening(opened: &mut bool) -> Option<ChatChunk> {
+    (!std::mem::replace(opened, true)).then(|| ChatChunk::delta(Delta::content("")))
 }
 
 /// A protocol whose SSE events convert one at a time, with state across the stream.

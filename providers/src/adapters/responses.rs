@@ -21,7 +21,9 @@ use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
 use crate::stream::error_from_value;
 
-use super::{AnswerFormat, SseConverter, answer_format, convert_sse, format_refused, system_text};
+use super::{
+    AnswerFormat, SseConverter, answer_format, convert_sse, format_refused, opening, system_text,
+};
 
 /// Builds the `/responses` body from an OpenAI request.
 pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
@@ -191,17 +193,6 @@ pub(crate) struct StreamState {
     done: bool,
 }
 
-impl StreamState {
-    /// An empty chunk at the first output item, nothing after. The 200 goes
-    /// out with the stream's first chunk: not at `response.created`, so that
-    /// a failure before any output is still an HTTP error, and not as late as
-    /// the first text, so that a model reasoning at length (its reasoning
-    /// item comes first) is kept alive.
-    fn opening(&mut self) -> Option<ChatChunk> {
-        (!std::mem::replace(&mut self.opened, true)).then(|| ChatChunk::delta(Delta::content("")))
-    }
-}
-
 fn usage_from(response: &Value) -> Option<Usage> {
     let u = response.get("usage")?;
     let count = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
@@ -254,7 +245,7 @@ impl SseConverter for StreamState {
             "response.output_item.added" => {
                 let item = data.get("item").unwrap_or(&Value::Null);
                 if item.get("type").and_then(Value::as_str) != Some("function_call") {
-                    return Ok(st.opening());
+                    return Ok(opening(&mut st.opened));
                 }
                 st.opened = true;
                 let index = u32::try_from(st.tool_index_by_item.len()).unwrap_or(u32::MAX);
