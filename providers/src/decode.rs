@@ -257,6 +257,14 @@ impl<'a> Reader<'a> {
         self.literal("null")
     }
 
+    /// `null` or `[]`.
+    fn empty_list(&mut self) -> Option<()> {
+        if self.peek()? == b'n' {
+            return self.null();
+        }
+        self.list(b'[', b']', |_| None)
+    }
+
     /// A non-negative integer as JSON writes it (no sign, fraction or exponent).
     fn unsigned(&mut self) -> Option<u64> {
         self.skip_whitespace();
@@ -405,6 +413,8 @@ impl<'a> Reader<'a> {
                 b"reasoning_content" => (8, &mut delta.reasoning_content),
                 b"reasoning" => (16, &mut delta.reasoning),
                 b"refusal" => (32, &mut delta.refusal),
+                // OpenRouter's `[]` on every chunk; items are left to serde.
+                b"reasoning_details" => return reader.empty_list().map(|()| 64),
                 _ => return reader.skip(0).map(|()| 0),
             };
             *text = reader.optional_string()?;
@@ -542,6 +552,7 @@ mod tests {
             r#"{"choices":[],"usage":[]}"#,
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f","arguments":""}}]}}]}"#,
             r#"{"choices":[{"index":0,"delta":{},"logprobs":{"content":[]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning_details":[{"type":"reasoning.text","text":"hm","index":0}]}}]}"#,
             r#"{"error":{"message":"boom"},"choices":[]}"#,
             // What serde refuses, the fast path refuses too.
             r#"{"choices":[],"choices":[]}"#,

@@ -147,6 +147,10 @@ fn write_message(out: &mut Vec<u8>, message: &ResponseMessage) -> serde_json::Re
         out.extend_from_slice(b",\"reasoning_content\":");
         write_str(out, reasoning)?;
     }
+    if let Some(details) = &message.reasoning_details {
+        out.extend_from_slice(b",\"reasoning_details\":");
+        write_value(out, details)?;
+    }
     if let Some(calls) = &message.tool_calls {
         out.extend_from_slice(b",\"tool_calls\":");
         write_value(out, calls)?;
@@ -217,6 +221,12 @@ fn write_delta(out: &mut Vec<u8>, delta: &Delta) -> serde_json::Result<()> {
             comma = ",";
         }
     }
+    if let Some(details) = &delta.reasoning_details {
+        out.extend_from_slice(comma.as_bytes());
+        out.extend_from_slice(b"\"reasoning_details\":");
+        write_value(out, details)?;
+        comma = ",";
+    }
     if let Some(calls) = &delta.tool_calls {
         out.extend_from_slice(comma.as_bytes());
         out.extend_from_slice(b"\"tool_calls\":");
@@ -286,6 +296,9 @@ mod tests {
                         content: Some("line\none \u{1} \\ é".into()),
                         reasoning_content: Some("think".into()),
                         reasoning: Some("never sent".into()),
+                        reasoning_details: Some(vec![
+                            json!({"type": "reasoning.text", "text": "t", "signature": "s"}),
+                        ]),
                         tool_calls: Some(vec![ToolCallDelta::start(
                             0,
                             "call_1".into(),
@@ -416,6 +429,8 @@ mod tests {
                         role: role.unwrap_or(Role::Assistant),
                         content,
                         reasoning_content,
+                        reasoning_details: call
+                            .then(|| vec![json!({"type": "reasoning.encrypted", "data": "x"})]),
                         tool_calls: call.then(|| vec![ToolCall {
                             id: "call_1".into(),
                             kind: "function".into(),

@@ -746,10 +746,27 @@ pub struct Delta {
     /// OpenRouter / Ollama-compat name for reasoning text; folded into `reasoning_content`.
     #[serde(default, skip_serializing)]
     pub reasoning: Option<String>,
+    /// Structured reasoning (OpenRouter's `reasoning.text` / `.summary` /
+    /// `.encrypted` items, Claude's signed thinking): what a client sends back
+    /// on the assistant message so the model gets its own reasoning again.
+    #[serde(
+        default,
+        deserialize_with = "non_empty_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reasoning_details: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+}
+
+/// A list, `None` when absent, `null` or empty: OpenRouter sends
+/// `reasoning_details: []` on every chunk, which says nothing.
+pub(crate) fn non_empty_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<Value>>, D::Error> {
+    Ok(Option::<Vec<Value>>::deserialize(deserializer)?.filter(|items| !items.is_empty()))
 }
 
 impl Delta {
@@ -919,6 +936,13 @@ pub struct ResponseMessage {
     pub content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// See [`Delta::reasoning_details`].
+    #[serde(
+        default,
+        deserialize_with = "non_empty_list",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reasoning_details: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -235,6 +235,7 @@ struct ChoiceParts {
     index: u32,
     content: Option<String>,
     reasoning: Option<String>,
+    reasoning_details: Vec<Value>,
     refusal: Option<String>,
     tool_calls: Vec<(u32, ToolCall)>,
     finish_reason: Option<FinishReason>,
@@ -249,6 +250,34 @@ fn append(slot: &mut Option<String>, piece: &Option<String>) {
     if let Some(piece) = piece {
         slot.get_or_insert_with(|| String::with_capacity(TEXT_ROOM))
             .push_str(piece);
+    }
+}
+
+/// Joins streamed reasoning items as OpenRouter streams them: a piece with the
+/// `type` and `index` of the last item continues it (its `text`, `summary` or
+/// `data` appended, any other key set), anything else is a new item.
+fn join_reasoning_details(items: &mut Vec<Value>, pieces: &[Value]) {
+    for piece in pieces {
+        match (items.last_mut(), piece) {
+            (Some(Value::Object(last)), Value::Object(next))
+                if last.get("type") == next.get("type")
+                    && last.get("index") == next.get("index") =>
+            {
+                for (key, value) in next {
+                    match (last.get_mut(key), value) {
+                        (Some(Value::String(have)), Value::String(more))
+                            if matches!(key.as_str(), "text" | "summary" | "data") =>
+                        {
+                            have.push_str(more);
+                        }
+                        _ => {
+                            last.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
+            }
+            _ => items.push(piece.clone()),
+        }
     }
 }
 
@@ -275,6 +304,9 @@ impl Assembler {
             };
             append(&mut parts.content, &choice.delta.content);
             append(&mut parts.reasoning, &choice.delta.reasoning_content);
+            if let Some(pieces) = &choice.delta.reasoning_details {
+                join_reasoning_details(&mut parts.reasoning_details, pieces);
+            }
             append(&mut parts.refusal, &choice.delta.refusal);
             for call in choice.delta.tool_calls.iter().flatten() {
                 let at = match parts.tool_calls.iter().position(|(i, _)| *i == call.index) {
@@ -351,6 +383,8 @@ impl Assembler {
                         role: Role::Assistant,
                         content,
                         reasoning_content: parts.reasoning,
+                        reasoning_details: (!parts.reasoning_details.is_empty())
+                            .then_some(parts.reasoning_details),
                         tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
                         refusal: parts.refusal,
                     },
@@ -509,6 +543,41 @@ mod tests {
         assert_eq!(ids, ["c1", "c2"]);
         assert_eq!(calls[0].function.arguments, "{}");
         assert_eq!(done.choices[0].message.content, None);
+    }
+
+    #[test]
+    fn assembler_joins_reasoning_items_streamed_in_pieces() {
+        let piece = |item: Value| {
+            ChatChunk::from_json(
+                &serde_json::json!({"choices": [{"index": 0, "delta": {"reasoning_details": [item]}}]})
+                    .to_string(),
+            )
+            .unwrap()
+        };
+        let mut assembler = Assembler::default();
+        for item in [
+            serde_json::json!({"type": "reasoning.text", "text": "Oslo ", "index": 0, "format": "anthropic-claude-v1"}),
+            serde_json::json!({"type": "reasoning.text", "text": "is cold.", "index": 0}),
+            serde_json::json!({"type": "reasoning.text", "signature": "sig", "index": 0}),
+            serde_json::json!({"type": "reasoning.encrypted", "data": "enc", "index": 1}),
+        ] {
+            assembler.push(&piece(item));
+        }
+        // OpenRouter's empty list on every chunk says nothing.
+        assembler.push(
+            &ChatChunk::from_json(r#"{"choices":[{"index":0,"delta":{"content":"Hi","reasoning_details":[]},"finish_reason":"stop"}]}"#)
+                .unwrap(),
+        );
+        let message = assembler.finish(&meta()).choices.remove(0).message;
+        assert_eq!(
+            message.reasoning_details.unwrap(),
+            vec![
+                serde_json::json!({"type": "reasoning.text", "text": "Oslo is cold.", "index": 0,
+                                   "format": "anthropic-claude-v1", "signature": "sig"}),
+                serde_json::json!({"type": "reasoning.encrypted", "data": "enc", "index": 1}),
+            ]
+        );
+        assert_eq!(message.content.as_deref(), Some("Hi"));
     }
 
     #[test]

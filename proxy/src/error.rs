@@ -101,6 +101,11 @@ impl ApiError {
         if self.code == Some("upstream_auth_failed") {
             return false;
         }
+        // Out of credits is permanent, unless the upstream said when to come
+        // back (OpenRouter's in-flight budget: a 402 with `Retry-After`).
+        if self.status == StatusCode::PAYMENT_REQUIRED {
+            return self.retry_after.is_some();
+        }
         matches!(self.status.as_u16(), 408 | 409 | 429) || self.status.is_server_error()
     }
 }
@@ -341,6 +346,15 @@ mod tests {
         assert_eq!(response.headers()["retry-after"], "2");
         assert_eq!(response.headers()["retry-after-ms"], "1500");
         assert_eq!(response.headers()["x-should-retry"], "true");
+        // A 402 is retried only when the upstream said when.
+        let mut broke = upstream(UpstreamErrorKind::PaymentRequired);
+        assert_eq!(broke.status, StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(
+            broke.clone().into_response().headers()["x-should-retry"],
+            "true"
+        );
+        broke.retry_after = None;
+        assert_eq!(broke.into_response().headers()["x-should-retry"], "false");
         let body = ApiError::bad_request("nope").body();
         let error = body["error"].as_object().unwrap();
         assert_eq!(error.len(), 4);

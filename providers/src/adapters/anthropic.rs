@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::http::{EndMarker, Upstream};
 use crate::openai::{
-    ChatChunk, ChatRequest, Content, Delta, FinishReason, PromptTokensDetails, Role, ToolCallDelta,
-    ToolChoice, Usage,
+    ChatChunk, ChatRequest, Content, Delta, FinishReason, Message, PromptTokensDetails, Role,
+    ToolCallDelta, ToolChoice, Usage,
 };
 use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
@@ -34,20 +34,28 @@ pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// A tool call's id as Anthropic takes it (`^[a-zA-Z0-9_-]+$`): other
 /// providers' ids, met when a conversation moves to Claude, are not always
 /// (Kimi's look like `functions.get_weather:0`). Each other character becomes
-/// `_`, the same way for the call and its result, so they still match.
+/// `_` and a hash of the whole id is added, the same way for the call and its
+/// result, so they still match and two ids that differ only in such
+/// characters (`a.b`, `a:b`) stay two.
 fn tool_use_id(id: &str) -> Cow<'_, str> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    if id.is_empty() {
-        Cow::Borrowed("_")
-    } else if id.chars().all(allowed) {
-        Cow::Borrowed(id)
-    } else {
-        Cow::Owned(
-            id.chars()
-                .map(|c| if allowed(c) { c } else { '_' })
-                .collect(),
-        )
+    if !id.is_empty() && id.chars().all(allowed) {
+        return Cow::Borrowed(id);
     }
+    let mut mapped: String = id
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .collect();
+    mapped.push_str(&format!("_{:016x}", fnv1a(id.as_bytes())));
+    Cow::Owned(mapped)
+}
+
+/// FNV-1a, 64 bits: fixed by its definition, so an id maps the same way in
+/// every turn of a conversation, whichever build of the proxy sends it.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Builds the `/messages` body from an OpenAI request.
@@ -63,11 +71,14 @@ fn messages_body(
 ) -> Result<(Value, Option<String>), ProviderError> {
     let mut messages: Vec<Value> = Vec::new();
     for (i, m) in request.messages.iter().enumerate() {
-        let (role, blocks) = match m.role {
+        let (role, mut blocks) = match m.role {
             Role::System | Role::Developer => continue,
             Role::User => ("user", content_blocks(provider, i, m.content.as_ref())?),
             Role::Assistant => {
-                let mut blocks = content_blocks(provider, i, m.content.as_ref())?;
+                // Signed thinking goes back first, as it came: Claude requires
+                // it on the last assistant turn of a tool loop with thinking on.
+                let mut blocks = thinking_blocks(m.extra.get("reasoning_details"));
+                blocks.extend(content_blocks(provider, i, m.content.as_ref())?);
                 for call in m.tool_calls.iter().flatten() {
                     blocks.push(json!({
                         "type": "tool_use",
@@ -87,6 +98,7 @@ fn messages_body(
                 })],
             ),
         };
+        mark_cache(&mut blocks, m);
         if blocks.is_empty() {
             continue;
         }
@@ -117,8 +129,8 @@ fn messages_body(
             .unwrap_or_else(|| thinking_budget.saturating_add(DEFAULT_MAX_TOKENS))
             .into(),
     );
-    if let Some(system) = system_text(request) {
-        body.insert("system".into(), system.into());
+    if let Some(system) = system_field(provider, request)? {
+        body.insert("system".into(), system);
     }
     body.insert("messages".into(), messages.into());
     body.insert("stream".into(), true.into());
@@ -238,6 +250,91 @@ fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, P
     Ok(Some(tool))
 }
 
+/// The `format` of the reasoning items this adapter writes (OpenRouter's
+/// name for Claude's), and reads back.
+const REASONING_FORMAT: &str = "anthropic-claude-v1";
+
+/// Claude's thinking blocks from an assistant message's `reasoning_details`:
+/// a signed `reasoning.text` becomes a `thinking` block, a
+/// `reasoning.encrypted` a `redacted_thinking` one. Unsigned items and other
+/// vendors' (a `format` that is not Claude's) cannot be verified by Claude and
+/// are left out.
+fn thinking_blocks(details: Option<&Value>) -> Vec<Value> {
+    let Some(Value::Array(items)) = details else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|item| {
+            item.get("format")
+                .and_then(Value::as_str)
+                .is_none_or(|format| format.starts_with("anthropic-claude"))
+        })
+        .filter_map(|item| {
+            let field = |key: &str| item.get(key).and_then(Value::as_str);
+            match field("type")? {
+                "reasoning.text" => Some(json!({
+                    "type": "thinking",
+                    "thinking": field("text").unwrap_or_default(),
+                    "signature": field("signature")?,
+                })),
+                "reasoning.encrypted" => {
+                    Some(json!({"type": "redacted_thinking", "data": field("data")?}))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// One reasoning item for the client, numbered in the order of the blocks.
+fn reasoning_item(st: &mut StreamState, mut item: Map<String, Value>) -> ChatChunk {
+    item.insert("format".into(), REASONING_FORMAT.into());
+    item.insert("index".into(), st.next_reasoning_index.into());
+    st.next_reasoning_index += 1;
+    ChatChunk::delta(Delta {
+        reasoning_details: Some(vec![Value::Object(item)]),
+        ..Delta::default()
+    })
+}
+
+/// Anthropic's prompt-caching breakpoint, as OpenAI-shaped clients send it
+/// (LiteLLM's and OpenRouter's convention): on a content part, or on a whole
+/// message, meaning its last block.
+const CACHE_CONTROL: &str = "cache_control";
+
+/// Puts a message-level `cache_control` on the message's last block.
+fn mark_cache(blocks: &mut [Value], message: &Message) {
+    if let (Some(mark), Some(Value::Object(last))) =
+        (message.extra.get(CACHE_CONTROL), blocks.last_mut())
+    {
+        last.entry(CACHE_CONTROL).or_insert_with(|| mark.clone());
+    }
+}
+
+/// `system`: the system and developer text as one string, or as text blocks
+/// when any of it carries a cache breakpoint (a string cannot).
+fn system_field(provider: &str, request: &ChatRequest) -> Result<Option<Value>, ProviderError> {
+    let is_system = |m: &&Message| matches!(m.role, Role::System | Role::Developer);
+    let marked = request.messages.iter().filter(is_system).any(|m| {
+        m.extra.contains_key(CACHE_CONTROL)
+            || matches!(&m.content, Some(Content::Parts(parts))
+                if parts.iter().any(|p| p.extra.contains_key(CACHE_CONTROL)))
+    });
+    if !marked {
+        return Ok(system_text(request).map(Value::from));
+    }
+    let mut blocks = Vec::new();
+    for (i, m) in request.messages.iter().enumerate() {
+        if is_system(&m) {
+            let mut own = content_blocks(provider, i, m.content.as_ref())?;
+            mark_cache(&mut own, m);
+            blocks.extend(own);
+        }
+    }
+    Ok(Some(blocks.into()))
+}
+
 fn content_blocks(
     provider: &str,
     index: usize,
@@ -250,25 +347,29 @@ fn content_blocks(
         Some(Content::Parts(parts)) => parts
             .iter()
             .map(|part| {
-                if let Some(text) = part.text() {
-                    Ok(json!({"type": "text", "text": text}))
+                let mut block = if let Some(text) = part.text() {
+                    json!({"type": "text", "text": text})
                 } else if let Some(image) = &part.image_url {
-                    Ok(match image.as_data_uri() {
+                    match image.as_data_uri() {
                         Some(d) => json!({"type": "image", "source": {
                             "type": "base64", "media_type": d.media_type, "data": d.base64}}),
                         None => {
                             json!({"type": "image", "source": {"type": "url", "url": image.url}})
                         }
-                    })
+                    }
                 } else {
-                    Err(ProviderError::invalid_request(
+                    return Err(ProviderError::invalid_request(
                         provider,
                         format!(
                             "messages[{index}]: content part type {:?} has no Anthropic equivalent",
                             part.kind
                         ),
-                    ))
+                    ));
+                };
+                if let Some(mark) = part.extra.get(CACHE_CONTROL) {
+                    block[CACHE_CONTROL] = mark.clone();
                 }
+                Ok(block)
             })
             .collect(),
     }
@@ -303,6 +404,11 @@ pub(crate) struct StreamState {
     cached_tokens: u64,
     next_tool_index: u32,
     tool_calls_by_block: HashMap<u64, ToolBlock>,
+    /// Thinking blocks being streamed, by block index: their text and
+    /// signature go to the client whole, as one reasoning item, at the
+    /// block's end (the text also streams live as `reasoning_content`).
+    thinking_by_block: HashMap<u64, Thinking>,
+    next_reasoning_index: u32,
     /// The forced tool a JSON answer was asked through, and its block once
     /// opened: its input is the answer's content, not a tool call.
     json_tool: Option<String>,
@@ -320,6 +426,13 @@ struct ToolBlock {
     /// Whether any of its input has come; a call that takes no input sends
     /// none, and OpenAI's arguments for it are `{}`, not an empty string.
     has_input: bool,
+}
+
+/// A thinking block so far.
+#[derive(Default)]
+struct Thinking {
+    text: String,
+    signature: String,
 }
 
 impl StreamState {
@@ -370,10 +483,22 @@ impl SseConverter for StreamState {
             }
             "content_block_start" => {
                 let block = data.get("content_block").unwrap_or(&Value::Null);
-                let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let block_index = block_index_of(&data);
                 let name = block.get("name").and_then(Value::as_str);
-                let is_tool = block.get("type").and_then(Value::as_str) == Some("tool_use");
-                if is_tool && name.is_some() && name == st.json_tool.as_deref() {
+                let block_type = block.get("type").and_then(Value::as_str);
+                let is_tool = block_type == Some("tool_use");
+                if block_type == Some("thinking") {
+                    st.thinking_by_block
+                        .insert(block_index, Thinking::default());
+                    opening(&mut st.opened)
+                } else if block_type == Some("redacted_thinking") {
+                    st.opened = true;
+                    let data = block.get("data").cloned().unwrap_or_default();
+                    let mut item = Map::new();
+                    item.insert("type".into(), "reasoning.encrypted".into());
+                    item.insert("data".into(), data);
+                    Some(reasoning_item(st, item))
+                } else if is_tool && name.is_some() && name == st.json_tool.as_deref() {
                     st.json_block = Some(block_index);
                     opening(&mut st.opened)
                 } else if is_tool {
@@ -415,10 +540,22 @@ impl SseConverter for StreamState {
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
                     Some("thinking_delta") => {
-                        Some(ChatChunk::delta(Delta::reasoning(text("thinking"))))
+                        let piece = text("thinking");
+                        if let Some(thinking) = st.thinking_by_block.get_mut(&block_index_of(&data))
+                        {
+                            thinking.text.push_str(&piece);
+                        }
+                        Some(ChatChunk::delta(Delta::reasoning(piece)))
+                    }
+                    Some("signature_delta") => {
+                        if let Some(thinking) = st.thinking_by_block.get_mut(&block_index_of(&data))
+                        {
+                            thinking.signature.push_str(&text("signature"));
+                        }
+                        None
                     }
                     Some("input_json_delta") => {
-                        let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                        let block_index = block_index_of(&data);
                         if st.json_block == Some(block_index) {
                             return Ok(Some(ChatChunk::delta(Delta::content(text(
                                 "partial_json",
@@ -443,7 +580,16 @@ impl SseConverter for StreamState {
                 }
             }
             "content_block_stop" => {
-                let block_index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let block_index = block_index_of(&data);
+                if let Some(thinking) = st.thinking_by_block.remove(&block_index) {
+                    let mut item = Map::new();
+                    item.insert("type".into(), "reasoning.text".into());
+                    item.insert("text".into(), thinking.text.into());
+                    if !thinking.signature.is_empty() {
+                        item.insert("signature".into(), thinking.signature.into());
+                    }
+                    return Ok(Some(reasoning_item(st, item)));
+                }
                 match st.tool_calls_by_block.get(&block_index) {
                     Some(block) if !block.has_input => Some(ChatChunk::delta(Delta::tool_call(
                         ToolCallDelta::arguments(block.index, "{}".to_owned()),
@@ -497,6 +643,11 @@ impl SseConverter for StreamState {
             _ => None,
         })
     }
+}
+
+/// The `index` of a content block event.
+fn block_index_of(data: &Value) -> u64 {
+    data.get("index").and_then(Value::as_u64).unwrap_or(0)
 }
 
 /// Sends the request to `{base}/messages`.
@@ -574,8 +725,19 @@ mod tests {
         let body = to_messages_request("opencode", &req).unwrap();
         let calls = &body["messages"][1]["content"];
         let results = &body["messages"][2]["content"];
-        assert_eq!(calls[0]["id"], "functions_get_weather_0");
-        assert_eq!(results[0]["tool_use_id"], "functions_get_weather_0");
+        let mapped = calls[0]["id"].as_str().unwrap();
+        assert!(mapped.starts_with("functions_get_weather_0_"), "{mapped}");
+        assert!(
+            mapped
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            "{mapped}"
+        );
+        assert_eq!(results[0]["tool_use_id"], mapped);
+        // Ids that differ only in characters Claude refuses stay different.
+        assert_ne!(tool_use_id("a.b"), tool_use_id("a:b"));
+        assert_eq!(tool_use_id("a.b"), tool_use_id("a.b"));
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         // Ids Claude takes are sent as they are.
         assert_eq!(calls[1]["id"], "call_9-x");
         assert_eq!(results[1]["tool_use_id"], "call_9-x");
@@ -687,6 +849,162 @@ mod tests {
             }
         }
         assert_eq!(arguments, ["{}", "{\"tz\":\"UTC\"}", "{}"]);
+    }
+
+    #[test]
+    fn signed_thinking_goes_to_the_client_and_back_to_claude() {
+        let delta = |index: u64, delta: Value| {
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            )
+        };
+        let block = |index: u64, block: Value| {
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": block}),
+            )
+        };
+        let stop = |index: u64| {
+            ev(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            )
+        };
+        let events = vec![
+            block(0, json!({"type": "thinking", "thinking": ""})),
+            delta(0, json!({"type": "thinking_delta", "thinking": "Oslo is "})),
+            delta(
+                0,
+                json!({"type": "thinking_delta", "thinking": "in Norway."}),
+            ),
+            delta(
+                0,
+                json!({"type": "signature_delta", "signature": "EqQBsig"}),
+            ),
+            stop(0),
+            block(1, json!({"type": "redacted_thinking", "data": "EmwKAhgB"})),
+            stop(1),
+            block(
+                2,
+                json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}),
+            ),
+            delta(
+                2,
+                json!({"type": "input_json_delta", "partial_json": "{\"city\":\"Oslo\"}"}),
+            ),
+            stop(2),
+            ev(
+                "message_delta",
+                json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+            ),
+        ];
+        let mut assembler = crate::stream::Assembler::default();
+        let mut live_reasoning = String::new();
+        for chunk in convert_all(StreamState::default(), events) {
+            let chunk = chunk.unwrap();
+            if let Some(choice) = chunk.choices.first() {
+                live_reasoning.push_str(
+                    choice
+                        .delta
+                        .reasoning_content
+                        .as_deref()
+                        .unwrap_or_default(),
+                );
+            }
+            assembler.push(&chunk);
+        }
+        assert_eq!(live_reasoning, "Oslo is in Norway.");
+        let meta = crate::stream::ResponseMeta {
+            id: "m".into(),
+            created: 0,
+            model: "claude".into(),
+        };
+        let message = assembler.finish(&meta).choices.remove(0).message;
+        let details = message.reasoning_details.clone().unwrap();
+        assert_eq!(
+            details,
+            vec![
+                json!({"type": "reasoning.text", "text": "Oslo is in Norway.", "signature": "EqQBsig",
+                       "format": "anthropic-claude-v1", "index": 0}),
+                json!({"type": "reasoning.encrypted", "data": "EmwKAhgB",
+                       "format": "anthropic-claude-v1", "index": 1}),
+            ]
+        );
+
+        // The client sends the message back (plus items Claude cannot check).
+        let mut sent_back = details;
+        sent_back.push(json!({"type": "reasoning.text", "text": "unsigned"}));
+        sent_back.push(
+            json!({"type": "reasoning.encrypted", "data": "x", "format": "google-gemini-v1"}),
+        );
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-sonnet-4-5",
+            "thinking": {"type": "enabled", "budget_tokens": 2000},
+            "messages": [
+                {"role": "user", "content": "weather in Oslo?"},
+                {"role": "assistant", "content": null, "reasoning_details": sent_back,
+                 "tool_calls": message.tool_calls},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "12C"}
+            ]
+        }))
+        .unwrap();
+        let body = to_messages_request("opencode", &req).unwrap();
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([
+                {"type": "thinking", "thinking": "Oslo is in Norway.", "signature": "EqQBsig"},
+                {"type": "redacted_thinking", "data": "EmwKAhgB"},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+            ])
+        );
+    }
+
+    #[test]
+    fn cache_breakpoints_reach_claude_on_parts_messages_and_system() {
+        let ephemeral = json!({"type": "ephemeral"});
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-sonnet-4-5",
+            "messages": [
+                {"role": "system", "content": [
+                    {"type": "text", "text": "Long rules."},
+                    {"type": "text", "text": "The corpus.", "cache_control": {"type": "ephemeral"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Big document.", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                    {"type": "text", "text": "Question?"}
+                ]},
+                {"role": "assistant", "content": "Answer.", "cache_control": {"type": "ephemeral"}},
+                {"role": "user", "content": "More?"}
+            ]
+        }))
+        .unwrap();
+        let body = to_messages_request("opencode", &req).unwrap();
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "Long rules."},
+                   {"type": "text", "text": "The corpus.", "cache_control": ephemeral}])
+        );
+        let messages = &body["messages"];
+        assert_eq!(
+            messages[0]["content"][0]["cache_control"],
+            json!({"type": "ephemeral", "ttl": "1h"})
+        );
+        assert!(messages[0]["content"][1].get("cache_control").is_none());
+        assert_eq!(messages[1]["content"][0]["cache_control"], ephemeral);
+        assert!(messages[2]["content"][0].get("cache_control").is_none());
+        // Without a breakpoint the system text stays a string.
+        let plain: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-sonnet-4-5",
+            "messages": [{"role": "system", "content": [{"type": "text", "text": "a"}]},
+                         {"role": "developer", "content": "b"},
+                         {"role": "user", "content": "hi"}]
+        }))
+        .unwrap();
+        assert_eq!(
+            to_messages_request("opencode", &plain).unwrap()["system"],
+            "a\n\nb"
+        );
     }
 
     fn json_request(format: Value, extra: Value) -> Result<Value, ProviderError> {

@@ -84,6 +84,8 @@ struct CompletionMessage {
     reasoning_content: Option<String>,
     #[serde(default)]
     reasoning: Option<String>,
+    #[serde(default, deserialize_with = "crate::openai::non_empty_list")]
+    reasoning_details: Option<Vec<serde_json::Value>>,
     /// `null` from some servers (Mistral, vLLM) when there are none.
     #[serde(default)]
     tool_calls: Option<Vec<ToolCall>>,
@@ -119,6 +121,7 @@ impl Completion {
                     delta: Delta {
                         content: c.message.content,
                         reasoning_content: c.message.reasoning_content.or(c.message.reasoning),
+                        reasoning_details: c.message.reasoning_details,
                         tool_calls: (!calls.is_empty()).then_some(calls),
                         refusal: c.message.refusal,
                         ..Delta::default()

@@ -25,8 +25,36 @@ use super::{
     AnswerFormat, SseConverter, answer_format, convert_sse, format_refused, opening, system_text,
 };
 
+/// Chat fields the Responses API takes under the same name and meaning.
+const SAME_FIELDS: [&str; 4] = [
+    "metadata",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+];
+
 /// Builds the `/responses` body from an OpenAI request.
 pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
+    // What Responses cannot do is refused, not dropped: the answer would
+    // silently differ from what the client asked for.
+    if request.stop.is_some() {
+        return Err(ProviderError::invalid_request(
+            provider,
+            format!(
+                "`stop` is not supported by {} (Responses API)",
+                request.model
+            ),
+        ));
+    }
+    if request.n.is_some_and(|n| n > 1) {
+        return Err(ProviderError::invalid_request(
+            provider,
+            format!(
+                "{} answers one choice (Responses API): n must be 1",
+                request.model
+            ),
+        ));
+    }
     let mut input = Vec::with_capacity(request.messages.len());
     for (i, m) in request.messages.iter().enumerate() {
         match m.role {
@@ -117,6 +145,14 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
     }
     if let Some(p) = request.parallel_tool_calls {
         body.insert("parallel_tool_calls".into(), p.into());
+    }
+    if let Some(user) = &request.user {
+        body.insert("user".into(), user.clone().into());
+    }
+    for key in SAME_FIELDS {
+        if let Some(value) = request.extra.get(key) {
+            body.insert(key.into(), value.clone());
+        }
     }
     if let Some(format) = answer_format(provider, "Responses", request)? {
         body.insert(
@@ -470,6 +506,41 @@ mod tests {
             body["tool_choice"],
             json!({"type": "function", "name": "get_weather"})
         );
+    }
+
+    #[test]
+    fn fields_responses_shares_pass_and_those_it_lacks_are_refused() {
+        let request = |extra: Value| -> ChatRequest {
+            let mut body =
+                json!({"model": "gpt-5.4", "messages": [{"role": "user", "content": "hi"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(body).unwrap()
+        };
+        let body = to_responses_request(
+            "opencode",
+            &request(
+                json!({"user": "u-7", "metadata": {"run": "r1"}, "service_tier": "flex",
+                            "prompt_cache_key": "k", "safety_identifier": "s", "n": 1, "seed": 3}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(body["user"], "u-7");
+        assert_eq!(body["metadata"], json!({"run": "r1"}));
+        assert_eq!(body["service_tier"], "flex");
+        assert_eq!(body["prompt_cache_key"], "k");
+        assert_eq!(body["safety_identifier"], "s");
+        assert!(body.get("n").is_none() && body.get("seed").is_none());
+        for (extra, field) in [
+            (json!({"stop": ["\n"]}), "`stop`"),
+            (json!({"stop": "END"}), "`stop`"),
+            (json!({"n": 2}), "n must be 1"),
+        ] {
+            let err = to_responses_request("opencode", &request(extra)).unwrap_err();
+            assert!(matches!(err, ProviderError::InvalidRequest { .. }), "{err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
     }
 
     fn ev(data: Value) -> Result<SseEvent, ProviderError> {

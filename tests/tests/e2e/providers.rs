@@ -684,6 +684,55 @@ async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
         sent["messages"][1]["reasoning_content"],
         "I should call the tool."
     );
+
+    // Claude's signed thinking comes out as a reasoning item, streamed or
+    // not, and goes back as the thinking block Claude requires in a tool loop.
+    let (status, body) = h
+        .chat(&json!({"model": "opencode/claude-sonnet-4-5", "messages": user("hi #think #tool")}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let message = &body["choices"][0]["message"];
+    assert_eq!(
+        message["reasoning_details"],
+        json!([{"type": "reasoning.text", "text": "Let me think.", "signature": "fake-signature",
+                "format": "anthropic-claude-v1", "index": 0}]),
+        "{body}"
+    );
+    let (status, events) = h
+        .stream(&json!({"model": "opencode/claude-sonnet-4-5", "messages": user("hi #think #tool"), "stream": true}))
+        .await;
+    assert_eq!(status, 200, "{events:?}");
+    let streamed: Vec<Value> = chunks_of("claude", &events)
+        .iter()
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]
+                .get("reasoning_details")
+                .cloned()
+        })
+        .collect();
+    assert_eq!(streamed, vec![message["reasoning_details"].clone()]);
+    let mut history = user("weather? #think");
+    let mut assistant = message.clone();
+    assistant["content"] = Value::Null;
+    history.as_array_mut().unwrap().extend([
+        assistant,
+        json!({"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "12C"}),
+    ]);
+    let (status, body) = h
+        .chat(&json!({"model": "opencode/claude-sonnet-4-5", "messages": history, "tools": weather_tool(),
+                      "thinking": {"type": "enabled", "budget_tokens": 1024}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = h.last_request("/zen/v1/messages").body;
+    assert_eq!(
+        sent["messages"][1]["content"][0],
+        json!({"type": "thinking", "thinking": "Let me think.", "signature": "fake-signature"}),
+        "{sent}"
+    );
+    assert_eq!(
+        sent["messages"][1]["content"][1]["type"], "tool_use",
+        "{sent}"
+    );
 }
 
 #[tokio::test]
