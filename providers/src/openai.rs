@@ -493,6 +493,14 @@ impl Stop {
             Stop::Many(v) => v.clone(),
         }
     }
+
+    /// Whether it stops at nothing (`""` or `[]`), as if unset.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Stop::One(s) => s.is_empty(),
+            Stop::Many(v) => v.iter().all(String::is_empty),
+        }
+    }
 }
 
 /// A complete tool call, as it appears in messages and non-stream responses.
@@ -761,12 +769,16 @@ pub struct Delta {
     pub refusal: Option<String>,
 }
 
-/// A list, `None` when absent, `null` or empty: OpenRouter sends
-/// `reasoning_details: []` on every chunk, which says nothing.
+/// A list, `None` when absent, `null` or empty (OpenRouter sends
+/// `reasoning_details: []` on every chunk, which says nothing), or not a list
+/// at all: an optional field of unknown shape must not fail a whole answer.
 pub(crate) fn non_empty_list<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Vec<Value>>, D::Error> {
-    Ok(Option::<Vec<Value>>::deserialize(deserializer)?.filter(|items| !items.is_empty()))
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Array(items) if !items.is_empty() => Some(items),
+        _ => None,
+    })
 }
 
 impl Delta {

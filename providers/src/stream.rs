@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use futures::{Stream, StreamExt};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::openai::{
@@ -254,17 +254,22 @@ fn append(slot: &mut Option<String>, piece: &Option<String>) {
 }
 
 /// Joins streamed reasoning items as OpenRouter streams them: a piece with the
-/// `type` and `index` of the last item continues it (its `text`, `summary` or
-/// `data` appended, any other key set), anything else is a new item.
+/// `type` and the (numeric) `index` of the last item continues it, its
+/// `text`, `summary` or `data` appended and other keys set, a `null` never
+/// replacing a value; anything else is a new item, so whole items without
+/// an index are never run together.
 fn join_reasoning_details(items: &mut Vec<Value>, pieces: &[Value]) {
+    let continues = |last: &Map<String, Value>, next: &Map<String, Value>| {
+        last.get("type") == next.get("type")
+            && last.get("index").is_some_and(Value::is_u64)
+            && last.get("index") == next.get("index")
+    };
     for piece in pieces {
         match (items.last_mut(), piece) {
-            (Some(Value::Object(last)), Value::Object(next))
-                if last.get("type") == next.get("type")
-                    && last.get("index") == next.get("index") =>
-            {
+            (Some(Value::Object(last)), Value::Object(next)) if continues(last, next) => {
                 for (key, value) in next {
                     match (last.get_mut(key), value) {
+                        (_, Value::Null) => {}
                         (Some(Value::String(have)), Value::String(more))
                             if matches!(key.as_str(), "text" | "summary" | "data") =>
                         {
@@ -559,7 +564,11 @@ mod tests {
             serde_json::json!({"type": "reasoning.text", "text": "Oslo ", "index": 0, "format": "anthropic-claude-v1"}),
             serde_json::json!({"type": "reasoning.text", "text": "is cold.", "index": 0}),
             serde_json::json!({"type": "reasoning.text", "signature": "sig", "index": 0}),
+            serde_json::json!({"type": "reasoning.text", "signature": null, "index": 0}),
             serde_json::json!({"type": "reasoning.encrypted", "data": "enc", "index": 1}),
+            // Whole items without an index stay apart.
+            serde_json::json!({"type": "reasoning.encrypted", "data": "a"}),
+            serde_json::json!({"type": "reasoning.encrypted", "data": "b"}),
         ] {
             assembler.push(&piece(item));
         }
@@ -575,8 +584,16 @@ mod tests {
                 serde_json::json!({"type": "reasoning.text", "text": "Oslo is cold.", "index": 0,
                                    "format": "anthropic-claude-v1", "signature": "sig"}),
                 serde_json::json!({"type": "reasoning.encrypted", "data": "enc", "index": 1}),
+                serde_json::json!({"type": "reasoning.encrypted", "data": "a"}),
+                serde_json::json!({"type": "reasoning.encrypted", "data": "b"}),
             ]
         );
+        // A field of another shape is ignored, not a failed answer.
+        let odd = ChatChunk::from_json(
+            r#"{"choices":[{"index":0,"delta":{"content":"x","reasoning_details":{"a":1}}}]}"#,
+        )
+        .unwrap();
+        assert!(odd.choices[0].delta.reasoning_details.is_none());
         assert_eq!(message.content.as_deref(), Some("Hi"));
     }
 

@@ -3,13 +3,13 @@
 use serde_json::{Value, json};
 
 use crate::plan::{
-    Ending, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT, TOOL_ARG_PIECES, ZEN_COST,
+    Ending, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, SIGNATURE, THINK_TEXT, TOOL_ARG_PIECES,
+    ZEN_COST,
 };
 use crate::script::Script;
 
 const ID: &str = "msg_1";
 const TOOL_ID: &str = "toolu_1";
-const SIGNATURE: &str = "fake-signature";
 
 fn stop_reason(plan: &Plan) -> &'static str {
     if plan.is_tool() {

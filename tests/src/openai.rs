@@ -5,13 +5,16 @@ use serde_json::{Map, Value, json};
 
 use crate::flavour::Flavour;
 use crate::plan::{
-    CREATED, Ending, KIMI_CACHED_TOKENS, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT,
-    TOOL_ARG_PIECES, ZEN_COST, tool_arguments,
+    CREATED, Ending, KIMI_CACHED_TOKENS, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, SIGNATURE,
+    THINK_TEXT, TOOL_ARG_PIECES, ZEN_COST, tool_arguments,
 };
 use crate::script::Script;
 
 const ID: &str = "gen-1";
 const OPENROUTER_COMMENT: &str = ": OPENROUTER PROCESSING\n\n";
+
+/// OpenRouter's name for the format of reasoning from Claude.
+const REASONING_FORMAT: &str = "anthropic-claude-v1";
 
 fn is_openrouter(plan: &Plan) -> bool {
     plan.flavour == Flavour::OpenRouter
@@ -125,7 +128,26 @@ pub(crate) fn stream(plan: &Plan) -> Script {
         plan,
         json!({ "role": "assistant", "content": "" }),
     ));
-    if plan.think {
+    if plan.think && is_openrouter(plan) {
+        // OpenRouter streams reasoning twice: as text, and as structured
+        // items in pieces (text, then the signature) that share an index.
+        let item = |piece: Value| {
+            let mut item =
+                json!({ "type": "reasoning.text", "index": 0, "format": REASONING_FORMAT });
+            if let (Some(item), Value::Object(piece)) = (item.as_object_mut(), piece) {
+                item.extend(piece);
+            }
+            json!([item])
+        };
+        script.data(&delta_chunk(
+            plan,
+            json!({ "reasoning": THINK_TEXT, "reasoning_details": item(json!({ "text": THINK_TEXT })) }),
+        ));
+        script.data(&delta_chunk(
+            plan,
+            json!({ "reasoning_details": item(json!({ "signature": SIGNATURE })) }),
+        ));
+    } else if plan.think {
         script.data(&delta_chunk(
             plan,
             json!({ reasoning_key(plan): THINK_TEXT }),
@@ -181,6 +203,10 @@ pub(crate) fn complete(plan: &Plan) -> Value {
     }
     if plan.think {
         message[reasoning_key(plan)] = json!(THINK_TEXT);
+    }
+    if plan.think && is_openrouter(plan) {
+        message["reasoning_details"] = json!([{ "type": "reasoning.text", "text": THINK_TEXT,
+            "signature": SIGNATURE, "index": 0, "format": REASONING_FORMAT }]);
     }
     let mut choice =
         json!({ "index": 0, "message": message, "finish_reason": reason, "logprobs": null });

@@ -9,6 +9,8 @@ use crate::flavour::{Endpoint, Flavour};
 
 /// Reasoning text emitted for `#think`.
 pub(crate) const THINK_TEXT: &str = "Let me think.";
+/// The signature on thinking (Claude's, and OpenRouter's reasoning items).
+pub(crate) const SIGNATURE: &str = "fake-signature";
 /// The tool arguments, in the two pieces streamed by OpenAI-style flavours.
 pub(crate) const TOOL_ARG_PIECES: [&str; 2] = ["{\"city\":", "\"Oslo\"}"];
 /// `prompt_tokens` / `input_tokens` / `prompt_eval_count` of every answer.

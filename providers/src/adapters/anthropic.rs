@@ -69,16 +69,19 @@ fn messages_body(
     provider: &str,
     request: &ChatRequest,
 ) -> Result<(Value, Option<String>), ProviderError> {
+    let thinking_on = request
+        .extra
+        .get("thinking")
+        .and_then(|t| t.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|kind| kind == "enabled" || kind == "adaptive");
     let mut messages: Vec<Value> = Vec::new();
     for (i, m) in request.messages.iter().enumerate() {
         let (role, mut blocks) = match m.role {
             Role::System | Role::Developer => continue,
             Role::User => ("user", content_blocks(provider, i, m.content.as_ref())?),
             Role::Assistant => {
-                // Signed thinking goes back first, as it came: Claude requires
-                // it on the last assistant turn of a tool loop with thinking on.
-                let mut blocks = thinking_blocks(m.extra.get("reasoning_details"));
-                blocks.extend(content_blocks(provider, i, m.content.as_ref())?);
+                let mut blocks = content_blocks(provider, i, m.content.as_ref())?;
                 for call in m.tool_calls.iter().flatten() {
                     blocks.push(json!({
                         "type": "tool_use",
@@ -87,26 +90,47 @@ fn messages_body(
                         "input": arguments_object(provider, i, &call.function.arguments)?,
                     }));
                 }
+                // Signed thinking goes back first, as it came: Claude requires
+                // it on the last assistant turn of a tool loop with thinking
+                // on. With thinking off it is refused in a final assistant
+                // message (and ignored elsewhere), and a message of thinking
+                // alone is refused either way.
+                if thinking_on && !blocks.is_empty() {
+                    let mut thinking = thinking_blocks(m.extra.get("reasoning_details"));
+                    thinking.append(&mut blocks);
+                    blocks = thinking;
+                }
                 ("assistant", blocks)
             }
-            Role::Tool => (
-                "user",
-                vec![json!({
+            Role::Tool => {
+                let mut result = json!({
                     "type": "tool_result",
                     "tool_use_id": tool_use_id(m.tool_call_id.as_deref().unwrap_or_default()),
                     "content": m.text_content(),
-                })],
-            ),
+                });
+                // The content is sent as text, so a part's breakpoint marks the result.
+                if let Some(Content::Parts(parts)) = &m.content
+                    && let Some(mark) = parts.iter().rev().find_map(|p| p.extra.get(CACHE_CONTROL))
+                {
+                    result[CACHE_CONTROL] = mark.clone();
+                }
+                ("user", vec![result])
+            }
         };
         mark_cache(&mut blocks, m);
         if blocks.is_empty() {
             continue;
         }
-        // Consecutive turns of one role (several tool results) become one message.
+        // Consecutive turns of one role (several tool results) become one
+        // message; thinking stays ahead of every other block.
         match messages.last_mut() {
             Some(last) if last["role"] == role => {
                 if let Some(Value::Array(existing)) = last.get_mut("content") {
-                    existing.extend(blocks);
+                    let (thinking, rest): (Vec<Value>, Vec<Value>) =
+                        blocks.into_iter().partition(is_thinking);
+                    let leading = existing.iter().take_while(|b| is_thinking(b)).count();
+                    existing.splice(leading..leading, thinking);
+                    existing.extend(rest);
                 }
             }
             _ => messages.push(json!({ "role": role, "content": blocks })),
@@ -276,26 +300,31 @@ fn thinking_blocks(details: Option<&Value>) -> Vec<Value> {
                 "reasoning.text" => Some(json!({
                     "type": "thinking",
                     "thinking": field("text").unwrap_or_default(),
-                    "signature": field("signature")?,
+                    "signature": field("signature").filter(|s| !s.is_empty())?,
                 })),
-                "reasoning.encrypted" => {
-                    Some(json!({"type": "redacted_thinking", "data": field("data")?}))
-                }
+                "reasoning.encrypted" => Some(json!({
+                    "type": "redacted_thinking",
+                    "data": field("data").filter(|d| !d.is_empty())?,
+                })),
                 _ => None,
             }
         })
         .collect()
 }
 
-/// One reasoning item for the client, numbered in the order of the blocks.
-fn reasoning_item(st: &mut StreamState, mut item: Map<String, Value>) -> ChatChunk {
-    item.insert("format".into(), REASONING_FORMAT.into());
-    item.insert("index".into(), st.next_reasoning_index.into());
-    st.next_reasoning_index += 1;
-    ChatChunk::delta(Delta {
-        reasoning_details: Some(vec![Value::Object(item)]),
-        ..Delta::default()
-    })
+/// Whether a block is Claude's reasoning, which must lead an assistant message.
+fn is_thinking(block: &Value) -> bool {
+    matches!(
+        block.get("type").and_then(Value::as_str),
+        Some("thinking" | "redacted_thinking")
+    )
+}
+
+/// A piece of the reasoning item numbered `index`, shaped as OpenRouter
+/// streams them: pieces of one item share its index and `type`, and a
+/// client (or [`crate::stream::Assembler`]) joins their text.
+fn reasoning_piece(index: u32, kind: &str, key: &str, value: &str) -> Vec<Value> {
+    vec![json!({ "type": kind, key: value, "format": REASONING_FORMAT, "index": index })]
 }
 
 /// Anthropic's prompt-caching breakpoint, as OpenAI-shaped clients send it
@@ -303,11 +332,13 @@ fn reasoning_item(st: &mut StreamState, mut item: Map<String, Value>) -> ChatChu
 /// message, meaning its last block.
 const CACHE_CONTROL: &str = "cache_control";
 
-/// Puts a message-level `cache_control` on the message's last block.
+/// Puts a message-level `cache_control` on the message's last block that
+/// can carry one (thinking blocks cannot).
 fn mark_cache(blocks: &mut [Value], message: &Message) {
-    if let (Some(mark), Some(Value::Object(last))) =
-        (message.extra.get(CACHE_CONTROL), blocks.last_mut())
-    {
+    let Some(mark) = message.extra.get(CACHE_CONTROL) else {
+        return;
+    };
+    if let Some(Value::Object(last)) = blocks.iter_mut().rev().find(|b| !is_thinking(b)) {
         last.entry(CACHE_CONTROL).or_insert_with(|| mark.clone());
     }
 }
@@ -327,7 +358,13 @@ fn system_field(provider: &str, request: &ChatRequest) -> Result<Option<Value>, 
     let mut blocks = Vec::new();
     for (i, m) in request.messages.iter().enumerate() {
         if is_system(&m) {
+            // `system` takes text blocks only, and no empty one.
             let mut own = content_blocks(provider, i, m.content.as_ref())?;
+            own.retain(|b| {
+                b.get("text")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| !t.is_empty())
+            });
             mark_cache(&mut own, m);
             blocks.extend(own);
         }
@@ -404,10 +441,10 @@ pub(crate) struct StreamState {
     cached_tokens: u64,
     next_tool_index: u32,
     tool_calls_by_block: HashMap<u64, ToolBlock>,
-    /// Thinking blocks being streamed, by block index: their text and
-    /// signature go to the client whole, as one reasoning item, at the
-    /// block's end (the text also streams live as `reasoning_content`).
-    thinking_by_block: HashMap<u64, Thinking>,
+    /// Thinking blocks being streamed: block index → their reasoning item's
+    /// index. Their text streams as `reasoning_content` and, with their
+    /// signature, as reasoning items the client sends back.
+    reasoning_by_block: HashMap<u64, u32>,
     next_reasoning_index: u32,
     /// The forced tool a JSON answer was asked through, and its block once
     /// opened: its input is the answer's content, not a tool call.
@@ -426,13 +463,6 @@ struct ToolBlock {
     /// Whether any of its input has come; a call that takes no input sends
     /// none, and OpenAI's arguments for it are `{}`, not an empty string.
     has_input: bool,
-}
-
-/// A thinking block so far.
-#[derive(Default)]
-struct Thinking {
-    text: String,
-    signature: String,
 }
 
 impl StreamState {
@@ -487,17 +517,47 @@ impl SseConverter for StreamState {
                 let name = block.get("name").and_then(Value::as_str);
                 let block_type = block.get("type").and_then(Value::as_str);
                 let is_tool = block_type == Some("tool_use");
-                if block_type == Some("thinking") {
-                    st.thinking_by_block
-                        .insert(block_index, Thinking::default());
-                    opening(&mut st.opened)
-                } else if block_type == Some("redacted_thinking") {
-                    st.opened = true;
-                    let data = block.get("data").cloned().unwrap_or_default();
-                    let mut item = Map::new();
-                    item.insert("type".into(), "reasoning.encrypted".into());
-                    item.insert("data".into(), data);
-                    Some(reasoning_item(st, item))
+                if let Some(kind @ ("thinking" | "redacted_thinking")) = block_type {
+                    let index = st.next_reasoning_index;
+                    st.next_reasoning_index += 1;
+                    let text = |key: &str| block.get(key).and_then(Value::as_str).unwrap_or("");
+                    if kind == "redacted_thinking" {
+                        st.opened = true;
+                        return Ok(Some(ChatChunk::delta(Delta {
+                            reasoning_details: Some(reasoning_piece(
+                                index,
+                                "reasoning.encrypted",
+                                "data",
+                                text("data"),
+                            )),
+                            ..Delta::default()
+                        })));
+                    }
+                    st.reasoning_by_block.insert(block_index, index);
+                    // Gateways may fill the block in at its start.
+                    let mut pieces = Vec::new();
+                    for key in ["thinking", "signature"] {
+                        if !text(key).is_empty() {
+                            let name = if key == "thinking" { "text" } else { key };
+                            pieces.extend(reasoning_piece(
+                                index,
+                                "reasoning.text",
+                                name,
+                                text(key),
+                            ));
+                        }
+                    }
+                    if pieces.is_empty() {
+                        opening(&mut st.opened)
+                    } else {
+                        st.opened = true;
+                        Some(ChatChunk::delta(Delta {
+                            reasoning_content: Some(text("thinking").to_owned())
+                                .filter(|t| !t.is_empty()),
+                            reasoning_details: Some(pieces),
+                            ..Delta::default()
+                        }))
+                    }
                 } else if is_tool && name.is_some() && name == st.json_tool.as_deref() {
                     st.json_block = Some(block_index);
                     opening(&mut st.opened)
@@ -541,18 +601,30 @@ impl SseConverter for StreamState {
                     Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
                     Some("thinking_delta") => {
                         let piece = text("thinking");
-                        if let Some(thinking) = st.thinking_by_block.get_mut(&block_index_of(&data))
-                        {
-                            thinking.text.push_str(&piece);
-                        }
-                        Some(ChatChunk::delta(Delta::reasoning(piece)))
+                        let item = st.reasoning_by_block.get(&block_index_of(&data));
+                        Some(ChatChunk::delta(Delta {
+                            reasoning_details: item.map(|&index| {
+                                reasoning_piece(index, "reasoning.text", "text", &piece)
+                            }),
+                            ..Delta::reasoning(piece)
+                        }))
                     }
                     Some("signature_delta") => {
-                        if let Some(thinking) = st.thinking_by_block.get_mut(&block_index_of(&data))
-                        {
-                            thinking.signature.push_str(&text("signature"));
-                        }
-                        None
+                        let signature = text("signature");
+                        st.reasoning_by_block
+                            .get(&block_index_of(&data))
+                            .filter(|_| !signature.is_empty())
+                            .map(|&index| {
+                                ChatChunk::delta(Delta {
+                                    reasoning_details: Some(reasoning_piece(
+                                        index,
+                                        "reasoning.text",
+                                        "signature",
+                                        &signature,
+                                    )),
+                                    ..Delta::default()
+                                })
+                            })
                     }
                     Some("input_json_delta") => {
                         let block_index = block_index_of(&data);
@@ -581,15 +653,7 @@ impl SseConverter for StreamState {
             }
             "content_block_stop" => {
                 let block_index = block_index_of(&data);
-                if let Some(thinking) = st.thinking_by_block.remove(&block_index) {
-                    let mut item = Map::new();
-                    item.insert("type".into(), "reasoning.text".into());
-                    item.insert("text".into(), thinking.text.into());
-                    if !thinking.signature.is_empty() {
-                        item.insert("signature".into(), thinking.signature.into());
-                    }
-                    return Ok(Some(reasoning_item(st, item)));
-                }
+                st.reasoning_by_block.remove(&block_index);
                 match st.tool_calls_by_block.get(&block_index) {
                     Some(block) if !block.has_input => Some(ChatChunk::delta(Delta::tool_call(
                         ToolCallDelta::arguments(block.index, "{}".to_owned()),
@@ -957,6 +1021,83 @@ mod tests {
                 {"type": "redacted_thinking", "data": "EmwKAhgB"},
                 {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
             ])
+        );
+    }
+
+    #[test]
+    fn thinking_goes_back_only_with_thinking_on_and_always_first() {
+        let signed = json!([{"type": "reasoning.text", "text": "t1", "signature": "s1"}]);
+        let later = json!([{"type": "reasoning.text", "text": "t2", "signature": "s2"},
+                           {"type": "reasoning.text", "text": "no signature", "signature": ""}]);
+        let body = |thinking: Value| {
+            let req: ChatRequest = serde_json::from_value(json!({
+                "model": "claude-sonnet-4-5",
+                "thinking": thinking,
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {"role": "assistant", "content": "Let me look.", "reasoning_details": signed},
+                    {"role": "assistant", "content": null, "reasoning_details": later,
+                     "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "toolu_1", "content": "12C"},
+                    // Cut off while thinking: reasoning alone, with a breakpoint.
+                    {"role": "assistant", "content": "", "reasoning_details": signed,
+                     "cache_control": {"type": "ephemeral"}}
+                ]
+            }))
+            .unwrap();
+            to_messages_request("opencode", &req).unwrap()
+        };
+        let on = body(json!({"type": "enabled", "budget_tokens": 1024}));
+        let types: Vec<&str> = on["messages"][1]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["type"].as_str().unwrap())
+            .collect();
+        // Two assistant turns in a row make one message; its thinking leads.
+        assert_eq!(types, ["thinking", "thinking", "text", "tool_use"]);
+        assert_eq!(on["messages"][1]["content"][1]["signature"], "s2");
+        // A message of reasoning alone is not sent (nor its breakpoint).
+        assert_eq!(on["messages"].as_array().unwrap().len(), 3);
+        let off = body(json!({"type": "disabled"}));
+        assert!(
+            off["messages"][1]["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| !is_thinking(b)),
+            "{off}"
+        );
+    }
+
+    #[test]
+    fn a_message_breakpoint_skips_thinking_and_a_tool_result_keeps_its_parts() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-sonnet-4-5",
+            "thinking": {"type": "adaptive"},
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": ""},
+                    {"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}]},
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "cache_control": {"type": "ephemeral"},
+                 "reasoning_details": [{"type": "reasoning.text", "text": "t", "signature": "s"}],
+                 "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "toolu_1",
+                 "content": [{"type": "text", "text": "12C", "cache_control": {"type": "ephemeral"}}]}
+            ]
+        }))
+        .unwrap();
+        let body = to_messages_request("opencode", &req).unwrap();
+        assert_eq!(
+            body["system"],
+            json!([{"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}])
+        );
+        let assistant = &body["messages"][1]["content"];
+        assert!(assistant[0].get("cache_control").is_none(), "{assistant}");
+        assert_eq!(assistant[1]["cache_control"], json!({"type": "ephemeral"}));
+        assert_eq!(
+            body["messages"][2]["content"][0]["cache_control"],
+            json!({"type": "ephemeral"})
         );
     }
 

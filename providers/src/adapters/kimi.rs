@@ -7,12 +7,17 @@
 //! every chat, so those fields are left out for these models: the model's
 //! fixed values apply either way. Only `n > 1` is refused, since leaving it
 //! out would answer fewer choices than asked.
+//!
+//! With thinking on, these models also refuse an assistant tool-call message
+//! without `reasoning_content` ("thinking is enabled but reasoning_content is
+//! missing"). A conversation begun on another model has none to send back, so
+//! such messages get an empty one.
 
 use futures::future::BoxFuture;
 
 use crate::error::ProviderError;
 use crate::http::Upstream;
-use crate::openai::ChatRequest;
+use crate::openai::{ChatRequest, Role};
 use crate::provider::{ChatProvider, ChunkStream};
 
 use super::openai_compat;
@@ -38,6 +43,36 @@ fn fixes_sampling(model: &str) -> bool {
         .get(..digits)
         .and_then(|minor| minor.parse::<u32>().ok())
         .is_some_and(|minor| minor >= 5)
+}
+
+/// Whether `model` thinks unless told not to: the current models and the
+/// `-thinking` ones.
+fn thinks(model: &str) -> bool {
+    fixes_sampling(model) || model.contains("thinking")
+}
+
+/// Gives an empty `reasoning_content` to assistant tool-call messages that
+/// have none, when the model thinks and the request did not turn it off.
+fn fill_missing_reasoning(request: &mut ChatRequest) {
+    let thinking_off = request
+        .extra
+        .get("thinking")
+        .and_then(|t| t.get("type"))
+        .and_then(serde_json::Value::as_str)
+        == Some("disabled");
+    let lacks = |m: &crate::openai::Message| {
+        m.role == Role::Assistant
+            && m.reasoning_content.is_none()
+            && m.tool_calls.as_ref().is_some_and(|calls| !calls.is_empty())
+    };
+    if thinking_off || !thinks(&request.model) || !request.messages.iter().any(lacks) {
+        return;
+    }
+    for message in std::sync::Arc::make_mut(&mut request.messages) {
+        if lacks(message) {
+            message.reasoning_content = Some(String::new());
+        }
+    }
 }
 
 /// Leaves out what `request.model` fixes; refuses `n > 1` there.
@@ -68,6 +103,7 @@ impl ChatProvider for Kimi {
         if let Err(refused) = apply_fixed_sampling(self.upstream.provider(), &mut request) {
             return Box::pin(std::future::ready(Err(refused)));
         }
+        fill_missing_reasoning(&mut request);
         Box::pin(openai_compat::send_chat(&self.upstream, request))
     }
 
@@ -88,6 +124,45 @@ mod tests {
             "presence_penalty": 0.5, "frequency_penalty": 0.5, "seed": 7
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn tool_call_messages_without_reasoning_get_an_empty_one_when_thinking() {
+        let history = |model: &str, thinking: serde_json::Value| -> ChatRequest {
+            serde_json::from_value(serde_json::json!({
+                "model": model,
+                "thinking": thinking,
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {"role": "assistant", "content": null,
+                     "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "12C"},
+                    {"role": "assistant", "content": null, "reasoning_content": "kept",
+                     "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "w", "arguments": "{}"}}]},
+                    {"role": "assistant", "content": "plain"}
+                ]
+            }))
+            .unwrap()
+        };
+        let mut thinking = history("kimi-k2.6", serde_json::Value::Null);
+        fill_missing_reasoning(&mut thinking);
+        let reasoning: Vec<Option<&str>> = thinking
+            .messages
+            .iter()
+            .map(|m| m.reasoning_content.as_deref())
+            .collect();
+        assert_eq!(reasoning, [None, Some(""), None, Some("kept"), None]);
+        for (model, switch) in [
+            ("kimi-k2.6", serde_json::json!({"type": "disabled"})),
+            ("kimi-k2-turbo-preview", serde_json::Value::Null),
+        ] {
+            let mut request = history(model, switch);
+            fill_missing_reasoning(&mut request);
+            assert!(request.messages[1].reasoning_content.is_none(), "{model}");
+        }
+        let mut named = history("kimi-k2-thinking-turbo", serde_json::Value::Null);
+        fill_missing_reasoning(&mut named);
+        assert_eq!(named.messages[1].reasoning_content.as_deref(), Some(""));
     }
 
     #[test]

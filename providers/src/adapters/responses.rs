@@ -37,7 +37,7 @@ const SAME_FIELDS: [&str; 4] = [
 pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
     // What Responses cannot do is refused, not dropped: the answer would
     // silently differ from what the client asked for.
-    if request.stop.is_some() {
+    if request.stop.as_ref().is_some_and(|stop| !stop.is_empty()) {
         return Err(ProviderError::invalid_request(
             provider,
             format!(
@@ -150,7 +150,7 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
         body.insert("user".into(), user.clone().into());
     }
     for key in SAME_FIELDS {
-        if let Some(value) = request.extra.get(key) {
+        if let Some(value) = request.extra.get(key).filter(|v| !v.is_null()) {
             body.insert(key.into(), value.clone());
         }
     }
@@ -532,6 +532,11 @@ mod tests {
         assert_eq!(body["prompt_cache_key"], "k");
         assert_eq!(body["safety_identifier"], "s");
         assert!(body.get("n").is_none() && body.get("seed").is_none());
+        // An empty stop stops at nothing, and a null field is not sent.
+        let empty =
+            to_responses_request("opencode", &request(json!({"stop": [], "metadata": null})))
+                .unwrap();
+        assert!(empty.get("stop").is_none() && empty.get("metadata").is_none());
         for (extra, field) in [
             (json!({"stop": ["\n"]}), "`stop`"),
             (json!({"stop": "END"}), "`stop`"),

@@ -702,15 +702,46 @@ async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
         .stream(&json!({"model": "opencode/claude-sonnet-4-5", "messages": user("hi #think #tool"), "stream": true}))
         .await;
     assert_eq!(status, 200, "{events:?}");
-    let streamed: Vec<Value> = chunks_of("claude", &events)
+    // Streamed as OpenRouter streams it: pieces of one item (text, then signature).
+    let pieces: Vec<Value> = chunks_of("claude", &events)
         .iter()
         .filter_map(|chunk| {
             chunk["choices"][0]["delta"]
                 .get("reasoning_details")
                 .cloned()
         })
+        .flat_map(|items| items.as_array().cloned().unwrap_or_default())
         .collect();
-    assert_eq!(streamed, vec![message["reasoning_details"].clone()]);
+    assert_eq!(
+        pieces,
+        vec![
+            json!({"type": "reasoning.text", "text": "Let me think.", "format": "anthropic-claude-v1", "index": 0}),
+            json!({"type": "reasoning.text", "signature": "fake-signature", "format": "anthropic-claude-v1", "index": 0}),
+        ]
+    );
+    // OpenRouter's own items pass through, whole and streamed.
+    let (status, body) = h
+        .chat(&json!({"model": "openrouter/anthropic/claude-sonnet-4.5", "messages": user("hi #think")}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["reasoning_details"], message["reasoning_details"],
+        "{body}"
+    );
+    let (status, events) = h
+        .stream(&json!({"model": "openrouter/anthropic/claude-sonnet-4.5", "messages": user("hi #think"), "stream": true}))
+        .await;
+    assert_eq!(status, 200, "{events:?}");
+    let pieces_via_openrouter: Vec<Value> = chunks_of("openrouter", &events)
+        .iter()
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]
+                .get("reasoning_details")
+                .cloned()
+        })
+        .flat_map(|items| items.as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(pieces_via_openrouter, pieces);
     let mut history = user("weather? #think");
     let mut assistant = message.clone();
     assistant["content"] = Value::Null;
