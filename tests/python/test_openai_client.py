@@ -4,6 +4,7 @@ import json
 import urllib.error
 import urllib.request
 
+import httpx
 import openai
 import pytest
 
@@ -110,6 +111,35 @@ def test_tool_round_trip_non_stream(client):
         tools=[WEATHER_TOOL],
     )
     assert follow_up.choices[0].message.content == "Hello from zen! You said: thanks"
+
+
+def test_claude_thinking_round_trips_through_the_sdk_message(client, fake_upstream):
+    """The SDK keeps `reasoning_details` on the message it returns; sending
+    that message back gives Claude its signed thinking, as a tool loop with
+    thinking on requires."""
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    reply = client.chat.completions.create(
+        model="opencode/claude-sonnet-4-5",
+        messages=[{"role": "user", "content": "weather in Oslo? #think #tool"}],
+        tools=[WEATHER_TOOL],
+        extra_body=thinking,
+    )
+    message = reply.choices[0].message
+    assert message.model_extra["reasoning_details"][0]["signature"] == "fake-signature"
+    call = message.tool_calls[0]
+    client.chat.completions.create(
+        model="opencode/claude-sonnet-4-5",
+        messages=[
+            {"role": "user", "content": "weather in Oslo?"},
+            message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "12C"},
+        ],
+        tools=[WEATHER_TOOL],
+        extra_body=thinking,
+    )
+    sent = [r for r in httpx.get(f"{fake_upstream}/_fake/requests").json() if r["path"].endswith("/messages")][-1]
+    first = sent["body"]["messages"][1]["content"][0]
+    assert first == {"type": "thinking", "thinking": "Let me think.", "signature": "fake-signature"}
 
 
 def test_models_list(client):
