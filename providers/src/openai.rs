@@ -91,6 +91,20 @@ impl ChatRequest {
                 .is_some_and(|o| o.include_usage == Some(true))
     }
 
+    /// `thinking.type` (`enabled`, `adaptive`, `disabled`), the switch Claude
+    /// and Kimi read from the same key.
+    pub fn thinking_type(&self) -> Option<&str> {
+        self.extra.get("thinking")?.get("type")?.as_str()
+    }
+
+    /// The stop sequences, `None` when unset or stopping at nothing (`""`, `[]`).
+    pub fn stop_sequences(&self) -> Option<Vec<String>> {
+        self.stop
+            .as_ref()
+            .filter(|stop| !stop.is_empty())
+            .map(Stop::to_vec)
+    }
+
     /// The token limit the caller set, whichever field carried it.
     pub fn token_limit(&self) -> Option<u64> {
         self.max_completion_tokens.or(self.max_tokens)

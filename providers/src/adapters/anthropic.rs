@@ -69,12 +69,8 @@ fn messages_body(
     provider: &str,
     request: &ChatRequest,
 ) -> Result<(Value, Option<String>), ProviderError> {
-    let thinking_on = request
-        .extra
-        .get("thinking")
-        .and_then(|t| t.get("type"))
-        .and_then(Value::as_str)
-        .is_some_and(|kind| kind == "enabled" || kind == "adaptive");
+    super::one_choice_only(provider, "Anthropic Messages", request)?;
+    let thinking_on = matches!(request.thinking_type(), Some("enabled" | "adaptive"));
     let mut messages: Vec<Value> = Vec::new();
     for (i, m) in request.messages.iter().enumerate() {
         let (role, mut blocks) = match m.role {
@@ -153,7 +149,7 @@ fn messages_body(
             .unwrap_or_else(|| thinking_budget.saturating_add(DEFAULT_MAX_TOKENS))
             .into(),
     );
-    if let Some(system) = system_field(provider, request)? {
+    if let Some(system) = system_field(request) {
         body.insert("system".into(), system);
     }
     body.insert("messages".into(), messages.into());
@@ -164,8 +160,8 @@ fn messages_body(
     if let Some(p) = request.top_p {
         body.insert("top_p".into(), p.into());
     }
-    if let Some(stop) = &request.stop {
-        body.insert("stop_sequences".into(), stop.to_vec().into());
+    if let Some(stop) = request.stop_sequences() {
+        body.insert("stop_sequences".into(), stop.into());
     }
     if let Some(thinking) = request.extra.get("thinking") {
         body.insert("thinking".into(), thinking.clone());
@@ -260,12 +256,10 @@ fn json_output(provider: &str, request: &ChatRequest) -> Result<Option<Value>, P
              (tool_choice \"none\" keeps them for the history)",
         ));
     }
-    let thinking = request
-        .extra
-        .get("thinking")
-        .and_then(|t| t.get("type"))
-        .and_then(Value::as_str);
-    if thinking.is_some_and(|kind| kind != "disabled") {
+    if request
+        .thinking_type()
+        .is_some_and(|kind| kind != "disabled")
+    {
         return Err(format_refused(
             provider,
             "a JSON answer cannot be combined with thinking on Anthropic models",
@@ -289,13 +283,17 @@ fn thinking_blocks(details: Option<&Value>) -> Vec<Value> {
     };
     items
         .iter()
-        .filter(|item| {
-            item.get("format")
-                .and_then(Value::as_str)
-                .is_none_or(|format| format.starts_with("anthropic-claude"))
-        })
         .filter_map(|item| {
             let field = |key: &str| item.get(key).and_then(Value::as_str);
+            // Another vendor's reasoning cannot be checked by Claude. A signed
+            // text without a format is taken (its signature is Claude's
+            // check); encrypted data must say it is Claude's.
+            let format = field("format");
+            if format.is_some_and(|f| !f.starts_with("anthropic-claude"))
+                || (format.is_none() && field("type") == Some("reasoning.encrypted"))
+            {
+                return None;
+            }
             match field("type")? {
                 "reasoning.text" => Some(json!({
                     "type": "thinking",
@@ -320,11 +318,25 @@ fn is_thinking(block: &Value) -> bool {
     )
 }
 
-/// A piece of the reasoning item numbered `index`, shaped as OpenRouter
-/// streams them: pieces of one item share its index and `type`, and a
-/// client (or [`crate::stream::Assembler`]) joins their text.
-fn reasoning_piece(index: u32, kind: &str, key: &str, value: &str) -> Vec<Value> {
-    vec![json!({ "type": kind, key: value, "format": REASONING_FORMAT, "index": index })]
+/// A reasoning item being streamed, shaped as OpenRouter streams them:
+/// pieces of one item share its `index` and `type`, and a client (or
+/// [`crate::stream::Assembler`]) joins them.
+#[derive(Debug, Clone, Copy)]
+struct ReasoningItem {
+    index: u32,
+    /// Whether a piece went out: `format` goes on the first only, since
+    /// clients that join pieces join every string key but `index` and `type`.
+    started: bool,
+}
+
+impl ReasoningItem {
+    fn piece(&mut self, kind: &str, key: &str, value: &str) -> Vec<Value> {
+        let mut piece = json!({ "type": kind, key: value, "index": self.index });
+        if !std::mem::replace(&mut self.started, true) {
+            piece["format"] = REASONING_FORMAT.into();
+        }
+        vec![piece]
+    }
 }
 
 /// Anthropic's prompt-caching breakpoint, as OpenAI-shaped clients send it
@@ -345,7 +357,7 @@ fn mark_cache(blocks: &mut [Value], message: &Message) {
 
 /// `system`: the system and developer text as one string, or as text blocks
 /// when any of it carries a cache breakpoint (a string cannot).
-fn system_field(provider: &str, request: &ChatRequest) -> Result<Option<Value>, ProviderError> {
+fn system_field(request: &ChatRequest) -> Option<Value> {
     let is_system = |m: &&Message| matches!(m.role, Role::System | Role::Developer);
     let marked = request.messages.iter().filter(is_system).any(|m| {
         m.extra.contains_key(CACHE_CONTROL)
@@ -353,23 +365,32 @@ fn system_field(provider: &str, request: &ChatRequest) -> Result<Option<Value>, 
                 if parts.iter().any(|p| p.extra.contains_key(CACHE_CONTROL)))
     });
     if !marked {
-        return Ok(system_text(request).map(Value::from));
+        return system_text(request).map(Value::from);
     }
-    let mut blocks = Vec::new();
-    for (i, m) in request.messages.iter().enumerate() {
-        if is_system(&m) {
-            // `system` takes text blocks only, and no empty one.
-            let mut own = content_blocks(provider, i, m.content.as_ref())?;
-            own.retain(|b| {
-                b.get("text")
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| !t.is_empty())
-            });
-            mark_cache(&mut own, m);
-            blocks.extend(own);
+    // `system` takes text blocks only, and no empty one; other parts are
+    // left out, as when the text is joined into a string.
+    let text_block = |text: &str, mark: Option<&Value>| {
+        let mut block = json!({"type": "text", "text": text});
+        if let Some(mark) = mark {
+            block[CACHE_CONTROL] = mark.clone();
         }
+        block
+    };
+    let mut blocks = Vec::new();
+    for m in request.messages.iter().filter(is_system) {
+        let mut own: Vec<Value> = match &m.content {
+            Some(Content::Text(t)) if !t.is_empty() => vec![text_block(t, None)],
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| Some((p.text().filter(|t| !t.is_empty())?, p)))
+                .map(|(text, part)| text_block(text, part.extra.get(CACHE_CONTROL)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        mark_cache(&mut own, m);
+        blocks.extend(own);
     }
-    Ok(Some(blocks.into()))
+    (!blocks.is_empty()).then(|| blocks.into())
 }
 
 fn content_blocks(
@@ -444,7 +465,7 @@ pub(crate) struct StreamState {
     /// Thinking blocks being streamed: block index → their reasoning item's
     /// index. Their text streams as `reasoning_content` and, with their
     /// signature, as reasoning items the client sends back.
-    reasoning_by_block: HashMap<u64, u32>,
+    reasoning_by_block: HashMap<u64, ReasoningItem>,
     next_reasoning_index: u32,
     /// The forced tool a JSON answer was asked through, and its block once
     /// opened: its input is the answer's content, not a tool call.
@@ -518,14 +539,16 @@ impl SseConverter for StreamState {
                 let block_type = block.get("type").and_then(Value::as_str);
                 let is_tool = block_type == Some("tool_use");
                 if let Some(kind @ ("thinking" | "redacted_thinking")) = block_type {
-                    let index = st.next_reasoning_index;
+                    let mut item = ReasoningItem {
+                        index: st.next_reasoning_index,
+                        started: false,
+                    };
                     st.next_reasoning_index += 1;
                     let text = |key: &str| block.get(key).and_then(Value::as_str).unwrap_or("");
                     if kind == "redacted_thinking" {
                         st.opened = true;
                         return Ok(Some(ChatChunk::delta(Delta {
-                            reasoning_details: Some(reasoning_piece(
-                                index,
+                            reasoning_details: Some(item.piece(
                                 "reasoning.encrypted",
                                 "data",
                                 text("data"),
@@ -533,20 +556,15 @@ impl SseConverter for StreamState {
                             ..Delta::default()
                         })));
                     }
-                    st.reasoning_by_block.insert(block_index, index);
                     // Gateways may fill the block in at its start.
                     let mut pieces = Vec::new();
                     for key in ["thinking", "signature"] {
                         if !text(key).is_empty() {
                             let name = if key == "thinking" { "text" } else { key };
-                            pieces.extend(reasoning_piece(
-                                index,
-                                "reasoning.text",
-                                name,
-                                text(key),
-                            ));
+                            pieces.extend(item.piece("reasoning.text", name, text(key)));
                         }
                     }
+                    st.reasoning_by_block.insert(block_index, item);
                     if pieces.is_empty() {
                         opening(&mut st.opened)
                     } else {
@@ -601,23 +619,21 @@ impl SseConverter for StreamState {
                     Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
                     Some("thinking_delta") => {
                         let piece = text("thinking");
-                        let item = st.reasoning_by_block.get(&block_index_of(&data));
+                        let item = st.reasoning_by_block.get_mut(&block_index_of(&data));
                         Some(ChatChunk::delta(Delta {
-                            reasoning_details: item.map(|&index| {
-                                reasoning_piece(index, "reasoning.text", "text", &piece)
-                            }),
+                            reasoning_details: item
+                                .map(|item| item.piece("reasoning.text", "text", &piece)),
                             ..Delta::reasoning(piece)
                         }))
                     }
                     Some("signature_delta") => {
                         let signature = text("signature");
                         st.reasoning_by_block
-                            .get(&block_index_of(&data))
+                            .get_mut(&block_index_of(&data))
                             .filter(|_| !signature.is_empty())
-                            .map(|&index| {
+                            .map(|item| {
                                 ChatChunk::delta(Delta {
-                                    reasoning_details: Some(reasoning_piece(
-                                        index,
+                                    reasoning_details: Some(item.piece(
                                         "reasoning.text",
                                         "signature",
                                         &signature,
@@ -965,6 +981,7 @@ mod tests {
         ];
         let mut assembler = crate::stream::Assembler::default();
         let mut live_reasoning = String::new();
+        let mut pieces = Vec::new();
         for chunk in convert_all(StreamState::default(), events) {
             let chunk = chunk.unwrap();
             if let Some(choice) = chunk.choices.first() {
@@ -975,10 +992,15 @@ mod tests {
                         .as_deref()
                         .unwrap_or_default(),
                 );
+                pieces.extend(choice.delta.reasoning_details.iter().flatten().cloned());
             }
             assembler.push(&chunk);
         }
         assert_eq!(live_reasoning, "Oslo is in Norway.");
+        // Each item names its format once, on its first piece: clients that
+        // join pieces join every other string key.
+        let formats: Vec<bool> = pieces.iter().map(|p| p.get("format").is_some()).collect();
+        assert_eq!(formats, [true, false, false, true]);
         let meta = crate::stream::ResponseMeta {
             id: "m".into(),
             created: 0,
@@ -1067,6 +1089,31 @@ mod tests {
                 .iter()
                 .all(|b| !is_thinking(b)),
             "{off}"
+        );
+    }
+
+    #[test]
+    fn one_choice_an_empty_stop_and_foreign_encrypted_reasoning() {
+        let request = |extra: Value| -> ChatRequest {
+            let mut body = json!({"model": "claude-sonnet-4-5", "thinking": {"type": "enabled", "budget_tokens": 1024},
+                "messages": [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "ok", "reasoning_details": [
+                        {"type": "reasoning.encrypted", "data": "no-format"},
+                        {"type": "reasoning.encrypted", "data": "gemini", "format": "google-gemini-v1"},
+                        {"type": "reasoning.encrypted", "data": "claude", "format": "anthropic-claude-v1"}]},
+                    {"role": "user", "content": "more"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(body).unwrap()
+        };
+        let err = to_messages_request("opencode", &request(json!({"n": 2}))).unwrap_err();
+        assert!(err.to_string().contains("n must be 1"), "{err}");
+        let body = to_messages_request("opencode", &request(json!({"stop": ""}))).unwrap();
+        assert!(body.get("stop_sequences").is_none(), "{body}");
+        assert_eq!(
+            body["messages"][1]["content"],
+            json!([{"type": "redacted_thinking", "data": "claude"}, {"type": "text", "text": "ok"}])
         );
     }
 

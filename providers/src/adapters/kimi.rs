@@ -54,12 +54,10 @@ fn thinks(model: &str) -> bool {
 /// Gives an empty `reasoning_content` to assistant tool-call messages that
 /// have none, when the model thinks and the request did not turn it off.
 fn fill_missing_reasoning(request: &mut ChatRequest) {
-    let thinking_off = request
-        .extra
-        .get("thinking")
-        .and_then(|t| t.get("type"))
-        .and_then(serde_json::Value::as_str)
-        == Some("disabled");
+    // Only the models that fix their sampling can turn thinking off; the
+    // `-thinking` ones always think.
+    let thinking_off =
+        request.thinking_type() == Some("disabled") && fixes_sampling(&request.model);
     let lacks = |m: &crate::openai::Message| {
         m.role == Role::Assistant
             && m.reasoning_content.is_none()
@@ -80,12 +78,7 @@ fn apply_fixed_sampling(provider: &str, request: &mut ChatRequest) -> Result<(),
     if !fixes_sampling(&request.model) {
         return Ok(());
     }
-    if request.n.is_some_and(|n| n > 1) {
-        return Err(ProviderError::invalid_request(
-            provider,
-            format!("{} answers one choice: n is fixed at 1", request.model),
-        ));
-    }
+    super::one_choice_only(provider, "n is fixed on this model", request)?;
     request.n = None;
     request.temperature = None;
     request.top_p = None;
@@ -160,7 +153,11 @@ mod tests {
             fill_missing_reasoning(&mut request);
             assert!(request.messages[1].reasoning_content.is_none(), "{model}");
         }
-        let mut named = history("kimi-k2-thinking-turbo", serde_json::Value::Null);
+        // A `-thinking` model thinks even when asked not to.
+        let mut named = history(
+            "kimi-k2-thinking-turbo",
+            serde_json::json!({"type": "disabled"}),
+        );
         fill_missing_reasoning(&mut named);
         assert_eq!(named.messages[1].reasoning_content.as_deref(), Some(""));
     }
@@ -203,9 +200,7 @@ mod tests {
         let refused = apply_fixed_sampling("kimi", &mut several).unwrap_err();
         assert!(matches!(refused, ProviderError::InvalidRequest { .. }));
         assert!(
-            refused
-                .to_string()
-                .contains("kimi-k2.6 answers one choice: n is fixed at 1"),
+            refused.to_string().contains("kimi-k2.6 answers one choice"),
             "{refused}"
         );
         let mut older = request("kimi-k2-turbo-preview");

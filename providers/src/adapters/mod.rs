@@ -59,6 +59,25 @@ pub(crate) fn system_text(request: &ChatRequest) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("\n\n"))
 }
 
+/// Refuses `n > 1` for a protocol that answers one choice: fewer choices
+/// than asked would be a silent change of the answer.
+pub(crate) fn one_choice_only(
+    provider: &str,
+    protocol: &str,
+    request: &ChatRequest,
+) -> Result<(), ProviderError> {
+    if request.n.is_some_and(|n| n > 1) {
+        return Err(ProviderError::invalid_request(
+            provider,
+            format!(
+                "{} answers one choice ({protocol}): n must be 1",
+                request.model
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What a `response_format` asks for, read for protocols that carry it in
 /// their own shape (Responses, Anthropic, Ollama).
 pub(crate) enum AnswerFormat<'a> {

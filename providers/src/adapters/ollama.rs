@@ -35,6 +35,7 @@ impl Ollama {
 
 /// Builds the `/api/chat` body from an OpenAI request.
 pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
+    super::one_choice_only(provider, "Ollama", request)?;
     let mut names_by_call_id: HashMap<&str, &str> = HashMap::new();
     let mut messages = Vec::with_capacity(request.messages.len());
     for (i, m) in request.messages.iter().enumerate() {
@@ -178,10 +179,7 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
         request.presence_penalty.map(Value::from),
     );
     set("num_predict", request.token_limit().map(Value::from));
-    set(
-        "stop",
-        request.stop.as_ref().map(|s| Value::from(s.to_vec())),
-    );
+    set("stop", request.stop_sequences().map(Value::from));
     if !options.is_empty() {
         body.insert("options".into(), options.into());
     }

@@ -37,7 +37,7 @@ const SAME_FIELDS: [&str; 4] = [
 pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
     // What Responses cannot do is refused, not dropped: the answer would
     // silently differ from what the client asked for.
-    if request.stop.as_ref().is_some_and(|stop| !stop.is_empty()) {
+    if request.stop_sequences().is_some() {
         return Err(ProviderError::invalid_request(
             provider,
             format!(
@@ -46,15 +46,7 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
             ),
         ));
     }
-    if request.n.is_some_and(|n| n > 1) {
-        return Err(ProviderError::invalid_request(
-            provider,
-            format!(
-                "{} answers one choice (Responses API): n must be 1",
-                request.model
-            ),
-        ));
-    }
+    super::one_choice_only(provider, "Responses API", request)?;
     let mut input = Vec::with_capacity(request.messages.len());
     for (i, m) in request.messages.iter().enumerate() {
         match m.role {
