@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::{Keys, TEST_KEY, sse_data, start, start_with, user, weather_tool};
+use crate::common::{Harness, Keys, TEST_KEY, sse_data, start, start_with, user, weather_tool};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -650,6 +650,23 @@ async fn zen_carries_response_format_into_each_protocol() {
     );
 }
 
+/// The `reasoning_details` pieces of a streamed `#think #tool` chat, in order.
+async fn streamed_reasoning_pieces(h: &Harness, model: &str) -> Vec<Value> {
+    let (status, events) = h
+        .stream(&json!({"model": model, "messages": user("hi #think #tool"), "stream": true}))
+        .await;
+    assert_eq!(status, 200, "{model}: {events:?}");
+    chunks_of(model, &events)
+        .iter()
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]
+                .get("reasoning_details")
+                .cloned()
+        })
+        .flat_map(|items| items.as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
 #[tokio::test]
 async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
     let h = start().await;
@@ -698,20 +715,8 @@ async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
                 "format": "anthropic-claude-v1", "index": 0}]),
         "{body}"
     );
-    let (status, events) = h
-        .stream(&json!({"model": "opencode/claude-sonnet-4-5", "messages": user("hi #think #tool"), "stream": true}))
-        .await;
-    assert_eq!(status, 200, "{events:?}");
     // Streamed as OpenRouter streams it: pieces of one item (text, then signature).
-    let pieces: Vec<Value> = chunks_of("claude", &events)
-        .iter()
-        .filter_map(|chunk| {
-            chunk["choices"][0]["delta"]
-                .get("reasoning_details")
-                .cloned()
-        })
-        .flat_map(|items| items.as_array().cloned().unwrap_or_default())
-        .collect();
+    let pieces = streamed_reasoning_pieces(&h, "opencode/claude-sonnet-4-5").await;
     assert_eq!(
         pieces,
         vec![
@@ -728,19 +733,8 @@ async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
         body["choices"][0]["message"]["reasoning_details"], message["reasoning_details"],
         "{body}"
     );
-    let (status, events) = h
-        .stream(&json!({"model": "openrouter/anthropic/claude-sonnet-4.5", "messages": user("hi #think"), "stream": true}))
-        .await;
-    assert_eq!(status, 200, "{events:?}");
-    let pieces_via_openrouter: Vec<Value> = chunks_of("openrouter", &events)
-        .iter()
-        .filter_map(|chunk| {
-            chunk["choices"][0]["delta"]
-                .get("reasoning_details")
-                .cloned()
-        })
-        .flat_map(|items| items.as_array().cloned().unwrap_or_default())
-        .collect();
+    let pieces_via_openrouter =
+        streamed_reasoning_pieces(&h, "openrouter/anthropic/claude-sonnet-4.5").await;
     assert_eq!(
         pieces_via_openrouter,
         vec![
