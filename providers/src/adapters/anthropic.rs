@@ -77,25 +77,30 @@ fn messages_body(
             Role::System | Role::Developer => continue,
             Role::User => ("user", content_blocks(provider, i, m.content.as_ref())?),
             Role::Assistant => {
-                let mut blocks = content_blocks(provider, i, m.content.as_ref())?;
+                let text = content_blocks(provider, i, m.content.as_ref())?;
+                let mut calls = Vec::new();
                 for call in m.tool_calls.iter().flatten() {
-                    blocks.push(json!({
+                    calls.push(json!({
                         "type": "tool_use",
                         "id": tool_use_id(&call.id),
                         "name": call.function.name,
                         "input": arguments_object(provider, i, &call.function.arguments)?,
                     }));
                 }
-                // Signed thinking goes back first, as it came: Claude requires
-                // it on the last assistant turn of a tool loop with thinking
-                // on. With thinking off it is refused in a final assistant
-                // message (and ignored elsewhere), and a message of thinking
-                // alone is refused either way.
-                if thinking_on && !blocks.is_empty() {
-                    let mut thinking = thinking_blocks(m.extra.get("reasoning_details"));
-                    thinking.append(&mut blocks);
-                    blocks = thinking;
-                }
+                // Signed thinking goes back as it came: Claude requires it on
+                // the last assistant turn of a tool loop with thinking on.
+                // With thinking off it is refused in a final assistant message
+                // (and ignored elsewhere), and a message of thinking alone is
+                // refused either way.
+                let blocks = if thinking_on && !(text.is_empty() && calls.is_empty()) {
+                    interleave(
+                        thinking_blocks(m.extra.get("reasoning_details")),
+                        text,
+                        calls,
+                    )
+                } else {
+                    text.into_iter().chain(calls).collect()
+                };
                 ("assistant", blocks)
             }
             Role::Tool => {
@@ -277,7 +282,11 @@ const REASONING_FORMAT: &str = "anthropic-claude-v1";
 /// `reasoning.encrypted` a `redacted_thinking` one. Unsigned items and other
 /// vendors' (a `format` that is not Claude's) cannot be verified by Claude and
 /// are left out.
-fn thinking_blocks(details: Option<&Value>) -> Vec<Value> {
+///
+/// Each block comes with the number of tool calls it followed
+/// (`after_tool_calls`, which this adapter writes on a reasoning item's first
+/// piece; 0 when absent).
+fn thinking_blocks(details: Option<&Value>) -> Vec<(usize, Value)> {
     let Some(Value::Array(items)) = details else {
         return Vec::new();
     };
@@ -294,20 +303,55 @@ fn thinking_blocks(details: Option<&Value>) -> Vec<Value> {
             {
                 return None;
             }
-            match field("type")? {
-                "reasoning.text" => Some(json!({
+            let block = match field("type")? {
+                "reasoning.text" => json!({
                     "type": "thinking",
                     "thinking": field("text").unwrap_or_default(),
                     "signature": field("signature").filter(|s| !s.is_empty())?,
-                })),
-                "reasoning.encrypted" => Some(json!({
+                }),
+                "reasoning.encrypted" => json!({
                     "type": "redacted_thinking",
                     "data": field("data").filter(|d| !d.is_empty())?,
-                })),
-                _ => None,
-            }
+                }),
+                _ => return None,
+            };
+            let after = item
+                .get(AFTER_TOOL_CALLS)
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0);
+            Some((after, block))
         })
         .collect()
+}
+
+/// The key of a reasoning item that says how many tool calls of its message
+/// came before it: with interleaved thinking Claude answers
+/// `thinking, tool_use, thinking, tool_use`, and wants that order back.
+const AFTER_TOOL_CALLS: &str = "after_tool_calls";
+
+/// An assistant message's blocks in Claude's order: the thinking that came
+/// before any tool call, the text, then each tool call behind the thinking
+/// that followed the call before it. (OpenAI's message holds one text, so
+/// where Claude put text between calls it comes first.)
+fn interleave(thinking: Vec<(usize, Value)>, text: Vec<Value>, calls: Vec<Value>) -> Vec<Value> {
+    let last_call = calls.len().saturating_sub(1);
+    let mut before_call: Vec<Vec<Value>> = vec![Vec::new(); last_call + 1];
+    for (after, block) in thinking {
+        if let Some(group) = before_call.get_mut(after.min(last_call)) {
+            group.push(block);
+        }
+    }
+    let mut groups = before_call.into_iter();
+    let mut blocks = groups.next().unwrap_or_default();
+    blocks.extend(text);
+    for (k, call) in calls.into_iter().enumerate() {
+        if k > 0 {
+            blocks.extend(groups.next().unwrap_or_default());
+        }
+        blocks.push(call);
+    }
+    blocks
 }
 
 /// Whether a block is Claude's reasoning, which must lead an assistant message.
@@ -324,8 +368,11 @@ fn is_thinking(block: &Value) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct ReasoningItem {
     index: u32,
-    /// Whether a piece went out: `format` goes on the first only, since
-    /// clients that join pieces join every string key but `index` and `type`.
+    /// Tool calls streamed before its block began (see [`AFTER_TOOL_CALLS`]).
+    after_tool_calls: u32,
+    /// Whether a piece went out: `format` and `after_tool_calls` go on the
+    /// first only, since clients that join pieces join every string key but
+    /// `index` and `type`, and add up numbers.
     started: bool,
 }
 
@@ -334,6 +381,9 @@ impl ReasoningItem {
         let mut piece = json!({ "type": kind, key: value, "index": self.index });
         if !std::mem::replace(&mut self.started, true) {
             piece["format"] = REASONING_FORMAT.into();
+            if self.after_tool_calls > 0 {
+                piece[AFTER_TOOL_CALLS] = self.after_tool_calls.into();
+            }
         }
         vec![piece]
     }
@@ -541,6 +591,7 @@ impl SseConverter for StreamState {
                 if let Some(kind @ ("thinking" | "redacted_thinking")) = block_type {
                     let mut item = ReasoningItem {
                         index: st.next_reasoning_index,
+                        after_tool_calls: st.next_tool_index,
                         started: false,
                     };
                     st.next_reasoning_index += 1;
@@ -1043,6 +1094,96 @@ mod tests {
                 {"type": "redacted_thinking", "data": "EmwKAhgB"},
                 {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
             ])
+        );
+    }
+
+    #[test]
+    fn interleaved_thinking_goes_back_in_its_order() {
+        let start = |index: u64, block: Value| {
+            ev(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": block}),
+            )
+        };
+        let delta = |index: u64, delta: Value| {
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": delta}),
+            )
+        };
+        let mut events = Vec::new();
+        for (block, (thought, call)) in [(0, ("first", "toolu_a")), (2, ("second", "toolu_b"))] {
+            events.push(start(block, json!({"type": "thinking", "thinking": ""})));
+            events.push(delta(
+                block,
+                json!({"type": "thinking_delta", "thinking": thought}),
+            ));
+            events.push(delta(
+                block,
+                json!({"type": "signature_delta", "signature": thought}),
+            ));
+            events.push(start(
+                block + 1,
+                json!({"type": "tool_use", "id": call, "name": "w", "input": {}}),
+            ));
+            events.push(delta(
+                block + 1,
+                json!({"type": "input_json_delta", "partial_json": "{}"}),
+            ));
+        }
+        events.push(ev(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        ));
+        let mut assembler = crate::stream::Assembler::default();
+        for chunk in convert_all(StreamState::default(), events) {
+            assembler.push(&chunk.unwrap());
+        }
+        let meta = crate::stream::ResponseMeta {
+            id: "m".into(),
+            created: 0,
+            model: "claude".into(),
+        };
+        let message = assembler.finish(&meta).choices.remove(0).message;
+        let details = message.reasoning_details.unwrap();
+        assert_eq!(details[1]["after_tool_calls"], 1, "{details:?}");
+        assert!(details[0].get("after_tool_calls").is_none());
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "claude-opus-4-6",
+            "thinking": {"type": "adaptive"},
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": "Checking.", "reasoning_details": details,
+                 "tool_calls": message.tool_calls},
+                {"role": "tool", "tool_call_id": "toolu_a", "content": "12C"},
+                {"role": "tool", "tool_call_id": "toolu_b", "content": "9C"}
+            ]
+        }))
+        .unwrap();
+        let body = to_messages_request("opencode", &req).unwrap();
+        let order: Vec<String> = body["messages"][1]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let detail = b
+                    .get("signature")
+                    .or(b.get("id"))
+                    .or(b.get("text"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                format!("{}:{detail}", b["type"].as_str().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "thinking:first",
+                "text:Checking.",
+                "tool_use:toolu_a",
+                "thinking:second",
+                "tool_use:toolu_b"
+            ]
         );
     }
 
