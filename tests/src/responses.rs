@@ -36,10 +36,15 @@ fn response(plan: &Plan, status: &str, output: Vec<Value>, usage: Value) -> Valu
     })
 }
 
+/// What a reasoning item carries when `include` asks for its encrypted content.
+const ENCRYPTED_REASONING: &str = "fake-encrypted-reasoning";
+
+/// The finished reasoning item.
 fn reasoning_item() -> Value {
     json!({
         "type": "reasoning", "id": REASONING_ID,
         "summary": [{ "type": "summary_text", "text": THINK_TEXT }],
+        "encrypted_content": ENCRYPTED_REASONING,
     })
 }
 

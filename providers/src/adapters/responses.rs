@@ -25,6 +25,37 @@ use super::{
     AnswerFormat, SseConverter, answer_format, convert_sse, format_refused, opening, system_text,
 };
 
+/// The `format` of the reasoning items this adapter writes and reads back
+/// (OpenRouter's name for OpenAI's).
+const REASONING_FORMAT: &str = "openai-responses-v1";
+
+/// The reasoning items of an assistant message's `reasoning_details`, as
+/// Responses input: with `store:false` nothing is kept upstream, so a tool
+/// loop's reasoning goes back as the encrypted content it came out as.
+/// Items from other vendors, or without data or id, are left out.
+fn reasoning_items(details: Option<&Value>) -> Vec<Value> {
+    let Some(Value::Array(items)) = details else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let field = |key: &str| item.get(key).and_then(Value::as_str);
+            if field("type") != Some("reasoning.encrypted")
+                || !field("format").is_some_and(|f| f.starts_with("openai-responses"))
+            {
+                return None;
+            }
+            Some(json!({
+                "type": "reasoning",
+                "id": field("id").filter(|id| !id.is_empty())?,
+                "summary": [],
+                "encrypted_content": field("data").filter(|d| !d.is_empty())?,
+            }))
+        })
+        .collect()
+}
+
 /// Chat fields the Responses API takes under the same name and meaning.
 const SAME_FIELDS: [&str; 4] = [
     "metadata",
@@ -62,6 +93,9 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
                     Some(Content::Text(t)) => !t.is_empty(),
                     Some(Content::Parts(p)) => !p.is_empty(),
                 };
+                if m.role == Role::Assistant {
+                    input.extend(reasoning_items(m.extra.get("reasoning_details")));
+                }
                 if has_content {
                     input.push(json!({ "role": role, "content": message_content(provider, i, m.role, m.content.as_ref())? }));
                 }
@@ -122,6 +156,12 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
             })
             .collect();
         body.insert("tools".into(), flat.into());
+        // A tool loop keeps the model's reasoning between calls only if it
+        // comes back; with `store:false` that is its encrypted content.
+        // (`-chat` models do not reason.)
+        if !request.model.contains("-chat") {
+            body.insert("include".into(), json!(["reasoning.encrypted_content"]));
+        }
     }
     match &request.tool_choice {
         Some(ToolChoice::Mode(mode)) => {
@@ -216,6 +256,7 @@ fn message_content(
 #[derive(Default)]
 pub(crate) struct StreamState {
     tool_index_by_item: HashMap<String, u32>,
+    next_reasoning_index: u32,
     /// Whether the first output item has been announced to the client.
     opened: bool,
     done: bool,
@@ -317,6 +358,26 @@ impl SseConverter for StreamState {
                 Some(ChatChunk::delta(Delta::tool_call(
                     ToolCallDelta::arguments(index, str_field("delta")),
                 )))
+            }
+            // A reasoning item's encrypted content is whole only once it is done.
+            "response.output_item.done" => {
+                let item = data.get("item").unwrap_or(&Value::Null);
+                let field = |key: &str| item.get(key).and_then(Value::as_str).unwrap_or("");
+                if field("type") != "reasoning" || field("encrypted_content").is_empty() {
+                    return Ok(None);
+                }
+                let index = st.next_reasoning_index;
+                st.next_reasoning_index += 1;
+                Some(ChatChunk::delta(Delta {
+                    reasoning_details: Some(vec![json!({
+                        "type": "reasoning.encrypted",
+                        "data": field("encrypted_content"),
+                        "id": field("id"),
+                        "format": REASONING_FORMAT,
+                        "index": index,
+                    })]),
+                    ..Delta::default()
+                }))
             }
             "response.output_text.delta" => {
                 Some(ChatChunk::delta(Delta::content(str_field("delta"))))
@@ -580,6 +641,81 @@ mod tests {
             Some(FinishReason::ToolCalls)
         );
         assert_eq!(finish.usage.as_ref().unwrap().total_tokens, 29);
+    }
+
+    #[test]
+    fn encrypted_reasoning_comes_out_whole_and_goes_back_before_its_call() {
+        let item = json!({"type": "reasoning", "id": "rs_1", "summary": []});
+        let mut done = item.clone();
+        done["encrypted_content"] = json!("gAAAA-enc");
+        let events = vec![
+            ev(json!({"type": "response.output_item.added", "item": item})),
+            ev(
+                json!({"type": "response.reasoning_summary_text.delta", "item_id": "rs_1", "delta": "Plan."}),
+            ),
+            ev(json!({"type": "response.output_item.done", "item": done})),
+            ev(
+                json!({"type": "response.output_item.added", "item": {"type": "function_call", "id": "fc_1", "call_id": "call_A", "name": "w", "arguments": "{}"}}),
+            ),
+            ev(json!({"type": "response.completed", "response": {}})),
+        ];
+        let mut assembler = crate::stream::Assembler::default();
+        for chunk in convert_all(StreamState::default(), events) {
+            assembler.push(&chunk.unwrap());
+        }
+        let meta = crate::stream::ResponseMeta {
+            id: "r".into(),
+            created: 0,
+            model: "gpt-5.4".into(),
+        };
+        let message = assembler.finish(&meta).choices.remove(0).message;
+        assert_eq!(message.reasoning_content.as_deref(), Some("Plan."));
+        let details = message.reasoning_details.unwrap();
+        assert_eq!(
+            details,
+            vec![
+                json!({"type": "reasoning.encrypted", "data": "gAAAA-enc", "id": "rs_1",
+                        "format": "openai-responses-v1", "index": 0})
+            ]
+        );
+        let mut sent_back = details;
+        // Claude's reasoning, and an item without its id, cannot go to Responses.
+        sent_back.push(
+            json!({"type": "reasoning.encrypted", "data": "x", "format": "anthropic-claude-v1"}),
+        );
+        sent_back.push(
+            json!({"type": "reasoning.encrypted", "data": "y", "format": "openai-responses-v1"}),
+        );
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": null, "reasoning_details": sent_back,
+                 "tool_calls": message.tool_calls},
+                {"role": "tool", "tool_call_id": "call_A", "content": "12C"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "w"}}]
+        }))
+        .unwrap();
+        let body = to_responses_request("opencode", &req).unwrap();
+        assert_eq!(body["include"], json!(["reasoning.encrypted_content"]));
+        assert_eq!(
+            body["input"][1],
+            json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-enc"})
+        );
+        assert_eq!(body["input"][2]["type"], "function_call");
+        assert_eq!(body["input"].as_array().unwrap().len(), 4);
+        // No tools, no loop to keep reasoning for.
+        let plain: ChatRequest = serde_json::from_value(
+            json!({"model": "gpt-5.4", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .unwrap();
+        assert!(
+            to_responses_request("opencode", &plain)
+                .unwrap()
+                .get("include")
+                .is_none()
+        );
     }
 
     #[test]

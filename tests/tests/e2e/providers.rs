@@ -764,6 +764,40 @@ async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
         sent["messages"][1]["content"][1]["type"], "tool_use",
         "{sent}"
     );
+
+    // Zen's GPT models: a tool loop asks for the encrypted reasoning, which
+    // comes out as a reasoning item and goes back ahead of its call.
+    let (status, body) = h
+        .chat(&json!({"model": "opencode/gpt-5.4", "messages": user("weather? #think #tool"), "tools": weather_tool()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        h.last_request("/zen/v1/responses").body["include"],
+        json!(["reasoning.encrypted_content"])
+    );
+    let message = &body["choices"][0]["message"];
+    assert_eq!(
+        message["reasoning_details"],
+        json!([{"type": "reasoning.encrypted", "data": "fake-encrypted-reasoning", "id": "rs_1",
+                "format": "openai-responses-v1", "index": 0}]),
+        "{body}"
+    );
+    let mut history = user("weather?");
+    history.as_array_mut().unwrap().extend([
+        message.clone(),
+        json!({"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "12C"}),
+    ]);
+    let (status, body) = h
+        .chat(&json!({"model": "opencode/gpt-5.4", "messages": history, "tools": weather_tool()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let input = &h.last_request("/zen/v1/responses").body["input"];
+    assert_eq!(
+        input[1],
+        json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "fake-encrypted-reasoning"}),
+        "{input}"
+    );
+    assert_eq!(input[2]["type"], "function_call", "{input}");
 }
 
 #[tokio::test]
