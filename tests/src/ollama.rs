@@ -25,6 +25,18 @@ fn tool_call(name: &str, with_id: bool) -> Value {
     }
 }
 
+/// Ollama's `logprobs` for the tokens of `text` (one per word here), when asked.
+fn logprobs(plan: &Plan, text: &str) -> Option<Value> {
+    plan.logprobs.then(|| {
+        text.split_inclusive(' ')
+            .map(|token| {
+                json!({ "token": token, "logprob": -0.25, "bytes": token.as_bytes(),
+                        "top_logprobs": [{ "token": token, "logprob": -0.25, "bytes": token.as_bytes() }] })
+            })
+            .collect()
+    })
+}
+
 /// The final statistics, with `message`.
 fn done(plan: &Plan, message: Value) -> Value {
     json!({
@@ -54,7 +66,13 @@ pub(crate) fn stream(plan: &Plan) -> Script {
     let outputs: Vec<Value> = match &plan.reply {
         Reply::Text(words) => words
             .iter()
-            .map(|w| line(plan, json!({ "role": "assistant", "content": w })))
+            .map(|w| {
+                let mut line = line(plan, json!({ "role": "assistant", "content": w }));
+                if let Some(logprobs) = logprobs(plan, w) {
+                    line["logprobs"] = logprobs;
+                }
+                line
+            })
             .collect(),
         Reply::Tool { name, with_id } => vec![line(
             plan,
@@ -95,7 +113,11 @@ pub(crate) fn complete(plan: &Plan) -> Value {
     if let Reply::Tool { name, with_id } = &plan.reply {
         message["tool_calls"] = json!([tool_call(name, *with_id)]);
     }
-    done(plan, message)
+    let mut whole = done(plan, message);
+    if let Some(logprobs) = logprobs(plan, &plan.full_text()) {
+        whole["logprobs"] = logprobs;
+    }
+    whole
 }
 
 fn tag(name: &str, family: &str, size: &str) -> Value {

@@ -40,6 +40,8 @@ pub(crate) struct ChatInput {
     pub tool_name: Option<String>,
     pub include_usage: bool,
     pub has_max_tokens: bool,
+    /// The request asked for token log probabilities (Ollama's top-level `logprobs`).
+    pub logprobs: bool,
 }
 
 impl ChatInput {
@@ -69,6 +71,7 @@ impl ChatInput {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             has_max_tokens: body.get("max_tokens").is_some_and(|v| !v.is_null()),
+            logprobs: body.get("logprobs").and_then(Value::as_bool) == Some(true),
         }
     }
 }
@@ -195,6 +198,7 @@ pub(crate) struct Plan {
     pub model: String,
     pub stream: bool,
     pub include_usage: bool,
+    pub logprobs: bool,
     pub think: bool,
     pub reply: Reply,
     pub ending: Ending,
@@ -232,6 +236,7 @@ impl Plan {
             model: input.model.clone(),
             stream: input.stream,
             include_usage: input.include_usage,
+            logprobs: input.logprobs,
             think: d.think,
             reply,
             ending,

@@ -34,6 +34,39 @@ impl Ollama {
 }
 
 /// Builds the `/api/chat` body from an OpenAI request.
+/// Top-level request fields passed to `/api/chat` as they are.
+const NATIVE_FIELDS: [&str; 5] = [
+    "keep_alive",
+    "truncate",
+    "shift",
+    "logprobs",
+    "top_logprobs",
+];
+
+/// Ollama's `logprobs` as OpenAI's `choice.logprobs`: the same entries
+/// (`token`, `logprob`, `bytes`, `top_logprobs`) under `content`, with the
+/// keys OpenAI always has filled in when Ollama leaves them out.
+fn openai_logprobs(entries: Vec<Value>) -> Value {
+    let content: Vec<Value> = entries
+        .into_iter()
+        .map(|mut entry| {
+            if let Value::Object(map) = &mut entry {
+                map.entry("bytes").or_insert(Value::Null);
+                let top = map
+                    .entry("top_logprobs")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                for alternative in top.as_array_mut().into_iter().flatten() {
+                    if let Value::Object(alt) = alternative {
+                        alt.entry("bytes").or_insert(Value::Null);
+                    }
+                }
+            }
+            entry
+        })
+        .collect();
+    json!({ "content": content })
+}
+
 pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
     super::one_choice_only(provider, "Ollama", request)?;
     let mut names_by_call_id: HashMap<&str, &str> = HashMap::new();
@@ -154,8 +187,12 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
             body.insert("format".into(), format);
         }
     }
-    if let Some(keep_alive) = request.extra.get("keep_alive") {
-        body.insert("keep_alive".into(), keep_alive.clone());
+    // Ollama's own top-level fields, and OpenAI's log probability fields,
+    // which Ollama takes under the same names.
+    for key in NATIVE_FIELDS {
+        if let Some(value) = request.extra.get(key).filter(|v| !v.is_null()) {
+            body.insert(key.into(), value.clone());
+        }
     }
 
     let mut options = match request.extra.get("options") {
@@ -209,6 +246,9 @@ struct Line {
     eval_count: Option<u64>,
     #[serde(default)]
     error: Option<Value>,
+    /// Token log probabilities, when the request asked for them.
+    #[serde(default)]
+    logprobs: Option<Vec<Value>>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +325,9 @@ pub(crate) fn convert_line(
         }
     }
     let mut chunk = ChatChunk::delta(delta);
+    if let Some(entries) = line.logprobs.filter(|e| !e.is_empty()) {
+        chunk.choices[0].logprobs = Some(Box::new(openai_logprobs(entries)));
+    }
     if line.done {
         let finish = match line.done_reason.as_deref() {
             Some("length") => FinishReason::Length,
@@ -392,6 +435,39 @@ mod tests {
 
     fn request(body: Value) -> ChatRequest {
         serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn log_probabilities_are_asked_and_come_back_in_openais_shape() {
+        let body = to_ollama_request(
+            "ollama",
+            &request(
+                json!({"model": "qwen3:8b", "messages": [{"role": "user", "content": "hi"}],
+                            "logprobs": true, "top_logprobs": 2, "truncate": false, "n": 1}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(body["logprobs"], true);
+        assert_eq!(body["top_logprobs"], 2);
+        assert_eq!(body["truncate"], false);
+        let line = br#"{"message":{"role":"assistant","content":"Hi"},"done":false,
+            "logprobs":[{"token":"Hi","logprob":-0.1,"top_logprobs":[{"token":"Hi","logprob":-0.1},{"token":"Yo","logprob":-2.5,"bytes":[89,111]}]}]}"#;
+        let chunk = convert_line("ollama", line, &mut 0).unwrap();
+        assert_eq!(
+            chunk.choices[0].logprobs.as_deref(),
+            Some(
+                &json!({"content": [{"token": "Hi", "logprob": -0.1, "bytes": null, "top_logprobs": [
+                {"token": "Hi", "logprob": -0.1, "bytes": null},
+                {"token": "Yo", "logprob": -2.5, "bytes": [89, 111]}]}]})
+            )
+        );
+        // Ollama answers one choice.
+        let err = to_ollama_request(
+            "ollama",
+            &request(json!({"model": "qwen3:8b", "messages": [{"role": "user", "content": "hi"}], "n": 2})),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("n must be 1"), "{err}");
     }
 
     #[test]

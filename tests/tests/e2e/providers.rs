@@ -549,6 +549,50 @@ async fn unset_sampling_fields_are_never_sent_and_extras_pass_through() {
 }
 
 #[tokio::test]
+async fn ollama_log_probabilities_come_back_in_openais_shape() {
+    let h = start().await;
+    let ask = json!({"model": "ollama/qwen3:8b", "messages": user("hi"), "logprobs": true, "top_logprobs": 1});
+    let (status, body) = h.chat(&ask).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = h.last_request("/ollama/api/chat").body;
+    assert_eq!(
+        (sent["logprobs"].clone(), sent["top_logprobs"].clone()),
+        (json!(true), json!(1))
+    );
+    let tokens = |entries: &Value| -> String {
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["token"].as_str().unwrap_or_default())
+            .collect()
+    };
+    let content = &body["choices"][0]["logprobs"]["content"];
+    assert_eq!(
+        tokens(content),
+        body["choices"][0]["message"]["content"].as_str().unwrap(),
+        "{body}"
+    );
+    assert_eq!(content[0]["top_logprobs"][0]["logprob"], -0.25, "{body}");
+
+    let mut stream = ask.clone();
+    stream["stream"] = json!(true);
+    let (status, events) = h.stream(&stream).await;
+    assert_eq!(status, 200, "{events:?}");
+    let chunks = chunks_of("ollama", &events);
+    let streamed: String = chunks
+        .iter()
+        .map(|c| tokens(&c["choices"][0]["logprobs"]["content"]))
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(!text.is_empty());
+    assert_eq!(streamed, text);
+}
+
+#[tokio::test]
 async fn ollama_request_is_native_with_think_false_and_options() {
     let h = start().await;
     let (status, _) = h
