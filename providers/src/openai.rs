@@ -810,6 +810,14 @@ impl Delta {
         }
     }
 
+    /// Structured reasoning items (see [`Delta::reasoning_details`]).
+    pub fn reasoning_items(items: Vec<Value>) -> Self {
+        Self {
+            reasoning_details: Some(items),
+            ..Self::default()
+        }
+    }
+
     pub fn tool_call(call: ToolCallDelta) -> Self {
         Self {
             tool_calls: Some(vec![call]),

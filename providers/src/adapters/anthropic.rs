@@ -23,6 +23,7 @@ use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
 use crate::stream::error_from_value;
 
+use super::reasoning::{self, ItemWriter};
 use super::{
     AnswerFormat, SseConverter, answer_format, arguments_object, convert_sse, format_refused,
     opening, system_text,
@@ -93,11 +94,7 @@ fn messages_body(
                 // (and ignored elsewhere), and a message of thinking alone is
                 // refused either way.
                 let blocks = if thinking_on && !(text.is_empty() && calls.is_empty()) {
-                    interleave(
-                        thinking_blocks(m.extra.get("reasoning_details")),
-                        text,
-                        calls,
-                    )
+                    interleave(thinking_blocks(m), text, calls)
                 } else {
                     text.into_iter().chain(calls).collect()
                 };
@@ -123,7 +120,9 @@ fn messages_body(
             continue;
         }
         // Consecutive turns of one role (several tool results) become one
-        // message; thinking stays ahead of every other block.
+        // message. A later assistant turn's thinking joins the message's
+        // leading thinking: where it stood among the earlier turn's blocks
+        // is not known, and a message with thinking must start with it.
         match messages.last_mut() {
             Some(last) if last["role"] == role => {
                 if let Some(Value::Array(existing)) = last.get_mut("content") {
@@ -281,22 +280,12 @@ const REASONING_FORMAT: &str = "anthropic-claude-v1";
 /// a signed `reasoning.text` becomes a `thinking` block, a
 /// `reasoning.encrypted` a `redacted_thinking` one. Unsigned items and other
 /// vendors' (a `format` that is not Claude's) cannot be verified by Claude and
-/// are left out.
-///
-/// Each block comes with the number of tool calls it followed
-/// (`after_tool_calls`, which this adapter writes on a reasoning item's first
-/// piece; 0 when absent).
-fn thinking_blocks(details: Option<&Value>) -> Vec<(usize, Value)> {
-    let Some(Value::Array(items)) = details else {
-        return Vec::new();
-    };
-    items
-        .iter()
+/// are left out: a signed text without a format is taken (its signature is
+/// Claude's check), encrypted data must say it is Claude's.
+fn thinking_blocks(message: &Message) -> Vec<Thinking> {
+    reasoning::items(message)
         .filter_map(|item| {
-            let field = |key: &str| item.get(key).and_then(Value::as_str);
-            // Another vendor's reasoning cannot be checked by Claude. A signed
-            // text without a format is taken (its signature is Claude's
-            // check); encrypted data must say it is Claude's.
+            let field = |key: &str| reasoning::field(item, key);
             let format = field("format");
             if format.is_some_and(|f| !f.starts_with("anthropic-claude"))
                 || (format.is_none() && field("type") == Some("reasoning.encrypted"))
@@ -307,49 +296,67 @@ fn thinking_blocks(details: Option<&Value>) -> Vec<(usize, Value)> {
                 "reasoning.text" => json!({
                     "type": "thinking",
                     "thinking": field("text").unwrap_or_default(),
-                    "signature": field("signature").filter(|s| !s.is_empty())?,
+                    "signature": field("signature")?,
                 }),
-                "reasoning.encrypted" => json!({
-                    "type": "redacted_thinking",
-                    "data": field("data").filter(|d| !d.is_empty())?,
-                }),
+                "reasoning.encrypted" => {
+                    json!({"type": "redacted_thinking", "data": field("data")?})
+                }
                 _ => return None,
             };
-            let after = item
+            let after_tool_calls = item
                 .get(AFTER_TOOL_CALLS)
                 .and_then(Value::as_u64)
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(0);
-            Some((after, block))
+            let after_text = item.get(AFTER_TEXT).and_then(Value::as_bool) == Some(true);
+            Some(Thinking {
+                after_tool_calls,
+                after_text,
+                block,
+            })
         })
         .collect()
 }
 
-/// The key of a reasoning item that says how many tool calls of its message
-/// came before it: with interleaved thinking Claude answers
-/// `thinking, tool_use, thinking, tool_use`, and wants that order back.
+/// A thinking block going back, with where it stood in its message.
+struct Thinking {
+    after_tool_calls: usize,
+    after_text: bool,
+    block: Value,
+}
+
+/// The keys of a reasoning item (on its first piece) that say where its
+/// block stood: after how many tool calls, and after text. With interleaved
+/// thinking Claude answers `thinking, tool_use, thinking, tool_use` (or
+/// `text, thinking, ...`) and wants that order back.
 const AFTER_TOOL_CALLS: &str = "after_tool_calls";
+const AFTER_TEXT: &str = "after_text";
 
 /// An assistant message's blocks in Claude's order: the thinking that came
-/// before any tool call, the text, then each tool call behind the thinking
-/// that followed the call before it. (OpenAI's message holds one text, so
-/// where Claude put text between calls it comes first.)
-fn interleave(thinking: Vec<(usize, Value)>, text: Vec<Value>, calls: Vec<Value>) -> Vec<Value> {
+/// before any text or tool call, the text, the thinking that came after the
+/// text, then each tool call behind the thinking that followed the call
+/// before it. (OpenAI's message holds one text, so where Claude put text
+/// between calls it comes first.)
+fn interleave(thinking: Vec<Thinking>, text: Vec<Value>, calls: Vec<Value>) -> Vec<Value> {
     let last_call = calls.len().saturating_sub(1);
+    let mut before_text = Vec::new();
     let mut before_call: Vec<Vec<Value>> = vec![Vec::new(); last_call + 1];
-    for (after, block) in thinking {
-        if let Some(group) = before_call.get_mut(after.min(last_call)) {
-            group.push(block);
+    for t in thinking {
+        if t.after_tool_calls == 0 && !t.after_text {
+            before_text.push(t.block);
+        } else if let Some(group) = before_call.get_mut(t.after_tool_calls.min(last_call)) {
+            group.push(t.block);
         }
     }
-    let mut groups = before_call.into_iter();
-    let mut blocks = groups.next().unwrap_or_default();
+    let mut blocks = before_text;
     blocks.extend(text);
-    for (k, call) in calls.into_iter().enumerate() {
-        if k > 0 {
-            blocks.extend(groups.next().unwrap_or_default());
-        }
+    for (call, thinking) in calls.into_iter().zip(before_call.iter_mut()) {
+        blocks.append(thinking);
         blocks.push(call);
+    }
+    // Thinking after text, in a message without tool calls.
+    for rest in before_call {
+        blocks.extend(rest);
     }
     blocks
 }
@@ -360,33 +367,6 @@ fn is_thinking(block: &Value) -> bool {
         block.get("type").and_then(Value::as_str),
         Some("thinking" | "redacted_thinking")
     )
-}
-
-/// A reasoning item being streamed, shaped as OpenRouter streams them:
-/// pieces of one item share its `index` and `type`, and a client (or
-/// [`crate::stream::Assembler`]) joins them.
-#[derive(Debug, Clone, Copy)]
-struct ReasoningItem {
-    index: u32,
-    /// Tool calls streamed before its block began (see [`AFTER_TOOL_CALLS`]).
-    after_tool_calls: u32,
-    /// Whether a piece went out: `format` and `after_tool_calls` go on the
-    /// first only, since clients that join pieces join every string key but
-    /// `index` and `type`, and add up numbers.
-    started: bool,
-}
-
-impl ReasoningItem {
-    fn piece(&mut self, kind: &str, key: &str, value: &str) -> Vec<Value> {
-        let mut piece = json!({ "type": kind, key: value, "index": self.index });
-        if !std::mem::replace(&mut self.started, true) {
-            piece["format"] = REASONING_FORMAT.into();
-            if self.after_tool_calls > 0 {
-                piece[AFTER_TOOL_CALLS] = self.after_tool_calls.into();
-            }
-        }
-        vec![piece]
-    }
 }
 
 /// Anthropic's prompt-caching breakpoint, as OpenAI-shaped clients send it
@@ -515,7 +495,9 @@ pub(crate) struct StreamState {
     /// Thinking blocks being streamed: block index → their reasoning item's
     /// index. Their text streams as `reasoning_content` and, with their
     /// signature, as reasoning items the client sends back.
-    reasoning_by_block: HashMap<u64, ReasoningItem>,
+    reasoning_by_block: HashMap<u64, ItemWriter>,
+    /// Whether any answer text has been streamed (see [`AFTER_TEXT`]).
+    text_seen: bool,
     next_reasoning_index: u32,
     /// The forced tool a JSON answer was asked through, and its block once
     /// opened: its input is the answer's content, not a tool call.
@@ -589,23 +571,22 @@ impl SseConverter for StreamState {
                 let block_type = block.get("type").and_then(Value::as_str);
                 let is_tool = block_type == Some("tool_use");
                 if let Some(kind @ ("thinking" | "redacted_thinking")) = block_type {
-                    let mut item = ReasoningItem {
-                        index: st.next_reasoning_index,
-                        after_tool_calls: st.next_tool_index,
-                        started: false,
-                    };
+                    let mut item = ItemWriter::new(st.next_reasoning_index, REASONING_FORMAT);
+                    if st.next_tool_index > 0 {
+                        item = item.with(AFTER_TOOL_CALLS, st.next_tool_index);
+                    }
+                    if st.text_seen {
+                        item = item.with(AFTER_TEXT, true);
+                    }
                     st.next_reasoning_index += 1;
                     let text = |key: &str| block.get(key).and_then(Value::as_str).unwrap_or("");
                     if kind == "redacted_thinking" {
                         st.opened = true;
-                        return Ok(Some(ChatChunk::delta(Delta {
-                            reasoning_details: Some(item.piece(
-                                "reasoning.encrypted",
-                                "data",
-                                text("data"),
-                            )),
-                            ..Delta::default()
-                        })));
+                        return Ok(Some(ChatChunk::delta(Delta::reasoning_items(item.piece(
+                            "reasoning.encrypted",
+                            "data",
+                            text("data"),
+                        )))));
                     }
                     // Gateways may fill the block in at its start.
                     let mut pieces = Vec::new();
@@ -667,13 +648,17 @@ impl SseConverter for StreamState {
                         .to_owned()
                 };
                 match delta.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => Some(ChatChunk::delta(Delta::content(text("text")))),
+                    Some("text_delta") => {
+                        let piece = text("text");
+                        st.text_seen |= !piece.is_empty();
+                        Some(ChatChunk::delta(Delta::content(piece)))
+                    }
                     Some("thinking_delta") => {
                         let piece = text("thinking");
                         let item = st.reasoning_by_block.get_mut(&block_index_of(&data));
                         Some(ChatChunk::delta(Delta {
                             reasoning_details: item
-                                .map(|item| item.piece("reasoning.text", "text", &piece)),
+                                .map(|item| item.piece("reasoning.text", "text", piece.as_str())),
                             ..Delta::reasoning(piece)
                         }))
                     }
@@ -683,14 +668,11 @@ impl SseConverter for StreamState {
                             .get_mut(&block_index_of(&data))
                             .filter(|_| !signature.is_empty())
                             .map(|item| {
-                                ChatChunk::delta(Delta {
-                                    reasoning_details: Some(item.piece(
-                                        "reasoning.text",
-                                        "signature",
-                                        &signature,
-                                    )),
-                                    ..Delta::default()
-                                })
+                                ChatChunk::delta(Delta::reasoning_items(item.piece(
+                                    "reasoning.text",
+                                    "signature",
+                                    signature.as_str(),
+                                )))
                             })
                     }
                     Some("input_json_delta") => {
@@ -1184,6 +1166,49 @@ mod tests {
                 "thinking:second",
                 "tool_use:toolu_b"
             ]
+        );
+    }
+
+    #[test]
+    fn thinking_after_text_goes_back_after_it() {
+        let thinking = |after_tool_calls: usize, after_text: bool, name: &str| Thinking {
+            after_tool_calls,
+            after_text,
+            block: json!({"type": "thinking", "thinking": name}),
+        };
+        let names = |blocks: Vec<Value>| -> Vec<String> {
+            blocks
+                .iter()
+                .map(|b| {
+                    b.get("thinking")
+                        .or(b.get("text"))
+                        .or(b.get("id"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let text = vec![json!({"type": "text", "text": "T"})];
+        let calls = vec![
+            json!({"type": "tool_use", "id": "C1"}),
+            json!({"type": "tool_use", "id": "C2"}),
+        ];
+        let order = interleave(
+            vec![
+                thinking(0, false, "a"),
+                thinking(0, true, "b"),
+                thinking(1, true, "c"),
+                thinking(9, true, "d"),
+            ],
+            text.clone(),
+            calls,
+        );
+        assert_eq!(names(order), ["a", "T", "b", "C1", "c", "d", "C2"]);
+        // No calls: thinking after the text stays after it.
+        assert_eq!(
+            names(interleave(vec![thinking(0, true, "b")], text, Vec::new())),
+            ["T", "b"]
         );
     }
 

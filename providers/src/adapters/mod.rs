@@ -8,12 +8,16 @@
 //! | [`anthropic`] | Anthropic `/messages` (SSE) | Zen `claude-*` |
 //! | [`responses`] | OpenAI `/responses` (SSE) | Zen `gpt-5*` |
 //! | [`opencode`] | picks one of the three above by model family | `opencode` |
+//!
+//! [`reasoning`] is the structured reasoning Claude and Responses hand the
+//! client and take back.
 
 pub mod anthropic;
 pub mod kimi;
 pub mod ollama;
 pub mod openai_compat;
 pub mod opencode;
+mod reasoning;
 pub mod responses;
 
 use std::task::{Poll, ready};

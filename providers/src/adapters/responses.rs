@@ -14,13 +14,14 @@ use serde_json::{Map, Value, json};
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::http::{EndMarker, Upstream};
 use crate::openai::{
-    ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason,
+    ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason, Message,
     PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
 };
 use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
 use crate::stream::error_from_value;
 
+use super::reasoning::{self, ItemWriter};
 use super::{
     AnswerFormat, SseConverter, answer_format, convert_sse, format_refused, opening, system_text,
 };
@@ -31,30 +32,32 @@ const REASONING_FORMAT: &str = "openai-responses-v1";
 
 /// The reasoning items of an assistant message's `reasoning_details`, as
 /// Responses input: with `store:false` nothing is kept upstream, so a tool
-/// loop's reasoning goes back as the encrypted content it came out as.
-/// Items from other vendors, or without data or id, are left out.
-fn reasoning_items(details: Option<&Value>) -> Vec<Value> {
-    let Some(Value::Array(items)) = details else {
-        return Vec::new();
-    };
-    items
-        .iter()
+/// loop's reasoning goes back as the encrypted content it came out as. Only
+/// items this provider gave for this model go back: another caller's, or
+/// another model's, fail the whole request ("could not be verified").
+fn reasoning_input(provider: &str, model: &str, message: &Message) -> Vec<Value> {
+    reasoning::items(message)
         .filter_map(|item| {
-            let field = |key: &str| item.get(key).and_then(Value::as_str);
-            if field("type") != Some("reasoning.encrypted")
-                || !field("format").is_some_and(|f| f.starts_with("openai-responses"))
-            {
-                return None;
-            }
-            Some(json!({
-                "type": "reasoning",
-                "id": field("id").filter(|id| !id.is_empty())?,
-                "summary": [],
-                "encrypted_content": field("data").filter(|d| !d.is_empty())?,
-            }))
+            let field = |key: &str| reasoning::field(item, key);
+            let ours = field("type") == Some("reasoning.encrypted")
+                && field("format") == Some(REASONING_FORMAT)
+                && field(ISSUED_BY) == Some(provider)
+                && field(ISSUED_FOR) == Some(model);
+            ours.then(|| {
+                Some(json!({
+                    "type": "reasoning",
+                    "id": field("id")?,
+                    "summary": [],
+                    "encrypted_content": field("data")?,
+                }))
+            })?
         })
         .collect()
 }
+
+/// The keys of a reasoning item that name the provider and model that gave it.
+const ISSUED_BY: &str = "provider";
+const ISSUED_FOR: &str = "model";
 
 /// Chat fields the Responses API takes under the same name and meaning.
 const SAME_FIELDS: [&str; 4] = [
@@ -93,8 +96,11 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
                     Some(Content::Text(t)) => !t.is_empty(),
                     Some(Content::Parts(p)) => !p.is_empty(),
                 };
-                if m.role == Role::Assistant {
-                    input.extend(reasoning_items(m.extra.get("reasoning_details")));
+                // A reasoning item must be followed by what it led to.
+                if m.role == Role::Assistant
+                    && (has_content || m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()))
+                {
+                    input.extend(reasoning_input(provider, &request.model, m));
                 }
                 if has_content {
                     input.push(json!({ "role": role, "content": message_content(provider, i, m.role, m.content.as_ref())? }));
@@ -256,6 +262,8 @@ fn message_content(
 #[derive(Default)]
 pub(crate) struct StreamState {
     tool_index_by_item: HashMap<String, u32>,
+    /// The model asked, named on the reasoning items it gives (see [`ISSUED_FOR`]).
+    model: String,
     next_reasoning_index: u32,
     /// Whether the first output item has been announced to the client.
     opened: bool,
@@ -366,18 +374,16 @@ impl SseConverter for StreamState {
                 if field("type") != "reasoning" || field("encrypted_content").is_empty() {
                     return Ok(None);
                 }
-                let index = st.next_reasoning_index;
+                let mut item = ItemWriter::new(st.next_reasoning_index, REASONING_FORMAT)
+                    .with("id", field("id"))
+                    .with(ISSUED_BY, provider)
+                    .with(ISSUED_FOR, st.model.as_str());
                 st.next_reasoning_index += 1;
-                Some(ChatChunk::delta(Delta {
-                    reasoning_details: Some(vec![json!({
-                        "type": "reasoning.encrypted",
-                        "data": field("encrypted_content"),
-                        "id": field("id"),
-                        "format": REASONING_FORMAT,
-                        "index": index,
-                    })]),
-                    ..Delta::default()
-                }))
+                Some(ChatChunk::delta(Delta::reasoning_items(item.piece(
+                    "reasoning.encrypted",
+                    "data",
+                    field("encrypted_content"),
+                ))))
             }
             "response.output_text.delta" => {
                 Some(ChatChunk::delta(Delta::content(str_field("delta"))))
@@ -448,7 +454,10 @@ pub async fn stream_chat(
         upstream.provider().to_owned(),
         response.sse_events(&ended),
         &ended,
-        StreamState::default(),
+        StreamState {
+            model: request.model.clone(),
+            ..StreamState::default()
+        },
     ))
 }
 
@@ -660,7 +669,12 @@ mod tests {
             ev(json!({"type": "response.completed", "response": {}})),
         ];
         let mut assembler = crate::stream::Assembler::default();
-        for chunk in convert_all(StreamState::default(), events) {
+        let state = StreamState {
+            model: "gpt-5.4".into(),
+            ..StreamState::default()
+        };
+        // `convert_all` names its provider "z".
+        for chunk in convert_all(state, events) {
             assembler.push(&chunk.unwrap());
         }
         let meta = crate::stream::ResponseMeta {
@@ -675,17 +689,24 @@ mod tests {
             details,
             vec![
                 json!({"type": "reasoning.encrypted", "data": "gAAAA-enc", "id": "rs_1",
-                        "format": "openai-responses-v1", "index": 0})
+                        "format": "openai-responses-v1", "index": 0,
+                        "provider": "z", "model": "gpt-5.4"})
             ]
         );
-        let mut sent_back = details;
-        // Claude's reasoning, and an item without its id, cannot go to Responses.
-        sent_back.push(
+        let mut sent_back = details.clone();
+        // Only this provider's items for this model go back: not Claude's,
+        // not one without its id, not another caller's or another model's.
+        let foreign = |key: &str, value: Value| {
+            let mut item = details[0].clone();
+            item[key] = value;
+            item
+        };
+        sent_back.extend([
             json!({"type": "reasoning.encrypted", "data": "x", "format": "anthropic-claude-v1"}),
-        );
-        sent_back.push(
-            json!({"type": "reasoning.encrypted", "data": "y", "format": "openai-responses-v1"}),
-        );
+            foreign("id", Value::Null),
+            foreign("provider", json!("openrouter")),
+            foreign("model", json!("gpt-5.5")),
+        ]);
         let req: ChatRequest = serde_json::from_value(json!({
             "model": "gpt-5.4",
             "messages": [
@@ -697,14 +718,25 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "w"}}]
         }))
         .unwrap();
-        let body = to_responses_request("opencode", &req).unwrap();
+        let body = to_responses_request("z", &req).unwrap();
         assert_eq!(body["include"], json!(["reasoning.encrypted_content"]));
         assert_eq!(
             body["input"][1],
             json!({"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-enc"})
         );
         assert_eq!(body["input"][2]["type"], "function_call");
-        assert_eq!(body["input"].as_array().unwrap().len(), 4);
+        assert_eq!(body["input"].as_array().unwrap().len(), 4, "{body}");
+        // Reasoning that led to nothing (cut off) is not sent: Responses
+        // refuses a reasoning item without what followed it.
+        let cut: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "messages": [{"role": "user", "content": "weather?"},
+                         {"role": "assistant", "content": "", "reasoning_details": details},
+                         {"role": "user", "content": "go on"}]
+        }))
+        .unwrap();
+        let body = to_responses_request("z", &cut).unwrap();
+        assert_eq!(body["input"].as_array().unwrap().len(), 2, "{body}");
         // No tools, no loop to keep reasoning for.
         let plain: ChatRequest = serde_json::from_value(
             json!({"model": "gpt-5.4", "messages": [{"role": "user", "content": "hi"}]}),

@@ -823,7 +823,7 @@ async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
     assert_eq!(
         message["reasoning_details"],
         json!([{"type": "reasoning.encrypted", "data": "fake-encrypted-reasoning", "id": "rs_1",
-                "format": "openai-responses-v1", "index": 0}]),
+                "format": "openai-responses-v1", "index": 0, "provider": "opencode", "model": "gpt-5.4"}]),
         "{body}"
     );
     let mut history = user("weather?");
