@@ -863,6 +863,27 @@ mod tests {
         })
     }
 
+    fn block_start(index: u64, block: Value) -> Result<SseEvent, ProviderError> {
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        )
+    }
+
+    fn block_delta(index: u64, delta: Value) -> Result<SseEvent, ProviderError> {
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": index, "delta": delta}),
+        )
+    }
+
+    fn block_stop(index: u64) -> Result<SseEvent, ProviderError> {
+        ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": index}),
+        )
+    }
+
     #[test]
     fn stream_converts_tool_use_with_running_index_and_stops() {
         let events = vec![
@@ -925,12 +946,6 @@ mod tests {
                 json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": "now", "input": {}}}),
             )
         };
-        let stop = |index: u64| {
-            ev(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            )
-        };
         let events = vec![
             block(0, "toolu_a"),
             // Claude may send one empty piece, or none at all.
@@ -938,15 +953,15 @@ mod tests {
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}),
             ),
-            stop(0),
+            block_stop(0),
             block(1, "toolu_b"),
             ev(
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"tz\":\"UTC\"}"}}),
             ),
-            stop(1),
+            block_stop(1),
             block(2, "toolu_c"),
-            stop(2),
+            block_stop(2),
             ev(
                 "message_delta",
                 json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 3}}),
@@ -966,47 +981,29 @@ mod tests {
 
     #[test]
     fn signed_thinking_goes_to_the_client_and_back_to_claude() {
-        let delta = |index: u64, delta: Value| {
-            ev(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": index, "delta": delta}),
-            )
-        };
-        let block = |index: u64, block: Value| {
-            ev(
-                "content_block_start",
-                json!({"type": "content_block_start", "index": index, "content_block": block}),
-            )
-        };
-        let stop = |index: u64| {
-            ev(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": index}),
-            )
-        };
         let events = vec![
-            block(0, json!({"type": "thinking", "thinking": ""})),
-            delta(0, json!({"type": "thinking_delta", "thinking": "Oslo is "})),
-            delta(
+            block_start(0, json!({"type": "thinking", "thinking": ""})),
+            block_delta(0, json!({"type": "thinking_delta", "thinking": "Oslo is "})),
+            block_delta(
                 0,
                 json!({"type": "thinking_delta", "thinking": "in Norway."}),
             ),
-            delta(
+            block_delta(
                 0,
                 json!({"type": "signature_delta", "signature": "EqQBsig"}),
             ),
-            stop(0),
-            block(1, json!({"type": "redacted_thinking", "data": "EmwKAhgB"})),
-            stop(1),
-            block(
+            block_stop(0),
+            block_start(1, json!({"type": "redacted_thinking", "data": "EmwKAhgB"})),
+            block_stop(1),
+            block_start(
                 2,
                 json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}),
             ),
-            delta(
+            block_delta(
                 2,
                 json!({"type": "input_json_delta", "partial_json": "{\"city\":\"Oslo\"}"}),
             ),
-            stop(2),
+            block_stop(2),
             ev(
                 "message_delta",
                 json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
@@ -1081,34 +1078,25 @@ mod tests {
 
     #[test]
     fn interleaved_thinking_goes_back_in_its_order() {
-        let start = |index: u64, block: Value| {
-            ev(
-                "content_block_start",
-                json!({"type": "content_block_start", "index": index, "content_block": block}),
-            )
-        };
-        let delta = |index: u64, delta: Value| {
-            ev(
-                "content_block_delta",
-                json!({"type": "content_block_delta", "index": index, "delta": delta}),
-            )
-        };
         let mut events = Vec::new();
         for (block, (thought, call)) in [(0, ("first", "toolu_a")), (2, ("second", "toolu_b"))] {
-            events.push(start(block, json!({"type": "thinking", "thinking": ""})));
-            events.push(delta(
+            events.push(block_start(
+                block,
+                json!({"type": "thinking", "thinking": ""}),
+            ));
+            events.push(block_delta(
                 block,
                 json!({"type": "thinking_delta", "thinking": thought}),
             ));
-            events.push(delta(
+            events.push(block_delta(
                 block,
                 json!({"type": "signature_delta", "signature": thought}),
             ));
-            events.push(start(
+            events.push(block_start(
                 block + 1,
                 json!({"type": "tool_use", "id": call, "name": "w", "input": {}}),
             ));
-            events.push(delta(
+            events.push(block_delta(
                 block + 1,
                 json!({"type": "input_json_delta", "partial_json": "{}"}),
             ));
