@@ -590,11 +590,11 @@ impl SseConverter for StreamState {
                     }
                     // Gateways may fill the block in at its start.
                     let mut pieces = Vec::new();
-                    for key in ["thinking", "signature"] {
-                        if !text(key).is_empty() {
-                            let name = if key == "thinking" { "text" } else { key };
-                            pieces.extend(item.piece("reasoning.text", name, text(key)));
-                        }
+                    if !text("thinking").is_empty() {
+                        pieces.extend(item.piece("reasoning.text", "text", text("thinking")));
+                    }
+                    if !text("signature").is_empty() {
+                        pieces.extend(item.piece("reasoning.text", "signature", text("signature")));
                     }
                     st.reasoning_by_block.insert(block_index, item);
                     if pieces.is_empty() {
@@ -784,7 +784,7 @@ pub async fn stream_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::convert_all;
+    use crate::adapters::{convert_all, convert_and_assemble};
 
     #[test]
     fn request_moves_system_and_tool_results() {
@@ -1009,11 +1009,10 @@ mod tests {
                 json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
             ),
         ];
-        let mut assembler = crate::stream::Assembler::default();
+        let (chunks, message) = convert_and_assemble(StreamState::default(), events);
         let mut live_reasoning = String::new();
         let mut pieces = Vec::new();
-        for chunk in convert_all(StreamState::default(), events) {
-            let chunk = chunk.unwrap();
+        for chunk in &chunks {
             if let Some(choice) = chunk.choices.first() {
                 live_reasoning.push_str(
                     choice
@@ -1024,19 +1023,12 @@ mod tests {
                 );
                 pieces.extend(choice.delta.reasoning_details.iter().flatten().cloned());
             }
-            assembler.push(&chunk);
         }
         assert_eq!(live_reasoning, "Oslo is in Norway.");
         // Each item names its format once, on its first piece: clients that
         // join pieces join every other string key.
         let formats: Vec<bool> = pieces.iter().map(|p| p.get("format").is_some()).collect();
         assert_eq!(formats, [true, false, false, true]);
-        let meta = crate::stream::ResponseMeta {
-            id: "m".into(),
-            created: 0,
-            model: "claude".into(),
-        };
-        let message = assembler.finish(&meta).choices.remove(0).message;
         let details = message.reasoning_details.clone().unwrap();
         assert_eq!(
             details,
@@ -1105,16 +1097,7 @@ mod tests {
             "message_delta",
             json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
         ));
-        let mut assembler = crate::stream::Assembler::default();
-        for chunk in convert_all(StreamState::default(), events) {
-            assembler.push(&chunk.unwrap());
-        }
-        let meta = crate::stream::ResponseMeta {
-            id: "m".into(),
-            created: 0,
-            model: "claude".into(),
-        };
-        let message = assembler.finish(&meta).choices.remove(0).message;
+        let (_, message) = convert_and_assemble(StreamState::default(), events);
         let details = message.reasoning_details.unwrap();
         assert_eq!(details[1]["after_tool_calls"], 1, "{details:?}");
         assert!(details[0].get("after_tool_calls").is_none());

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 
 use crate::error::ProviderError;
 use crate::http::Upstream;
-use crate::openai::{ChatRequest, Role};
+use crate::openai::{ChatRequest, Message, Role};
 use crate::provider::{ChatProvider, ChunkStream};
 
 use super::openai_compat;
@@ -58,7 +58,7 @@ fn fill_missing_reasoning(request: &mut ChatRequest) {
     // `-thinking` ones always think.
     let thinking_off =
         request.thinking_type() == Some("disabled") && fixes_sampling(&request.model);
-    let lacks = |m: &crate::openai::Message| {
+    let lacks = |m: &Message| {
         m.role == Role::Assistant
             && m.reasoning_content.is_none()
             && m.tool_calls.as_ref().is_some_and(|calls| !calls.is_empty())

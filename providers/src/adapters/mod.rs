@@ -197,3 +197,27 @@ pub(crate) fn convert_all<C: SseConverter>(
         .collect(),
     )
 }
+
+/// Converts `events` and joins the chunks as a non-stream answer does: the
+/// chunks (all converted without error) and choice 0's message.
+#[cfg(test)]
+pub(crate) fn convert_and_assemble<C: SseConverter>(
+    converter: C,
+    events: Vec<Result<SseEvent, ProviderError>>,
+) -> (Vec<ChatChunk>, crate::openai::ResponseMessage) {
+    let chunks: Vec<ChatChunk> = convert_all(converter, events)
+        .into_iter()
+        .map(|chunk| chunk.unwrap())
+        .collect();
+    let mut assembler = crate::stream::Assembler::default();
+    for chunk in &chunks {
+        assembler.push(chunk);
+    }
+    let meta = crate::stream::ResponseMeta {
+        id: "test".into(),
+        created: 0,
+        model: "test".into(),
+    };
+    let message = assembler.finish(&meta).choices.remove(0).message;
+    (chunks, message)
+}

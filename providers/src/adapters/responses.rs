@@ -43,14 +43,15 @@ fn reasoning_input(provider: &str, model: &str, message: &Message) -> Vec<Value>
                 && field("format") == Some(REASONING_FORMAT)
                 && field(ISSUED_BY) == Some(provider)
                 && field(ISSUED_FOR) == Some(model);
-            ours.then(|| {
-                Some(json!({
-                    "type": "reasoning",
-                    "id": field("id")?,
-                    "summary": [],
-                    "encrypted_content": field("data")?,
-                }))
-            })?
+            if !ours {
+                return None;
+            }
+            Some(json!({
+                "type": "reasoning",
+                "id": field("id")?,
+                "summary": [],
+                "encrypted_content": field("data")?,
+            }))
         })
         .collect()
 }
@@ -464,7 +465,7 @@ pub async fn stream_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::convert_all;
+    use crate::adapters::{convert_all, convert_and_assemble};
 
     fn with_format(format: Value) -> Result<Value, ProviderError> {
         let req: ChatRequest = serde_json::from_value(json!({
@@ -668,21 +669,12 @@ mod tests {
             ),
             ev(json!({"type": "response.completed", "response": {}})),
         ];
-        let mut assembler = crate::stream::Assembler::default();
         let state = StreamState {
             model: "gpt-5.4".into(),
             ..StreamState::default()
         };
         // `convert_all` names its provider "z".
-        for chunk in convert_all(state, events) {
-            assembler.push(&chunk.unwrap());
-        }
-        let meta = crate::stream::ResponseMeta {
-            id: "r".into(),
-            created: 0,
-            model: "gpt-5.4".into(),
-        };
-        let message = assembler.finish(&meta).choices.remove(0).message;
+        let (_, message) = convert_and_assemble(state, events);
         assert_eq!(message.reasoning_content.as_deref(), Some("Plan."));
         let details = message.reasoning_details.unwrap();
         assert_eq!(
