@@ -333,8 +333,7 @@ impl Upstream {
         if status.is_success() {
             return Ok(response);
         }
-        // The body of an error is small; a broken one still yields the status.
-        let body = response.bytes().await.unwrap_or_default();
+        let body = response.error_body().await;
         Err(ProviderError::Upstream {
             provider: self.0.provider.clone(),
             kind: UpstreamErrorKind::from_status(status.as_u16()),
@@ -408,7 +407,23 @@ enum Body {
     Tls(reqwest::Response),
 }
 
+/// Most of an error answer's body read. Its message is a few hundred bytes;
+/// an upstream must not make the proxy hold an endless one.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
 impl Response {
+    /// The start of an error answer's body: at most [`MAX_ERROR_BODY`] bytes,
+    /// read within one read timeout in all. What arrived is kept when the
+    /// body breaks off or stalls: the status alone still makes the error.
+    async fn error_body(self) -> Bytes {
+        let timeout = self.upstream.0.timeouts.read;
+        // Never marked ended: a body left unread closes its connection.
+        let chunks = self.into_stream(&EndMarker::default());
+        let mut kept = BytesMut::new();
+        let _ = tokio::time::timeout(timeout, read_prefix(chunks, &mut kept, MAX_ERROR_BODY)).await;
+        kept.freeze()
+    }
+
     /// The whole body.
     pub async fn bytes(self) -> Result<Bytes, ProviderError> {
         let upstream = self.upstream;
@@ -473,6 +488,20 @@ impl Response {
     ) -> impl Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin + 'static {
         let provider = self.upstream.0.provider.clone();
         ndjson_lines(provider, self.into_stream(ended))
+    }
+}
+
+/// Reads `chunks` into `kept` until it holds `limit` bytes, or they end or fail.
+async fn read_prefix<S>(mut chunks: S, kept: &mut BytesMut, limit: usize)
+where
+    S: Stream<Item = Result<Bytes, ProviderError>> + Unpin,
+{
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if kept.len() >= limit {
+            return;
+        }
     }
 }
 
@@ -711,6 +740,24 @@ mod tests {
         }
         let err = Upstream::new("t", "not a url", Auth::None, timeouts()).unwrap_err();
         assert!(err.to_string().contains("bad base URL"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_error_body_is_read_up_to_its_cap_and_kept_when_it_breaks_off() {
+        let piece = || Ok(Bytes::from(vec![b'x'; 1000]));
+        let endless_enough = futures::stream::iter((0..1000).map(|_| piece()));
+        let mut kept = BytesMut::new();
+        read_prefix(endless_enough, &mut kept, MAX_ERROR_BODY).await;
+        assert_eq!(kept.len(), MAX_ERROR_BODY);
+
+        let broken = futures::stream::iter(vec![
+            piece(),
+            Err(ProviderError::protocol("t", "cut")),
+            piece(),
+        ]);
+        let mut kept = BytesMut::new();
+        read_prefix(broken, &mut kept, MAX_ERROR_BODY).await;
+        assert_eq!(kept.len(), 1000, "what came before the break is kept");
     }
 
     #[test]

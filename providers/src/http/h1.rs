@@ -252,6 +252,9 @@ impl Client {
             Ok(Err(e)) => return Err(Attempt::Failed(e.into())),
             Err(_) => return Err(Attempt::Failed(Error::Timeout(self.read_timeout))),
         }
+        // One deadline for the whole head: an upstream that drips it a byte
+        // at a time must not hold the request for a read timeout per byte.
+        let deadline = tokio::time::Instant::now() + self.read_timeout;
         let mut answered = false;
         let head = loop {
             match parse_head(&conn.buffer).map_err(Attempt::Failed)? {
@@ -272,7 +275,7 @@ impl Client {
                 None => {}
             }
             let nothing_yet = !answered && conn.buffer.is_empty();
-            match read_more(&mut conn, self.read_timeout).await {
+            match read_more(&mut conn, deadline, self.read_timeout).await {
                 Ok(0) if nothing_yet => return Err(Attempt::Unanswered),
                 Ok(0) => return Err(Attempt::Failed(Error::Closed)),
                 Ok(_) => {}
@@ -325,9 +328,15 @@ fn poll_read_more(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result
     tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.buffer)
 }
 
-async fn read_more(conn: &mut Conn, timeout: Duration) -> Result<usize, Error> {
+/// Reads more of a response head, failing at `deadline` (the read timeout,
+/// `timeout`, after the request was written).
+async fn read_more(
+    conn: &mut Conn,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<usize, Error> {
     let read = std::future::poll_fn(|cx| poll_read_more(conn, cx));
-    match tokio::time::timeout(timeout, read).await {
+    match tokio::time::timeout_at(deadline, read).await {
         Ok(read) => Ok(read?),
         Err(_) => Err(Error::Timeout(timeout)),
     }
@@ -1178,6 +1187,25 @@ mod tests {
         let client = client_with_read_timeout(port, Duration::from_millis(100));
         let response = client.send(&get("/")).await.unwrap();
         assert_eq!(response.body.bytes().await.unwrap(), "xxxxxxxx");
+    }
+
+    #[tokio::test]
+    async fn a_head_dripped_slower_than_the_read_timeout_in_all_times_out() {
+        // Each header line 30 ms after the last, every wait under the 100 ms
+        // limit, but the head takes 270 ms in all.
+        let pieces = (0..8)
+            .map(|_| (Duration::from_millis(30), &b"x-pad: 1\r\n"[..]))
+            .chain([(
+                Duration::from_millis(30),
+                &b"content-length: 2\r\n\r\nok"[..],
+            )])
+            .collect();
+        let port = paced_server(b"HTTP/1.1 200 OK\r\n", pieces).await;
+        let client = client_with_read_timeout(port, Duration::from_millis(100));
+        assert!(matches!(
+            client.send(&get("/")).await,
+            Err(Error::Timeout(t)) if t == Duration::from_millis(100)
+        ));
     }
 
     #[tokio::test]
