@@ -11,13 +11,14 @@
 //!
 //! Store layout:
 //! ```text
-//! memory/pathway.jsonl             compacted traces
+//! memory/pathway.jsonl             compacted traces (a first line names the folded segments)
 //! memory/pathway/<segment>.jsonl   appended since the last compaction
 //! memory/playbook.jsonl            compacted outcomes
 //! memory/playbook/<segment>.jsonl  appended since the last compaction
 //! ```
-//! Every line is a whole record (an upsert by id), so replaying a segment twice
-//! (a crash between a compaction's write and its cleanup) changes nothing.
+//! Every line is a whole record (an upsert by id). A segment a crash left
+//! behind after its compaction wrote the base (before its cleanup) is named
+//! in the base's first line and not replayed again.
 
 pub mod error;
 pub mod log;

@@ -6,13 +6,20 @@
 //! replicas since names never collide). Replay reads the base, then the
 //! segments in name (time) order. Compaction folds everything into a new base
 //! and deletes the segments it read; segments written meanwhile stay.
+//!
+//! Replay is safe against a compaction in another replica. A base written by
+//! compaction starts with a header line naming the segments folded into it.
+//! Replay lists the segments first, then reads the base, and skips the
+//! segments its header names (still there until the compaction deletes them).
+//! A listed segment that is gone and not named was folded into a base newer
+//! than the one read, so the replay starts again.
 //! Retention ([`JsonlLog::prune_before`]) deletes whole segments by the time
 //! their name starts with, so it reads nothing.
 //!
 //! Lines that do not parse (corruption, a truncated tail from a hand copy) are
 //! skipped and counted, never fatal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,6 +53,39 @@ pub struct JsonlLog {
 /// How long a compaction's lease keeps other replicas from compacting the
 /// same log; an older lease was left by a replica that stopped mid-way.
 const COMPACTION_LEASE: Duration = Duration::from_secs(600);
+
+/// How many times a replay starts again when compactions keep folding the
+/// segments it listed; past that it fails with a conflict.
+const REPLAY_ATTEMPTS: usize = 5;
+
+/// The first line of a base written by compaction: the segment keys folded
+/// into it. The field name is one no record has, so a header is never read
+/// as a record.
+#[derive(Serialize, Deserialize)]
+struct BaseHeader {
+    lakehouse_log_base: Folded,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Folded {
+    folded: Vec<String>,
+}
+
+const HEADER_START: &[u8] = b"{\"lakehouse_log_base\":";
+
+/// The segments a base names as folded into it, and its record lines.
+/// A base without a header (written before headers, or by hand) folded
+/// nothing that could still be listed.
+fn split_base(base: &[u8]) -> Result<(HashSet<String>, &[u8])> {
+    if !base.starts_with(HEADER_START) {
+        return Ok((HashSet::new(), base));
+    }
+    let end = base.iter().position(|b| *b == b'\n').unwrap_or(base.len());
+    let header: BaseHeader = serde_json::from_slice(&base[..end])
+        .map_err(|e| MemoryError::InvalidInput(format!("unreadable log base header: {e}")))?;
+    let rest = base.get(end + 1..).unwrap_or_default();
+    Ok((header.lakehouse_log_base.folded.into_iter().collect(), rest))
+}
 
 /// The body of a compaction lease.
 #[derive(Deserialize)]
@@ -175,31 +215,61 @@ impl JsonlLog {
         Ok(())
     }
 
-    /// Reads the base and every segment.
+    /// Reads the base and every segment not folded into it, starting again
+    /// when a compaction elsewhere folds listed segments meanwhile.
     pub async fn replay<T: DeserializeOwned>(&self) -> Result<Replay<T>> {
+        for _ in 0..REPLAY_ATTEMPTS {
+            let listed = self.segment_keys().await?;
+            if let Some(replay) = self.read_listed(listed).await? {
+                return Ok(replay);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "{} was compacted elsewhere {REPLAY_ATTEMPTS} times while it was read; try again",
+            self.name
+        ))
+        .into())
+    }
+
+    /// Reads the base, then the `listed` segments its header does not name.
+    /// `None` when one of those is gone: a compaction newer than the base
+    /// read has folded it (or retention removed it), so the caller lists again.
+    async fn read_listed<T: DeserializeOwned>(
+        &self,
+        listed: Vec<String>,
+    ) -> Result<Option<Replay<T>>> {
         let mut replay = Replay {
             records: Vec::new(),
             skipped: 0,
             segments: Vec::new(),
         };
+        let mut folded = HashSet::new();
         if let Some(base) = self.objects.get_opt(&self.base_key()).await? {
-            replay.skipped += parse_lines(&base, &mut replay.records);
+            let (named, records) = split_base(&base)?;
+            folded = named;
+            replay.skipped += parse_lines(records, &mut replay.records);
         }
-        replay.segments = self.segment_keys().await?;
-        for key in &replay.segments {
-            // A segment deleted by a concurrent compaction is in the new base.
-            if let Some(bytes) = self.objects.get_opt(key).await? {
-                replay.skipped += parse_lines(&bytes, &mut replay.records);
+        for key in &listed {
+            if folded.contains(key) {
+                continue;
             }
+            let Some(bytes) = self.objects.get_opt(key).await? else {
+                return Ok(None);
+            };
+            replay.skipped += parse_lines(&bytes, &mut replay.records);
         }
-        Ok(replay)
+        // Every listed segment is the compaction's to delete, folded or not.
+        replay.segments = listed;
+        Ok(Some(replay))
     }
 
     /// Reads the log from its end: `take` gets the records of each segment
     /// (in log order), newest segment first and the base last, until it
     /// answers `Break`. For readers that want only the tail of a long log,
     /// which `replay` would read (and hold) whole. Returns the number of
-    /// lines that could not be read.
+    /// lines that could not be read. Meant for logs that are pruned, not
+    /// compacted: a compaction elsewhere during the read may hand over the
+    /// records of a folded segment twice, once from it and once from the base.
     pub async fn replay_newest<T: DeserializeOwned>(
         &self,
         mut take: impl FnMut(Vec<T>) -> ControlFlow<()>,
@@ -207,13 +277,19 @@ impl JsonlLog {
         let mut skipped = 0;
         let mut keys = self.segment_keys().await?;
         keys.reverse();
-        keys.push(self.base_key());
+        let base_key = self.base_key();
+        keys.push(base_key.clone());
         for key in keys {
             let Some(bytes) = self.objects.get_opt(&key).await? else {
                 continue;
             };
             let mut records = Vec::new();
-            skipped += parse_lines(&bytes, &mut records);
+            let lines = if key == base_key {
+                split_base(&bytes)?.1
+            } else {
+                &bytes[..]
+            };
+            skipped += parse_lines(lines, &mut records);
             if take(records).is_break() {
                 break;
             }
@@ -342,9 +418,13 @@ impl JsonlLog {
             latest.insert(k, record);
         }
         let records: Vec<T> = order.iter().filter_map(|k| latest.remove(k)).collect();
-        self.objects
-            .put(&self.base_key(), Self::encode(&records)?)
-            .await?;
+        let header = BaseHeader {
+            lakehouse_log_base: Folded {
+                folded: replay.segments.clone(),
+            },
+        };
+        let base = vec![Self::encode(&[header])?, Self::encode(&records)?];
+        self.objects.put_parts(&self.base_key(), base).await?;
         for segment in &replay.segments {
             if let Err(e) = self.objects.delete(segment).await {
                 tracing::warn!("compaction left segment {segment}: {e}");
@@ -444,6 +524,69 @@ mod tests {
         let replay = log.replay::<u32>().await.unwrap();
         assert_eq!(replay.records, [0, 1, 2, 3, 4, 5, 6]);
         assert_eq!((replay.skipped, replay.segments.len()), (1, 3));
+    }
+
+    #[tokio::test]
+    async fn a_replay_skips_segments_the_base_folded_and_lists_again_when_one_vanished() {
+        let log = log();
+        // Another replica over the same store.
+        let other = JsonlLog::new(log.objects.clone(), "test/log");
+        log.append(&[1u32]).await.unwrap();
+        log.append(&[2u32]).await.unwrap();
+        let listed = log.segment_keys().await.unwrap();
+        let kept: Vec<Bytes> = {
+            let mut kept = Vec::new();
+            for key in &listed {
+                kept.push(log.objects.get_opt(key).await.unwrap().unwrap());
+            }
+            kept
+        };
+
+        // The other replica compacts between this one's listing and its
+        // reading: the folded segments are found in the new base, once.
+        other.compact(|n: &u32| n.to_string()).await.unwrap();
+        other.append(&[3u32]).await.unwrap();
+        let replay = log
+            .read_listed::<u32>(listed.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((replay.records, replay.skipped), (vec![1, 2], 0));
+
+        // A compaction that wrote its base but has not yet deleted what it
+        // folded: those segments are not read twice, and the next compaction
+        // deletes them.
+        for (key, bytes) in listed.iter().zip(kept) {
+            log.objects.put(key, bytes).await.unwrap();
+        }
+        let replay = log.replay::<u32>().await.unwrap();
+        assert_eq!((replay.records, replay.skipped), (vec![1, 2, 3], 0));
+        assert_eq!(replay.segments.len(), 3);
+        let mut newest_first = Vec::new();
+        log.replay_newest::<u32>(|records| {
+            newest_first.push(records);
+            ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            newest_first.last().unwrap(),
+            &[1, 2],
+            "the header is no record"
+        );
+        let report = log.compact(|n: &u32| n.to_string()).await.unwrap();
+        assert_eq!((report.records, report.segments_removed), (3, 3));
+        assert!(log.segment_keys().await.unwrap().is_empty());
+
+        // A listed segment that is gone and that the base does not name was
+        // folded into a base newer than the one read: the replay lists again.
+        log.append(&[4u32]).await.unwrap();
+        log.append(&[5u32]).await.unwrap();
+        let listed = log.segment_keys().await.unwrap();
+        log.objects.delete(&listed[0]).await.unwrap();
+        assert!(log.read_listed::<u32>(listed).await.unwrap().is_none());
+        let replay = log.replay::<u32>().await.unwrap();
+        assert_eq!(replay.records, [1, 2, 3, 5]);
     }
 
     #[tokio::test]
