@@ -133,6 +133,11 @@ async fn chat(state: &FakeState, flavour: Flavour, endpoint: Endpoint, bytes: &B
     if endpoint == Endpoint::Messages && !input.has_max_tokens {
         return json_with(StatusCode::BAD_REQUEST, &anthropic::missing_max_tokens());
     }
+    if endpoint == Endpoint::Responses
+        && let Some(refused) = responses::unverifiable_reasoning(&body)
+    {
+        return json_with(StatusCode::BAD_REQUEST, &refused);
+    }
     if let Some(Fault::Status(status)) = directives.fault {
         return error(flavour, status, &format!("fake upstream fault {status}"));
     }

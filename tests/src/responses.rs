@@ -39,6 +39,24 @@ fn response(plan: &Plan, status: &str, output: Vec<Value>, usage: Value) -> Valu
 /// What a reasoning item carries when `include` asks for its encrypted content.
 const ENCRYPTED_REASONING: &str = "fake-encrypted-reasoning";
 
+/// OpenAI's 400 for a reasoning input item whose encrypted content this
+/// fake did not give (another organisation's, or a damaged copy).
+pub(crate) fn unverifiable_reasoning(body: &Value) -> Option<Value> {
+    let foreign = body["input"].as_array()?.iter().find(|item| {
+        item["type"] == "reasoning" && item["encrypted_content"] != ENCRYPTED_REASONING
+    })?;
+    let message = format!(
+        "The encrypted content for item {} could not be verified. Reason: Encrypted content could not be decrypted or parsed.",
+        foreign["id"].as_str().unwrap_or_default()
+    );
+    Some(json!({
+        "error": {
+            "message": message, "type": "invalid_request_error",
+            "param": null, "code": "invalid_encrypted_content",
+        }
+    }))
+}
+
 /// The finished reasoning item.
 fn reasoning_item() -> Value {
     json!({

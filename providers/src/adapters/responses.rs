@@ -443,13 +443,45 @@ impl SseConverter for StreamState {
     }
 }
 
-/// Sends the request to `{base}/responses`.
+/// Whether `error` is OpenAI's refusal of reasoning items it cannot decrypt
+/// (`invalid_encrypted_content`, "The encrypted content ... could not be verified").
+fn is_unverifiable_reasoning(error: &ProviderError) -> bool {
+    matches!(error, ProviderError::Upstream { status: Some(400), message, .. }
+        if message.contains("encrypted content") && message.contains("could not be verified"))
+}
+
+/// `body` without its reasoning input items; `None` when it had none.
+fn without_reasoning(mut body: Value) -> Option<Value> {
+    let input = body.get_mut("input")?.as_array_mut()?;
+    let before = input.len();
+    input.retain(|item| item["type"] != "reasoning");
+    (input.len() < before).then_some(body)
+}
+
+/// Sends the request to `{base}/responses`; when the upstream cannot verify
+/// the reasoning items sent back, once more without them.
 pub async fn stream_chat(
     upstream: &Upstream,
     request: &ChatRequest,
 ) -> Result<ChunkStream, ProviderError> {
     let body = to_responses_request(upstream.provider(), request)?;
-    let response = upstream.post_json("/responses", &body, &[]).await?;
+    let response = match upstream.post_json("/responses", &body, &[]).await {
+        // The blob was right for the caller that got it, but this request
+        // reached another organisation (a gateway rotating its keys): the
+        // conversation goes on without the reasoning rather than failing.
+        Err(e) if is_unverifiable_reasoning(&e) => {
+            let Some(body) = without_reasoning(body) else {
+                return Err(e);
+            };
+            tracing::warn!(
+                provider = upstream.provider(),
+                model = %request.model,
+                "the upstream could not verify the reasoning items sent back; sent again without them"
+            );
+            upstream.post_json("/responses", &body, &[]).await?
+        }
+        sent => sent?,
+    };
     let ended = EndMarker::default();
     Ok(convert_sse(
         upstream.provider().to_owned(),
@@ -740,6 +772,40 @@ mod tests {
                 .get("include")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn only_unverifiable_reasoning_is_sent_again_and_then_without_its_items() {
+        let refused = |status, message: &str| ProviderError::Upstream {
+            provider: "opencode".into(),
+            kind: UpstreamErrorKind::from_status(status),
+            status: Some(status),
+            message: message.into(),
+            retry_after: None,
+        };
+        let unverifiable =
+            "The encrypted content for item rs_1 could not be verified. (invalid_request_error)";
+        assert!(is_unverifiable_reasoning(&refused(400, unverifiable)));
+        assert!(!is_unverifiable_reasoning(&refused(500, unverifiable)));
+        assert!(!is_unverifiable_reasoning(&refused(
+            400,
+            "max_output_tokens too large"
+        )));
+
+        let body = json!({"input": [
+            {"role": "user", "content": "hi"},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "x"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        ]});
+        let sent_again = without_reasoning(body).unwrap();
+        let kinds: Vec<&Value> = sent_again["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| &item["type"])
+            .collect();
+        assert_eq!(kinds, [&Value::Null, &json!("function_call")]);
+        assert_eq!(without_reasoning(sent_again), None, "nothing left to drop");
     }
 
     #[test]

@@ -842,6 +842,25 @@ async fn reasoning_comes_out_as_reasoning_content_and_goes_back_to_kimi() {
         "{input}"
     );
     assert_eq!(input[2]["type"], "function_call", "{input}");
+
+    // A blob the upstream cannot verify (the gateway sent this turn to another
+    // organisation) fails the request once; it goes again without it.
+    let details = &mut history[1]["reasoning_details"][0];
+    details["data"] = json!("blob-from-another-organisation");
+    let (status, body) = h
+        .chat(&json!({"model": "opencode/gpt-5.4", "messages": history, "tools": weather_tool()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let input = h.last_request("/zen/v1/responses").body["input"].clone();
+    assert!(
+        input
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["type"] != "reasoning"),
+        "{input}"
+    );
+    assert_eq!(input[1]["type"], "function_call", "{input}");
 }
 
 #[tokio::test]
