@@ -92,19 +92,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A temporary folder removed on drop.
-struct TempDir(PathBuf);
+/// A temporary folder removed on drop, so a cancelled request leaves nothing behind.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> Result<Self> {
+    /// A new folder `<temp>/lakehouse-<purpose>-<pid>-<unique>`.
+    pub fn new(purpose: &str) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
-            "lakehouse-ingest-{}-{}",
+            "lakehouse-{purpose}-{}-{}",
             std::process::id(),
             lakehouse_providers::openai::new_id("")
         ));
         std::fs::create_dir_all(&dir)
-            .map_err(|e| StoreError::Internal(format!("temp dir: {e}")))?;
+            .map_err(|e| StoreError::Internal(format!("cannot create a temporary folder: {e}")))?;
         Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -205,7 +211,7 @@ impl Store {
         let _guard = lock.lock().await;
         let manifest = self.catalog.get(name).await?;
         let settings = manifest.settings.clone();
-        let tmp = TempDir::new()?;
+        let tmp = TempDir::new("ingest")?;
         let parquet = tmp.0.join("data.parquet");
 
         progress.stage("parse", 1);
@@ -536,7 +542,10 @@ impl Store {
 
     /// Runs read-only SQL over every corpus (each a view by its name).
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
-        duck::check_read_only(sql)?;
+        // Refused before any corpus is read for it.
+        let engine = Arc::clone(&self.query);
+        let checked = sql.to_owned();
+        blocking(move || engine.check(&checked)).await?;
         let mut views = Vec::new();
         for manifest in self.catalog.list().await? {
             views.push(self.view_of(&manifest).await?);
@@ -560,5 +569,19 @@ impl Store {
             }
         }
         Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temporary_folder_goes_with_its_guard() {
+        let dir = TempDir::new("test").unwrap();
+        let path = dir.path().to_owned();
+        std::fs::write(path.join("upload"), b"x").unwrap();
+        drop(dir);
+        assert!(!path.exists());
     }
 }

@@ -9,7 +9,7 @@ use lakehouse_memory::playbook::SourceRef;
 use lakehouse_retrieval::catalog::{CorpusSettings, Manifest};
 use lakehouse_retrieval::duck::Format;
 use lakehouse_retrieval::embed::LOCAL;
-use lakehouse_retrieval::store::NoProgress;
+use lakehouse_retrieval::store::{NoProgress, TempDir};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -189,27 +189,16 @@ pub async fn ingest(
     let format = upload_format(q.format, &headers)?;
     // Fail fast on an unknown corpus, before reading the upload.
     state.store.corpus(&name).await?;
-    let dir = std::env::temp_dir().join(format!(
-        "lakehouse-upload-{}",
-        lakehouse_providers::openai::new_id("")
-    ));
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot create an upload folder: {e}")))?;
-    let path = dir.join("upload");
+    // Removed when this request ends, also when the client goes away mid-way.
+    let dir = TempDir::new("upload")?;
+    let path = dir.path().join("upload");
     let cap = state.store.objects().caps().other_bytes;
-    let result = async {
-        body_to_file(&headers, body, cap, &path).await?;
-        Ok::<_, ApiError>(
-            state
-                .store
-                .ingest_file(&name, &path, format, &NoProgress)
-                .await?,
-        )
-    }
-    .await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
-    Ok(Json(json!(result?)))
+    body_to_file(&headers, body, cap, &path).await?;
+    let manifest = state
+        .store
+        .ingest_file(&name, &path, format, &NoProgress)
+        .await?;
+    Ok(Json(json!(manifest)))
 }
 
 #[derive(Deserialize)]
