@@ -56,6 +56,10 @@ pub enum ProviderError {
         /// The upstream's own status, when the error came as an HTTP status.
         status: Option<u16>,
         message: String,
+        /// The upstream's own error `code` and `param` (OpenAI's shape, e.g.
+        /// `context_length_exceeded`, `insufficient_quota`): clients branch on them.
+        code: Option<String>,
+        param: Option<String>,
         retry_after: Option<Duration>,
     },
     /// No answer (headers or the next stream event) within the read timeout.
@@ -115,28 +119,40 @@ impl ProviderError {
             kind,
             status: None,
             message: message.into(),
+            code: None,
+            param: None,
             retry_after: None,
         }
     }
 }
 
-/// Upstream error bodies come in four shapes; this finds the human message in any of them.
+/// Upstream error bodies come in four shapes; this finds the human message in
+/// any of them, and OpenAI's `code` and `param` where given.
 ///
 /// Ollama `{"error":"s"}`, OpenAI/Kimi `{"error":{"message","type"}}`, OpenRouter
 /// `{"error":{"code":int,"message","metadata"}}`, Anthropic/Zen `{"type":"error","error":{"type","message"}}`.
 /// OpenRouter's own message for a provider's refusal is only "Provider
 /// returned error": the provider's answer (`metadata.raw`) and moderation
 /// reasons (`metadata.reasons`) are added, or the client learns nothing.
-pub fn error_message_from_body(body: &[u8]) -> String {
+pub fn error_from_body(body: &[u8]) -> ErrorBody {
     const MAX: usize = 2_000;
-    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+    let error = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            let mut message = message_of(error)?;
-            append_metadata(&mut message, error);
-            Some(message)
-        });
+        .and_then(|mut v| v.get_mut("error").map(serde_json::Value::take));
+    let text = |key: &str| {
+        error
+            .as_ref()
+            .and_then(|e| e.get(key))
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (code, param) = (text("code"), text("param"));
+    let from_json = error.as_ref().and_then(|error| {
+        let mut message = message_of(error)?;
+        append_metadata(&mut message, error);
+        Some(message)
+    });
     let mut message = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
     if message.is_empty() {
         message = "no error message".into();
@@ -145,7 +161,20 @@ pub fn error_message_from_body(body: &[u8]) -> String {
         message.truncate(crate::char_floor(&message, MAX));
         message.push('…');
     }
-    message
+    ErrorBody {
+        message,
+        code,
+        param,
+    }
+}
+
+/// What an upstream's error body says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub message: String,
+    /// A text `code` (OpenRouter's numeric ones repeat the status and are left out).
+    pub code: Option<String>,
+    pub param: Option<String>,
 }
 
 /// The message of an `error` value: a string, or an object's `message` and `type`.
@@ -252,59 +281,75 @@ pub(crate) fn retry_after_from(ms: Option<&[u8]>, retry_after: Option<&[u8]>) ->
 mod tests {
     use super::*;
 
+    fn message(body: &[u8]) -> String {
+        error_from_body(body).message
+    }
+
+    #[test]
+    fn keeps_the_upstreams_text_code_and_param() {
+        let body = error_from_body(
+            br#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+        );
+        assert_eq!(body.code.as_deref(), Some("context_length_exceeded"));
+        assert_eq!(body.param.as_deref(), Some("messages"));
+        let openrouter =
+            error_from_body(br#"{"error":{"code":402,"message":"Insufficient credits"}}"#);
+        assert_eq!((openrouter.code, openrouter.param), (None, None));
+    }
+
     #[test]
     fn finds_the_message_in_every_upstream_shape() {
         assert_eq!(
-            error_message_from_body(br#"{"error":"model 'x' not found"}"#),
+            message(br#"{"error":"model 'x' not found"}"#),
             "model 'x' not found"
         );
         assert_eq!(
-            error_message_from_body(br#"{"error":{"message":"Invalid Authentication","type":"invalid_authentication_error"}}"#),
+            message(br#"{"error":{"message":"Invalid Authentication","type":"invalid_authentication_error"}}"#),
             "Invalid Authentication (invalid_authentication_error)"
         );
         assert_eq!(
-            error_message_from_body(br#"{"error":{"code":402,"message":"Insufficient credits"}}"#),
+            message(br#"{"error":{"code":402,"message":"Insufficient credits"}}"#),
             "Insufficient credits"
         );
         assert_eq!(
-            error_message_from_body(
+            message(
                 br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
             ),
             "Overloaded (overloaded_error)"
         );
         // OpenRouter passing on a provider's refusal, and a moderation refusal.
         assert_eq!(
-            error_message_from_body(
+            message(
                 br#"{"error":{"code":400,"message":"Provider returned error","metadata":{"raw":"{\"error\":{\"message\":\"thinking is enabled but reasoning_content is missing\",\"type\":\"invalid_request_error\"}}","provider_name":"Moonshot"}}}"#
             ),
             "Provider returned error — Moonshot: thinking is enabled but reasoning_content is missing (invalid_request_error)"
         );
         assert_eq!(
-            error_message_from_body(
+            message(
                 br#"{"error":{"code":403,"message":"Input flagged","metadata":{"reasons":["harassment","violence"],"flagged_input":"..."}}}"#
             ),
             "Input flagged — reasons: harassment, violence"
         );
         assert_eq!(
-            error_message_from_body(
+            message(
                 br#"{"error":{"code":502,"message":"Provider returned error","metadata":{"raw":"upstream timed out","provider_name":"Fireworks"}}}"#
             ),
             "Provider returned error — Fireworks: upstream timed out"
         );
         assert_eq!(
-            error_message_from_body(
+            message(
                 br#"{"error":{"code":502,"message":"Provider returned error","metadata":{"raw":null}}}"#
             ),
             "Provider returned error"
         );
-        assert_eq!(error_message_from_body(b"Bad Gateway\n"), "Bad Gateway");
-        assert_eq!(error_message_from_body(b""), "no error message");
+        assert_eq!(message(b"Bad Gateway\n"), "Bad Gateway");
+        assert_eq!(message(b""), "no error message");
     }
 
     #[test]
     fn long_messages_are_cut_on_a_char_boundary() {
         let body = "é".repeat(3_000);
-        let message = error_message_from_body(body.as_bytes());
+        let message = message(body.as_bytes());
         assert!(message.len() <= 2_004);
         assert!(message.ends_with('…'));
     }

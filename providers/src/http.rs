@@ -14,7 +14,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
-use crate::error::{ProviderError, UpstreamErrorKind, error_message_from_body, retry_after};
+use crate::error::{ProviderError, UpstreamErrorKind, error_from_body, retry_after};
 use crate::sse::SseEvent;
 
 /// An API key. Its `Debug` never shows the value, so it cannot leak into logs.
@@ -333,12 +333,14 @@ impl Upstream {
         if status.is_success() {
             return Ok(response);
         }
-        let body = response.error_body().await;
+        let body = error_from_body(&response.error_body().await);
         Err(ProviderError::Upstream {
             provider: self.0.provider.clone(),
             kind: UpstreamErrorKind::from_status(status.as_u16()),
             status: Some(status.as_u16()),
-            message: self.redact(error_message_from_body(&body)),
+            message: self.redact(body.message),
+            code: body.code,
+            param: body.param,
             retry_after,
         })
     }

@@ -216,7 +216,12 @@ pub fn error_from_value(provider: &str, error: &Value) -> ProviderError {
         .and_then(Value::as_u64)
         .and_then(|c| u16::try_from(c).ok())
         .map_or(UpstreamErrorKind::Server, UpstreamErrorKind::from_status);
-    ProviderError::mid_stream(provider, kind, message)
+    let mut failure = ProviderError::mid_stream(provider, kind, message);
+    if let ProviderError::Upstream { code, param, .. } = &mut failure {
+        let text = |key: &str| error.get(key).and_then(Value::as_str).map(str::to_owned);
+        (*code, *param) = (text("code"), text("param"));
+    }
+    failure
 }
 
 /// Joins normalized chunks into the `chat.completion` a non-stream client gets.

@@ -102,6 +102,7 @@ fn router(state: SharedState) -> Router {
         .route("/v1/fanout", post(routes::fanout::fanout))
         .route("/v1/chat/providers", get(routes::models::providers))
         .route("/v1/models", get(routes::models::models))
+        .route("/v1/models/{*id}", get(routes::models::model))
         .route("/healthz", get(routes::models::healthz))
         .route("/metrics", get(routes::observe::metrics))
         .route("/admin", get(routes::console::page))

@@ -3,6 +3,7 @@
 //! the SDKs' retry rules (permanent failures are 4xx; `Retry-After` is passed
 //! on; `x-should-retry: false` where a retry cannot help).
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -18,7 +19,8 @@ use serde_json::json;
 pub struct ApiError {
     pub status: StatusCode,
     pub kind: &'static str,
-    pub code: Option<&'static str>,
+    /// Ours, or the upstream's own (`context_length_exceeded`, ...).
+    pub code: Option<Cow<'static, str>>,
     pub param: Option<String>,
     pub message: String,
     pub retry_after: Option<Duration>,
@@ -34,7 +36,7 @@ impl ApiError {
         Self {
             status,
             kind,
-            code,
+            code: code.map(Cow::Borrowed),
             param: None,
             message: message.into(),
             retry_after: None,
@@ -78,7 +80,7 @@ impl ApiError {
     }
 
     pub fn with_code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
+        self.code = Some(Cow::Borrowed(code));
         self
     }
 
@@ -98,12 +100,15 @@ impl ApiError {
     }
 
     fn should_retry(&self) -> bool {
-        if self.code == Some("upstream_auth_failed") {
+        if self.code.as_deref() == Some("upstream_auth_failed") {
             return false;
         }
-        // Out of credits is permanent, unless the upstream said when to come
-        // back (OpenRouter's in-flight budget: a 402 with `Retry-After`).
-        if self.status == StatusCode::PAYMENT_REQUIRED {
+        // Out of credits is permanent (a 402, or OpenAI's 429
+        // `insufficient_quota`), unless the upstream said when to come back
+        // (OpenRouter's in-flight budget: a 402 with `Retry-After`).
+        if self.status == StatusCode::PAYMENT_REQUIRED
+            || self.code.as_deref() == Some("insufficient_quota")
+        {
             return self.retry_after.is_some();
         }
         matches!(self.status.as_u16(), 408 | 409 | 429) || self.status.is_server_error()
@@ -134,7 +139,11 @@ impl From<ProviderError> for ApiError {
         let message = e.to_string();
         match e {
             ProviderError::Upstream {
-                kind, retry_after, ..
+                kind,
+                retry_after,
+                code: upstream_code,
+                param,
+                ..
             } => {
                 let (status, kind_name, code) = match kind {
                     UpstreamErrorKind::BadRequest => {
@@ -179,6 +188,19 @@ impl From<ProviderError> for ApiError {
                 };
                 let mut err = ApiError::new(status, kind_name, code, message);
                 err.retry_after = retry_after;
+                // What the client did, or its quota: the upstream's own code
+                // says more than ours. Auth, routing and server failures keep ours.
+                if matches!(
+                    kind,
+                    UpstreamErrorKind::BadRequest
+                        | UpstreamErrorKind::RateLimited
+                        | UpstreamErrorKind::PaymentRequired
+                ) {
+                    if let Some(upstream_code) = upstream_code {
+                        err.code = Some(Cow::Owned(upstream_code));
+                    }
+                    err.param = param;
+                }
                 err
             }
             ProviderError::Timeout { .. } => ApiError::new(
@@ -291,6 +313,8 @@ mod tests {
             kind,
             status: None,
             message: "m".into(),
+            code: None,
+            param: None,
             retry_after: Some(Duration::from_millis(1500)),
         })
     }
@@ -320,6 +344,40 @@ mod tests {
     }
 
     #[test]
+    fn the_upstreams_code_and_param_reach_the_client_and_spent_quota_is_not_retried() {
+        let refused = |kind, code: &str, param: Option<&str>| {
+            ApiError::from(ProviderError::Upstream {
+                provider: "p".into(),
+                kind,
+                status: None,
+                message: "m".into(),
+                code: Some(code.into()),
+                param: param.map(Into::into),
+                retry_after: None,
+            })
+        };
+        let long = refused(
+            UpstreamErrorKind::BadRequest,
+            "context_length_exceeded",
+            Some("messages"),
+        );
+        assert_eq!(long.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            long.body()["error"],
+            json!({"message": "p upstream error: m", "type": "invalid_request_error",
+                   "param": "messages", "code": "context_length_exceeded"})
+        );
+        let spent = refused(UpstreamErrorKind::RateLimited, "insufficient_quota", None);
+        assert_eq!(spent.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(spent.into_response().headers()["x-should-retry"], "false");
+        let busy = refused(UpstreamErrorKind::RateLimited, "rate_limit_exceeded", None);
+        assert_eq!(busy.into_response().headers()["x-should-retry"], "true");
+        // The proxy's own key refused: ours, not the upstream's, code.
+        let auth = refused(UpstreamErrorKind::Authentication, "invalid_api_key", None);
+        assert_eq!(auth.code.as_deref(), Some("upstream_auth_failed"));
+    }
+
+    #[test]
     fn embedder_failures_keep_their_upstream_kind() {
         let timeout = ApiError::from(StoreError::from(ProviderError::Timeout {
             provider: "ollama".into(),
@@ -331,6 +389,8 @@ mod tests {
             kind: UpstreamErrorKind::RateLimited,
             status: Some(429),
             message: "slow down".into(),
+            code: None,
+            param: None,
             retry_after: Some(Duration::from_secs(7)),
         }));
         assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);

@@ -557,7 +557,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.status, StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(error.code, Some("request_timeout"));
+        assert_eq!(error.code.as_deref(), Some("request_timeout"));
         drop(tx);
     }
 

@@ -150,6 +150,19 @@ def test_models_list(client):
     assert any(i.startswith("openrouter/") for i in ids)
 
 
+def test_models_retrieve_answers_listed_models_and_404s_the_rest(client):
+    # The SDK sends ids with slashes as they are; encoded ones work too.
+    for model_id in ["ollama/qwen3:8b", "tier/local_fast", "kimi/kimi-k2.6"]:
+        model = client.models.retrieve(model_id)
+        assert (model.id, model.object) == (model_id, "model")
+    assert client.models.retrieve("ollama/qwen3:8b").owned_by == "ollama"
+    encoded = httpx.get(f"{client.base_url}models/ollama%2Fqwen3:8b", headers={"authorization": f"Bearer {client.api_key}"})
+    assert encoded.status_code == 200 and encoded.json()["id"] == "ollama/qwen3:8b"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("ollama/no-such-model")
+    assert err.value.body["code"] == "model_not_found"
+
+
 def test_rate_limit_is_a_rate_limit_error(client):
     with pytest.raises(openai.RateLimitError) as err:
         client.chat.completions.create(model="kimi/kimi-k2.6", messages=[{"role": "user", "content": "x #fault=429"}])

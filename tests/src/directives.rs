@@ -9,6 +9,7 @@
 //! | `#tool` | one tool call `{"city":"Oslo"}` instead of text |
 //! | `#noid` | with `#tool` on Ollama: leave out the call id |
 //! | `#fault=STATUS` | that HTTP status with the flavour's error body (429 adds `Retry-After: 7`) |
+//! | `#fault=context` | a 400 for a prompt over the context length (OpenAI names it with `code` and `param`) |
 //! | `#fault=midstream` | two content events, then the flavour's mid-stream error |
 //! | `#fault=early` | the stream's opening events, then the mid-stream error before any content |
 //! | `#fault=drop` | two content events, then abort the connection |
@@ -23,6 +24,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
     Status(u16),
+    /// A 400 for a prompt longer than the model's context.
+    ContextLength,
     Midstream,
     /// The mid-stream error before any content event.
     Early,
@@ -78,6 +81,7 @@ fn parse_fault(value: &str) -> Option<Fault> {
         "early" => Some(Fault::Early),
         "drop" => Some(Fault::Drop),
         "garbage" => Some(Fault::Garbage),
+        "context" => Some(Fault::ContextLength),
         _ => value
             .parse::<u16>()
             .ok()

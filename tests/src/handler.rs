@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::directives::{Directives, Fault};
 use crate::flavour::{Endpoint, Flavour, Route, route};
 use crate::plan::{ChatInput, Ending, MIDSTREAM_MESSAGE, Plan};
-use crate::reply::{error, json_ok, json_with, played};
+use crate::reply::{context_length, error, json_ok, json_with, played};
 use crate::script::{Piece, Script};
 use crate::state::{Canned, FakeState, Recorded};
 use crate::{anthropic, ollama, openai, responses};
@@ -138,8 +138,12 @@ async fn chat(state: &FakeState, flavour: Flavour, endpoint: Endpoint, bytes: &B
     {
         return json_with(StatusCode::BAD_REQUEST, &refused);
     }
-    if let Some(Fault::Status(status)) = directives.fault {
-        return error(flavour, status, &format!("fake upstream fault {status}"));
+    match directives.fault {
+        Some(Fault::Status(status)) => {
+            return error(flavour, status, &format!("fake upstream fault {status}"));
+        }
+        Some(Fault::ContextLength) => return context_length(flavour),
+        _ => {}
     }
     let plan = Plan::new(flavour, &input, &directives);
     if plan.stream {

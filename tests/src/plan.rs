@@ -229,7 +229,7 @@ impl Plan {
             Some(Fault::Midstream | Fault::Early) => Ending::Midstream,
             Some(Fault::Drop) => Ending::Drop,
             Some(Fault::Garbage) => Ending::Garbage,
-            Some(Fault::Status(_)) | None => Ending::Normal,
+            Some(Fault::Status(_) | Fault::ContextLength) | None => Ending::Normal,
         };
         Self {
             flavour,

@@ -85,6 +85,18 @@ pub(crate) fn error_body(flavour: Flavour, status: u16, message: &str) -> Value 
     }
 }
 
+/// The refusal of a prompt longer than the model's context, in the flavour's
+/// shape; OpenAI names it with `code` and `param`.
+pub(crate) fn context_length(flavour: Flavour) -> Response {
+    const MESSAGE: &str = "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.";
+    let mut body = error_body(flavour, 400, MESSAGE);
+    if flavour == Flavour::OpenAi {
+        body["error"]["param"] = json!("messages");
+        body["error"]["code"] = json!("context_length_exceeded");
+    }
+    json_with(StatusCode::BAD_REQUEST, &body)
+}
+
 /// An error response in the flavour's shape; a 429 carries `Retry-After: 7`.
 pub(crate) fn error(flavour: Flavour, status: u16, message: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -781,6 +781,8 @@ mod tests {
             kind: UpstreamErrorKind::from_status(status),
             status: Some(status),
             message: message.into(),
+            code: None,
+            param: None,
             retry_after: None,
         };
         let unverifiable =

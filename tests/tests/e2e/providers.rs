@@ -942,6 +942,31 @@ async fn bad_requests_get_openai_errors() {
 }
 
 #[tokio::test]
+async fn an_upstream_refusal_keeps_its_code_and_param() {
+    let h = start().await;
+    // OpenAI names the refusal; clients branch on `code` to shorten and retry.
+    let (status, body) = h
+        .chat(&json!({"model": "plain/gpt-4o", "messages": user("x #fault=context")}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+    assert_eq!(body["error"]["param"], "messages", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum context length is 8192 tokens"),
+        "{body}"
+    );
+    // An upstream without codes (Kimi): the message alone, no invented code.
+    let (status, body) = h
+        .chat(&json!({"model": "kimi/kimi-k2.6", "messages": user("x #fault=context")}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], Value::Null, "{body}");
+}
+
+#[tokio::test]
 async fn slow_upstreams_time_out_with_504() {
     let h = start().await;
     let (status, body) = h
