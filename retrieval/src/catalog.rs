@@ -164,6 +164,15 @@ impl Catalog {
         Ok(manifest)
     }
 
+    /// The manifest as stored now (another process, such as the CLI beside
+    /// the server, may have changed it), cached for the next `get`.
+    pub async fn fresh(&self, name: &str) -> Result<Manifest> {
+        validate_name(name)?;
+        let manifest = self.read(name).await?;
+        self.set_cached(name, Some(manifest.clone()));
+        Ok(manifest)
+    }
+
     /// The manifest as stored, bypassing the cache.
     async fn read(&self, name: &str) -> Result<Manifest> {
         let bytes = self
@@ -233,19 +242,32 @@ impl Catalog {
     }
 
     /// Adds `file` (with the schema it was written with) and the index that now
-    /// covers it; a file already listed changes nothing.
+    /// covers it, built onto `based_on` (the index the manifest had when the
+    /// ingest began); a file already listed changes nothing. When the stored
+    /// manifest's index is no longer `based_on`, another process indexed rows
+    /// meanwhile that the new index lacks: a conflict, and nothing changes.
     pub async fn register(
         &self,
         name: &str,
         file: DataFile,
         schema: Vec<Column>,
         vectors: Option<VectorsRef>,
+        based_on: Option<&VectorsRef>,
     ) -> Result<(Manifest, bool)> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let mut manifest = self.read(name).await?;
         if manifest.files.iter().any(|f| f.sha256 == file.sha256) {
+            self.set_cached(name, Some(manifest.clone()));
             return Ok((manifest, false));
+        }
+        let index_of = |v: Option<&VectorsRef>| v.map(|v| v.index_key.clone());
+        if vectors.is_some() && index_of(manifest.vectors.as_ref()) != index_of(based_on) {
+            self.set_cached(name, Some(manifest.clone()));
+            return Err(StoreError::Conflict(format!(
+                "corpus {name:?} was indexed elsewhere meanwhile (now version {})",
+                manifest.version
+            )));
         }
         check_schema(name, &manifest.schema, &schema)?;
         manifest.schema = schema;

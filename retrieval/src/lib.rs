@@ -14,7 +14,7 @@
 //! ```text
 //! corpora/<name>/<sha256>.parquet     content-addressed ingested rows
 //! _catalog/<name>.json                manifest
-//! _vectors/<name>/<version>.usearch   HNSW index (+ .docs.json: row ids and embedded texts)
+//! _vectors/<name>/<version>-<unique>.usearch   HNSW index (+ .docs.json: row ids and embedded texts)
 //! ```
 
 pub mod catalog;

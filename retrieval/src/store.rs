@@ -37,6 +37,9 @@ impl Progress for NoProgress {
 
 /// Texts per embedding call during ingest.
 const EMBED_BATCH: usize = 256;
+/// How many times an ingest indexes its rows again when other processes keep
+/// registering versions of the corpus meanwhile.
+const MAX_REINDEX: usize = 3;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IngestReport {
@@ -209,7 +212,8 @@ impl Store {
     ) -> Result<IngestReport> {
         let lock = self.ingest_lock(name);
         let _guard = lock.lock().await;
-        let manifest = self.catalog.get(name).await?;
+        // As stored, not as cached: the CLI may have ingested beside the server.
+        let manifest = self.catalog.fresh(name).await?;
         let settings = manifest.settings.clone();
         let tmp = TempDir::new("ingest")?;
         let parquet = tmp.0.join("data.parquet");
@@ -258,11 +262,6 @@ impl Store {
         self.objects.put(&key, bytes).await?;
         progress.advance(size);
 
-        let vectors = if settings.embedder == NONE {
-            None
-        } else {
-            Some(self.embed_and_index(&manifest, &parquet, progress).await?)
-        };
         let data_file = DataFile {
             key: key.clone(),
             sha256: sha,
@@ -270,15 +269,45 @@ impl Store {
             bytes: size,
             added_at: now(),
         };
-        let (manifest, added) = self
-            .catalog
-            .register(
-                name,
-                data_file,
-                info.schema,
-                vectors.as_ref().map(|(r, _)| r.clone()),
-            )
-            .await?;
+        // Another process that registers between this one's read and its
+        // register would lose its rows from the index: the register refuses,
+        // and the rows are indexed again onto the newer index.
+        let mut base = manifest;
+        let mut attempts = 0;
+        let (manifest, added, vectors) = loop {
+            let vectors = if settings.embedder == NONE {
+                None
+            } else {
+                Some(self.embed_and_index(&base, &parquet, progress).await?)
+            };
+            let registered = self
+                .catalog
+                .register(
+                    name,
+                    data_file.clone(),
+                    info.schema.clone(),
+                    vectors.as_ref().map(|(r, _)| r.clone()),
+                    base.vectors.as_ref(),
+                )
+                .await;
+            match registered {
+                Ok((manifest, true)) => break (manifest, true, vectors),
+                Ok((manifest, false)) => {
+                    self.discard(vectors).await;
+                    break (manifest, false, None);
+                }
+                Err(StoreError::Conflict(reason)) if attempts < MAX_REINDEX => {
+                    attempts += 1;
+                    tracing::info!("{reason}; indexing the new rows again onto it");
+                    self.discard(vectors).await;
+                    base = self.catalog.fresh(name).await?;
+                }
+                Err(e) => {
+                    self.discard(vectors).await;
+                    return Err(e);
+                }
+            }
+        };
         if let Some((vectors, index)) = vectors {
             self.indexes.write().await.insert(
                 name.to_owned(),
@@ -297,8 +326,19 @@ impl Store {
         })
     }
 
+    /// Deletes an index that was built but not registered.
+    async fn discard(&self, vectors: Option<(VectorsRef, VectorIndex)>) {
+        let Some((vectors, _)) = vectors else { return };
+        for key in [&vectors.index_key, &vectors.docs_key] {
+            if let Err(e) = self.objects.delete(key).await {
+                tracing::warn!("cannot delete the unregistered index object {key}: {e}");
+            }
+        }
+    }
+
     /// Embeds the rows of `parquet`, extends the corpus index with them and stores
-    /// the new index under the next version; the catalog is not touched.
+    /// the new index under the next version (a name no other process writes);
+    /// the catalog is not touched.
     async fn embed_and_index(
         &self,
         manifest: &Manifest,
@@ -349,9 +389,12 @@ impl Store {
         })
         .await?;
         progress.advance(count);
+        // Unique per writer: two processes building the same version never
+        // overwrite each other's objects.
+        let unique = lakehouse_providers::openai::new_id("");
         let vectors = VectorsRef {
-            index_key: format!("_vectors/{name}/{version}.usearch"),
-            docs_key: format!("_vectors/{name}/{version}.docs.json"),
+            index_key: format!("_vectors/{name}/{version}-{unique}.usearch"),
+            docs_key: format!("_vectors/{name}/{version}-{unique}.docs.json"),
             count: index.len() as u64,
             dimensions: index.dimensions(),
         };
@@ -575,6 +618,89 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn open_store(root: &Path) -> Store {
+        let objects = Objects::open(&crate::objects::StoreConfig::Local {
+            root: root.to_owned(),
+            caps: crate::objects::Caps::default(),
+        })
+        .unwrap();
+        let local: Arc<dyn crate::embed::Embedder> =
+            Arc::new(crate::embed::LocalEmbedder::default());
+        Store::open(
+            objects,
+            Embedders::new(vec![local], 0),
+            QueryLimits::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_ingest_beside_another_process_keeps_every_row_indexed() {
+        let dir = TempDir::new("store-test").unwrap();
+        // The server and the CLI over one store: two processes, two caches.
+        let server = open_store(&dir.path().join("store")).await;
+        let cli = open_store(&dir.path().join("store")).await;
+        let settings = CorpusSettings {
+            text_columns: vec!["text".into()],
+            id_column: "id".into(),
+            embedder: crate::embed::LOCAL.into(),
+        };
+        server.create_corpus("lu", settings).await.unwrap();
+        let csv = |name: &str, rows: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("id,text\n{rows}")).unwrap();
+            path
+        };
+        let (a, b, c) = (
+            csv("a.csv", "a1,apples\na2,apricots\n"),
+            csv("b.csv", "b1,bananas\nb2,blueberries\n"),
+            csv("c.csv", "c1,cherries\nc2,currants\n"),
+        );
+        server
+            .ingest_file("lu", &a, Format::Csv, &NoProgress)
+            .await
+            .unwrap();
+        cli.ingest_file("lu", &b, Format::Csv, &NoProgress)
+            .await
+            .unwrap();
+        // The server's cache still says version 1; its ingest builds on version 2.
+        let report = server
+            .ingest_file("lu", &c, Format::Csv, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(report.version, 3);
+        let manifest = cli.catalog.fresh("lu").await.unwrap();
+        assert_eq!(manifest.vectors.as_ref().unwrap().count, 6);
+
+        // A register built on an index another process has since replaced is refused.
+        let stale = server.catalog.fresh("lu").await.unwrap();
+        let d = csv("d.csv", "d1,dates\n");
+        cli.ingest_file("lu", &d, Format::Csv, &NoProgress)
+            .await
+            .unwrap();
+        let file = DataFile {
+            key: "corpora/lu/x.parquet".into(),
+            sha256: "x".into(),
+            rows: 1,
+            bytes: 1,
+            added_at: now(),
+        };
+        let refused = server
+            .catalog
+            .register(
+                "lu",
+                file,
+                manifest.schema.clone(),
+                stale.vectors.clone(),
+                stale.vectors.as_ref(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::Conflict(_)), "{refused}");
+        assert_eq!(server.catalog.fresh("lu").await.unwrap().version, 4);
+    }
 
     #[test]
     fn a_temporary_folder_goes_with_its_guard() {

@@ -5,7 +5,7 @@
 //! Parquet files (the retrieval pre-hook is on every chat's path). Capacity is
 //! reserved ahead and doubles when full, so adding rows does not rebuild. An
 //! index is saved as two objects per catalog version,
-//! `_vectors/<corpus>/<version>.usearch` and `.docs.json`, and loaded back at start.
+//! `_vectors/<corpus>/<version>-<unique>.usearch` and `.docs.json`, and loaded back at start.
 
 use std::collections::HashMap;
 
