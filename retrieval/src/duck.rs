@@ -93,7 +93,11 @@ pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result
             Format::Jsonl | Format::Parquet => None,
         };
         precise.unwrap_or_else(|| {
-            StoreError::InvalidInput(format!("cannot read the {format:?} file: {e}"))
+            // The upload's temporary path means nothing to the client.
+            let reason = e
+                .to_string()
+                .replace(input.to_string_lossy().as_ref(), "the upload");
+            StoreError::InvalidInput(format!("cannot read the {format:?} file: {reason}"))
         })
     })?;
     parquet_info(&conn, output)

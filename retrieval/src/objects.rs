@@ -228,7 +228,11 @@ impl Objects {
 
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let path = validate_key(key)?;
-        Ok(self.inner.get(&path).await?.bytes().await?)
+        let read = async { self.inner.get(&path).await?.bytes().await };
+        match read.await {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(self.about(key, &path, e).await),
+        }
     }
 
     /// `None` when the object does not exist.
@@ -242,8 +246,30 @@ impl Objects {
 
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = validate_key(key)?;
-        self.inner.delete(&path).await?;
-        Ok(())
+        match self.inner.delete(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.about(key, &path, e).await),
+        }
+    }
+
+    /// The error of a read or delete of `key`, named by the key: the local
+    /// backend names its absolute file path, which clients need not see. A
+    /// key that is no object (a folder of the local backend fails with "Is a
+    /// directory") is not found rather than a backend failure, which clients
+    /// would retry.
+    async fn about(&self, key: &str, path: &Path, e: object_store::Error) -> StoreError {
+        let missing = || StoreError::NotFound {
+            what: "object",
+            name: key.to_owned(),
+        };
+        match StoreError::from(e) {
+            StoreError::NotFound { .. } => missing(),
+            StoreError::Backend(reason) => match self.inner.head(path).await {
+                Err(object_store::Error::NotFound { .. }) => missing(),
+                _ => StoreError::Backend(reason),
+            },
+            other => other,
+        }
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

@@ -401,6 +401,32 @@ async fn objects_api_round_trips() {
             .await
             .unwrap();
         assert_eq!(gone.status().as_u16(), 404, "{backend}");
+        let message = gone.json::<Value>().await.unwrap()["error"]["message"].clone();
+        assert_eq!(
+            message, "object \"notes/a.txt\" not found",
+            "{backend}: named by its key"
+        );
+
+        // A folder is no object: not found (not a store failure a client would
+        // retry). S3 deletes are idempotent: only the local backend is asked to
+        // delete one.
+        app.client
+            .put(app.url("/admin/objects/notes/deep/b.txt"))
+            .body("b")
+            .send()
+            .await
+            .unwrap();
+        let methods = if backend == "local" {
+            vec![reqwest::Method::GET, reqwest::Method::DELETE]
+        } else {
+            vec![reqwest::Method::GET]
+        };
+        for method in methods {
+            let (status, body) = app
+                .json(method.clone(), "/admin/objects/notes/deep", None)
+                .await;
+            assert_eq!(status, 404, "{backend} {method}: {body}");
+        }
     }
 }
 
