@@ -139,15 +139,7 @@ pub fn error_from_body(body: &[u8]) -> ErrorBody {
     let error = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|mut v| v.get_mut("error").map(serde_json::Value::take));
-    let text = |key: &str| {
-        error
-            .as_ref()
-            .and_then(|e| e.get(key))
-            .and_then(serde_json::Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let (code, param) = (text("code"), text("param"));
+    let (code, param) = error.as_ref().map(code_and_param).unwrap_or_default();
     let from_json = error.as_ref().and_then(|error| {
         let mut message = message_of(error)?;
         append_metadata(&mut message, error);
@@ -166,6 +158,19 @@ pub fn error_from_body(body: &[u8]) -> ErrorBody {
         code,
         param,
     }
+}
+
+/// OpenAI's `code` and `param` of an `error` value, where they are text
+/// (OpenRouter's numeric codes repeat the status and are left out).
+pub(crate) fn code_and_param(error: &serde_json::Value) -> (Option<String>, Option<String>) {
+    let text = |key: &str| {
+        error
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    (text("code"), text("param"))
 }
 
 /// What an upstream's error body says.

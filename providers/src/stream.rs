@@ -218,8 +218,7 @@ pub fn error_from_value(provider: &str, error: &Value) -> ProviderError {
         .map_or(UpstreamErrorKind::Server, UpstreamErrorKind::from_status);
     let mut failure = ProviderError::mid_stream(provider, kind, message);
     if let ProviderError::Upstream { code, param, .. } = &mut failure {
-        let text = |key: &str| error.get(key).and_then(Value::as_str).map(str::to_owned);
-        (*code, *param) = (text("code"), text("param"));
+        (*code, *param) = crate::error::code_and_param(error);
     }
     failure
 }

@@ -261,8 +261,8 @@ impl Catalog {
             self.set_cached(name, Some(manifest.clone()));
             return Ok((manifest, false));
         }
-        let index_of = |v: Option<&VectorsRef>| v.map(|v| v.index_key.clone());
-        if vectors.is_some() && index_of(manifest.vectors.as_ref()) != index_of(based_on) {
+        let indexed = manifest.vectors.as_ref().map(|v| &v.index_key);
+        if vectors.is_some() && indexed != based_on.map(|v| &v.index_key) {
             self.set_cached(name, Some(manifest.clone()));
             return Err(StoreError::Conflict(format!(
                 "corpus {name:?} was indexed elsewhere meanwhile (now version {})",

@@ -368,6 +368,12 @@ pub struct ViewSource {
     pub files: Vec<std::path::PathBuf>,
 }
 
+/// SQL that [`QueryEngine::check`] found to be one read-only statement: the
+/// only SQL [`QueryEngine::run`] takes, so a query is parsed for the guard once
+/// and never runs unchecked.
+#[derive(Debug, Clone)]
+pub struct ReadOnlySql(String);
+
 /// The read-only SQL engine. DuckDB is opened on the first query: an idle
 /// server with no SQL traffic does not carry its memory.
 pub struct QueryEngine {
@@ -428,14 +434,21 @@ impl QueryEngine {
 
     /// Refuses anything but one read-only statement (see [`check_one_select`]);
     /// blocking, so call it from a blocking thread.
-    pub fn check(&self, sql: &str) -> Result<()> {
-        check_one_select(&self.connection()?, sql)
+    pub fn check(&self, sql: &str) -> Result<ReadOnlySql> {
+        check_one_select(&self.connection()?, sql)?;
+        Ok(ReadOnlySql(sql.to_owned()))
     }
 
-    /// Runs one read-only statement over `views`; blocking, so call it from a blocking thread.
-    pub fn run(&self, sql: &str, views: &[ViewSource], limits: QueryLimits) -> Result<QueryResult> {
+    /// Runs one checked statement over `views`; blocking, so call it from a blocking thread.
+    pub fn run(
+        &self,
+        sql: ReadOnlySql,
+        views: &[ViewSource],
+        limits: QueryLimits,
+    ) -> Result<QueryResult> {
+        let ReadOnlySql(sql) = sql;
+        let sql = sql.as_str();
         let conn = self.connection()?;
-        check_one_select(&conn, sql)?;
         for view in views {
             let sql = if view.files.is_empty() {
                 format!(
@@ -457,8 +470,8 @@ impl QueryEngine {
             if let Err(e) = conn.execute_batch(&sql) {
                 // A corpus whose files cannot be read fails the queries that
                 // use it, with the reason, and no other query.
-                tracing::warn!("corpus {} cannot be read: {e}", view.name);
                 let message = format!("corpus {} cannot be read: {e}", view.name);
+                tracing::warn!("{message}");
                 conn.execute_batch(&format!(
                     "CREATE OR REPLACE TEMP VIEW {} AS SELECT error({}) AS unreadable",
                     ident(&view.name),
@@ -611,6 +624,16 @@ mod tests {
         (QueryEngine::open(&dir).unwrap(), dir)
     }
 
+    /// Checks, then runs: what the store does with a client's SQL.
+    fn query(
+        engine: &QueryEngine,
+        sql: &str,
+        views: &[ViewSource],
+        limits: QueryLimits,
+    ) -> Result<QueryResult> {
+        engine.run(engine.check(sql)?, views, limits)
+    }
+
     /// One engine for the guard's tests: DuckDB opens once.
     fn guard() -> &'static QueryEngine {
         static GUARD: std::sync::OnceLock<QueryEngine> = std::sync::OnceLock::new();
@@ -632,12 +655,12 @@ mod tests {
             "WITH a AS (SELECT 7) INSERT INTO w SELECT * FROM a".to_owned(),
             "WITH a AS (SELECT 7) DELETE FROM w".to_owned(),
         ] {
-            let err = engine.run(&sql, &[], limits).unwrap_err();
+            let err = query(&engine, &sql, &[], limits).unwrap_err();
             assert!(matches!(err, StoreError::InvalidInput(_)), "{sql}: {err}");
         }
         assert!(!store_file.exists(), "nothing was written into the store");
-        assert!(engine.run("SELECT * FROM pwn", &[], limits).is_err());
-        let lower = engine.run("SELECT lower('ABC') AS l", &[], limits).unwrap();
+        assert!(query(&engine, "SELECT * FROM pwn", &[], limits).is_err());
+        let lower = query(&engine, "SELECT lower('ABC') AS l", &[], limits).unwrap();
         assert_eq!(lower.rows[0]["l"], "abc");
         // Reads of every shape still pass.
         for sql in [
@@ -648,7 +671,7 @@ mod tests {
             "SUMMARIZE SELECT 1 AS one",
             "SELECT $$a;b$$ AS text",
         ] {
-            assert!(engine.run(sql, &[], limits).is_ok(), "{sql}");
+            assert!(query(&engine, sql, &[], limits).is_ok(), "{sql}");
         }
     }
 
@@ -661,12 +684,12 @@ mod tests {
             files: vec![dir.join("missing.parquet")],
         }];
         assert_eq!(
-            engine.run("SELECT 1 AS one", &views, limits).unwrap().rows[0]["one"],
+            query(&engine, "SELECT 1 AS one", &views, limits)
+                .unwrap()
+                .rows[0]["one"],
             1
         );
-        let err = engine
-            .run("SELECT * FROM gone", &views, limits)
-            .unwrap_err();
+        let err = query(&engine, "SELECT * FROM gone", &views, limits).unwrap_err();
         assert!(
             err.to_string().contains("corpus gone cannot be read"),
             "{err}"
@@ -677,15 +700,15 @@ mod tests {
     fn every_type_comes_back_in_its_json_form_and_rows_stop_at_the_cap() {
         let (engine, _dir) = engine();
         let limits = QueryLimits::default();
-        let typed = engine
-            .run(
-                "SELECT NULL AS n, {'k': NULL} AS s, DATE '2024-01-01' AS d, \
+        let typed = query(
+            &engine,
+            "SELECT NULL AS n, {'k': NULL} AS s, DATE '2024-01-01' AS d, \
                  1.5::DECIMAL(10,2) AS m, TIMESTAMP '2024-01-01 10:00' AS t, [1, 2] AS l, \
                  'x' AS text, 3::BIGINT AS big, true AS b",
-                &[],
-                limits,
-            )
-            .unwrap();
+            &[],
+            limits,
+        )
+        .unwrap();
         assert_eq!(
             typed.columns,
             ["n", "s", "d", "m", "t", "l", "text", "big", "b"]
@@ -708,21 +731,19 @@ mod tests {
             (&"x".into(), &3.into(), &true.into())
         );
 
-        let capped = engine
-            .run(
-                "SELECT * FROM range(5000) t(i)",
-                &[],
-                QueryLimits {
-                    max_rows: 2500,
-                    ..limits
-                },
-            )
-            .unwrap();
+        let capped = query(
+            &engine,
+            "SELECT * FROM range(5000) t(i)",
+            &[],
+            QueryLimits {
+                max_rows: 2500,
+                ..limits
+            },
+        )
+        .unwrap();
         assert_eq!((capped.rows.len(), capped.truncated), (2500, true));
         assert_eq!(capped.rows[2499]["i"], 2499);
-        let none = engine
-            .run("SELECT 1 AS x WHERE false", &[], limits)
-            .unwrap();
+        let none = query(&engine, "SELECT 1 AS x WHERE false", &[], limits).unwrap();
         assert_eq!(
             (none.columns, none.rows.len(), none.truncated),
             (vec!["x".to_owned()], 0, false)
@@ -863,7 +884,7 @@ mod tests {
                 let engine = QueryEngine::open(&dir).unwrap();
                 let sql = format!("SELECT * FROM {}('{path}')", random_case(reader, mask));
                 let limits = QueryLimits { max_rows: 10, timeout_ms: 5_000 };
-                prop_assert!(engine.run(&sql, &[], limits).is_err(), "{}", sql);
+                prop_assert!(super::query(&engine, &sql, &[], limits).is_err(), "{}", sql);
             }
         }
     }

@@ -559,7 +559,7 @@ impl Store {
             max_rows: ids.len() * 4,
             ..self.limits
         };
-        let result = blocking(move || engine.run(&sql, &views, limits)).await?;
+        let result = blocking(move || engine.run(engine.check(&sql)?, &views, limits)).await?;
         let mut out = HashMap::new();
         for row in result.rows {
             let id = match row.get(&id_column) {
@@ -585,17 +585,16 @@ impl Store {
 
     /// Runs read-only SQL over every corpus (each a view by its name).
     pub async fn query(&self, sql: &str) -> Result<QueryResult> {
-        // Refused before any corpus is read for it.
+        // Checked before any corpus is read for it, and run as checked.
         let engine = Arc::clone(&self.query);
-        let checked = sql.to_owned();
-        blocking(move || engine.check(&checked)).await?;
+        let (checker, sql) = (Arc::clone(&engine), sql.to_owned());
+        let checked = blocking(move || checker.check(&sql)).await?;
         let mut views = Vec::new();
         for manifest in self.catalog.list().await? {
             views.push(self.view_of(&manifest).await?);
         }
-        let engine = Arc::clone(&self.query);
-        let (sql, limits) = (sql.to_owned(), self.limits);
-        blocking(move || engine.run(&sql, &views, limits)).await
+        let limits = self.limits;
+        blocking(move || engine.run(checked, &views, limits)).await
     }
 
     /// Deletes a corpus: its manifest first (so it disappears at once), then its files.

@@ -6,9 +6,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use futures::future::join_all;
 use lakehouse_providers::openai::{ModelEntry, unix_now};
-use serde_json::{Value, json};
-
 use lakehouse_providers::provider::ChatProvider;
+use serde_json::{Value, json};
 
 use crate::app::SharedState;
 use crate::error::ApiError;
