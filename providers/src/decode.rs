@@ -11,9 +11,10 @@
 //! in full. Reading the common shape here takes about 3,100.
 //!
 //! [`read_chunk`] reads that common shape in one pass and gives up (returns
-//! `None`) on anything else: tool calls, usage details, logprobs, an error, an
-//! annotation, a duplicate field, a value of a type it does not expect, a
-//! lone surrogate, deep nesting. The caller then uses serde, so a chunk
+//! `None`) on anything else: tool calls, usage details, logprobs, an error,
+//! a delta key it does not know (passed on by serde: annotations, images),
+//! a duplicate field, a value of a type it does not expect, a lone
+//! surrogate, deep nesting. The caller then uses serde, so a chunk
 //! decodes to exactly what serde makes of it or fails with serde's error;
 //! property tests compare the two on generated and mutated chunks.
 //!
@@ -415,7 +416,8 @@ impl<'a> Reader<'a> {
                 b"refusal" => (32, &mut delta.refusal),
                 // OpenRouter's `[]` on every chunk; items are left to serde.
                 b"reasoning_details" => return reader.empty_list().map(|()| 64),
-                _ => return reader.skip(0).map(|()| 0),
+                // Kept by serde in `extra` (annotations, images, ...).
+                _ => return None,
             };
             *text = reader.optional_string()?;
             Some(bit)

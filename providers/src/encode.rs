@@ -159,6 +159,10 @@ fn write_message(out: &mut Vec<u8>, message: &ResponseMessage) -> serde_json::Re
         out.extend_from_slice(b",\"refusal\":");
         write_str(out, refusal)?;
     }
+    for (key, value) in &message.extra {
+        out.push(b',');
+        write_entry(out, key, value)?;
+    }
     out.push(b'}');
     Ok(())
 }
@@ -237,9 +241,22 @@ fn write_delta(out: &mut Vec<u8>, delta: &Delta) -> serde_json::Result<()> {
         out.extend_from_slice(comma.as_bytes());
         out.extend_from_slice(b"\"refusal\":");
         write_str(out, refusal)?;
+        comma = ",";
+    }
+    for (key, value) in &delta.extra {
+        out.extend_from_slice(comma.as_bytes());
+        write_entry(out, key, value)?;
+        comma = ",";
     }
     out.push(b'}');
     Ok(())
+}
+
+/// `"key":value`, for the keys a message or delta passes on as they came.
+fn write_entry(out: &mut Vec<u8>, key: &str, value: &Value) -> serde_json::Result<()> {
+    write_str(out, key)?;
+    out.push(b':');
+    write_value(out, value)
 }
 
 /// Any value, by serde (through [`json`]): for the rare nested parts.
@@ -306,6 +323,10 @@ mod tests {
                             "{\"a\":1}".into(),
                         )]),
                         refusal: Some("no".into()),
+                        extra: serde_json::Map::from_iter([
+                            ("annotations".to_owned(), json!([{"type": "url_citation"}])),
+                            ("audio".to_owned(), json!(null)),
+                        ]),
                     },
                     finish_reason: Some(FinishReason::ToolCalls),
                     logprobs: Some(Box::new(json!({"content": []}))),
@@ -387,6 +408,9 @@ mod tests {
                             reasoning_content,
                             tool_calls: call.map(|args| vec![ToolCallDelta::arguments(0, args)]),
                             refusal,
+                            extra: (index % 3 == 0)
+                                .then(|| serde_json::Map::from_iter([("images".to_owned(), json!([{"\n": 1}]))]))
+                                .unwrap_or_default(),
                             ..Delta::default()
                         },
                         finish_reason: finish,
@@ -437,6 +461,9 @@ mod tests {
                             function: FunctionCall { name: "f".into(), arguments: "{\"a\":\"\\n\"}".into() },
                         }]),
                         refusal,
+                        extra: call
+                            .then(|| serde_json::Map::from_iter([("annotations".to_owned(), json!([]))]))
+                            .unwrap_or_default(),
                     },
                     finish_reason,
                     logprobs: logprobs.then(|| json!({"content": []})),

@@ -236,18 +236,20 @@ impl ContentPart {
     }
 }
 
-/// Implements `Deserialize` for a request struct in one pass: the listed
-/// fields are read by key, every other key is kept in the struct's `extra`
-/// map. A derive with `#[serde(flatten)]` would first copy the whole object
-/// (every string of every message) into serde's buffer and read it from there.
-/// Required fields must be present; optional ones are `Option`s, absent or `null`.
+/// Implements `Deserialize` for a struct in one pass: the listed fields are
+/// read by key, every other key is kept in the struct's `extra` map. A derive
+/// with `#[serde(flatten)]` would first copy the whole object (every string of
+/// every message) into serde's buffer and read it from there. Required fields
+/// must be present; optional ones are `Option`s, absent or `null`; `lists`
+/// are read as [`non_empty`] reads them.
 macro_rules! deserialize_with_extra {
     (
         $ty:ident, $expecting:literal,
         required { $($req:ident: $req_key:literal),* $(,)? },
-        optional { $($opt:ident: $opt_key:literal),* $(,)? } $(,)?
+        optional { $($opt:ident: $opt_key:literal),* $(,)? }
+        $(, lists { $($list:ident: $list_key:literal),* $(,)? })? $(,)?
     ) => {
-        impl<'de> Deserialize<'de> for $ty {
+        impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 struct Fields;
                 impl<'de> serde::de::Visitor<'de> for Fields {
@@ -263,8 +265,9 @@ macro_rules! deserialize_with_extra {
                     ) -> Result<$ty, A::Error> {
                         $(let mut $req = None;)*
                         $(let mut $opt = None;)*
-                        let mut extra = Map::new();
-                        while let Some(key) = map.next_key::<Key<'de>>()? {
+                        $($(let mut $list: Option<Option<Vec<serde_json::Value>>> = None;)*)?
+                        let mut extra = serde_json::Map::new();
+                        while let Some(key) = map.next_key::<$crate::openai::Key<'de>>()? {
                             match key.as_str() {
                                 $($req_key => {
                                     if $req.is_some() {
@@ -278,6 +281,12 @@ macro_rules! deserialize_with_extra {
                                     }
                                     $opt = Some(map.next_value()?);
                                 })*
+                                $($($list_key => {
+                                    if $list.is_some() {
+                                        return Err(<A::Error as serde::de::Error>::duplicate_field($list_key));
+                                    }
+                                    $list = Some($crate::openai::non_empty(map.next_value()?));
+                                })*)?
                                 _ => {
                                     extra.insert(key.into_string(), map.next_value()?);
                                 }
@@ -286,6 +295,7 @@ macro_rules! deserialize_with_extra {
                         Ok($ty {
                             $($req: $req.ok_or_else(|| <A::Error as serde::de::Error>::missing_field($req_key))?,)*
                             $($opt: $opt.unwrap_or(None),)*
+                            $($($list: $list.unwrap_or(None),)*)?
                             extra,
                         })
                     }
@@ -295,16 +305,17 @@ macro_rules! deserialize_with_extra {
         }
     };
 }
+pub(crate) use deserialize_with_extra;
 
 /// An object key, borrowed from the input when it holds no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+pub(crate) struct Key<'de>(std::borrow::Cow<'de, str>);
 
 impl Key<'_> {
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
-    fn into_string(self) -> String {
+    pub(crate) fn into_string(self) -> String {
         self.0.into_owned()
     }
 }
@@ -757,7 +768,7 @@ pub struct ChunkChoice {
     pub error: Option<Box<Value>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
@@ -771,28 +782,41 @@ pub struct Delta {
     /// Structured reasoning (OpenRouter's `reasoning.text` / `.summary` /
     /// `.encrypted` items, Claude's signed thinking): what a client sends back
     /// on the assistant message so the model gets its own reasoning again.
-    #[serde(
-        default,
-        deserialize_with = "non_empty_list",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_details: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// Every other key (`annotations` with a search model's citations,
+    /// OpenRouter's generated `images`, `audio`, ...), passed on as it came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
-/// A list, `None` when absent, `null` or empty (OpenRouter sends
+deserialize_with_extra!(
+    Delta,
+    "a delta object",
+    required {},
+    optional {
+        role: "role",
+        content: "content",
+        reasoning_content: "reasoning_content",
+        reasoning: "reasoning",
+        tool_calls: "tool_calls",
+        refusal: "refusal",
+    },
+    lists { reasoning_details: "reasoning_details" },
+);
+
+/// A list, `None` when `null` or empty (OpenRouter sends
 /// `reasoning_details: []` on every chunk, which says nothing), or not a list
 /// at all: an optional field of unknown shape must not fail a whole answer.
-pub(crate) fn non_empty_list<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<Value>>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
+pub(crate) fn non_empty(value: Value) -> Option<Vec<Value>> {
+    match value {
         Value::Array(items) if !items.is_empty() => Some(items),
         _ => None,
-    })
+    }
 }
 
 impl Delta {
@@ -963,7 +987,7 @@ pub struct Choice {
     pub logprobs: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ResponseMessage {
     pub role: Role,
     /// `null` when the reply is only tool calls.
@@ -971,17 +995,29 @@ pub struct ResponseMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
     /// See [`Delta::reasoning_details`].
-    #[serde(
-        default,
-        deserialize_with = "non_empty_list",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_details: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    /// See [`Delta::extra`].
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(
+    ResponseMessage,
+    "a message object",
+    required { role: "role" },
+    optional {
+        content: "content",
+        reasoning_content: "reasoning_content",
+        tool_calls: "tool_calls",
+        refusal: "refusal",
+    },
+    lists { reasoning_details: "reasoning_details" },
+);
 
 /// One entry of `GET /v1/models`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -244,6 +244,8 @@ struct ChoiceParts {
     tool_calls: Vec<(u32, ToolCall)>,
     finish_reason: Option<FinishReason>,
     logprobs: Vec<Value>,
+    /// The keys deltas pass on ([`crate::openai::Delta::extra`]), joined by [`join_extra`].
+    extra: Map<String, Value>,
 }
 
 /// Room an answer's text starts with, so its first few hundred bytes are not
@@ -290,6 +292,22 @@ fn join_reasoning_details(items: &mut Vec<Value>, pieces: &[Value]) {
     }
 }
 
+/// Joins the keys deltas pass on: lists are appended to (annotations and
+/// images come a few per chunk), anything else replaces what came before,
+/// and a `null` never replaces a value.
+fn join_extra(extra: &mut Map<String, Value>, pieces: &Map<String, Value>) {
+    for (key, value) in pieces {
+        match (extra.get_mut(key), value) {
+            (Some(_), Value::Null) => {}
+            (Some(Value::Array(have)), Value::Array(more)) => have.extend(more.iter().cloned()),
+            (Some(have), _) => have.clone_from(value),
+            (None, _) => {
+                extra.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
 impl Assembler {
     pub fn push(&mut self, chunk: &ChatChunk) {
         if let Some(usage) = &chunk.usage {
@@ -317,6 +335,7 @@ impl Assembler {
                 join_reasoning_details(&mut parts.reasoning_details, pieces);
             }
             append(&mut parts.refusal, &choice.delta.refusal);
+            join_extra(&mut parts.extra, &choice.delta.extra);
             for call in choice.delta.tool_calls.iter().flatten() {
                 let at = match parts.tool_calls.iter().position(|(i, _)| *i == call.index) {
                     Some(at) => at,
@@ -396,6 +415,7 @@ impl Assembler {
                             .then_some(parts.reasoning_details),
                         tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
                         refusal: parts.refusal,
+                        extra: parts.extra,
                     },
                     finish_reason: parts.finish_reason,
                     logprobs: (!parts.logprobs.is_empty())
@@ -599,6 +619,27 @@ mod tests {
         .unwrap();
         assert!(odd.choices[0].delta.reasoning_details.is_none());
         assert_eq!(message.content.as_deref(), Some("Hi"));
+    }
+
+    #[test]
+    fn assembler_keeps_the_keys_deltas_pass_on() {
+        let mut assembler = Assembler::default();
+        for text in [
+            r#"{"choices":[{"index":0,"delta":{"content":"Hi","audio":{"id":"a1"}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"annotations":[{"n":1}],"audio":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"annotations":[{"n":2}],"audio":{"id":"a2"}}}]}"#,
+        ] {
+            let chunk = ChatChunk::from_json(text).unwrap();
+            assert!(crate::decode::read_chunk(text).is_none(), "left to serde: {text}");
+            assembler.push(&chunk);
+        }
+        let message = assembler.finish(&meta()).choices.remove(0).message;
+        assert_eq!(message.content.as_deref(), Some("Hi"));
+        // Lists are appended to; a null never replaces a value; anything else is replaced.
+        assert_eq!(
+            serde_json::Value::Object(message.extra),
+            serde_json::json!({"annotations": [{"n": 1}, {"n": 2}], "audio": {"id": "a2"}})
+        );
     }
 
     #[test]

@@ -118,8 +118,18 @@ pub async fn ingest(args: IngestArgs) -> Result<(), String> {
             )
         })?,
     };
-    match store.corpus(&args.corpus).await {
-        Ok(_) => {}
+    let created = match store.corpus(&args.corpus).await {
+        Ok(existing) => {
+            let settings = &existing.settings;
+            if !args.text_columns.is_empty() && args.text_columns != settings.text_columns {
+                return Err(format!(
+                    "corpus {:?} exists with text columns {:?}, not {:?}: leave out \
+                     --text-column, or delete the corpus to ingest it anew",
+                    args.corpus, settings.text_columns, args.text_columns
+                ));
+            }
+            false
+        }
         Err(StoreError::NotFound { .. }) => {
             if args.text_columns.is_empty() {
                 return Err(format!(
@@ -136,16 +146,30 @@ pub async fn ingest(args: IngestArgs) -> Result<(), String> {
                 .create_corpus(&args.corpus, settings)
                 .await
                 .map_err(|e| e.to_string())?;
+            true
         }
         Err(e) => return Err(e.to_string()),
-    }
+    };
     let bars = Bars {
         current: Mutex::new(None),
     };
-    let report = store
+    let ingested = store
         .ingest_file(&args.corpus, &args.file, format, &bars)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
+    let report = match ingested {
+        Ok(report) => report,
+        Err(e) => {
+            // A corpus this run created holds nothing yet: it goes, so the
+            // next run can create it with other flags.
+            if created && let Err(left) = store.delete_corpus(&args.corpus).await {
+                return Err(format!(
+                    "{e}\n(the empty corpus {:?} this run created could not be removed: {left})",
+                    args.corpus
+                ));
+            }
+            return Err(e.to_string());
+        }
+    };
     if let Ok(mut current) = bars.current.lock()
         && let Some(bar) = current.take()
     {
@@ -170,6 +194,7 @@ pub async fn corpora(args: StoreArgs) -> Result<(), String> {
     let corpora = store.corpora().await.map_err(|e| e.to_string())?;
     if corpora.is_empty() {
         println!("no corpora");
+        return Ok(());
     }
     println!(
         "{:<24}{:>10}{:>10}{:>8}  embedder",

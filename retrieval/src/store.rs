@@ -35,6 +35,8 @@ impl Progress for NoProgress {
     fn advance(&self, _: u64) {}
 }
 
+/// Most rows one search returns.
+pub const MAX_SEARCH_K: usize = 1000;
 /// Texts per embedding call during ingest.
 const EMBED_BATCH: usize = 256;
 /// How many times an ingest indexes its rows again when other processes keep
@@ -240,6 +242,8 @@ impl Store {
         }
         // Checked again under the catalog lock; here so a mismatch writes nothing.
         check_schema(name, &manifest.schema, &info.schema)?;
+        let (file, id_column) = (parquet.clone(), settings.id_column.clone());
+        blocking(move || duck::check_ids(&file, &id_column)).await?;
 
         let bytes = Bytes::from(
             tokio::fs::read(&parquet)
@@ -257,6 +261,7 @@ impl Store {
                 version: manifest.version,
             });
         }
+        self.check_new_ids(&manifest, &parquet).await?;
         progress.stage("write", bytes.len() as u64);
         let size = bytes.len() as u64;
         self.objects.put(&key, bytes).await?;
@@ -334,6 +339,32 @@ impl Store {
                 tracing::warn!("cannot delete the unregistered index object {key}: {e}");
             }
         }
+    }
+
+    /// Refuses rows whose ids the corpus index already holds: an id names
+    /// one row, and search would show the older row's fields for both.
+    /// (A corpus without an embedder has no index to ask.)
+    async fn check_new_ids(&self, manifest: &Manifest, parquet: &Path) -> Result<()> {
+        let Some(current) = self.index_for(manifest).await? else {
+            return Ok(());
+        };
+        let (file, id_column) = (parquet.to_path_buf(), manifest.settings.id_column.clone());
+        let ids = blocking(move || duck::read_ids(&file, &id_column)).await?;
+        let taken: Vec<String> = ids
+            .iter()
+            .filter(|id| current.doc(id).is_some())
+            .take(3)
+            .map(|id| format!("{id:?}"))
+            .collect();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::InvalidInput(format!(
+            "corpus {:?} already has rows with ids {}: an id names one row \
+             (to change rows, delete the corpus and ingest again)",
+            manifest.name,
+            taken.join(", ")
+        )))
     }
 
     /// Embeds the rows of `parquet`, extends the corpus index with them and stores
@@ -440,6 +471,11 @@ impl Store {
         if query.trim().is_empty() {
             return Err(StoreError::InvalidInput("query must not be empty".into()));
         }
+        if !(1..=MAX_SEARCH_K).contains(&k) {
+            return Err(StoreError::InvalidInput(format!(
+                "k must be between 1 and {MAX_SEARCH_K}, got {k}"
+            )));
+        }
         let manifest = self.catalog.get(name).await?;
         let embedder = searchable_embedder(&manifest)?;
         let vector = self.embed_query(embedder, query).await?;
@@ -493,7 +529,7 @@ impl Store {
         // A search of a large index takes a few hundred microseconds of CPU: on
         // the blocking pool, the searches of several corpora run in parallel.
         let vector = vector.to_vec();
-        blocking(move || index.search(&vector, k.clamp(1, 1000))).await
+        blocking(move || index.search(&vector, k.clamp(1, MAX_SEARCH_K))).await
     }
 
     /// Every indexed row's embedded text (evaluation sets for the contamination check).

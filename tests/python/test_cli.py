@@ -128,3 +128,28 @@ def test_doctor_fails_with_fixes(tmp_path, fake_upstream):
     broken.write_text("[server]\nlisten_port = 3\n")
     out = run("doctor", "--config", str(broken))
     assert out.returncode == 1 and "listen_port" in out.stdout
+
+
+def test_a_failed_ingest_leaves_no_corpus_behind_and_flags_must_match(tmp_path, fake_upstream):
+    config = str(write_config(tmp_path, fake_upstream))
+    notes = tmp_path / "notes.csv"
+    notes.write_text("id,body\n1,meeting notes about the budget\n")
+
+    wrong = run("ingest", str(notes), "--corpus", "notes", "--text-column", "text", "--config", config)
+    assert wrong.returncode != 0
+    assert 'column "text" is not in the file' in wrong.stderr, wrong.stderr
+    listed = run("corpora", "--config", config)
+    assert "notes" not in listed.stdout, "the corpus the failed run created is gone"
+
+    right = run("ingest", str(notes), "--corpus", "notes", "--text-column", "body", "--config", config)
+    assert right.returncode == 0, right.stderr
+    assert "ingested 1 rows into notes" in right.stdout
+
+    more = tmp_path / "more.csv"
+    more.write_text("id,body\n2,a recipe for pancakes\n")
+    other = run("ingest", str(more), "--corpus", "notes", "--text-column", "title", "--config", config)
+    assert other.returncode != 0
+    assert 'exists with text columns ["body"]' in other.stderr, other.stderr
+    same = run("ingest", str(more), "--corpus", "notes", "--config", config)
+    assert same.returncode == 0, same.stderr
+    assert "version 2" in same.stdout

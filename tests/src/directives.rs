@@ -8,6 +8,7 @@
 //! | `#think` | a reasoning event `Let me think.` before the content |
 //! | `#tool` | one tool call `{"city":"Oslo"}` instead of text |
 //! | `#noid` | with `#tool` on Ollama: leave out the call id |
+//! | `#cite` | OpenAI-style flavours: two `url_citation` annotations (one per event when streamed) |
 //! | `#fault=STATUS` | that HTTP status with the flavour's error body (429 adds `Retry-After: 7`) |
 //! | `#fault=context` | a 400 for a prompt over the context length (OpenAI names it with `code` and `param`) |
 //! | `#fault=midstream` | two content events, then the flavour's mid-stream error |
@@ -43,6 +44,7 @@ pub(crate) struct Directives {
     pub think: bool,
     pub tool: bool,
     pub noid: bool,
+    pub cite: bool,
     pub fault: Option<Fault>,
     /// A canned answer that replaces the echo.
     pub canned: Option<String>,
@@ -66,6 +68,7 @@ impl Directives {
                 "think" => d.think = true,
                 "tool" => d.tool = true,
                 "noid" => d.noid = true,
+                "cite" => d.cite = true,
                 "fault" => d.fault = parse_fault(value),
                 _ => {}
             }

@@ -96,6 +96,17 @@ fn output_deltas(plan: &Plan) -> Vec<Value> {
     }
 }
 
+/// The `url_citation` annotations `#cite` adds, as OpenAI's search models
+/// and OpenRouter's web plugin attach them to the answer.
+pub(crate) fn citations() -> [Value; 2] {
+    [1, 2].map(|n| {
+        json!({ "type": "url_citation", "url_citation": {
+            "url": format!("https://example.com/{n}"), "title": format!("Source {n}"),
+            "start_index": 0, "end_index": 5,
+        }})
+    })
+}
+
 fn midstream_error(plan: &Plan) -> Value {
     if is_openrouter(plan) {
         let error = json!({
@@ -161,6 +172,11 @@ pub(crate) fn stream(plan: &Plan) -> Script {
             script.event(OPENROUTER_COMMENT);
         }
     }
+    if plan.cite && plan.ending == Ending::Normal {
+        for citation in citations() {
+            script.data(&delta_chunk(plan, json!({ "annotations": [citation] })));
+        }
+    }
     match plan.ending {
         Ending::Normal => finish(plan, &mut script),
         Ending::Midstream => script.data(&midstream_error(plan)),
@@ -207,6 +223,9 @@ pub(crate) fn complete(plan: &Plan) -> Value {
     if plan.think && is_openrouter(plan) {
         message["reasoning_details"] = json!([{ "type": "reasoning.text", "text": THINK_TEXT,
             "signature": SIGNATURE, "index": 0, "format": REASONING_FORMAT }]);
+    }
+    if plan.cite {
+        message["annotations"] = json!(citations());
     }
     let mut choice =
         json!({ "index": 0, "message": message, "finish_reason": reason, "logprobs": null });

@@ -200,6 +200,8 @@ pub(crate) struct Plan {
     pub include_usage: bool,
     pub logprobs: bool,
     pub think: bool,
+    /// `#cite`: annotations with the answer.
+    pub cite: bool,
     pub reply: Reply,
     pub ending: Ending,
     /// Content events sent before a fault ending.
@@ -238,6 +240,7 @@ impl Plan {
             include_usage: input.include_usage,
             logprobs: input.logprobs,
             think: d.think,
+            cite: d.cite,
             reply,
             ending,
             before_fault: if d.fault == Some(Fault::Early) { 0 } else { 2 },

@@ -12,6 +12,10 @@
 //! without `reasoning_content` ("thinking is enabled but reasoning_content is
 //! missing"). A conversation begun on another model has none to send back, so
 //! such messages get an empty one.
+//!
+//! Its roles are `system`, `user`, `assistant` and `tool`; OpenAI's newer
+//! `developer` (what current SDKs and agents write for a system prompt) is
+//! sent as `system`, the role it stands for.
 
 use futures::future::BoxFuture;
 
@@ -73,6 +77,18 @@ fn fill_missing_reasoning(request: &mut ChatRequest) {
     }
 }
 
+/// Sends `developer` messages as `system` (see the module docs).
+fn developer_as_system(request: &mut ChatRequest) {
+    if !request.messages.iter().any(|m| m.role == Role::Developer) {
+        return;
+    }
+    for message in std::sync::Arc::make_mut(&mut request.messages) {
+        if message.role == Role::Developer {
+            message.role = Role::System;
+        }
+    }
+}
+
 /// Leaves out what `request.model` fixes; refuses `n > 1` there.
 fn apply_fixed_sampling(provider: &str, request: &mut ChatRequest) -> Result<(), ProviderError> {
     if !fixes_sampling(&request.model) {
@@ -97,6 +113,7 @@ impl ChatProvider for Kimi {
             return Box::pin(std::future::ready(Err(refused)));
         }
         fill_missing_reasoning(&mut request);
+        developer_as_system(&mut request);
         Box::pin(openai_compat::send_chat(&self.upstream, request))
     }
 
@@ -191,6 +208,22 @@ mod tests {
             assert_eq!(kept.temperature, Some(0.2), "{model}");
             assert_eq!(kept.n, Some(1), "{model}");
         }
+    }
+
+    #[test]
+    fn developer_messages_go_to_kimi_as_system_ones() {
+        let mut request: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "kimi-k2.6",
+            "messages": [
+                {"role": "developer", "content": "Be terse."},
+                {"role": "user", "content": "hi"},
+            ],
+        }))
+        .unwrap();
+        developer_as_system(&mut request);
+        let roles: Vec<Role> = request.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::System, Role::User]);
+        assert_eq!(request.messages[0].text_content(), "Be terse.");
     }
 
     #[test]

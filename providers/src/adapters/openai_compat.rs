@@ -20,7 +20,7 @@ use crate::decode::from_json_bytes;
 use crate::error::ProviderError;
 use crate::http::{EndMarker, Response, Upstream};
 use crate::openai::{
-    ChatChunk, ChatRequest, ChunkChoice, Delta, FinishReason, StreamOptions, ToolCall,
+    ChatChunk, ChatRequest, ChunkChoice, Delta, FinishReason, Role, StreamOptions, ToolCall,
     ToolCallDelta, Usage,
 };
 use crate::provider::{ChatProvider, ChunkStream};
@@ -76,22 +76,33 @@ struct CompletionChoice {
     logprobs: Option<Box<serde_json::Value>>,
 }
 
-#[derive(Deserialize)]
 struct CompletionMessage {
-    #[serde(default)]
+    role: Option<Role>,
     content: Option<String>,
-    #[serde(default)]
     reasoning_content: Option<String>,
-    #[serde(default)]
     reasoning: Option<String>,
-    #[serde(default, deserialize_with = "crate::openai::non_empty_list")]
     reasoning_details: Option<Vec<serde_json::Value>>,
     /// `null` from some servers (Mistral, vLLM) when there are none.
-    #[serde(default)]
     tool_calls: Option<Vec<ToolCall>>,
-    #[serde(default)]
     refusal: Option<String>,
+    /// Every other key (`annotations`, `images`, ...), passed on.
+    extra: serde_json::Map<String, serde_json::Value>,
 }
+
+crate::openai::deserialize_with_extra!(
+    CompletionMessage,
+    "a message object",
+    required {},
+    optional {
+        role: "role",
+        content: "content",
+        reasoning_content: "reasoning_content",
+        reasoning: "reasoning",
+        tool_calls: "tool_calls",
+        refusal: "refusal",
+    },
+    lists { reasoning_details: "reasoning_details" },
+);
 
 impl Completion {
     /// The whole answer as one chunk: each choice's message becomes its delta.
@@ -119,11 +130,13 @@ impl Completion {
                 ChunkChoice {
                     index: c.index,
                     delta: Delta {
+                        role: c.message.role,
                         content: c.message.content,
                         reasoning_content: c.message.reasoning_content.or(c.message.reasoning),
                         reasoning_details: c.message.reasoning_details,
                         tool_calls: (!calls.is_empty()).then_some(calls),
                         refusal: c.message.refusal,
+                        extra: c.message.extra,
                         ..Delta::default()
                     },
                     finish_reason: c.finish_reason,

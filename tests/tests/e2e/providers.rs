@@ -1064,3 +1064,49 @@ async fn keep_alive_comments_and_zen_cost_events_never_reach_the_client() {
         assert!(!chunks.is_empty());
     }
 }
+
+#[tokio::test]
+async fn citations_and_other_answer_fields_pass_through() {
+    let h = start().await;
+    let cited = |body: &Value| {
+        body.as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|a| a["url_citation"]["url"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let both = ["https://example.com/1", "https://example.com/2"];
+    for model in ["openrouter/openai/gpt-4o-mini", "plain/gpt-4o"] {
+        let (status, body) = h
+            .chat(&json!({"model": model, "messages": user("hi there #cite")}))
+            .await;
+        assert_eq!(status, 200, "{model}: {body}");
+        let message = &body["choices"][0]["message"];
+        assert_eq!(cited(&message["annotations"]), both, "{model}: {body}");
+        assert_eq!(message["annotations"][0]["type"], "url_citation");
+        assert_eq!(message["annotations"][0]["url_citation"]["end_index"], 5);
+        assert_eq!(message["content"], expected_text(flavour_of(model)));
+
+        let (status, events) = h
+            .stream(&json!({"model": model, "messages": user("hi there #cite"), "stream": true}))
+            .await;
+        assert_eq!(status, 200, "{model}: {events:?}");
+        let chunks = chunks_of(model, &events);
+        let streamed: Vec<String> = chunks
+            .iter()
+            .flat_map(|c| cited(&c["choices"][0]["delta"]["annotations"]))
+            .collect();
+        assert_eq!(streamed, both, "{model}: one citation per event: {events:?}");
+        assert_eq!(joined_content(&chunks), expected_text(flavour_of(model)));
+    }
+}
+
+fn flavour_of(model: &str) -> &'static str {
+    CASES
+        .iter()
+        .find(|(m, ..)| *m == model)
+        .map_or("", |(_, flavour, _)| *flavour)
+}

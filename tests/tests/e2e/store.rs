@@ -187,6 +187,23 @@ async fn ingest_search_query_and_idempotent_register() {
         assert!(
             hits["data"][0]["score"].as_f64().unwrap() > hits["data"][1]["score"].as_f64().unwrap()
         );
+        for k in [0, 1001] {
+            let (status, refused) = app
+                .json(
+                    reqwest::Method::POST,
+                    "/admin/corpora/docs/search",
+                    Some(json!({"query": "a pet that purrs", "k": k})),
+                )
+                .await;
+            assert_eq!(status, 400, "{backend}: k={k}: {refused}");
+            assert!(
+                refused["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("k must be between 1 and 1000"),
+                "{refused}"
+            );
+        }
 
         let (status, result) = app.sql("SELECT title FROM docs WHERE id = 4").await;
         assert_eq!(status, 200, "{backend}: {result}");
@@ -229,6 +246,33 @@ async fn ingest_search_query_and_idempotent_register() {
         assert_eq!(status, 200, "{backend}: {report}");
         let (_, listed) = app.json(reqwest::Method::GET, "/admin/corpora", None).await;
         assert_eq!(listed["data"].as_array().unwrap().len(), 3, "{backend}");
+
+        // An id names one row: repeated, blank or already stored ids are refused.
+        for (csv, says) in [
+            ("id,title,text
+7,A,one
+7,B,two
+8,C,three
+", "\"7\" on 2 rows"),
+            ("id,title,text
+9,A,one
+,B,no id
+", "1 row(s) without an id"),
+            ("id,title,text
+9,A,one
+1,B,Cats again
+", "already has rows with ids \"1\""),
+        ] {
+            let (status, refused) = app.upload("docs", "csv", csv).await;
+            assert_eq!(status, 400, "{backend}: {csv}: {refused}");
+            let message = refused["error"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{backend}: {message}");
+        }
+        let (_, corpus) = app
+            .json(reqwest::Method::GET, "/admin/corpora/docs", None)
+            .await;
+        assert_eq!(corpus["rows"], 5, "{backend}: nothing was added: {corpus}");
+        assert_eq!(corpus["version"], 1, "{backend}: {corpus}");
     }
 }
 
