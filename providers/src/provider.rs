@@ -27,7 +27,7 @@ pub trait ChatProvider: Send + Sync + 'static {
     ///
     /// Resolves once the upstream accepted the request; a refusal (non-2xx)
     /// is an `Err` here, before any chunk exists.
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>>;
+    fn chat(&self, request: Box<ChatRequest>) -> BoxFuture<'_, Result<ChunkStream, ProviderError>>;
 
     /// The model ids the upstream offers (bare, without the routing prefix).
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>>;

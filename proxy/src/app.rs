@@ -61,7 +61,7 @@ pub struct App {
 
 impl App {
     /// Answers one request from `peer`: its body is cut if it stalls, and the
-    /// peer's address is kept for the `[auth]` IP allowlist.
+    /// peer's address is kept for the `[auth]` IP allowlist when there is one.
     pub(crate) fn call(
         &self,
         request: hyper::Request<Incoming>,
@@ -69,7 +69,10 @@ impl App {
     ) -> impl Future<Output = Response> + use<> {
         let idle = Duration::from_secs(self.state.config.server.body_read_timeout_secs);
         let mut request = request.map(|body| middleware::idle_timeout(body, idle));
-        request.extensions_mut().insert(ConnectInfo(peer));
+        // Only the allowlist reads it; inserting it builds the extension map.
+        if self.state.auth.checks_addresses() {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
         let answer = if request.method() == Method::POST && request.uri().path() == CHAT_COMPLETIONS
         {
             let state = self.state.clone();

@@ -397,6 +397,11 @@ impl Auth {
         Access::Admin
     }
 
+    /// Whether [`Self::check`] needs the peer's address (`allow_ips` is set).
+    pub fn checks_addresses(&self) -> bool {
+        !self.allow.is_empty()
+    }
+
     /// Checks the peer address, the token and the token's request rate.
     /// Returns the token's name when one was presented and accepted.
     pub fn check(

@@ -373,7 +373,7 @@ async fn judge_run(state: &SharedState, judge: &str, event: &ChatEvent) -> Resul
         .map(|m| prompt_of(m))
         .unwrap_or_default();
     let answer = event.answer.as_deref().unwrap_or_default();
-    let request: ChatRequest = serde_json::from_value(serde_json::json!({
+    let request: Box<ChatRequest> = serde_json::from_value(serde_json::json!({
         "model": judge,
         "messages": [
             {"role": "system", "content": "You grade answers. Reply with one integer from 0 (useless or wrong) to 10 (correct, complete and well grounded), and nothing else."},

@@ -112,8 +112,8 @@ impl FanoutRequest {
         })
     }
 
-    fn request_for(&self, model: &str, stream: bool) -> ChatRequest {
-        let mut request = self.template.clone();
+    fn request_for(&self, model: &str, stream: bool) -> Box<ChatRequest> {
+        let mut request = Box::new(self.template.clone());
         request.model = model.to_owned();
         request.stream = Some(stream);
         request.stream_options = stream.then(|| StreamOptions {

@@ -351,7 +351,7 @@ impl ChatProvider for Ollama {
         self.upstream.provider()
     }
 
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
+    fn chat(&self, request: Box<ChatRequest>) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         Box::pin(async move {
             let body = to_ollama_request(self.upstream.provider(), &request)?;
             let response = self.upstream.post_json("/api/chat", &body, &[]).await?;

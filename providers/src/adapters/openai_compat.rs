@@ -43,7 +43,7 @@ impl OpenAiCompatible {
 /// a smaller one is cheaper to build and move.
 pub fn send_chat(
     upstream: &Upstream,
-    request: ChatRequest,
+    request: Box<ChatRequest>,
 ) -> impl Future<Output = Result<ChunkStream, ProviderError>> + Send + use<'_> {
     if request.is_stream() {
         Either::Left(stream_chat(upstream, request))
@@ -157,7 +157,7 @@ impl Completion {
 
 fn complete_chat(
     upstream: &Upstream,
-    mut request: ChatRequest,
+    mut request: Box<ChatRequest>,
 ) -> impl Future<Output = Result<ChunkStream, ProviderError>> + Send + use<'_> {
     request.stream = Some(false);
     request.stream_options = None;
@@ -178,7 +178,7 @@ fn complete_chat(
 /// Sends a streamed request and converts the SSE answer, stopping at `[DONE]`.
 fn stream_chat(
     upstream: &Upstream,
-    mut request: ChatRequest,
+    mut request: Box<ChatRequest>,
 ) -> impl Future<Output = Result<ChunkStream, ProviderError>> + Send + use<'_> {
     request.stream = Some(true);
     let options = request
@@ -288,7 +288,7 @@ impl ChatProvider for OpenAiCompatible {
         self.upstream.provider()
     }
 
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
+    fn chat(&self, request: Box<ChatRequest>) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         Box::pin(send_chat(&self.upstream, request))
     }
 

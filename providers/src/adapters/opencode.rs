@@ -59,7 +59,7 @@ impl ChatProvider for OpenCodeZen {
         self.upstream.provider()
     }
 
-    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
+    fn chat(&self, request: Box<ChatRequest>) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         Box::pin(async move {
             match ZenEndpoint::for_model(&request.model) {
                 ZenEndpoint::Messages => {

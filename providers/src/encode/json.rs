@@ -115,10 +115,18 @@ impl<'a, 'b> Compound<'a, 'b> {
         value.serialize(&mut *self.writer)
     }
 
-    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> serde_json::Result<()> {
+    /// A struct's field: its name is a Rust name or one of our renames, with
+    /// nothing to escape, so it is copied without the scan a string value gets.
+    fn field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> serde_json::Result<()> {
         self.comma();
-        write_escaped(self.writer.out, key);
-        self.writer.out.push(b':');
+        let out = &mut *self.writer.out;
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
         value.serialize(&mut *self.writer)
     }
 

@@ -66,7 +66,9 @@ async fn handle(
     body: Body,
     shape: Shape,
 ) -> Result<Response, ApiError> {
-    let request: ChatRequest =
+    // Boxed where it is read: the request moves through several calls and
+    // futures on its way upstream, each of which would copy ~500 bytes.
+    let request: Box<ChatRequest> =
         read_json(&headers, body, state.config.server.max_body_bytes).await?;
     // In a block: a local read by reference keeps its room in the future's
     // state up to the end of its scope, here beside the completion's future.
@@ -135,8 +137,8 @@ pub(crate) struct Started {
 pub(crate) fn start<'a>(
     state: &'a SharedState,
     headers: &HeaderMap,
-    request: ChatRequest,
-) -> impl Future<Output = Result<Started, ApiError>> + use<'a> {
+    request: Box<ChatRequest>,
+) -> impl Future<Output = Result<Box<Started>, ApiError>> + use<'a> {
     // Planning is synchronous and done here, so the request (and the headers)
     // never sit in the future's state; the future holds the boxed plan only.
     let mut witness = Witness::new(state, headers, &request.model, request.is_stream());
@@ -245,7 +247,7 @@ async fn prepare<'a>(
 fn first_chunk<'a, 'w>(
     prepared: Prepared<'a>,
     witness: &'w mut Witness,
-) -> impl Future<Output = Result<Started, ApiError>> + use<'a, 'w> {
+) -> impl Future<Output = Result<Box<Started>, ApiError>> + use<'a, 'w> {
     let Prepared {
         provider,
         reply,
@@ -287,7 +289,7 @@ fn first_chunk<'a, 'w>(
         if let Some(usage) = &first.usage {
             witness.usage(usage);
         }
-        Ok(Started {
+        Ok(Box::new(Started {
             provider: provider.name().to_owned(),
             stream,
             wants_usage,
@@ -298,7 +300,7 @@ fn first_chunk<'a, 'w>(
             post,
             capture,
             witness: witness.take(),
-        })
+        }))
     }
 }
 
@@ -324,7 +326,9 @@ impl Started {
     ///
     /// A plain `fn` returning the future: an `async fn` would keep `self` in
     /// its state beside the fields taken out of it.
-    pub(crate) fn complete(self) -> impl Future<Output = Result<ChatCompletion, ApiError>> {
+    pub(crate) fn complete(
+        self: Box<Self>,
+    ) -> impl Future<Output = Result<ChatCompletion, ApiError>> {
         let Self {
             meta,
             first,
@@ -333,7 +337,7 @@ impl Started {
             post,
             mut witness,
             ..
-        } = self;
+        } = *self;
         let mut assembler = Assembler::default();
         assembler.push(&first);
         async move {
@@ -365,16 +369,24 @@ impl Started {
     /// the upstream is done or failed, before the stream ends, so a client
     /// may rate the chat as soon as it has read the stream. The chat is
     /// witnessed when the stream ends, fails, or is dropped by the client.
-    pub(crate) fn chunks(self) -> Tap {
-        let mut first = self.first;
-        first.lakehouse = self.lakehouse.map(Box::new);
-        let assemble = self.post.is_some() || self.capture;
+    pub(crate) fn chunks(self: Box<Self>) -> Tap {
+        let Self {
+            mut first,
+            rest,
+            lakehouse,
+            post,
+            capture,
+            witness,
+            ..
+        } = *self;
+        first.lakehouse = lakehouse.map(Box::new);
+        let assemble = post.is_some() || capture;
         Tap {
             first: Some(first),
-            chunks: self.rest,
-            post: self.post,
+            chunks: rest,
+            post,
             assembler: assemble.then(Assembler::default),
-            witness: Some(self.witness),
+            witness: Some(witness),
             // Logs from later polls belong to the request's span too.
             span: tracing::Span::current(),
             ending: None,
@@ -522,7 +534,7 @@ const MAX_NAMESPACE: usize = 256;
 fn plan(
     state: &SharedState,
     headers: &HeaderMap,
-    mut request: ChatRequest,
+    mut request: Box<ChatRequest>,
 ) -> Result<Box<ChatContext>, ApiError> {
     request.validate().map_err(ApiError::bad_request)?;
     let max_messages = state.config.server.max_messages;
