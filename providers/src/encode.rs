@@ -408,9 +408,14 @@ mod tests {
                             reasoning_content,
                             tool_calls: call.map(|args| vec![ToolCallDelta::arguments(0, args)]),
                             refusal,
-                            extra: (index % 3 == 0)
-                                .then(|| serde_json::Map::from_iter([("images".to_owned(), json!([{"\n": 1}]))]))
-                                .unwrap_or_default(),
+                            extra: if index % 3 == 0 {
+                                serde_json::Map::from_iter([(
+                                    "images".to_owned(),
+                                    json!([{"\n": 1}]),
+                                )])
+                            } else {
+                                serde_json::Map::new()
+                            },
                             ..Delta::default()
                         },
                         finish_reason: finish,
@@ -461,9 +466,11 @@ mod tests {
                             function: FunctionCall { name: "f".into(), arguments: "{\"a\":\"\\n\"}".into() },
                         }]),
                         refusal,
-                        extra: call
-                            .then(|| serde_json::Map::from_iter([("annotations".to_owned(), json!([]))]))
-                            .unwrap_or_default(),
+                        extra: if call {
+                            serde_json::Map::from_iter([("annotations".to_owned(), json!([]))])
+                        } else {
+                            serde_json::Map::new()
+                        },
                     },
                     finish_reason,
                     logprobs: logprobs.then(|| json!({"content": []})),

@@ -806,7 +806,9 @@ deserialize_with_extra!(
         tool_calls: "tool_calls",
         refusal: "refusal",
     },
-    lists { reasoning_details: "reasoning_details" },
+    lists {
+        reasoning_details: "reasoning_details"
+    },
 );
 
 /// A list, `None` when `null` or empty (OpenRouter sends
@@ -1016,7 +1018,9 @@ deserialize_with_extra!(
         tool_calls: "tool_calls",
         refusal: "refusal",
     },
-    lists { reasoning_details: "reasoning_details" },
+    lists {
+        reasoning_details: "reasoning_details"
+    },
 );
 
 /// One entry of `GET /v1/models`.

@@ -630,7 +630,10 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{"annotations":[{"n":2}],"audio":{"id":"a2"}}}]}"#,
         ] {
             let chunk = ChatChunk::from_json(text).unwrap();
-            assert!(crate::decode::read_chunk(text).is_none(), "left to serde: {text}");
+            assert!(
+                crate::decode::read_chunk(text).is_none(),
+                "left to serde: {text}"
+            );
             assembler.push(&chunk);
         }
         let message = assembler.finish(&meta()).choices.remove(0).message;

@@ -312,7 +312,9 @@ pub fn check_ids(file: &Path, id_column: &str) -> Result<()> {
     );
     let mut stmt = conn.prepare(&sql)?;
     let offenders = stmt
-        .query_map([], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?)))?
+        .query_map([], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     if offenders.is_empty() {
         return Ok(());
@@ -340,7 +342,9 @@ pub fn read_ids(file: &Path, id_column: &str) -> Result<Vec<String>> {
     );
     let mut stmt = conn.prepare(&sql)?;
     let ids = stmt
-        .query_map([], |r| Ok(r.get::<_, Option<String>>(0)?.unwrap_or_default()))?
+        .query_map([], |r| {
+            Ok(r.get::<_, Option<String>>(0)?.unwrap_or_default())
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ids)
 }

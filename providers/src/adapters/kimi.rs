@@ -108,7 +108,10 @@ impl ChatProvider for Kimi {
         self.upstream.provider()
     }
 
-    fn chat(&self, mut request: Box<ChatRequest>) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
+    fn chat(
+        &self,
+        mut request: Box<ChatRequest>,
+    ) -> BoxFuture<'_, Result<ChunkStream, ProviderError>> {
         if let Err(refused) = apply_fixed_sampling(self.upstream.provider(), &mut request) {
             return Box::pin(std::future::ready(Err(refused)));
         }

@@ -101,7 +101,9 @@ crate::openai::deserialize_with_extra!(
         tool_calls: "tool_calls",
         refusal: "refusal",
     },
-    lists { reasoning_details: "reasoning_details" },
+    lists {
+        reasoning_details: "reasoning_details"
+    },
 );
 
 impl Completion {

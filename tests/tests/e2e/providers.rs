@@ -1099,7 +1099,10 @@ async fn citations_and_other_answer_fields_pass_through() {
             .iter()
             .flat_map(|c| cited(&c["choices"][0]["delta"]["annotations"]))
             .collect();
-        assert_eq!(streamed, both, "{model}: one citation per event: {events:?}");
+        assert_eq!(
+            streamed, both,
+            "{model}: one citation per event: {events:?}"
+        );
         assert_eq!(joined_content(&chunks), expected_text(flavour_of(model)));
     }
 }

@@ -249,19 +249,28 @@ async fn ingest_search_query_and_idempotent_register() {
 
         // An id names one row: repeated, blank or already stored ids are refused.
         for (csv, says) in [
-            ("id,title,text
+            (
+                "id,title,text
 7,A,one
 7,B,two
 8,C,three
-", "\"7\" on 2 rows"),
-            ("id,title,text
+",
+                "\"7\" on 2 rows",
+            ),
+            (
+                "id,title,text
 9,A,one
 ,B,no id
-", "1 row(s) without an id"),
-            ("id,title,text
+",
+                "1 row(s) without an id",
+            ),
+            (
+                "id,title,text
 9,A,one
 1,B,Cats again
-", "already has rows with ids \"1\""),
+",
+                "already has rows with ids \"1\"",
+            ),
         ] {
             let (status, refused) = app.upload("docs", "csv", csv).await;
             assert_eq!(status, 400, "{backend}: {csv}: {refused}");
