@@ -298,57 +298,6 @@ fn parquet_info(conn: &Connection, file: &Path) -> Result<ParquetInfo> {
 }
 
 /// `(id, text)` for every row of `file`: the id column as text, the text columns joined by newlines.
-/// Refuses a converted file whose `id_column` leaves a row without an id
-/// (null or blank) or names two rows alike: search answers rows by id, so
-/// each id must name exactly one. Names up to three offenders.
-pub fn check_ids(file: &Path, id_column: &str) -> Result<()> {
-    let conn = Connection::open_in_memory()?;
-    let sql = format!(
-        "SELECT id, n FROM (SELECT CAST({} AS VARCHAR) AS id, count(*) AS n \
-         FROM read_parquet({}) GROUP BY 1) \
-         WHERE n > 1 OR id IS NULL OR trim(id) = '' ORDER BY id NULLS FIRST LIMIT 3",
-        ident(id_column),
-        literal(&file.to_string_lossy())
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let offenders = stmt
-        .query_map([], |r| {
-            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    if offenders.is_empty() {
-        return Ok(());
-    }
-    let named: Vec<String> = offenders
-        .iter()
-        .map(|(id, n)| match id.as_deref().map(str::trim) {
-            None | Some("") => format!("{n} row(s) without an id"),
-            Some(_) => format!("{:?} on {n} rows", id.as_deref().unwrap_or_default()),
-        })
-        .collect();
-    Err(StoreError::InvalidInput(format!(
-        "column {id_column:?} must give every row its own non-empty id: {}",
-        named.join(", ")
-    )))
-}
-
-/// The ids of a converted file, as text.
-pub fn read_ids(file: &Path, id_column: &str) -> Result<Vec<String>> {
-    let conn = Connection::open_in_memory()?;
-    let sql = format!(
-        "SELECT CAST({} AS VARCHAR) FROM read_parquet({})",
-        ident(id_column),
-        literal(&file.to_string_lossy())
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let ids = stmt
-        .query_map([], |r| {
-            Ok(r.get::<_, Option<String>>(0)?.unwrap_or_default())
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ids)
-}
-
 pub fn read_texts(
     file: &Path,
     id_column: &str,

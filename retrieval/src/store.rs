@@ -93,6 +93,41 @@ fn searchable_embedder(manifest: &Manifest) -> Result<&str> {
     Ok(&manifest.settings.embedder)
 }
 
+/// Refuses rows without an id (null or blank) and ids two rows share:
+/// search answers rows by id, so each id must name exactly one. Names up
+/// to three offenders, rows without an id first, then by id.
+fn check_ids(id_column: &str, rows: &[(String, String)]) -> Result<()> {
+    let mut counts: HashMap<&str, u64> = HashMap::with_capacity(rows.len());
+    for (id, _) in rows {
+        let key = if id.trim().is_empty() {
+            ""
+        } else {
+            id.as_str()
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    let mut offenders: Vec<(&str, u64)> = counts
+        .into_iter()
+        .filter(|&(id, n)| id.is_empty() || n > 1)
+        .collect();
+    if offenders.is_empty() {
+        return Ok(());
+    }
+    offenders.sort_unstable();
+    let named: Vec<String> = offenders
+        .iter()
+        .take(3)
+        .map(|&(id, n)| match id {
+            "" => format!("{n} row(s) without an id"),
+            id => format!("{id:?} on {n} rows"),
+        })
+        .collect();
+    Err(StoreError::InvalidInput(format!(
+        "column {id_column:?} must give every row its own non-empty id: {}",
+        named.join(", ")
+    )))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -242,14 +277,6 @@ impl Store {
         }
         // Checked again under the catalog lock; here so a mismatch writes nothing.
         check_schema(name, &manifest.schema, &info.schema)?;
-        // Search finds rows by id; a corpus without an embedder has no search
-        // and skips the check, a GROUP BY over every row (1M CSV rows took
-        // 0.50 s to ingest with it, 0.38 s without; little beside embedding).
-        if settings.embedder != NONE {
-            let (file, id_column) = (parquet.clone(), settings.id_column.clone());
-            blocking(move || duck::check_ids(&file, &id_column)).await?;
-        }
-
         let bytes = Bytes::from(
             tokio::fs::read(&parquet)
                 .await
@@ -266,7 +293,24 @@ impl Store {
                 version: manifest.version,
             });
         }
-        self.check_new_ids(&manifest, &parquet).await?;
+        // A searchable corpus's rows are read once, here: their ids are
+        // checked before anything is written, and their texts embedded below.
+        // Search finds rows by id; a corpus without an embedder has no search
+        // and no ids to check.
+        let texts = if settings.embedder == NONE {
+            None
+        } else {
+            let (file, id_column, text_columns) = (
+                parquet.clone(),
+                settings.id_column.clone(),
+                settings.text_columns.clone(),
+            );
+            let texts =
+                blocking(move || duck::read_texts(&file, &id_column, &text_columns)).await?;
+            check_ids(&settings.id_column, &texts)?;
+            self.check_new_ids(&manifest, &texts).await?;
+            Some(texts)
+        };
         progress.stage("write", bytes.len() as u64);
         let size = bytes.len() as u64;
         self.objects.put(&key, bytes).await?;
@@ -285,10 +329,9 @@ impl Store {
         let mut base = manifest;
         let mut attempts = 0;
         let (manifest, added, vectors) = loop {
-            let vectors = if settings.embedder == NONE {
-                None
-            } else {
-                Some(self.embed_and_index(&base, &parquet, progress).await?)
+            let vectors = match &texts {
+                None => None,
+                Some(texts) => Some(self.embed_and_index(&base, texts, progress).await?),
             };
             let registered = self
                 .catalog
@@ -349,14 +392,13 @@ impl Store {
     /// Refuses rows whose ids the corpus index already holds: an id names
     /// one row, and search would show the older row's fields for both.
     /// (A corpus without an embedder has no index to ask.)
-    async fn check_new_ids(&self, manifest: &Manifest, parquet: &Path) -> Result<()> {
+    async fn check_new_ids(&self, manifest: &Manifest, rows: &[(String, String)]) -> Result<()> {
         let Some(current) = self.index_for(manifest).await? else {
             return Ok(());
         };
-        let (file, id_column) = (parquet.to_path_buf(), manifest.settings.id_column.clone());
-        let ids = blocking(move || duck::read_ids(&file, &id_column)).await?;
-        let taken: Vec<String> = ids
+        let taken: Vec<String> = rows
             .iter()
+            .map(|(id, _)| id)
             .filter(|id| current.doc(id).is_some())
             .take(3)
             .map(|id| format!("{id:?}"))
@@ -372,23 +414,17 @@ impl Store {
         )))
     }
 
-    /// Embeds the rows of `parquet`, extends the corpus index with them and stores
-    /// the new index under the next version (a name no other process writes);
-    /// the catalog is not touched.
+    /// Embeds `texts` (id and text of each new row), extends the corpus index
+    /// with them and stores the new index under the next version (a name no
+    /// other process writes); the catalog is not touched.
     async fn embed_and_index(
         &self,
         manifest: &Manifest,
-        parquet: &Path,
+        texts: &[(String, String)],
         progress: &dyn Progress,
     ) -> Result<(VectorsRef, VectorIndex)> {
         let settings = &manifest.settings;
         let name = &manifest.name;
-        let (file, id_column, text_columns) = (
-            parquet.to_path_buf(),
-            settings.id_column.clone(),
-            settings.text_columns.clone(),
-        );
-        let texts = blocking(move || duck::read_texts(&file, &id_column, &text_columns)).await?;
         progress.stage("embed", texts.len() as u64);
         let mut rows = Vec::with_capacity(texts.len());
         for batch in texts.chunks(EMBED_BATCH) {
