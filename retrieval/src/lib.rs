@@ -15,6 +15,7 @@
 //! corpora/<name>/<sha256>.parquet     content-addressed ingested rows
 //! _catalog/<name>.json                manifest
 //! _vectors/<name>/<version>-<unique>.usearch   HNSW index (+ .docs.json: row ids and embedded texts)
+//!                                              (the current version and the one it replaced)
 //! ```
 
 pub mod catalog;

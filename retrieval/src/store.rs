@@ -331,7 +331,24 @@ impl Store {
         let (manifest, added, vectors) = loop {
             let vectors = match &texts {
                 None => None,
-                Some(texts) => Some(self.embed_and_index(&base, texts, progress).await?),
+                Some(texts) => match self.embed_and_index(&base, texts, progress).await {
+                    Ok(built) => Some(built),
+                    // The index this ingest started from was pruned: other
+                    // writers registered two versions meanwhile.
+                    Err(StoreError::NotFound { .. }) if attempts < MAX_REINDEX => {
+                        attempts += 1;
+                        let fresh = self.catalog.fresh(name).await?;
+                        if fresh.version == base.version {
+                            return Err(StoreError::Internal(format!(
+                                "the index of corpus {name:?} version {} is missing from the store",
+                                base.version
+                            )));
+                        }
+                        base = fresh;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let registered = self
                 .catalog
@@ -362,6 +379,8 @@ impl Store {
             }
         };
         if let Some((vectors, index)) = vectors {
+            self.prune_indexes(name, &vectors, base.vectors.as_ref())
+                .await;
             self.indexes.write().await.insert(
                 name.to_owned(),
                 LoadedIndex {
@@ -385,6 +404,38 @@ impl Store {
         for key in [&vectors.index_key, &vectors.docs_key] {
             if let Err(e) = self.objects.delete(key).await {
                 tracing::warn!("cannot delete the unregistered index object {key}: {e}");
+            }
+        }
+    }
+
+    /// Deletes the corpus's index objects older than the one just registered
+    /// (`current`), except the one it replaced (`previous`): every ingest
+    /// writes the whole index again, so kept versions grew the store by an
+    /// index per ingest. The previous one stays for readers that loaded the
+    /// manifest before this register. Versions above the current one are
+    /// another writer's work in progress and are left alone. A failed delete
+    /// is logged; the ingest has succeeded either way.
+    async fn prune_indexes(&self, name: &str, current: &VectorsRef, previous: Option<&VectorsRef>) {
+        let Some(current_version) = index_version(&current.index_key) else {
+            return;
+        };
+        let objects = match self.objects.list(&format!("_vectors/{name}")).await {
+            Ok(objects) => objects,
+            Err(e) => {
+                tracing::warn!("cannot list the index versions of corpus {name:?}: {e}");
+                return;
+            }
+        };
+        let kept = |key: &str| {
+            previous.is_some_and(|p| key == p.index_key || key == p.docs_key)
+                || index_version(key).is_none_or(|version| version >= current_version)
+        };
+        for object in objects.iter().filter(|o| !kept(&o.key)) {
+            if let Err(e) = self.objects.delete(&object.key).await {
+                tracing::warn!(
+                    "cannot delete the superseded index object {}: {e}",
+                    object.key
+                );
             }
         }
     }
@@ -611,7 +662,14 @@ impl Store {
             return Ok(Some(Arc::clone(&loaded.index)));
         }
         let manifest = self.catalog.get(name).await?;
-        self.index_for(&manifest).await
+        match self.index_for(&manifest).await {
+            // A cached manifest two ingests old names a pruned index.
+            Err(StoreError::NotFound { .. }) => {
+                let fresh = self.catalog.fresh(name).await?;
+                self.index_for(&fresh).await
+            }
+            loaded => loaded,
+        }
     }
 
     async fn rows_by_id(
@@ -691,6 +749,12 @@ impl Store {
     }
 }
 
+/// The version an index object's key names (`_vectors/<name>/<version>-<unique>.<ext>`).
+fn index_version(key: &str) -> Option<u64> {
+    let file = key.rsplit('/').next()?;
+    file.split_once('-')?.0.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,6 +774,53 @@ mod tests {
         )
         .await
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_ingest_keeps_two_index_versions_and_stale_readers_still_search() {
+        let dir = TempDir::new("store-test").unwrap();
+        let writer = open_store(&dir.path().join("store")).await;
+        // Another replica: it read the manifest early and never loaded the index.
+        let reader = open_store(&dir.path().join("store")).await;
+        let settings = CorpusSettings {
+            text_columns: vec!["text".into()],
+            id_column: "id".into(),
+            embedder: crate::embed::LOCAL.into(),
+        };
+        writer.create_corpus("fruit", settings).await.unwrap();
+        let ingest = |n: usize, rows: &'static str| {
+            let path = dir.path().join(format!("{n}.csv"));
+            std::fs::write(&path, format!("id,text\n{rows}")).unwrap();
+            let writer = &writer;
+            async move {
+                writer
+                    .ingest_file("fruit", &path, Format::Csv, &NoProgress)
+                    .await
+                    .unwrap()
+            }
+        };
+        ingest(1, "a,apples\n").await;
+        assert_eq!(reader.catalog.get("fruit").await.unwrap().version, 1);
+        ingest(2, "b,bananas\n").await;
+        ingest(3, "c,cherries\n").await;
+        let report = ingest(4, "d,dates\n").await;
+        assert_eq!(report.version, 4);
+
+        let versions = |objects: Vec<crate::objects::ObjectInfo>| -> Vec<u64> {
+            objects
+                .iter()
+                .map(|o| index_version(&o.key).unwrap())
+                .collect()
+        };
+        // An index and its docs for the current version and the one it replaced.
+        let left = writer.objects.list("_vectors/fruit").await.unwrap();
+        assert_eq!(versions(left), [3, 3, 4, 4]);
+
+        // The reader's cached manifest names version 1, deleted since: it
+        // reads the manifest again and searches version 4.
+        let hits = reader.search("fruit", "dates", 1).await.unwrap();
+        assert_eq!(hits[0].id, "d");
+        assert_eq!(reader.docs("fruit").await.unwrap().len(), 4);
     }
 
     #[tokio::test]
