@@ -334,6 +334,14 @@ pub struct QueryLimits {
     pub max_rows: usize,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Memory all queries together may hold. A query that needs more fails
+    /// with DuckDB's out-of-memory error rather than spilling to disk or
+    /// taking the memory the chats need (DuckDB's own default is 80 % of RAM).
+    #[serde(default = "default_memory_limit_mb")]
+    pub memory_limit_mb: u64,
+    /// Threads a query may use; 0 is DuckDB's default, one per core.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 fn default_max_rows() -> usize {
@@ -342,12 +350,17 @@ fn default_max_rows() -> usize {
 fn default_timeout_ms() -> u64 {
     10_000
 }
+fn default_memory_limit_mb() -> u64 {
+    1024
+}
 
 impl Default for QueryLimits {
     fn default() -> Self {
         Self {
             max_rows: default_max_rows(),
             timeout_ms: default_timeout_ms(),
+            memory_limit_mb: default_memory_limit_mb(),
+            threads: 0,
         }
     }
 }
@@ -378,6 +391,8 @@ pub struct ReadOnlySql(String);
 /// server with no SQL traffic does not carry its memory.
 pub struct QueryEngine {
     allowed_dir: String,
+    memory_limit_mb: u64,
+    threads: usize,
     base: Mutex<Option<Connection>>,
 }
 
@@ -388,8 +403,9 @@ impl std::fmt::Debug for QueryEngine {
 }
 
 impl QueryEngine {
-    /// An engine that may read files under `allowed_dir` only.
-    pub fn open(allowed_dir: &Path) -> Result<Self> {
+    /// An engine that may read files under `allowed_dir` only, within the
+    /// memory and threads of `limits`.
+    pub fn open(allowed_dir: &Path, limits: &QueryLimits) -> Result<Self> {
         let dir = allowed_dir.to_string_lossy();
         let allowed_dir = if dir.ends_with('/') {
             dir.into_owned()
@@ -398,6 +414,8 @@ impl QueryEngine {
         };
         Ok(Self {
             allowed_dir,
+            memory_limit_mb: limits.memory_limit_mb,
+            threads: limits.threads,
             base: Mutex::new(None),
         })
     }
@@ -405,11 +423,19 @@ impl QueryEngine {
     /// An in-memory database locked down to `allowed_dir`.
     fn locked_down(&self) -> Result<Connection> {
         let conn = Connection::open_in_memory()?;
+        // No temp directory: nothing spills into the server's working folder.
+        let threads = if self.threads == 0 {
+            String::new()
+        } else {
+            format!("SET threads = {};", self.threads)
+        };
         conn.execute_batch(&format!(
-            "SET allowed_directories = [{}]; SET enable_external_access = false; \
+            "SET memory_limit = '{}MB'; SET temp_directory = ''; {threads} \
+             SET allowed_directories = [{}]; SET enable_external_access = false; \
              SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
              SET lock_configuration = true;",
-            literal(&self.allowed_dir)
+            self.memory_limit_mb,
+            literal(&self.allowed_dir),
         ))
         .map_err(|e| StoreError::Internal(format!("cannot lock down the query database: {e}")))?;
         Ok(conn)
@@ -621,7 +647,57 @@ mod tests {
     fn engine() -> (QueryEngine, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(lakehouse_providers::openai::new_id("duck-test-"));
         std::fs::create_dir_all(&dir).unwrap();
-        (QueryEngine::open(&dir).unwrap(), dir)
+        (
+            QueryEngine::open(&dir, &QueryLimits::default()).unwrap(),
+            dir,
+        )
+    }
+
+    #[test]
+    fn queries_stay_within_the_memory_and_threads_they_are_given() {
+        let dir = std::env::temp_dir().join(lakehouse_providers::openai::new_id("duck-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let limits = QueryLimits {
+            memory_limit_mb: 64,
+            threads: 1,
+            ..QueryLimits::default()
+        };
+        let engine = QueryEngine::open(&dir, &limits).unwrap();
+        let settings = query(
+            &engine,
+            "SELECT current_setting('memory_limit') AS memory, \
+                    current_setting('threads') AS threads, \
+                    current_setting('temp_directory') AS temp",
+            &[],
+            limits,
+        )
+        .unwrap();
+        let row = &settings.rows[0];
+        assert_eq!(row["threads"], 1);
+        assert_eq!(row["temp"], "");
+        assert!(
+            row["memory"].as_str().unwrap().starts_with("61.0 MiB"),
+            "{row:?}"
+        );
+        // A hash table of 20M distinct values needs hundreds of MB.
+        let err = query(
+            &engine,
+            "SELECT count(DISTINCT i::VARCHAR) AS n FROM range(20000000) t(i)",
+            &[],
+            limits,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidInput(m) if m.contains("Out of Memory")),
+            "{err}"
+        );
+        // The engine still answers.
+        assert_eq!(
+            query(&engine, "SELECT 1 AS one", &[], limits).unwrap().rows[0]["one"],
+            1
+        );
+        // Nothing spilled beside the server.
+        assert!(!std::path::Path::new(".tmp").exists());
     }
 
     /// Checks, then runs: what the store does with a client's SQL.
@@ -881,9 +957,9 @@ mod tests {
             ) {
                 let dir = std::env::temp_dir().join("lakehouse-guard-prop");
                 std::fs::create_dir_all(&dir).unwrap();
-                let engine = QueryEngine::open(&dir).unwrap();
+                let engine = QueryEngine::open(&dir, &QueryLimits::default()).unwrap();
                 let sql = format!("SELECT * FROM {}('{path}')", random_case(reader, mask));
-                let limits = QueryLimits { max_rows: 10, timeout_ms: 5_000 };
+                let limits = QueryLimits { max_rows: 10, timeout_ms: 5_000, ..QueryLimits::default() };
                 prop_assert!(super::query(&engine, &sql, &[], limits).is_err(), "{}", sql);
             }
         }

@@ -169,7 +169,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Store {
     /// Opens the store and loads every corpus's index.
     pub async fn open(objects: Objects, embedders: Embedders, limits: QueryLimits) -> Result<Self> {
-        let query = Arc::new(QueryEngine::open(objects.local_dir())?);
+        let query = Arc::new(QueryEngine::open(objects.local_dir(), &limits)?);
         let store = Self {
             catalog: Catalog::new(objects.clone()),
             objects,
