@@ -90,13 +90,16 @@ pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result
         // (run only on failure, to keep ingest at DuckDB's speed) does.
         let precise = match format {
             Format::Csv => check_csv(input).err(),
-            Format::Jsonl | Format::Parquet => None,
+            // DuckDB's line numbers for JSONL are one too high.
+            Format::Jsonl => check_jsonl(input).err(),
+            Format::Parquet => None,
         };
         precise.unwrap_or_else(|| {
-            // The upload's temporary path means nothing to the client.
-            let reason = e
-                .to_string()
-                .replace(input.to_string_lossy().as_ref(), "the upload");
+            // The upload's temporary path and the statement it was read by
+            // (DuckDB's "LINE 1: COPY ..." context) mean nothing to the client.
+            let reason = e.to_string();
+            let reason = reason.split("\nLINE ").next().unwrap_or_default().trim();
+            let reason = reason.replace(input.to_string_lossy().as_ref(), "the upload");
             StoreError::InvalidInput(format!("cannot read the {format:?} file: {reason}"))
         })
     })?;
@@ -131,6 +134,44 @@ pub fn check_csv(path: &Path) -> Result<char> {
         .map_err(|e| StoreError::Internal(format!("cannot open the upload: {e}")))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     check_csv_reader(&mut reader)
+}
+
+/// Checks that every non-blank line of a JSONL file is one JSON object,
+/// naming the first line that is not and why.
+pub fn check_jsonl(path: &Path) -> Result<()> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| StoreError::Internal(format!("cannot open the upload: {e}")))?;
+    check_jsonl_reader(std::io::BufReader::with_capacity(1 << 20, file))
+}
+
+fn check_jsonl_reader(mut reader: impl std::io::BufRead) -> Result<()> {
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| StoreError::Internal(format!("cannot read the upload: {e}")))?;
+        if read == 0 {
+            return Ok(());
+        }
+        let bad =
+            |reason: String| StoreError::InvalidInput(format!("JSONL line {number}: {reason}"));
+        let Some(&first) = line.iter().find(|b| !b.is_ascii_whitespace()) else {
+            continue;
+        };
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&line) {
+            // serde's position is within the line: keep the column, drop "line 1".
+            let reason = e.to_string();
+            let reason = reason
+                .rsplit_once(" at line ")
+                .map_or(reason.as_str(), |(r, _)| r);
+            return Err(bad(format!("{reason} at column {}", e.column())));
+        }
+        if first != b'{' {
+            return Err(bad("each line must be one JSON object".into()));
+        }
+    }
+    Ok(())
 }
 
 fn check_csv_reader(reader: &mut impl std::io::BufRead) -> Result<char> {
@@ -622,6 +663,44 @@ mod tests {
 
     fn check(text: &str) -> std::result::Result<char, String> {
         check_csv_reader(&mut text.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn jsonl_errors_name_the_line_and_column() {
+        let check = |text: &str| check_jsonl_reader(text.as_bytes()).map_err(|e| e.to_string());
+        assert_eq!(check("{\"a\":1}\n\n  \n{\"a\":2}"), Ok(()));
+        assert_eq!(
+            check("{\"a\":1}\n{\"a\":2}\n{\"id\":\"3\",\"text\": oops}\n{\"a\":4}\n"),
+            Err("JSONL line 3: expected value at column 19".into())
+        );
+        assert_eq!(
+            check("{\"a\":1}\n[1, 2]\n"),
+            Err("JSONL line 2: each line must be one JSON object".into())
+        );
+        assert_eq!(
+            check("{\"a\":1} {\"b\":2}\n"),
+            Err("JSONL line 1: trailing characters at column 9".into())
+        );
+        assert!(
+            check("{\"a\":\n1}\n")
+                .unwrap_err()
+                .starts_with("JSONL line 1: EOF")
+        );
+
+        // Through the ingest conversion: the line as counted from 1, and none of DuckDB's SQL.
+        let dir = std::env::temp_dir().join(lakehouse_providers::openai::new_id("jsonl-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("bad.jsonl");
+        std::fs::write(
+            &input,
+            "{\"id\":\"1\",\"text\":\"a\"}\n{\"id\":\"2\",\"text\": oops}\n",
+        )
+        .unwrap();
+        let err = convert_to_parquet(&input, Format::Jsonl, &dir.join("out.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "JSONL line 2: expected value at column 19");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

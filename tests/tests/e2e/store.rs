@@ -339,9 +339,20 @@ async fn bad_input_is_refused_and_leaves_data_intact() {
         );
 
         let (status, err) = app
-            .upload("docs", "jsonl", "{\"id\": 1, \"title\": \n")
+            .upload(
+                "docs",
+                "jsonl",
+                "{\"id\": 1, \"title\": \"a\"}\n{\"id\": 2, \"title\": \n",
+            )
             .await;
         assert_eq!(status, 400, "{backend}: {err}");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("JSONL line 2: EOF while parsing"),
+            "{backend}: {err}"
+        );
 
         let big = format!("id,title,text\n{}", "9,x,y\n".repeat(20_000));
         let (status, err) = app.upload("docs", "csv", big).await;
