@@ -54,6 +54,14 @@ pub struct JsonlLog {
 /// same log; an older lease was left by a replica that stopped mid-way.
 const COMPACTION_LEASE: Duration = Duration::from_secs(600);
 
+/// How long a claim to take over a stale lease keeps other replicas from
+/// taking it over too; a takeover is a read, a delete and a write, so an
+/// older claim was left by a replica that stopped in between.
+const TAKEOVER_CLAIM: Duration = Duration::from_secs(60);
+
+/// How many claims left by stopped replicas a takeover walks past.
+const TAKEOVER_LINKS: usize = 4;
+
 /// How many times a replay starts again when compactions keep folding the
 /// segments it listed; past that it fails with a conflict.
 const REPLAY_ATTEMPTS: usize = 5;
@@ -106,6 +114,7 @@ async fn read_lease(objects: &Objects, key: &str) -> Result<Option<Lease>> {
 /// or, when the compaction is dropped part-way (its request cancelled), by a
 /// task spawned on drop, so that other replicas need not wait out
 /// [`COMPACTION_LEASE`].
+#[derive(Debug)]
 struct CompactionLease {
     objects: Objects,
     key: String,
@@ -149,6 +158,21 @@ async fn release_lease(objects: &Objects, key: &str, holder: &str) {
         Ok(_) => tracing::warn!("compaction lease {key} was taken over before it ended"),
         Err(e) => tracing::warn!("compaction could not read its lease {key}: {e}"),
     }
+}
+
+/// How long ago a lease or claim was taken; `None` when it cannot be read
+/// (treated as stale: nothing of ours writes such a body).
+fn age(body: &[u8], now: u64) -> Option<Duration> {
+    let lease = serde_json::from_slice::<Lease>(body).ok()?;
+    Some(Duration::from_millis(now.saturating_sub(lease.since_ms)))
+}
+
+/// 64-bit FNV-1a: names a takeover claim after the bytes of what it claims,
+/// the same in every replica and every build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn unix_millis() -> u64 {
@@ -355,8 +379,15 @@ impl JsonlLog {
 
     /// Creates the log's compaction lease; a lease older than
     /// [`COMPACTION_LEASE`] (its holder stopped mid-way) is taken over.
-    /// Taking over is not atomic (the local backend has no compare-and-swap):
-    /// two replicas finding the same stale lease at once could both proceed.
+    ///
+    /// The object store offers create-if-absent but no compare-and-swap on
+    /// every backend, so replacing the stale lease is guarded by a claim: an
+    /// object named after the stale lease's bytes, created if absent. Of
+    /// replicas finding the same stale lease, the one that creates the claim
+    /// replaces the lease, after checking that it is still the one it
+    /// read; the others get a conflict. A claim older than
+    /// [`TAKEOVER_CLAIM`] was left by a replica that stopped mid-takeover and
+    /// is itself claimed the same way.
     async fn take_compaction_lease(&self) -> Result<CompactionLease> {
         let key = format!("{}.compacting", self.name);
         let holder = lakehouse_providers::openai::new_id("");
@@ -368,37 +399,84 @@ impl JsonlLog {
             holder,
             held: false,
         };
+        let elsewhere = |held_for: Option<Duration>| {
+            let held = held_for.map_or(String::new(), |d| format!(" (for {}s)", d.as_secs()));
+            MemoryError::from(StoreError::Conflict(format!(
+                "{} is being compacted elsewhere{held}; try again later",
+                self.name
+            )))
+        };
         if self.objects.put_if_absent(&lease.key, body.clone()).await? {
             lease.held = true;
             return Ok(lease);
         }
-        let since_ms = read_lease(&self.objects, &lease.key)
-            .await?
-            .map(|held| held.since_ms);
-        let held_for = since_ms.map(|since| Duration::from_millis(now.saturating_sub(since)));
-        if let Some(held_for) = held_for.filter(|held| *held < COMPACTION_LEASE) {
-            return Err(StoreError::Conflict(format!(
-                "{} is being compacted elsewhere (for {}s); try again later",
-                self.name,
-                held_for.as_secs()
-            ))
-            .into());
+        let Some(stale) = self.objects.get_opt(&lease.key).await? else {
+            // Given back meanwhile.
+            return Err(elsewhere(None));
+        };
+        if let Some(held_for) = age(&stale, now).filter(|held| *held < COMPACTION_LEASE) {
+            return Err(elsewhere(Some(held_for)));
         }
-        // Stale or unreadable: taken over, unless another replica is quicker.
-        match self.objects.delete(&lease.key).await {
-            Ok(()) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        let Some(claims) = self.claim_takeover(&lease.key, &stale, &body, now).await? else {
+            return Err(elsewhere(None));
+        };
+        let taken = self.replace_stale_lease(&lease.key, &stale, body).await;
+        for claim in &claims {
+            if let Err(e) = self.objects.delete(claim).await {
+                tracing::warn!("compaction could not delete its takeover claim {claim}: {e}");
+            }
         }
-        if self.objects.put_if_absent(&lease.key, body).await? {
+        if taken? {
             lease.held = true;
             Ok(lease)
         } else {
-            Err(StoreError::Conflict(format!(
-                "{} is being compacted elsewhere; try again later",
-                self.name
-            ))
-            .into())
+            Err(elsewhere(None))
         }
+    }
+
+    /// Creates the claim to take over the lease `stale` at `key`, walking
+    /// past claims left by replicas that stopped; answers the claims to
+    /// delete afterwards (this one's and the abandoned ones), or `None` when
+    /// another replica holds a live claim.
+    async fn claim_takeover(
+        &self,
+        key: &str,
+        stale: &[u8],
+        body: &Bytes,
+        now: u64,
+    ) -> Result<Option<Vec<String>>> {
+        let mut claims = Vec::new();
+        let mut claimed = stale.to_vec();
+        for _ in 0..TAKEOVER_LINKS {
+            let claim = format!("{key}.takeover-{:016x}", fnv1a(&claimed));
+            claims.push(claim.clone());
+            if self.objects.put_if_absent(&claim, body.clone()).await? {
+                return Ok(Some(claims));
+            }
+            let Some(other) = self.objects.get_opt(&claim).await? else {
+                // Its takeover ended: the lease is no longer the stale one.
+                return Ok(None);
+            };
+            if age(&other, now).is_some_and(|held| held < TAKEOVER_CLAIM) {
+                return Ok(None);
+            }
+            claimed = other.to_vec();
+        }
+        Ok(None)
+    }
+
+    /// Replaces the lease at `key` with `body` if it still is `stale`; answers
+    /// whether this replica now holds it.
+    async fn replace_stale_lease(&self, key: &str, stale: &[u8], body: Bytes) -> Result<bool> {
+        if self.objects.get_opt(key).await?.as_deref() != Some(stale) {
+            return Ok(false);
+        }
+        match self.objects.delete(key).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // A replica starting a compaction right now may create it first.
+        Ok(self.objects.put_if_absent(key, body).await?)
     }
 
     async fn compact_holding_lease<T, K>(&self, key: K) -> Result<CompactReport>
@@ -677,6 +755,84 @@ mod tests {
         log.objects.put(lease, theirs.clone()).await.unwrap();
         held.give_back().await;
         assert_eq!(log.objects.get_opt(lease).await.unwrap(), Some(theirs));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_finding_one_stale_lease_at_once_take_it_over_once() {
+        let log = log();
+        let lease = "test/log.compacting";
+        for round in 0..20u64 {
+            let stale = format!(
+                "{{\"since_ms\":{},\"holder\":\"gone{round}\"}}\n",
+                round + 1
+            );
+            log.objects.put(lease, stale.into()).await.unwrap();
+            let tries: Vec<_> = (0..8)
+                .map(|_| {
+                    let replica = JsonlLog::new(log.objects.clone(), "test/log");
+                    tokio::spawn(async move { replica.take_compaction_lease().await })
+                })
+                .collect();
+            let mut held = Vec::new();
+            for attempt in tries {
+                match attempt.await.unwrap() {
+                    Ok(lease) => held.push(lease),
+                    Err(e) => assert!(e.to_string().contains("being compacted elsewhere"), "{e}"),
+                }
+            }
+            assert_eq!(
+                held.len(),
+                1,
+                "round {round}: one replica takes the lease over"
+            );
+            for lease in held {
+                lease.give_back().await;
+            }
+            // Claims go with the takeover.
+            let left: Vec<String> = log
+                .objects
+                .list("test")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            assert!(left.iter().all(|k| !k.contains(".takeover-")), "{left:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_takeover_claim_left_by_a_stopped_replica_is_walked_past() {
+        let log = log();
+        let lease = "test/log.compacting";
+        let stale = Bytes::from_static(b"{\"since_ms\":1,\"holder\":\"gone\"}\n");
+        log.objects.put(lease, stale.clone()).await.unwrap();
+        let claim = format!("{lease}.takeover-{:016x}", fnv1a(&stale));
+        // A live claim: another replica is taking the lease over right now.
+        let live = format!("{{\"since_ms\":{},\"holder\":\"busy\"}}\n", unix_millis());
+        log.objects.put(&claim, live.into()).await.unwrap();
+        let refused = log.take_compaction_lease().await.unwrap_err();
+        assert!(
+            refused.to_string().contains("being compacted elsewhere"),
+            "{refused}"
+        );
+        assert_eq!(
+            log.objects.get_opt(lease).await.unwrap(),
+            Some(stale.clone())
+        );
+        // The claimer stopped a minute ago: its claim is claimed in turn.
+        log.objects
+            .put(
+                &claim,
+                Bytes::from_static(b"{\"since_ms\":2,\"holder\":\"stopped\"}\n"),
+            )
+            .await
+            .unwrap();
+        let held = log.take_compaction_lease().await.unwrap();
+        assert_ne!(log.objects.get_opt(lease).await.unwrap(), Some(stale));
+        assert!(log.objects.get_opt(&claim).await.unwrap().is_none());
+        held.give_back().await;
+        assert!(log.objects.list("test").await.unwrap().is_empty());
     }
 
     #[tokio::test]
