@@ -152,6 +152,48 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// Deletes the folders [`TempDir::new`] made for processes that are gone
+    /// (a `kill -9` mid-ingest skips the guard's drop), and answers how many.
+    /// Linux only: a process is known alive by its `/proc` entry; a folder
+    /// whose pid was reused by another process is left for a later start.
+    pub fn sweep_orphans() -> usize {
+        let proc_root = Path::new("/proc");
+        if !proc_root.join("self").exists() {
+            return 0;
+        }
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return 0;
+        };
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(orphan_pid) else {
+                continue;
+            };
+            if pid == std::process::id() || proc_root.join(pid.to_string()).exists() {
+                continue;
+            }
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => swept += 1,
+                Err(e) => tracing::debug!("cannot delete {}: {e}", entry.path().display()),
+            }
+        }
+        swept
+    }
+}
+
+/// The pid in a folder name [`TempDir::new`] made for the store's own work
+/// (`lakehouse-ingest-<pid>-<id>`, `lakehouse-upload-<pid>-<id>`).
+fn orphan_pid(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix("lakehouse-ingest-")
+        .or_else(|| name.strip_prefix("lakehouse-upload-"))?;
+    let (pid, id) = rest.split_once('-')?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 impl Drop for TempDir {
@@ -170,6 +212,10 @@ impl Store {
     /// Opens the store and loads every corpus's index.
     pub async fn open(objects: Objects, embedders: Embedders, limits: QueryLimits) -> Result<Self> {
         let query = Arc::new(QueryEngine::open(objects.local_dir(), &limits)?);
+        let swept = blocking(|| Ok(TempDir::sweep_orphans())).await?;
+        if swept > 0 {
+            tracing::info!("deleted {swept} temporary folder(s) left by stopped processes");
+        }
         let store = Self {
             catalog: Catalog::new(objects.clone()),
             objects,
@@ -774,6 +820,29 @@ mod tests {
         )
         .await
         .unwrap()
+    }
+
+    #[test]
+    fn only_the_store_s_own_temporary_folders_of_gone_processes_are_swept() {
+        assert_eq!(orphan_pid("lakehouse-ingest-4242-abc123"), Some(4242));
+        assert_eq!(orphan_pid("lakehouse-upload-7-Zz9"), Some(7));
+        for other in [
+            "lakehouse-bench-4242-abc",
+            "lakehouse-crash-abc",
+            "lakehouse-ingest-abc-def",
+            "lakehouse-ingest-4242-",
+            "lakehouse-ingest-4242-a/b",
+            "lakehouse-ingest-4242",
+        ] {
+            assert_eq!(orphan_pid(other), None, "{other}");
+        }
+        // A folder of this process stays; one of a pid no process has goes.
+        let mine = TempDir::new("ingest").unwrap();
+        let gone = std::env::temp_dir().join(format!("lakehouse-ingest-{}-x1", u32::MAX - 1));
+        std::fs::create_dir_all(gone.join("inner")).unwrap();
+        assert!(TempDir::sweep_orphans() >= 1);
+        assert!(!gone.exists());
+        assert!(mine.path().exists());
     }
 
     #[tokio::test]

@@ -58,6 +58,9 @@ def test_kill_during_ingest_leaves_the_last_good_version(fake_upstream):
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             pending = pool.submit(upload)
             assert sent.wait(timeout=60)
+            killed = proc.pid
+            left = lambda: list(pathlib.Path(tempfile.gettempdir()).glob(f"lakehouse-*-{killed}-*"))
+            assert left(), "the upload is being converted in a temporary folder"
             kill9(proc)  # 100,000 rows are still being converted and embedded
             pending.result(timeout=60)
     finally:
@@ -66,6 +69,8 @@ def test_kill_during_ingest_leaves_the_last_good_version(fake_upstream):
 
     proc, url = serve(config)
     try:
+        # The killed server's temporary folders are deleted at the restart.
+        assert left() == []
         after = httpx.get(f"{url}/admin/corpora/crash").json()
         assert after["rows"] == 3 and after["version"] == before["version"], after
         assert after["files"] == before["files"]
