@@ -33,6 +33,26 @@ pub trait Embedder: Send + Sync {
     fn name(&self) -> &str;
     /// Vectors in input order, one per text.
     fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>>;
+    /// Vectors of `dimensions` values, for models that can shorten theirs
+    /// (OpenAI's `dimensions`). An embedder that cannot answers its own
+    /// width only, and refuses any other.
+    fn embed_dimensions<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(async move {
+            let vectors = self.embed(texts).await?;
+            match vectors.first() {
+                Some(first) if first.len() != dimensions => Err(StoreError::InvalidInput(format!(
+                    "{} returns {} dimensions and cannot shorten them to {dimensions}",
+                    self.name(),
+                    first.len()
+                ))),
+                _ => Ok(vectors),
+            }
+        })
+    }
 }
 
 /// The offline default.
@@ -123,16 +143,31 @@ impl Embedder for OllamaEmbedder {
     }
 
     fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move {
-            #[derive(Deserialize)]
-            struct Answer {
-                embeddings: Vec<Vec<f32>>,
-            }
-            let body = json!({"model": self.model, "input": texts, "truncate": true});
-            let response = self.upstream.post_json("/api/embed", &body, &[]).await?;
-            let answer: Answer = response.json().await?;
-            check_count(&self.name, texts.len(), answer.embeddings)
-        })
+        Box::pin(self.call(texts, None))
+    }
+
+    fn embed_dimensions<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(self.call(texts, Some(dimensions)))
+    }
+}
+
+impl OllamaEmbedder {
+    async fn call(&self, texts: &[String], dimensions: Option<usize>) -> Result<Vec<Vec<f32>>> {
+        #[derive(Deserialize)]
+        struct Answer {
+            embeddings: Vec<Vec<f32>>,
+        }
+        let mut body = json!({"model": self.model, "input": texts, "truncate": true});
+        if let Some(dimensions) = dimensions {
+            body["dimensions"] = dimensions.into();
+        }
+        let response = self.upstream.post_json("/api/embed", &body, &[]).await?;
+        let answer: Answer = response.json().await?;
+        check_count(&self.name, texts.len(), answer.embeddings)
     }
 }
 
@@ -159,26 +194,41 @@ impl Embedder for OpenAiEmbedder {
     }
 
     fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move {
-            #[derive(Deserialize)]
-            struct Item {
-                index: usize,
-                embedding: Vec<f32>,
-            }
-            #[derive(Deserialize)]
-            struct Answer {
-                data: Vec<Item>,
-            }
-            let body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
-            let response = self.upstream.post_json("/embeddings", &body, &[]).await?;
-            let mut answer: Answer = response.json().await?;
-            answer.data.sort_by_key(|i| i.index);
-            check_count(
-                &self.name,
-                texts.len(),
-                answer.data.into_iter().map(|i| i.embedding).collect(),
-            )
-        })
+        Box::pin(self.call(texts, None))
+    }
+
+    fn embed_dimensions<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: usize,
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        Box::pin(self.call(texts, Some(dimensions)))
+    }
+}
+
+impl OpenAiEmbedder {
+    async fn call(&self, texts: &[String], dimensions: Option<usize>) -> Result<Vec<Vec<f32>>> {
+        #[derive(Deserialize)]
+        struct Item {
+            index: usize,
+            embedding: Vec<f32>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            data: Vec<Item>,
+        }
+        let mut body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
+        if let Some(dimensions) = dimensions {
+            body["dimensions"] = dimensions.into();
+        }
+        let response = self.upstream.post_json("/embeddings", &body, &[]).await?;
+        let mut answer: Answer = response.json().await?;
+        answer.data.sort_by_key(|i| i.index);
+        check_count(
+            &self.name,
+            texts.len(),
+            answer.data.into_iter().map(|i| i.embedding).collect(),
+        )
     }
 }
 
@@ -277,6 +327,29 @@ impl Embedders {
     /// Embeds a bulk batch (an ingest) without reading or filling the cache.
     pub async fn embed_uncached(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         self.embedder(name)?.embed(texts).await
+    }
+
+    /// Embeds `texts` with `name` into vectors of `dimensions` values,
+    /// uncached (the cache holds each embedder's full width). An upstream
+    /// that answers another width ignored the request: an error, not
+    /// vectors of the wrong size.
+    pub async fn embed_dimensions(
+        &self,
+        name: &str,
+        texts: &[String],
+        dimensions: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let vectors = self
+            .embedder(name)?
+            .embed_dimensions(texts, dimensions)
+            .await?;
+        if let Some(other) = vectors.iter().find(|v| v.len() != dimensions) {
+            return Err(StoreError::Embed(format!(
+                "{name} answered {} dimensions when asked for {dimensions}",
+                other.len()
+            )));
+        }
+        Ok(vectors)
     }
 
     /// Embeds `texts` with `name`, answering repeated texts from the cache.

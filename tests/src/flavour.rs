@@ -42,6 +42,10 @@ pub(crate) enum Endpoint {
     Responses,
     /// `GET .../models`.
     Models,
+    /// Ollama `POST /api/embed`.
+    OllamaEmbed,
+    /// OpenAI `POST .../embeddings`.
+    Embeddings,
 }
 
 impl Endpoint {
@@ -88,6 +92,9 @@ fn lookup(path: &str) -> Option<(Flavour, Endpoint)> {
     let endpoint = match (flavour, rest) {
         (Flavour::Ollama | Flavour::OllamaCloud, "api/chat") => Endpoint::OllamaChat,
         (Flavour::Ollama | Flavour::OllamaCloud, "api/tags") => Endpoint::OllamaTags,
+        (Flavour::Ollama | Flavour::OllamaCloud, "api/embed") => Endpoint::OllamaEmbed,
+        (Flavour::OpenRouter, "api/v1/embeddings") => Endpoint::Embeddings,
+        (Flavour::OpenAi, "v1/embeddings") => Endpoint::Embeddings,
         (Flavour::OpenRouter, "api/v1/chat/completions") => Endpoint::Chat,
         (Flavour::OpenRouter, "api/v1/models") => Endpoint::Models,
         (Flavour::Kimi | Flavour::Zen | Flavour::OpenAi, "v1/chat/completions") => Endpoint::Chat,

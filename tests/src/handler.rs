@@ -111,6 +111,60 @@ async fn answer(
         Endpoint::OllamaChat | Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => {
             chat(state, flavour, endpoint, bytes).await
         }
+        Endpoint::OllamaEmbed | Endpoint::Embeddings => embeddings(flavour, endpoint, bytes),
+    }
+}
+
+/// The fake's embedding width.
+const EMBEDDING_WIDTH: usize = 16;
+
+/// Vectors of [`EMBEDDING_WIDTH`] values made from each text's bytes, or the
+/// first `dimensions` of them as OpenAI and Ollama shorten theirs (a larger
+/// `dimensions` is a 400). A model named `fixed-...` ignores `dimensions`,
+/// as an upstream that cannot shorten its vectors might.
+fn embeddings(flavour: Flavour, endpoint: Endpoint, bytes: &Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(bytes) else {
+        return error(flavour, 400, "invalid JSON body");
+    };
+    let model = body["model"].as_str().unwrap_or_default();
+    let texts: Vec<&str> = match &body["input"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => return error(flavour, 400, "input must be text"),
+    };
+    let width = match body["dimensions"].as_u64() {
+        Some(_) if model.starts_with("fixed") => EMBEDDING_WIDTH,
+        Some(asked) if asked == 0 || asked > EMBEDDING_WIDTH as u64 => {
+            return error(
+                flavour,
+                400,
+                &format!("dimensions must be between 1 and {EMBEDDING_WIDTH}"),
+            );
+        }
+        Some(asked) => asked as usize,
+        None => EMBEDDING_WIDTH,
+    };
+    let vector = |text: &str| -> Vec<f32> {
+        let bytes = text.as_bytes();
+        (0..width)
+            .map(|i| f32::from(bytes.get(i % bytes.len().max(1)).copied().unwrap_or(0)) / 255.0)
+            .collect()
+    };
+    let vectors: Vec<Vec<f32>> = texts.iter().map(|t| vector(t)).collect();
+    match endpoint {
+        Endpoint::OllamaEmbed => json_ok(&json!({
+            "model": model,
+            "embeddings": vectors,
+            "prompt_eval_count": texts.len(),
+        })),
+        _ => json_ok(&json!({
+            "object": "list",
+            "model": model,
+            "data": vectors.iter().enumerate().map(|(index, embedding)| json!({
+                "object": "embedding", "index": index, "embedding": embedding,
+            })).collect::<Vec<_>>(),
+            "usage": {"prompt_tokens": texts.len(), "total_tokens": texts.len()},
+        })),
     }
 }
 

@@ -3,11 +3,14 @@
 //! `encoding_format` is `float` or `base64`; base64 is the openai-python
 //! default and carries little-endian f32 bytes. `model` names an embedder
 //! (`local`, `ollama/<model>`, or a configured OpenAI-compatible one).
+//! `dimensions` is forwarded to Ollama and OpenAI-compatible embedders; the
+//! local one answers only its own width.
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use lakehouse_retrieval::StoreError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -87,17 +90,24 @@ pub async fn embeddings(
         )
         .with_param("model"));
     }
-    let vectors = embedders.embed(&request.model, &texts).await?;
-    if let (Some(asked), Some(first)) = (request.dimensions, vectors.first())
-        && asked != first.len()
-    {
-        return Err(ApiError::bad_request(format!(
-            "{} returns {} dimensions and cannot shorten them to {asked}",
-            request.model,
-            first.len()
-        ))
-        .with_param("dimensions"));
-    }
+    let vectors = match request.dimensions {
+        None => embedders.embed(&request.model, &texts).await?,
+        Some(0) => {
+            return Err(
+                ApiError::bad_request("dimensions must be at least 1").with_param("dimensions")
+            );
+        }
+        // Forwarded to embedders that take it (Ollama, OpenAI-compatible).
+        Some(dimensions) => embedders
+            .embed_dimensions(&request.model, &texts, dimensions)
+            .await
+            .map_err(|e| match e {
+                StoreError::InvalidInput(message) => {
+                    ApiError::bad_request(message).with_param("dimensions")
+                }
+                other => other.into(),
+            })?,
+    };
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()

@@ -625,6 +625,93 @@ async fn restart_brings_back_corpora_and_indexes() {
 }
 
 #[tokio::test]
+async fn embeddings_dimensions_reach_the_upstreams_that_shorten_vectors() {
+    let app = crate::common::start_with(
+        crate::common::Keys::All,
+        r#"
+[embeddings]
+ollama_models = ["nomic-embed-text", "fixed-embed"]
+[[embeddings.openai]]
+name = "oai"
+base_url = "{fake}/openai/v1"
+model = "text-embedding-3-small"
+key_file = "{secrets}/embeddings.env"
+"#,
+    )
+    .await;
+    let embed = |body: Value| {
+        let app = &app;
+        async move {
+            let response = app.post("/v1/embeddings", &body).await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let widths = |answer: &Value| -> Vec<usize> {
+        answer["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["embedding"].as_array().unwrap().len())
+            .collect()
+    };
+
+    // OpenAI-compatible: forwarded, and absent when the caller did not set it.
+    let (status, answer) = embed(json!({"model": "oai", "input": ["hello", "world"], "dimensions": 8, "encoding_format": "float"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(widths(&answer), [8, 8]);
+    assert_eq!(app.last_request("/v1/embeddings").body["dimensions"], 8);
+    let (_, answer) =
+        embed(json!({"model": "oai", "input": "hello", "encoding_format": "float"})).await;
+    assert_eq!(widths(&answer), [16]);
+    let sent = app.last_request("/v1/embeddings").body;
+    assert!(sent.get("dimensions").is_none(), "{sent}");
+
+    // Ollama's /api/embed takes it too.
+    let (status, answer) = embed(json!({"model": "ollama/nomic-embed-text", "input": "hello", "dimensions": 4, "encoding_format": "float"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(widths(&answer), [4]);
+    assert_eq!(app.last_request("/api/embed").body["dimensions"], 4);
+
+    // The upstream's refusal is the caller's 400.
+    let (status, answer) = embed(json!({"model": "oai", "input": "hello", "dimensions": 32})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dimensions must be between"),
+        "{answer}"
+    );
+
+    // An upstream that ignores it: an error, never vectors of the wrong width.
+    let (status, answer) =
+        embed(json!({"model": "ollama/fixed-embed", "input": "hello", "dimensions": 4})).await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("answered 16 dimensions when asked for 4"),
+        "{answer}"
+    );
+
+    // The local embedder has one width.
+    let (status, answer) = embed(
+        json!({"model": "local", "input": "hello", "dimensions": 384, "encoding_format": "float"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(widths(&answer), [384]);
+    for dimensions in [0, 256] {
+        let (status, answer) =
+            embed(json!({"model": "local", "input": "hello", "dimensions": dimensions})).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["param"], "dimensions");
+    }
+}
+
+#[tokio::test]
 async fn embeddings_in_the_openai_shape() {
     for (_, app) in each_backend(1024 * 1024).await {
         let (status, float) = app

@@ -38,13 +38,17 @@ pub async fn start() -> Harness {
     start_with(Keys::All, "").await
 }
 
-/// `extra_toml` is appended to the generated config (e.g. `[server]` settings).
+/// `extra_toml` is put into the generated config (e.g. `[server]` settings);
+/// `{fake}` in it is the fake upstream's URL and `{secrets}` the key folder.
 pub async fn start_with(keys: Keys, extra_toml: &str) -> Harness {
     let fake = FakeUpstream::start().await.expect("fake upstream starts");
     let secrets = std::env::temp_dir().join(format!(
         "lakehouse-e2e-{}",
         lakehouse_providers::openai::new_id("")
     ));
+    let extra_toml = extra_toml
+        .replace("{fake}", &fake.url(""))
+        .replace("{secrets}", &secrets.display().to_string());
     std::fs::create_dir_all(&secrets).unwrap();
     if let Keys::All = keys {
         for (file, var) in [
@@ -54,6 +58,7 @@ pub async fn start_with(keys: Keys, extra_toml: &str) -> Harness {
             ("kimi.env", "KIMI_API_KEY"),
             ("plain.env", "PLAIN_API_KEY"),
             ("slowpoke.env", "SLOWPOKE_API_KEY"),
+            ("embeddings.env", "EMBEDDINGS_API_KEY"),
         ] {
             let path = secrets.join(file);
             std::fs::write(&path, format!("{var}={TEST_KEY}\n")).unwrap();
