@@ -490,7 +490,7 @@ impl Store {
     /// one row, and search would show the older row's fields for both.
     /// (A corpus without an embedder has no index to ask.)
     async fn check_new_ids(&self, manifest: &Manifest, rows: &[(String, String)]) -> Result<()> {
-        let Some(current) = self.index_for(manifest).await? else {
+        let Some(current) = self.index_or_newer(manifest).await? else {
             return Ok(());
         };
         let taken: Vec<String> = rows
@@ -708,10 +708,15 @@ impl Store {
             return Ok(Some(Arc::clone(&loaded.index)));
         }
         let manifest = self.catalog.get(name).await?;
-        match self.index_for(&manifest).await {
-            // A cached manifest two ingests old names a pruned index.
+        self.index_or_newer(&manifest).await
+    }
+
+    /// The index of `manifest`, or of the stored manifest when that index
+    /// was pruned: a manifest two ingests old names a deleted index.
+    async fn index_or_newer(&self, manifest: &Manifest) -> Result<Option<Arc<VectorIndex>>> {
+        match self.index_for(manifest).await {
             Err(StoreError::NotFound { .. }) => {
-                let fresh = self.catalog.fresh(name).await?;
+                let fresh = self.catalog.fresh(&manifest.name).await?;
                 self.index_for(&fresh).await
             }
             loaded => loaded,

@@ -121,12 +121,20 @@ const EMBEDDING_WIDTH: usize = 16;
 /// Vectors of [`EMBEDDING_WIDTH`] values made from each text's bytes, or the
 /// first `dimensions` of them as OpenAI and Ollama shorten theirs (a larger
 /// `dimensions` is a 400). A model named `fixed-...` ignores `dimensions`,
-/// as an upstream that cannot shorten its vectors might.
+/// as an upstream that cannot shorten its vectors might, and one named
+/// `missing...` is a 404, as Ollama answers for a model not pulled.
 fn embeddings(flavour: Flavour, endpoint: Endpoint, bytes: &Bytes) -> Response {
     let Ok(body) = serde_json::from_slice::<Value>(bytes) else {
         return error(flavour, 400, "invalid JSON body");
     };
     let model = body["model"].as_str().unwrap_or_default();
+    if model.starts_with("missing") {
+        return error(
+            flavour,
+            404,
+            &format!("model \"{model}\" not found, try pulling it first"),
+        );
+    }
     let texts: Vec<&str> = match &body["input"] {
         Value::String(one) => vec![one.as_str()],
         Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
