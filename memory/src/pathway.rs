@@ -465,6 +465,7 @@ mod tests {
         fn embed<'a>(
             &'a self,
             texts: &'a [String],
+            _dimensions: Option<usize>,
         ) -> BoxFuture<'a, lakehouse_retrieval::Result<Vec<Vec<f32>>>> {
             Box::pin(async move {
                 Ok(texts

@@ -44,6 +44,7 @@ impl Embedder for Synthetic {
     fn embed<'a>(
         &'a self,
         texts: &'a [String],
+        _dimensions: Option<usize>,
     ) -> BoxFuture<'a, lakehouse_retrieval::Result<Vec<Vec<f32>>>> {
         Box::pin(async move {
             Ok(texts

@@ -31,28 +31,14 @@ pub const LOCAL_DIMENSIONS: usize = 384;
 /// Turns texts into vectors.
 pub trait Embedder: Send + Sync {
     fn name(&self) -> &str;
-    /// Vectors in input order, one per text.
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>>;
-    /// Vectors of `dimensions` values, for models that can shorten theirs
-    /// (OpenAI's `dimensions`). An embedder that cannot answers its own
-    /// width only, and refuses any other.
-    fn embed_dimensions<'a>(
+    /// Vectors in input order, one per text. `dimensions` asks for vectors
+    /// of that many values (OpenAI's `dimensions`), which models that can
+    /// shorten theirs honour; the callers check the width they get.
+    fn embed<'a>(
         &'a self,
         texts: &'a [String],
-        dimensions: usize,
-    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move {
-            let vectors = self.embed(texts).await?;
-            match vectors.first() {
-                Some(first) if first.len() != dimensions => Err(StoreError::InvalidInput(format!(
-                    "{} returns {} dimensions and cannot shorten them to {dimensions}",
-                    self.name(),
-                    first.len()
-                ))),
-                _ => Ok(vectors),
-            }
-        })
-    }
+        dimensions: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>>;
 }
 
 /// The offline default.
@@ -94,8 +80,17 @@ impl Embedder for LocalEmbedder {
         LOCAL
     }
 
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [String],
+        dimensions: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
         Box::pin(async move {
+            if let Some(asked) = dimensions.filter(|d| *d != LOCAL_DIMENSIONS) {
+                return Err(StoreError::InvalidInput(format!(
+                    "{LOCAL} returns {LOCAL_DIMENSIONS} dimensions and cannot shorten them to {asked}"
+                )));
+            }
             let encoder = self.encoder().await?;
             let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
             let per_task = texts.len().div_ceil(cores).clamp(1, 256);
@@ -142,16 +137,12 @@ impl Embedder for OllamaEmbedder {
         &self.name
     }
 
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(self.call(texts, None))
-    }
-
-    fn embed_dimensions<'a>(
+    fn embed<'a>(
         &'a self,
         texts: &'a [String],
-        dimensions: usize,
+        dimensions: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(self.call(texts, Some(dimensions)))
+        Box::pin(self.call(texts, dimensions))
     }
 }
 
@@ -193,16 +184,12 @@ impl Embedder for OpenAiEmbedder {
         &self.name
     }
 
-    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(self.call(texts, None))
-    }
-
-    fn embed_dimensions<'a>(
+    fn embed<'a>(
         &'a self,
         texts: &'a [String],
-        dimensions: usize,
+        dimensions: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(self.call(texts, Some(dimensions)))
+        Box::pin(self.call(texts, dimensions))
     }
 }
 
@@ -326,7 +313,7 @@ impl Embedders {
 
     /// Embeds a bulk batch (an ingest) without reading or filling the cache.
     pub async fn embed_uncached(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        self.embedder(name)?.embed(texts).await
+        self.embedder(name)?.embed(texts, None).await
     }
 
     /// Embeds `texts` with `name` into vectors of `dimensions` values,
@@ -339,10 +326,7 @@ impl Embedders {
         texts: &[String],
         dimensions: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let vectors = self
-            .embedder(name)?
-            .embed_dimensions(texts, dimensions)
-            .await?;
+        let vectors = self.embedder(name)?.embed(texts, Some(dimensions)).await?;
         if let Some(other) = vectors.iter().find(|v| v.len() != dimensions) {
             return Err(StoreError::Embed(format!(
                 "{name} answered {} dimensions when asked for {dimensions}",
@@ -375,7 +359,7 @@ impl Embedders {
                 .fetch_add(texts.len() as u64 - misses, Relaxed);
         }
         if !missing.is_empty() {
-            let fresh = embedder.embed(&missing).await?;
+            let fresh = embedder.embed(&missing, None).await?;
             for ((i, text), vector) in missing_at.into_iter().zip(missing).zip(fresh) {
                 let vector = Arc::new(vector);
                 self.cache
@@ -407,7 +391,11 @@ mod tests {
         fn name(&self) -> &str {
             "counting"
         }
-        fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        fn embed<'a>(
+            &'a self,
+            texts: &'a [String],
+            _dimensions: Option<usize>,
+        ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
             self.0.fetch_add(texts.len(), Ordering::SeqCst);
             Box::pin(async move { Ok(texts.iter().map(|t| vec![t.len() as f32]).collect()) })
         }
@@ -428,7 +416,7 @@ mod tests {
         let local = LocalEmbedder::default();
         let head = "a package of command line tools for working with archives. ".repeat(300);
         let texts = vec![format!("{head}{}", "x".repeat(100 * 1024)), head.clone()];
-        let vectors = local.embed(&texts).await.unwrap();
+        let vectors = local.embed(&texts, None).await.unwrap();
         assert_eq!(vectors.len(), 2);
         assert_eq!(vectors[0].len(), LOCAL_DIMENSIONS);
         // The encoder reads the first 128 tokens: the long tail changes nothing.
