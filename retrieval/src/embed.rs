@@ -142,23 +142,19 @@ impl Embedder for OllamaEmbedder {
         texts: &'a [String],
         dimensions: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(self.call(texts, dimensions))
-    }
-}
-
-impl OllamaEmbedder {
-    async fn call(&self, texts: &[String], dimensions: Option<usize>) -> Result<Vec<Vec<f32>>> {
-        #[derive(Deserialize)]
-        struct Answer {
-            embeddings: Vec<Vec<f32>>,
-        }
-        let mut body = json!({"model": self.model, "input": texts, "truncate": true});
-        if let Some(dimensions) = dimensions {
-            body["dimensions"] = dimensions.into();
-        }
-        let response = self.upstream.post_json("/api/embed", &body, &[]).await?;
-        let answer: Answer = response.json().await?;
-        check_count(&self.name, texts.len(), answer.embeddings)
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Answer {
+                embeddings: Vec<Vec<f32>>,
+            }
+            let mut body = json!({"model": self.model, "input": texts, "truncate": true});
+            if let Some(dimensions) = dimensions {
+                body["dimensions"] = dimensions.into();
+            }
+            let response = self.upstream.post_json("/api/embed", &body, &[]).await?;
+            let answer: Answer = response.json().await?;
+            check_count(&self.name, texts.len(), answer.embeddings)
+        })
     }
 }
 
@@ -189,33 +185,29 @@ impl Embedder for OpenAiEmbedder {
         texts: &'a [String],
         dimensions: Option<usize>,
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(self.call(texts, dimensions))
-    }
-}
-
-impl OpenAiEmbedder {
-    async fn call(&self, texts: &[String], dimensions: Option<usize>) -> Result<Vec<Vec<f32>>> {
-        #[derive(Deserialize)]
-        struct Item {
-            index: usize,
-            embedding: Vec<f32>,
-        }
-        #[derive(Deserialize)]
-        struct Answer {
-            data: Vec<Item>,
-        }
-        let mut body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
-        if let Some(dimensions) = dimensions {
-            body["dimensions"] = dimensions.into();
-        }
-        let response = self.upstream.post_json("/embeddings", &body, &[]).await?;
-        let mut answer: Answer = response.json().await?;
-        answer.data.sort_by_key(|i| i.index);
-        check_count(
-            &self.name,
-            texts.len(),
-            answer.data.into_iter().map(|i| i.embedding).collect(),
-        )
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Item {
+                index: usize,
+                embedding: Vec<f32>,
+            }
+            #[derive(Deserialize)]
+            struct Answer {
+                data: Vec<Item>,
+            }
+            let mut body = json!({"model": self.model, "input": texts, "encoding_format": "float"});
+            if let Some(dimensions) = dimensions {
+                body["dimensions"] = dimensions.into();
+            }
+            let response = self.upstream.post_json("/embeddings", &body, &[]).await?;
+            let mut answer: Answer = response.json().await?;
+            answer.data.sort_by_key(|i| i.index);
+            check_count(
+                &self.name,
+                texts.len(),
+                answer.data.into_iter().map(|i| i.embedding).collect(),
+            )
+        })
     }
 }
 

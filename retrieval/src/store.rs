@@ -827,6 +827,15 @@ mod tests {
         .unwrap()
     }
 
+    /// An `id,text` corpus embedded by the local embedder.
+    fn searchable() -> CorpusSettings {
+        CorpusSettings {
+            text_columns: vec!["text".into()],
+            id_column: "id".into(),
+            embedder: crate::embed::LOCAL.into(),
+        }
+    }
+
     #[test]
     fn only_the_store_s_own_temporary_folders_of_gone_processes_are_swept() {
         assert_eq!(orphan_pid("lakehouse-ingest-4242-abc123"), Some(4242));
@@ -856,12 +865,7 @@ mod tests {
         let writer = open_store(&dir.path().join("store")).await;
         // Another replica: it read the manifest early and never loaded the index.
         let reader = open_store(&dir.path().join("store")).await;
-        let settings = CorpusSettings {
-            text_columns: vec!["text".into()],
-            id_column: "id".into(),
-            embedder: crate::embed::LOCAL.into(),
-        };
-        writer.create_corpus("fruit", settings).await.unwrap();
+        writer.create_corpus("fruit", searchable()).await.unwrap();
         let ingest = |n: usize, rows: &'static str| {
             let path = dir.path().join(format!("{n}.csv"));
             std::fs::write(&path, format!("id,text\n{rows}")).unwrap();
@@ -903,12 +907,7 @@ mod tests {
         // The server and the CLI over one store: two processes, two caches.
         let server = open_store(&dir.path().join("store")).await;
         let cli = open_store(&dir.path().join("store")).await;
-        let settings = CorpusSettings {
-            text_columns: vec!["text".into()],
-            id_column: "id".into(),
-            embedder: crate::embed::LOCAL.into(),
-        };
-        server.create_corpus("lu", settings).await.unwrap();
+        server.create_corpus("lu", searchable()).await.unwrap();
         let csv = |name: &str, rows: &str| {
             let path = dir.path().join(name);
             std::fs::write(&path, format!("id,text\n{rows}")).unwrap();
