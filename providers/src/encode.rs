@@ -284,7 +284,7 @@ mod tests {
     use serde_json::json;
 
     use crate::openai::{
-        ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, FunctionCall,
+        ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, ToolKind,
         ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
     };
 
@@ -460,11 +460,10 @@ mod tests {
                         reasoning_content,
                         reasoning_details: call
                             .then(|| vec![json!({"type": "reasoning.encrypted", "data": "x"})]),
-                        tool_calls: call.then(|| vec![ToolCall {
-                            id: "call_1".into(),
-                            kind: "function".into(),
-                            function: FunctionCall { name: "f".into(), arguments: "{\"a\":\"\\n\"}".into() },
-                        }]),
+                        tool_calls: call.then(|| vec![
+                            ToolCall::function("call_1", "f", "{\"a\":\"\\n\"}"),
+                            ToolCall { id: "call_2".into(), kind: ToolKind::Custom, name: "g".into(), arguments: "x\n\"y\"".into() },
+                        ]),
                         refusal,
                         extra: if call {
                             serde_json::Map::from_iter([("annotations".to_owned(), json!([]))])

@@ -460,11 +460,59 @@ impl ImageUrl {
     }
 }
 
+/// What kind of tool a definition, a choice or a call is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolKind {
+    /// Called with JSON arguments to its `parameters` schema.
+    #[default]
+    Function,
+    /// Called with free-form text (optionally to a grammar): OpenAI's
+    /// `custom` tools.
+    Custom,
+}
+
+impl ToolKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Function => "function",
+            Self::Custom => "custom",
+        }
+    }
+}
+
+/// One entry of `tools`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Tool {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub function: FunctionDef,
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Tool {
+    Function { function: FunctionDef },
+    Custom { custom: CustomToolDef },
+}
+
+impl Tool {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Function { function } => &function.name,
+            Self::Custom { custom } => &custom.name,
+        }
+    }
+
+    pub fn kind(&self) -> ToolKind {
+        match self {
+            Self::Function { .. } => ToolKind::Function,
+            Self::Custom { .. } => ToolKind::Custom,
+        }
+    }
+
+    /// Whether `choice` lets the model call this tool.
+    pub fn allowed_by(&self, choice: Option<&ToolChoice>) -> bool {
+        match choice {
+            Some(ToolChoice::Allowed { tools, .. }) => tools
+                .iter()
+                .any(|t| t.kind == self.kind() && t.name == self.name()),
+            _ => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -478,30 +526,135 @@ pub struct FunctionDef {
     pub strict: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// A `custom` tool: its input is text, unconstrained (`format` absent or
+/// `{"type":"text"}`) or to a grammar (`{"type":"grammar","grammar":{..}}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomToolDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Value>,
+}
+
+/// `tool_choice`.
+#[derive(Debug, Clone, PartialEq)]
 pub enum ToolChoice {
     /// `"none"`, `"auto"` or `"required"`.
     Mode(String),
-    Named(NamedToolChoice),
+    /// This one tool must be called: `{"type":"function","function":{"name"}}`
+    /// or `{"type":"custom","custom":{"name"}}`.
+    Named(ToolRef),
+    /// `{"type":"allowed_tools","allowed_tools":{"mode","tools"}}`: only these
+    /// of `tools` may be called; `mode` is `auto` (or answer in text) or
+    /// `required` (call one of them). The tool list itself stays whole, so a
+    /// prompt cache over it still holds.
+    Allowed { mode: String, tools: Vec<ToolRef> },
 }
 
 impl ToolChoice {
     pub fn is_none(&self) -> bool {
         matches!(self, ToolChoice::Mode(m) if m == "none")
     }
+
+    /// Whether a tool must be called: `required`, a named tool, or allowed
+    /// tools in `required` mode.
+    pub fn is_required(&self) -> bool {
+        match self {
+            Self::Mode(m) | Self::Allowed { mode: m, .. } => m == "required",
+            Self::Named(_) => true,
+        }
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NamedToolChoice {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub function: FunctionName,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionName {
+/// A tool named by kind and name, as `tool_choice` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRef {
+    pub kind: ToolKind,
     pub name: String,
+}
+
+impl ToolRef {
+    /// `{"type":"function","function":{"name"}}` (or `custom`).
+    fn to_value(&self) -> Value {
+        let kind = self.kind.as_str();
+        serde_json::json!({ "type": kind, kind: { "name": self.name } })
+    }
+
+    fn from_value(value: &Value, at: &str) -> Result<Self, String> {
+        let kind = match value.get("type").and_then(Value::as_str) {
+            Some("function") => ToolKind::Function,
+            Some("custom") => ToolKind::Custom,
+            other => {
+                return Err(format!(
+                    "{at}: `type` must be \"function\" or \"custom\", got {}",
+                    other.map_or_else(|| "nothing".to_owned(), |t| format!("{t:?}"))
+                ));
+            }
+        };
+        let name = value
+            .get(kind.as_str())
+            .and_then(|named| named.get("name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{at}: needs `{}.name`", kind.as_str()))?;
+        Ok(Self {
+            kind,
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Serialize for ToolChoice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Mode(mode) => serializer.serialize_str(mode),
+            Self::Named(tool) => tool.to_value().serialize(serializer),
+            Self::Allowed { mode, tools } => serde_json::json!({
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": mode,
+                    "tools": tools.iter().map(ToolRef::to_value).collect::<Vec<_>>(),
+                },
+            })
+            .serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ToolChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = Value::deserialize(deserializer)?;
+        if let Value::String(mode) = value {
+            return Ok(Self::Mode(mode));
+        }
+        if value.get("type").and_then(Value::as_str) != Some("allowed_tools") {
+            return ToolRef::from_value(&value, "tool_choice")
+                .map(Self::Named)
+                .map_err(D::Error::custom);
+        }
+        let allowed = value.get("allowed_tools");
+        let mode = allowed
+            .and_then(|a| a.get("mode"))
+            .and_then(Value::as_str)
+            .filter(|m| matches!(*m, "auto" | "required"))
+            .ok_or_else(|| {
+                D::Error::custom("tool_choice.allowed_tools.mode must be \"auto\" or \"required\"")
+            })?;
+        let tools = allowed
+            .and_then(|a| a.get("tools"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| D::Error::custom("tool_choice.allowed_tools needs a `tools` list"))?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ToolRef::from_value(t, &format!("tool_choice.allowed_tools.tools[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(D::Error::custom)?;
+        Ok(Self::Allowed {
+            mode: mode.to_owned(),
+            tools,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -528,25 +681,110 @@ impl Stop {
     }
 }
 
-/// A complete tool call, as it appears in messages and non-stream responses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A complete tool call, as it appears in messages and non-stream responses:
+/// `{"id","type":"function","function":{"name","arguments"}}` or
+/// `{"id","type":"custom","custom":{"name","input"}}`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
     pub id: String,
-    #[serde(rename = "type", default = "function_kind")]
-    pub kind: String,
-    pub function: FunctionCall,
-}
-
-fn function_kind() -> String {
-    "function".into()
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionCall {
+    pub kind: ToolKind,
     pub name: String,
-    /// The arguments as a JSON string, as OpenAI sends them.
-    #[serde(default)]
+    /// A function's arguments (a JSON string, as OpenAI sends them) or a
+    /// custom tool's input text.
     pub arguments: String,
+}
+
+impl ToolCall {
+    pub fn function(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind: ToolKind::Function,
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+}
+
+/// The named pieces of a call (`function` or `custom`) as written.
+#[derive(Serialize)]
+struct CallBody<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a str>,
+}
+
+impl Serialize for ToolCall {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut call = serializer.serialize_struct("ToolCall", 3)?;
+        call.serialize_field("id", &self.id)?;
+        call.serialize_field("type", self.kind.as_str())?;
+        let (arguments, input) = match self.kind {
+            ToolKind::Function => (Some(self.arguments.as_str()), None),
+            ToolKind::Custom => (None, Some(self.arguments.as_str())),
+        };
+        let body = CallBody {
+            name: &self.name,
+            arguments,
+            input,
+        };
+        match self.kind {
+            ToolKind::Function => call.serialize_field("function", &body)?,
+            ToolKind::Custom => call.serialize_field("custom", &body)?,
+        }
+        call.end()
+    }
+}
+
+/// [`ToolCall`] as it comes: the key holding its name and payload depends on `type`.
+#[derive(Deserialize)]
+struct ToolCallWire {
+    id: String,
+    #[serde(rename = "type", default)]
+    kind: ToolKind,
+    #[serde(default)]
+    function: Option<FunctionCallWire>,
+    #[serde(default)]
+    custom: Option<CustomCallWire>,
+}
+
+#[derive(Deserialize)]
+struct FunctionCallWire {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct CustomCallWire {
+    name: String,
+    #[serde(default)]
+    input: String,
+}
+
+impl<'de> Deserialize<'de> for ToolCall {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let wire = ToolCallWire::deserialize(deserializer)?;
+        let (name, arguments) = match (wire.kind, wire.function, wire.custom) {
+            (ToolKind::Function, Some(f), _) => (f.name, f.arguments),
+            (ToolKind::Custom, _, Some(c)) => (c.name, c.input),
+            (kind, _, _) => {
+                let key = kind.as_str();
+                return Err(D::Error::custom(format!(
+                    "a `{key}` tool call needs `{key}` with its `name`"
+                )));
+            }
+        };
+        Ok(Self {
+            id: wire.id,
+            kind: wire.kind,
+            name,
+            arguments,
+        })
+    }
 }
 
 /// Token counts, in OpenAI's names.
@@ -865,6 +1103,9 @@ pub struct ToolCallDelta {
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<FunctionCallDelta>,
+    /// A custom tool's call: its name, then pieces of its input text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomCallDelta>,
 }
 
 impl ToolCallDelta {
@@ -875,31 +1116,65 @@ impl ToolCallDelta {
         Self::UNINDEXED
     }
 
-    /// The first fragment of a call: id, name and (possibly empty) arguments.
+    /// The first fragment of a function call: id, name and (possibly empty) arguments.
     pub fn start(index: u32, id: String, name: String, arguments: String) -> Self {
-        Self {
-            index,
-            id: Some(id),
-            kind: Some("function".into()),
-            function: Some(FunctionCallDelta {
-                name: Some(name),
-                arguments: Some(arguments),
-            }),
-        }
+        Self::opening(index, id, ToolKind::Function, name, arguments)
     }
 
-    /// A later fragment: only an arguments piece.
+    /// The first fragment of a call of either kind: id, name and the
+    /// (possibly empty) start of its arguments or input.
+    pub fn opening(index: u32, id: String, kind: ToolKind, name: String, payload: String) -> Self {
+        let mut call = Self::piece(index, kind, payload);
+        call.id = Some(id);
+        call.kind = Some(kind.as_str().into());
+        match (&mut call.function, &mut call.custom) {
+            (Some(f), _) => f.name = Some(name),
+            (_, Some(c)) => c.name = Some(name),
+            _ => {}
+        }
+        call
+    }
+
+    /// A later fragment of a function call: only an arguments piece.
     pub fn arguments(index: u32, piece: String) -> Self {
+        Self::piece(index, ToolKind::Function, piece)
+    }
+
+    /// A later fragment: a piece of a function's arguments or a custom tool's input.
+    pub fn piece(index: u32, kind: ToolKind, piece: String) -> Self {
+        let (function, custom) = match kind {
+            ToolKind::Function => (
+                Some(FunctionCallDelta {
+                    name: None,
+                    arguments: Some(piece),
+                }),
+                None,
+            ),
+            ToolKind::Custom => (
+                None,
+                Some(CustomCallDelta {
+                    name: None,
+                    input: Some(piece),
+                }),
+            ),
+        };
         Self {
             index,
             id: None,
             kind: None,
-            function: Some(FunctionCallDelta {
-                name: None,
-                arguments: Some(piece),
-            }),
+            function,
+            custom,
         }
     }
+}
+
+/// A piece of a streamed custom tool call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomCallDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -1084,6 +1359,62 @@ pub fn new_id(prefix: &str) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn custom_tools_their_calls_and_allowed_tools_read_and_write_as_openai_shapes() {
+        let body = json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "patch it"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch\n"}},
+                    {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "done"}
+            ],
+            "tools": [
+                {"type": "custom", "custom": {"name": "apply_patch", "description": "Edits files",
+                 "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": "start: /.+/"}}}},
+                {"type": "function", "function": {"name": "f"}}
+            ],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "required",
+                "tools": [{"type": "custom", "custom": {"name": "apply_patch"}}]}}
+        });
+        let request: ChatRequest = serde_json::from_value(body.clone()).unwrap();
+        let calls = request.messages[1].tool_calls.as_ref().unwrap();
+        assert_eq!(calls[0].kind, ToolKind::Custom);
+        assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("apply_patch", "*** Begin Patch\n"));
+        assert_eq!(calls[1], ToolCall::function("c2", "f", "{}"));
+        let tools = request.tools.as_ref().unwrap();
+        assert_eq!((tools[0].kind(), tools[0].name()), (ToolKind::Custom, "apply_patch"));
+        let choice = request.tool_choice.as_ref();
+        assert!(choice.is_some_and(ToolChoice::is_required));
+        assert!(tools[0].allowed_by(choice) && !tools[1].allowed_by(choice));
+        // Written back as they came, for OpenAI-compatible upstreams.
+        let written = serde_json::to_value(&request).unwrap();
+        for key in ["messages", "tools", "tool_choice"] {
+            assert_eq!(written[key], body[key], "{key}");
+        }
+        let named: ToolChoice =
+            serde_json::from_value(json!({"type": "custom", "custom": {"name": "apply_patch"}})).unwrap();
+        assert_eq!(
+            named,
+            ToolChoice::Named(ToolRef { kind: ToolKind::Custom, name: "apply_patch".into() })
+        );
+    }
+
+    #[test]
+    fn malformed_tool_shapes_are_named_in_the_error() {
+        let choice = |v: Value| serde_json::from_value::<ToolChoice>(v).unwrap_err().to_string();
+        assert!(choice(json!({"type": "allowed_tools", "allowed_tools": {"mode": "any", "tools": []}}))
+            .contains("mode must be \"auto\" or \"required\""));
+        assert!(choice(json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto",
+            "tools": [{"type": "function"}]}}))
+        .contains("tools[0]: needs `function.name`"));
+        assert!(choice(json!({"type": "web_search"})).contains("`type` must be"));
+        let call = serde_json::from_value::<ToolCall>(json!({"id": "c", "type": "custom", "function": {"name": "f"}}));
+        assert!(call.unwrap_err().to_string().contains("a `custom` tool call needs `custom`"));
+        assert!(serde_json::from_value::<Tool>(json!({"type": "custom", "function": {"name": "f"}})).is_err());
+    }
 
     #[test]
     fn kimis_top_level_cached_tokens_become_prompt_details() {

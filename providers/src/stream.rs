@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::openai::{
-    ChatChunk, ChatCompletion, Choice, FinishReason, FunctionCall, ResponseMessage, Role,
+    ChatChunk, ChatCompletion, Choice, FinishReason, ResponseMessage, Role, ToolKind,
     SharedStr, ToolCall, Usage,
 };
 use crate::provider::ChunkStream;
@@ -252,6 +252,13 @@ struct ChoiceParts {
 /// copied at each doubling.
 const TEXT_ROOM: usize = 256;
 
+/// Appends a piece, when there is one, to a call's name or payload.
+fn append_to(slot: &mut String, piece: &Option<String>) {
+    if let Some(piece) = piece {
+        slot.push_str(piece);
+    }
+}
+
 fn append(slot: &mut Option<String>, piece: &Option<String>) {
     if let Some(piece) = piece {
         slot.get_or_insert_with(|| String::with_capacity(TEXT_ROOM))
@@ -340,14 +347,7 @@ impl Assembler {
                 let at = match parts.tool_calls.iter().position(|(i, _)| *i == call.index) {
                     Some(at) => at,
                     None => {
-                        let empty = ToolCall {
-                            id: String::new(),
-                            kind: "function".into(),
-                            function: FunctionCall {
-                                name: String::new(),
-                                arguments: String::new(),
-                            },
-                        };
+                        let empty = ToolCall::function(String::new(), String::new(), String::new());
                         parts.tool_calls.push((call.index, empty));
                         parts.tool_calls.len() - 1
                     }
@@ -357,12 +357,13 @@ impl Assembler {
                     slot.id.clone_from(id);
                 }
                 if let Some(f) = &call.function {
-                    if let Some(name) = &f.name {
-                        slot.function.name.push_str(name);
-                    }
-                    if let Some(args) = &f.arguments {
-                        slot.function.arguments.push_str(args);
-                    }
+                    append_to(&mut slot.name, &f.name);
+                    append_to(&mut slot.arguments, &f.arguments);
+                }
+                if let Some(c) = &call.custom {
+                    slot.kind = ToolKind::Custom;
+                    append_to(&mut slot.name, &c.name);
+                    append_to(&mut slot.arguments, &c.input);
                 }
             }
             if let Some(Value::Object(lp)) = choice.logprobs.as_deref()
@@ -570,7 +571,7 @@ mod tests {
         let calls = done.choices[0].message.tool_calls.as_ref().unwrap();
         let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["c1", "c2"]);
-        assert_eq!(calls[0].function.arguments, "{}");
+        assert_eq!(calls[0].arguments, "{}");
         assert_eq!(done.choices[0].message.content, None);
     }
 
@@ -674,9 +675,35 @@ mod tests {
         let message = &done.choices[0].message;
         assert_eq!(message.content.as_deref(), Some("Hello"));
         let calls = message.tool_calls.as_ref().unwrap();
-        assert_eq!(calls[0].function.arguments, "{\"city\":\"Oslo\"}");
+        assert_eq!(calls[0].arguments, "{\"city\":\"Oslo\"}");
         assert_eq!(calls[0].id, "call_1");
         assert_eq!(done.usage.unwrap().total_tokens, 7);
         assert_eq!(done.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+    }
+
+    #[test]
+    fn custom_tool_call_pieces_join_into_a_custom_call() {
+        let mut a = Assembler::default();
+        a.push(&ChatChunk::delta(Delta::tool_call(ToolCallDelta::opening(
+            0,
+            "c1".into(),
+            ToolKind::Custom,
+            "apply_patch".into(),
+            String::new(),
+        ))));
+        for piece in ["*** Begin", " Patch"] {
+            a.push(&ChatChunk::delta(Delta::tool_call(ToolCallDelta::piece(
+                0,
+                ToolKind::Custom,
+                piece.into(),
+            ))));
+        }
+        let calls = a.finish(&meta()).choices.remove(0).message.tool_calls.unwrap();
+        assert_eq!(
+            calls,
+            [ToolCall { id: "c1".into(), kind: ToolKind::Custom, name: "apply_patch".into(), arguments: "*** Begin Patch".into() }]
+        );
+        let written = serde_json::to_value(&calls[0]).unwrap();
+        assert_eq!(written, serde_json::json!({"id": "c1", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch"}}));
     }
 }

@@ -71,6 +71,7 @@ fn messages_body(
     request: &ChatRequest,
 ) -> Result<(Value, Option<String>), ProviderError> {
     super::one_choice_only(provider, "Anthropic Messages", request)?;
+    let functions = super::function_tools(provider, "Anthropic Messages", request, true)?;
     let thinking_on = matches!(request.thinking_type(), Some("enabled" | "adaptive"));
     let mut messages: Vec<Value> = Vec::new();
     for (i, m) in request.messages.iter().enumerate() {
@@ -84,8 +85,8 @@ fn messages_body(
                     calls.push(json!({
                         "type": "tool_use",
                         "id": tool_use_id(&call.id),
-                        "name": call.function.name,
-                        "input": arguments_object(provider, i, &call.function.arguments)?,
+                        "name": call.name,
+                        "input": arguments_object(provider, i, &call.arguments)?,
                     }));
                 }
                 // Signed thinking goes back as it came: Claude requires it on
@@ -172,16 +173,14 @@ fn messages_body(
     }
     // `none` keeps the tools (with `{type:none}`, or beside a forced JSON
     // answer): a history holding tool calls needs the tools it called defined.
-    let mut tools: Vec<Value> = request
-        .tools
+    let mut tools: Vec<Value> = functions
         .iter()
-        .flatten()
-        .map(|t| {
+        .map(|function| {
             let mut tool = json!({
-                "name": t.function.name,
-                "input_schema": t.function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
+                "name": function.name,
+                "input_schema": function.parameters.clone().unwrap_or_else(|| json!({"type": "object"})),
             });
-            if let Some(d) = &t.function.description {
+            if let Some(d) = &function.description {
                 tool["description"] = d.clone().into();
             }
             tool
@@ -201,9 +200,13 @@ fn messages_body(
     if !tools.is_empty() {
         body.insert("tools".into(), tools.into());
         let mut choice = match &request.tool_choice {
-            Some(ToolChoice::Mode(m)) if m == "required" => json!({"type": "any"}),
             Some(choice) if choice.is_none() => json!({"type": "none"}),
-            Some(ToolChoice::Named(n)) => json!({"type": "tool", "name": n.function.name}),
+            Some(ToolChoice::Named(tool)) => json!({"type": "tool", "name": tool.name}),
+            // One tool allowed and required is that tool, named.
+            Some(ToolChoice::Allowed { mode, tools }) if mode == "required" && tools.len() == 1 => {
+                json!({"type": "tool", "name": tools[0].name})
+            }
+            Some(choice) if choice.is_required() => json!({"type": "any"}),
             _ => json!({"type": "auto"}),
         };
         // `none` takes no other field.
@@ -1381,6 +1384,60 @@ mod tests {
         let body = to_messages_request("opencode", &req).unwrap();
         assert_eq!(body["tools"][0]["name"], "get_weather");
         assert_eq!(body["tool_choice"], json!({"type": "none"}));
+    }
+
+    #[test]
+    fn allowed_tools_narrow_the_tools_but_keep_those_the_history_called() {
+        let tools = json!([
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"type": "function", "function": {"name": "get_time"}},
+            {"type": "function", "function": {"name": "send_mail"}}
+        ]);
+        let allowed = |mode: &str, names: &[&str]| {
+            json!({"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools":
+                names.iter().map(|n| json!({"type": "function", "function": {"name": n}})).collect::<Vec<_>>()}})
+        };
+        let body = |choice: Value| {
+            let req: ChatRequest = serde_json::from_value(json!({
+                "model": "claude-sonnet-4-5", "tools": tools, "tool_choice": choice,
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "toolu_1", "content": "12C"}
+                ]
+            }))
+            .unwrap();
+            to_messages_request("opencode", &req).unwrap()
+        };
+        let names = |body: &Value| -> Vec<String> {
+            body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+        };
+        let auto = body(allowed("auto", &["get_time"]));
+        assert_eq!(names(&auto), ["get_weather", "get_time"]);
+        assert_eq!(auto["tool_choice"], json!({"type": "auto"}));
+        let one = body(allowed("required", &["get_time"]));
+        assert_eq!(one["tool_choice"], json!({"type": "tool", "name": "get_time"}));
+        let two = body(allowed("required", &["get_time", "send_mail"]));
+        assert_eq!(names(&two), ["get_weather", "get_time", "send_mail"]);
+        assert_eq!(two["tool_choice"], json!({"type": "any"}));
+    }
+
+    #[test]
+    fn custom_tools_and_their_calls_are_refused_by_name() {
+        let refused = |extra: Value| {
+            let mut body = json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let req: ChatRequest = serde_json::from_value(body).unwrap();
+            to_messages_request("opencode", &req).unwrap_err().to_string()
+        };
+        let err = refused(json!({"tools": [{"type": "custom", "custom": {"name": "apply_patch"}}]}));
+        assert!(err.contains("`apply_patch` is a custom tool") && err.contains("has no custom tools"), "{err}");
+        let err = refused(json!({"messages": [
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c", "type": "custom", "custom": {"name": "apply_patch", "input": "x"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "ok"}]}));
+        assert!(err.contains("messages[0] holds a call of the custom tool `apply_patch`"), "{err}");
     }
 
     #[test]

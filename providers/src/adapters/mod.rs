@@ -27,7 +27,9 @@ use serde_json::{Map, Value};
 
 use crate::error::ProviderError;
 use crate::http::EndMarker;
-use crate::openai::{ChatChunk, ChatRequest, Delta, Role};
+use crate::openai::{
+    ChatChunk, ChatRequest, Delta, FunctionDef, Role, Tool, ToolChoice, ToolKind, ToolRef,
+};
 use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
 
@@ -80,6 +82,71 @@ pub(crate) fn one_choice_only(
         ));
     }
     Ok(())
+}
+
+/// The function tools to send to a protocol without custom tools (Ollama,
+/// Anthropic), refusing a `custom` tool or a custom tool call in the
+/// history, which it could not carry. With `tool_choice` `allowed_tools`,
+/// only the allowed ones go (these protocols have no allowed subset of their
+/// own), and with `keep_called` also those the history called: Anthropic
+/// needs a tool the conversation used defined.
+pub(crate) fn function_tools<'a>(
+    provider: &str,
+    protocol: &str,
+    request: &'a ChatRequest,
+    keep_called: bool,
+) -> Result<Vec<&'a FunctionDef>, ProviderError> {
+    let refused = |what: String| {
+        ProviderError::invalid_request(
+            provider,
+            format!(
+                "{what}: {} ({protocol}) has no custom tools; use a function tool",
+                request.model
+            ),
+        )
+    };
+    for (i, m) in request.messages.iter().enumerate() {
+        if let Some(call) = m
+            .tool_calls
+            .iter()
+            .flatten()
+            .find(|c| c.kind == ToolKind::Custom)
+        {
+            return Err(refused(format!(
+                "messages[{i}] holds a call of the custom tool `{}`",
+                call.name
+            )));
+        }
+    }
+    let called = |name: &str| {
+        keep_called
+            && request
+                .messages
+                .iter()
+                .flat_map(|m| m.tool_calls.iter().flatten())
+                .any(|c| c.name == name)
+    };
+    let mut functions = Vec::new();
+    for tool in request.tools.iter().flatten() {
+        match tool {
+            Tool::Custom { custom } => {
+                return Err(refused(format!("`{}` is a custom tool", custom.name)));
+            }
+            Tool::Function { function } => {
+                if tool.allowed_by(request.tool_choice.as_ref()) || called(&function.name) {
+                    functions.push(function);
+                }
+            }
+        }
+    }
+    if let Some(ToolChoice::Named(ToolRef {
+        kind: ToolKind::Custom,
+        name,
+    })) = &request.tool_choice
+    {
+        return Err(refused(format!("tool_choice names the custom tool `{name}`")));
+    }
+    Ok(functions)
 }
 
 /// What a `response_format` asks for, read for protocols that carry it in

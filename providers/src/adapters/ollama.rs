@@ -69,6 +69,7 @@ fn openai_logprobs(entries: Vec<Value>) -> Value {
 
 pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value, ProviderError> {
     super::one_choice_only(provider, "Ollama", request)?;
+    let tools = super::function_tools(provider, "Ollama", request, false)?;
     let mut names_by_call_id: HashMap<&str, &str> = HashMap::new();
     let mut messages = Vec::with_capacity(request.messages.len());
     for (i, m) in request.messages.iter().enumerate() {
@@ -125,13 +126,13 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
         if let Some(calls) = &m.tool_calls {
             let mut converted = Vec::with_capacity(calls.len());
             for (index, call) in calls.iter().enumerate() {
-                names_by_call_id.insert(&call.id, &call.function.name);
+                names_by_call_id.insert(&call.id, &call.name);
                 converted.push(json!({
                     "id": call.id,
                     "function": {
                         "index": index,
-                        "name": call.function.name,
-                        "arguments": arguments_object(provider, i, &call.function.arguments)?,
+                        "name": call.name,
+                        "arguments": arguments_object(provider, i, &call.arguments)?,
                     }
                 }));
             }
@@ -156,14 +157,12 @@ pub fn to_ollama_request(provider: &str, request: &ChatRequest) -> Result<Value,
     // Ollama streams when `stream` is left out, so the bool is always sent.
     body.insert("stream".into(), request.is_stream().into());
     let tools_off = request.tool_choice.as_ref().is_some_and(|c| c.is_none());
-    if let Some(tools) = &request.tools
-        && !tools_off
-        && !tools.is_empty()
-    {
-        body.insert(
-            "tools".into(),
-            serde_json::to_value(tools).unwrap_or(Value::Null),
-        );
+    if !tools_off && !tools.is_empty() {
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|function| json!({ "type": "function", "function": function }))
+            .collect();
+        body.insert("tools".into(), tools.into());
     }
     // `think:false` unless the caller asked for reasoning: every model accepts false,
     // while true on a model that cannot think is a 400 (reference §2.5).
@@ -468,6 +467,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("n must be 1"), "{err}");
+    }
+
+    #[test]
+    fn allowed_tools_keep_only_the_allowed_and_custom_tools_are_refused() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "qwen3:8b",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto",
+                "tools": [{"type": "function", "function": {"name": "b"}}]}}
+        }))
+        .unwrap();
+        let body = to_ollama_request("ollama", &req).unwrap();
+        assert_eq!(body["tools"], json!([{"type": "function", "function": {"name": "b"}}]));
+        let custom: ChatRequest = serde_json::from_value(json!({
+            "model": "qwen3:8b",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "custom", "custom": {"name": "apply_patch"}}]
+        }))
+        .unwrap();
+        let err = to_ollama_request("ollama", &custom).unwrap_err().to_string();
+        assert!(err.contains("`apply_patch` is a custom tool"), "{err}");
     }
 
     #[test]

@@ -121,12 +121,7 @@ impl Completion {
                     .enumerate()
                     .map(|(i, call)| {
                         let index = u32::try_from(i).unwrap_or(u32::MAX);
-                        ToolCallDelta::start(
-                            index,
-                            call.id,
-                            call.function.name,
-                            call.function.arguments,
-                        )
+                        ToolCallDelta::opening(index, call.id, call.kind, call.name, call.arguments)
                     })
                     .collect();
                 ChunkChoice {
@@ -259,7 +254,8 @@ impl CallNumbering {
                 let Some((_, started)) = self.calls.get_mut(at) else {
                     continue;
                 };
-                let named = call.function.as_ref().is_some_and(|f| f.name.is_some());
+                let named = call.function.as_ref().is_some_and(|f| f.name.is_some())
+                    || call.custom.as_ref().is_some_and(|c| c.name.is_some());
                 if call.id.is_some() || named || *started == 0 {
                     *started += 1;
                 }

@@ -1,7 +1,8 @@
 //! OpenAI Responses (`/responses`), as OpenCode Zen serves its `gpt-5*` models.
 //!
 //! Requests: system text goes to `instructions`, tools are flat, tool calls and
-//! their results become `function_call` / `function_call_output` items,
+//! their results become `function_call` / `function_call_output` items
+//! (`custom_tool_call` / `custom_tool_call_output` for custom tools),
 //! `store:false`. Streams: there is no `[DONE]`; the stream ends at
 //! `response.completed`, `response.incomplete` or `response.failed`. The
 //! `*.done` events repeat text already sent and are skipped. The OpenAI tool-call
@@ -15,7 +16,7 @@ use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::http::{EndMarker, Upstream};
 use crate::openai::{
     ChatChunk, ChatRequest, CompletionTokensDetails, Content, Delta, FinishReason, Message,
-    PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
+    PromptTokensDetails, Role, Tool, ToolCallDelta, ToolChoice, ToolKind, ToolRef, Usage,
 };
 use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
@@ -107,19 +108,40 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
                     input.push(json!({ "role": role, "content": message_content(provider, i, m.role, m.content.as_ref())? }));
                 }
                 for call in m.tool_calls.iter().flatten() {
-                    input.push(json!({
-                        "type": "function_call",
-                        "call_id": call.id,
-                        "name": call.function.name,
-                        "arguments": call.function.arguments,
-                    }));
+                    input.push(match call.kind {
+                        ToolKind::Function => json!({
+                            "type": "function_call",
+                            "call_id": call.id,
+                            "name": call.name,
+                            "arguments": call.arguments,
+                        }),
+                        ToolKind::Custom => json!({
+                            "type": "custom_tool_call",
+                            "call_id": call.id,
+                            "name": call.name,
+                            "input": call.arguments,
+                        }),
+                    });
                 }
             }
-            Role::Tool => input.push(json!({
-                "type": "function_call_output",
-                "call_id": m.tool_call_id,
-                "output": m.text_content(),
-            })),
+            Role::Tool => {
+                // A custom tool's result is a `custom_tool_call_output`.
+                let custom = request
+                    .messages
+                    .iter()
+                    .flat_map(|m| m.tool_calls.iter().flatten())
+                    .any(|c| c.kind == ToolKind::Custom && Some(&c.id) == m.tool_call_id.as_ref());
+                let kind = if custom {
+                    "custom_tool_call_output"
+                } else {
+                    "function_call_output"
+                };
+                input.push(json!({
+                    "type": kind,
+                    "call_id": m.tool_call_id,
+                    "output": m.text_content(),
+                }));
+            }
         }
     }
     let mut body = Map::new();
@@ -143,25 +165,7 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
         body.insert("reasoning".into(), json!({ "effort": effort }));
     }
     if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
-        let flat: Vec<Value> = tools
-            .iter()
-            .map(|t| {
-                let mut tool = json!({"type": "function", "name": t.function.name});
-                if let Some(d) = &t.function.description {
-                    tool["description"] = d.clone().into();
-                }
-                // Responses requires both and reads a missing `strict` as
-                // true, which makes every parameter required; Chat
-                // Completions' default is false, and no parameters means none.
-                tool["parameters"] = t
-                    .function
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-                tool["strict"] = t.function.strict.unwrap_or(false).into();
-                tool
-            })
-            .collect();
+        let flat: Vec<Value> = tools.iter().map(flat_tool).collect();
         body.insert("tools".into(), flat.into());
         // A tool loop keeps the model's reasoning between calls only if it
         // comes back; with `store:false` that is its encrypted content.
@@ -170,17 +174,19 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
             body.insert("include".into(), json!(["reasoning.encrypted_content"]));
         }
     }
-    match &request.tool_choice {
-        Some(ToolChoice::Mode(mode)) => {
-            body.insert("tool_choice".into(), mode.clone().into());
-        }
-        Some(ToolChoice::Named(n)) => {
-            body.insert(
-                "tool_choice".into(),
-                json!({"type": "function", "name": n.function.name}),
-            );
-        }
-        None => {}
+    let named = |tool: &ToolRef| json!({"type": tool.kind.as_str(), "name": tool.name});
+    let choice = match &request.tool_choice {
+        Some(ToolChoice::Mode(mode)) => Some(Value::from(mode.as_str())),
+        Some(ToolChoice::Named(tool)) => Some(named(tool)),
+        Some(ToolChoice::Allowed { mode, tools }) => Some(json!({
+            "type": "allowed_tools",
+            "mode": mode,
+            "tools": tools.iter().map(named).collect::<Vec<_>>(),
+        })),
+        None => None,
+    };
+    if let Some(choice) = choice {
+        body.insert("tool_choice".into(), choice);
     }
     if let Some(p) = request.parallel_tool_calls {
         body.insert("parallel_tool_calls".into(), p.into());
@@ -205,6 +211,37 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
 /// `response_format` as the Responses API's `text.format`: the same types,
 /// with a JSON schema's fields (`name`, `schema`, `strict`, `description`)
 /// moved up beside `type`.
+/// A tool in Responses' flat shape (no nested `function` or `custom`).
+fn flat_tool(tool: &Tool) -> Value {
+    match tool {
+        Tool::Function { function } => {
+            let mut flat = json!({"type": "function", "name": function.name});
+            if let Some(d) = &function.description {
+                flat["description"] = d.clone().into();
+            }
+            // Responses requires both and reads a missing `strict` as true,
+            // which makes every parameter required; Chat Completions' default
+            // is false, and no parameters means none.
+            flat["parameters"] = function
+                .parameters
+                .clone()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            flat["strict"] = function.strict.unwrap_or(false).into();
+            flat
+        }
+        Tool::Custom { custom } => {
+            let mut flat = json!({"type": "custom", "name": custom.name});
+            if let Some(d) = &custom.description {
+                flat["description"] = d.clone().into();
+            }
+            if let Some(format) = &custom.format {
+                flat["format"] = format.clone();
+            }
+            flat
+        }
+    }
+}
+
 fn text_format(provider: &str, format: AnswerFormat<'_>) -> Result<Value, ProviderError> {
     Ok(match format {
         AnswerFormat::Text => json!({ "type": "text" }),
@@ -322,9 +359,11 @@ impl SseConverter for StreamState {
             "response.created" | "response.in_progress" => None,
             "response.output_item.added" => {
                 let item = data.get("item").unwrap_or(&Value::Null);
-                if item.get("type").and_then(Value::as_str) != Some("function_call") {
-                    return Ok(opening(&mut st.opened));
-                }
+                let (tool_kind, payload_key) = match item.get("type").and_then(Value::as_str) {
+                    Some("function_call") => (ToolKind::Function, "arguments"),
+                    Some("custom_tool_call") => (ToolKind::Custom, "input"),
+                    _ => return Ok(opening(&mut st.opened)),
+                };
                 st.opened = true;
                 let index = u32::try_from(st.tool_index_by_item.len()).unwrap_or(u32::MAX);
                 let item_id = item
@@ -343,16 +382,21 @@ impl SseConverter for StreamState {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                let arguments = item
-                    .get("arguments")
+                let payload = item
+                    .get(payload_key)
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::start(
-                    index, call_id, name, arguments,
+                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::opening(
+                    index, call_id, tool_kind, name, payload,
                 ))))
             }
-            "response.function_call_arguments.delta" => {
+            "response.function_call_arguments.delta" | "response.custom_tool_call_input.delta" => {
+                let tool_kind = if kind == "response.function_call_arguments.delta" {
+                    ToolKind::Function
+                } else {
+                    ToolKind::Custom
+                };
                 let item_id = str_field("item_id");
                 let index = st
                     .tool_index_by_item
@@ -364,9 +408,11 @@ impl SseConverter for StreamState {
                             format!("arguments delta for unknown item {item_id:?}"),
                         )
                     })?;
-                Some(ChatChunk::delta(Delta::tool_call(
-                    ToolCallDelta::arguments(index, str_field("delta")),
-                )))
+                Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::piece(
+                    index,
+                    tool_kind,
+                    str_field("delta"),
+                ))))
             }
             // A reasoning item's encrypted content is whole only once it is done.
             "response.output_item.done" => {
@@ -683,6 +729,77 @@ mod tests {
             Some(FinishReason::ToolCalls)
         );
         assert_eq!(finish.usage.as_ref().unwrap().total_tokens, 29);
+    }
+
+    #[test]
+    fn custom_tools_calls_results_and_allowed_tools_take_responses_shapes() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "messages": [
+                {"role": "user", "content": "fix it"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_P", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch"}},
+                    {"id": "call_F", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_P", "content": "applied"},
+                {"role": "tool", "tool_call_id": "call_F", "content": "text"}
+            ],
+            "tools": [
+                {"type": "custom", "custom": {"name": "apply_patch", "description": "Edits",
+                 "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": "start: /.+/"}}}},
+                {"type": "function", "function": {"name": "read"}}
+            ],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto",
+                "tools": [{"type": "custom", "custom": {"name": "apply_patch"}}]}}
+        }))
+        .unwrap();
+        let body = to_responses_request("opencode", &req).unwrap();
+        assert_eq!(
+            body["input"][1],
+            json!({"type": "custom_tool_call", "call_id": "call_P", "name": "apply_patch", "input": "*** Begin Patch"})
+        );
+        assert_eq!(body["input"][2]["type"], "function_call");
+        assert_eq!(
+            body["input"][3],
+            json!({"type": "custom_tool_call_output", "call_id": "call_P", "output": "applied"})
+        );
+        assert_eq!(body["input"][4]["type"], "function_call_output");
+        assert_eq!(
+            body["tools"][0],
+            json!({"type": "custom", "name": "apply_patch", "description": "Edits",
+                   "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": "start: /.+/"}}})
+        );
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "allowed_tools", "mode": "auto", "tools": [{"type": "custom", "name": "apply_patch"}]})
+        );
+    }
+
+    #[test]
+    fn a_streamed_custom_tool_call_becomes_custom_call_pieces() {
+        let events = vec![
+            ev(json!({"type": "response.output_item.added", "item": {"type": "custom_tool_call", "id": "ctc_1",
+                "call_id": "call_P", "name": "apply_patch", "input": ""}})),
+            ev(json!({"type": "response.custom_tool_call_input.delta", "item_id": "ctc_1", "delta": "*** Begin"})),
+            ev(json!({"type": "response.custom_tool_call_input.delta", "item_id": "ctc_1", "delta": " Patch"})),
+            ev(json!({"type": "response.custom_tool_call_input.done", "item_id": "ctc_1", "input": "*** Begin Patch"})),
+            ev(json!({"type": "response.completed", "response": {"usage": {"input_tokens": 2, "output_tokens": 3}}})),
+        ];
+        let mut assembler = crate::stream::Assembler::default();
+        for chunk in convert_all(StreamState::default(), events) {
+            assembler.push(&chunk.unwrap());
+        }
+        let meta = crate::stream::ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            model: "gpt-5.4".into(),
+        };
+        let done = assembler.finish(&meta);
+        assert_eq!(done.choices[0].finish_reason, Some(FinishReason::ToolCalls));
+        let calls = done.choices[0].message.tool_calls.as_ref().unwrap();
+        assert_eq!(
+            serde_json::to_value(calls).unwrap(),
+            json!([{"id": "call_P", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch"}}])
+        );
     }
 
     #[test]
