@@ -284,8 +284,8 @@ mod tests {
     use serde_json::json;
 
     use crate::openai::{
-        ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, ToolKind,
-        ResponseMessage, Role, ToolCall, ToolCallDelta, Usage,
+        ChatChunk, ChatCompletion, Choice, ChunkChoice, Delta, FinishReason, ResponseMessage, Role,
+        ToolCall, ToolCallDelta, ToolKind, Usage,
     };
 
     fn same_as_serde(chunk: &ChatChunk) {

@@ -695,7 +695,11 @@ pub struct ToolCall {
 }
 
 impl ToolCall {
-    pub fn function(id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+    pub fn function(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
         Self {
             id: id.into(),
             kind: ToolKind::Function,
@@ -1382,10 +1386,16 @@ mod tests {
         let request: ChatRequest = serde_json::from_value(body.clone()).unwrap();
         let calls = request.messages[1].tool_calls.as_ref().unwrap();
         assert_eq!(calls[0].kind, ToolKind::Custom);
-        assert_eq!((calls[0].name.as_str(), calls[0].arguments.as_str()), ("apply_patch", "*** Begin Patch\n"));
+        assert_eq!(
+            (calls[0].name.as_str(), calls[0].arguments.as_str()),
+            ("apply_patch", "*** Begin Patch\n")
+        );
         assert_eq!(calls[1], ToolCall::function("c2", "f", "{}"));
         let tools = request.tools.as_ref().unwrap();
-        assert_eq!((tools[0].kind(), tools[0].name()), (ToolKind::Custom, "apply_patch"));
+        assert_eq!(
+            (tools[0].kind(), tools[0].name()),
+            (ToolKind::Custom, "apply_patch")
+        );
         let choice = request.tool_choice.as_ref();
         assert!(choice.is_some_and(ToolChoice::is_required));
         assert!(tools[0].allowed_by(choice) && !tools[1].allowed_by(choice));
@@ -1395,25 +1405,48 @@ mod tests {
             assert_eq!(written[key], body[key], "{key}");
         }
         let named: ToolChoice =
-            serde_json::from_value(json!({"type": "custom", "custom": {"name": "apply_patch"}})).unwrap();
+            serde_json::from_value(json!({"type": "custom", "custom": {"name": "apply_patch"}}))
+                .unwrap();
         assert_eq!(
             named,
-            ToolChoice::Named(ToolRef { kind: ToolKind::Custom, name: "apply_patch".into() })
+            ToolChoice::Named(ToolRef {
+                kind: ToolKind::Custom,
+                name: "apply_patch".into()
+            })
         );
     }
 
     #[test]
     fn malformed_tool_shapes_are_named_in_the_error() {
-        let choice = |v: Value| serde_json::from_value::<ToolChoice>(v).unwrap_err().to_string();
-        assert!(choice(json!({"type": "allowed_tools", "allowed_tools": {"mode": "any", "tools": []}}))
-            .contains("mode must be \"auto\" or \"required\""));
-        assert!(choice(json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto",
-            "tools": [{"type": "function"}]}}))
-        .contains("tools[0]: needs `function.name`"));
+        let choice = |v: Value| {
+            serde_json::from_value::<ToolChoice>(v)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            choice(json!({"type": "allowed_tools", "allowed_tools": {"mode": "any", "tools": []}}))
+                .contains("mode must be \"auto\" or \"required\"")
+        );
+        assert!(
+            choice(
+                json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto",
+            "tools": [{"type": "function"}]}})
+            )
+            .contains("tools[0]: needs `function.name`")
+        );
         assert!(choice(json!({"type": "web_search"})).contains("`type` must be"));
-        let call = serde_json::from_value::<ToolCall>(json!({"id": "c", "type": "custom", "function": {"name": "f"}}));
-        assert!(call.unwrap_err().to_string().contains("a `custom` tool call needs `custom`"));
-        assert!(serde_json::from_value::<Tool>(json!({"type": "custom", "function": {"name": "f"}})).is_err());
+        let call = serde_json::from_value::<ToolCall>(
+            json!({"id": "c", "type": "custom", "function": {"name": "f"}}),
+        );
+        assert!(
+            call.unwrap_err()
+                .to_string()
+                .contains("a `custom` tool call needs `custom`")
+        );
+        assert!(
+            serde_json::from_value::<Tool>(json!({"type": "custom", "function": {"name": "f"}}))
+                .is_err()
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::openai::{
-    ChatChunk, ChatCompletion, Choice, FinishReason, ResponseMessage, Role, ToolKind,
-    SharedStr, ToolCall, Usage,
+    ChatChunk, ChatCompletion, Choice, FinishReason, ResponseMessage, Role, SharedStr, ToolCall,
+    ToolKind, Usage,
 };
 use crate::provider::ChunkStream;
 
@@ -698,12 +698,26 @@ mod tests {
                 piece.into(),
             ))));
         }
-        let calls = a.finish(&meta()).choices.remove(0).message.tool_calls.unwrap();
+        let calls = a
+            .finish(&meta())
+            .choices
+            .remove(0)
+            .message
+            .tool_calls
+            .unwrap();
         assert_eq!(
             calls,
-            [ToolCall { id: "c1".into(), kind: ToolKind::Custom, name: "apply_patch".into(), arguments: "*** Begin Patch".into() }]
+            [ToolCall {
+                id: "c1".into(),
+                kind: ToolKind::Custom,
+                name: "apply_patch".into(),
+                arguments: "*** Begin Patch".into()
+            }]
         );
         let written = serde_json::to_value(&calls[0]).unwrap();
-        assert_eq!(written, serde_json::json!({"id": "c1", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch"}}));
+        assert_eq!(
+            written,
+            serde_json::json!({"id": "c1", "type": "custom", "custom": {"name": "apply_patch", "input": "*** Begin Patch"}})
+        );
     }
 }

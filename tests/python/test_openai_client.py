@@ -113,6 +113,35 @@ def test_tool_round_trip_non_stream(client):
     assert follow_up.choices[0].message.content == "Hello from zen! You said: thanks"
 
 
+@pytest.mark.parametrize("model", ["opencode/gpt-5.4", "openrouter/openai/gpt-5"])
+def test_custom_tool_round_trip_through_the_sdk(client, model):
+    """A `custom` tool (free-text input) named by `tool_choice`: the SDK reads
+    the call as its custom tool call type, and the message it returns goes
+    back with the result (as `custom_tool_call` items on the Responses API)."""
+    patch_tool = {"type": "custom", "custom": {"name": "apply_patch", "description": "Edits files"}}
+    reply = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "patch it #tool"}],
+        tools=[patch_tool],
+        tool_choice={"type": "custom", "custom": {"name": "apply_patch"}},
+    )
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.type == "custom"
+    assert (call.custom.name, call.custom.input) == ("apply_patch", "city = Oslo\n")
+    assert reply.choices[0].finish_reason == "tool_calls"
+    follow_up = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "user", "content": "patch it"},
+            reply.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "applied"},
+            {"role": "user", "content": "thanks"},
+        ],
+        tools=[patch_tool],
+    )
+    assert follow_up.choices[0].message.content.endswith("You said: thanks")
+
+
 def test_claude_thinking_round_trips_through_the_sdk_message(client, fake_upstream):
     """The SDK keeps `reasoning_details` on the message it returns; sending
     that message back gives Claude its signed thinking, as a tool loop with

@@ -74,7 +74,7 @@ pub(crate) fn stream(plan: &Plan) -> Script {
                 line
             })
             .collect(),
-        Reply::Tool { name, with_id } => vec![line(
+        Reply::Tool { name, with_id, .. } => vec![line(
             plan,
             json!({ "role": "assistant", "content": "", "tool_calls": [tool_call(name, *with_id)] }),
         )],
@@ -110,7 +110,7 @@ pub(crate) fn complete(plan: &Plan) -> Value {
     if plan.think {
         message["thinking"] = json!(THINK_TEXT);
     }
-    if let Reply::Tool { name, with_id } = &plan.reply {
+    if let Reply::Tool { name, with_id, .. } = &plan.reply {
         message["tool_calls"] = json!([tool_call(name, *with_id)]);
     }
     let mut whole = done(plan, message);

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::flavour::Flavour;
 use crate::plan::{
     CREATED, Ending, KIMI_CACHED_TOKENS, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, SIGNATURE,
-    THINK_TEXT, TOOL_ARG_PIECES, ZEN_COST, tool_arguments,
+    THINK_TEXT, ZEN_COST, tool_arguments, tool_pieces,
 };
 use crate::script::Script;
 
@@ -83,14 +83,22 @@ fn delta_chunk(plan: &Plan, delta: Value) -> Value {
 fn output_deltas(plan: &Plan) -> Vec<Value> {
     match &plan.reply {
         Reply::Text(words) => words.iter().map(|w| json!({ "content": w })).collect(),
-        Reply::Tool { name, .. } => {
+        Reply::Tool { name, custom, .. } => {
+            // A custom tool's call streams `custom: {name, input}` pieces.
+            let (kind, payload) = if *custom {
+                ("custom", "input")
+            } else {
+                ("function", "arguments")
+            };
             let mut deltas = vec![json!({ "tool_calls": [{
-                "index": 0, "id": "call_1", "type": "function",
-                "function": { "name": name, "arguments": "" },
+                "index": 0, "id": "call_1", "type": kind,
+                kind: { "name": name, payload: "" },
             }]})];
-            deltas.extend(TOOL_ARG_PIECES.iter().map(|piece| {
-                json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] })
-            }));
+            deltas.extend(
+                tool_pieces(*custom).iter().map(
+                    |piece| json!({ "tool_calls": [{ "index": 0, kind: { payload: piece } }] }),
+                ),
+            );
             deltas
         }
     }
@@ -210,10 +218,22 @@ pub(crate) fn complete(plan: &Plan) -> Value {
     let mut message = json!({ "role": "assistant", "content": Value::Null });
     match &plan.reply {
         Reply::Text(_) => message["content"] = json!(plan.full_text()),
-        Reply::Tool { name, .. } => {
+        Reply::Tool {
+            name,
+            custom: false,
+            ..
+        } => {
             message["tool_calls"] = json!([{
                 "id": "call_1", "type": "function",
                 "function": { "name": name, "arguments": tool_arguments() },
+            }]);
+        }
+        Reply::Tool {
+            name, custom: true, ..
+        } => {
+            message["tool_calls"] = json!([{
+                "id": "call_1", "type": "custom",
+                "custom": { "name": name, "input": tool_pieces(true).concat() },
             }]);
         }
     }

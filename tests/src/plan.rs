@@ -13,6 +13,8 @@ pub(crate) const THINK_TEXT: &str = "Let me think.";
 pub(crate) const SIGNATURE: &str = "fake-signature";
 /// The tool arguments, in the two pieces streamed by OpenAI-style flavours.
 pub(crate) const TOOL_ARG_PIECES: [&str; 2] = ["{\"city\":", "\"Oslo\"}"];
+/// A custom tool's input (free text, not JSON), in the two pieces streamed.
+pub(crate) const CUSTOM_INPUT_PIECES: [&str; 2] = ["city = ", "Oslo\n"];
 /// `prompt_tokens` / `input_tokens` / `prompt_eval_count` of every answer.
 pub(crate) const PROMPT_TOKENS: u64 = 11;
 /// `completion_tokens` of a tool-call answer (one name fragment, two argument pieces).
@@ -38,6 +40,8 @@ pub(crate) struct ChatInput {
     /// The conversation ends with a tool result (then `#tool` is ignored).
     pub after_tool_result: bool,
     pub tool_name: Option<String>,
+    /// The first tool is a `custom` one (free-text input).
+    pub tool_custom: bool,
     pub include_usage: bool,
     pub has_max_tokens: bool,
     /// The request asked for token log probabilities (Ollama's top-level `logprobs`).
@@ -66,6 +70,11 @@ impl ChatInput {
             text,
             after_tool_result,
             tool_name: first_tool_name(body),
+            tool_custom: item_list(body, "tools")
+                .first()
+                .and_then(|t| t.get("type"))
+                .and_then(Value::as_str)
+                == Some("custom"),
             include_usage: body
                 .pointer("/stream_options/include_usage")
                 .and_then(Value::as_bool)
@@ -158,17 +167,18 @@ fn responses_text(body: &Value) -> (String, bool) {
                 .last()
                 .and_then(|i| i.get("type"))
                 .and_then(Value::as_str)
-                == Some("function_call_output");
+                .is_some_and(|kind| kind.ends_with("call_output"));
             (text, after_tool)
         }
         _ => (String::new(), false),
     }
 }
 
-/// The first tool's name: OpenAI nested `function.name` or flat `name`.
+/// The first tool's name: OpenAI nested `function.name` (`custom.name`) or flat `name`.
 fn first_tool_name(body: &Value) -> Option<String> {
     item_list(body, "tools").iter().find_map(|tool| {
         tool.pointer("/function/name")
+            .or_else(|| tool.pointer("/custom/name"))
             .or_else(|| tool.get("name"))
             .and_then(Value::as_str)
             .map(str::to_owned)
@@ -179,7 +189,12 @@ fn first_tool_name(body: &Value) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reply {
     Text(Vec<String>),
-    Tool { name: String, with_id: bool },
+    /// `custom`: a custom tool's call, its input [`CUSTOM_INPUT_PIECES`].
+    Tool {
+        name: String,
+        with_id: bool,
+        custom: bool,
+    },
 }
 
 /// How a (streamed) answer ends.
@@ -218,6 +233,7 @@ impl Plan {
                     .clone()
                     .unwrap_or_else(|| "get_weather".to_owned()),
                 with_id: !d.noid,
+                custom: input.tool_custom,
             }
         } else if let Some(text) = &d.canned {
             Reply::Text(words(text))
@@ -291,6 +307,15 @@ impl Plan {
 /// The full tool arguments as a JSON string.
 pub(crate) fn tool_arguments() -> String {
     TOOL_ARG_PIECES.concat()
+}
+
+/// The pieces a call streams: a function's arguments or a custom tool's input.
+pub(crate) fn tool_pieces(custom: bool) -> [&'static str; 2] {
+    if custom {
+        CUSTOM_INPUT_PIECES
+    } else {
+        TOOL_ARG_PIECES
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::plan::{
-    CREATED, Ending, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT, TOOL_ARG_PIECES,
-    ZEN_COST, tool_arguments,
+    CREATED, Ending, MIDSTREAM_MESSAGE, PROMPT_TOKENS, Plan, Reply, THINK_TEXT, ZEN_COST,
+    tool_pieces,
 };
 use crate::script::Script;
 
@@ -77,10 +77,17 @@ fn message_item(status: &str, content: Vec<Value>) -> Value {
     })
 }
 
-fn call_item(name: &str, status: &str, arguments: &str) -> Value {
+/// A `function_call` item, or a `custom_tool_call` one (its payload is `input`).
+fn call_item(name: &str, custom: bool, status: &str, payload: &str) -> Value {
+    if custom {
+        return json!({
+            "type": "custom_tool_call", "id": CALL_ITEM_ID, "call_id": CALL_ID,
+            "name": name, "input": payload, "status": status,
+        });
+    }
     json!({
         "type": "function_call", "id": CALL_ITEM_ID, "call_id": CALL_ID,
-        "name": name, "arguments": arguments, "status": status,
+        "name": name, "arguments": payload, "status": status,
     })
 }
 
@@ -95,7 +102,12 @@ fn output(plan: &Plan) -> Vec<Value> {
             "completed",
             vec![text_part(&plan.full_text())],
         )),
-        Reply::Tool { name, .. } => items.push(call_item(name, "completed", &tool_arguments())),
+        Reply::Tool { name, custom, .. } => items.push(call_item(
+            name,
+            *custom,
+            "completed",
+            &tool_pieces(*custom).concat(),
+        )),
     }
     items
 }
@@ -162,7 +174,7 @@ pub(crate) fn stream(plan: &Plan) -> Script {
     }
     let finished = match &plan.reply {
         Reply::Text(words) => stream_text(plan, &mut w, index, words),
-        Reply::Tool { name, .. } => stream_call(plan, &mut w, index, name),
+        Reply::Tool { name, custom, .. } => stream_call(plan, &mut w, index, name, *custom),
     };
     match plan.ending {
         Ending::Normal if finished => {
@@ -211,29 +223,36 @@ fn stream_text(plan: &Plan, w: &mut Writer, index: usize, words: &[String]) -> b
     true
 }
 
-/// Streams the function call item; returns whether it was finished.
-fn stream_call(plan: &Plan, w: &mut Writer, index: usize, name: &str) -> bool {
+/// Streams the function (or custom tool) call item; returns whether it was finished.
+fn stream_call(plan: &Plan, w: &mut Writer, index: usize, name: &str, custom: bool) -> bool {
     w.send(
         "response.output_item.added",
-        json!({ "output_index": index, "item": call_item(name, "in_progress", "") }),
+        json!({ "output_index": index, "item": call_item(name, custom, "in_progress", "") }),
     );
+    let (events, payload) = if custom {
+        ("response.custom_tool_call_input", "input")
+    } else {
+        ("response.function_call_arguments", "arguments")
+    };
+    let pieces = tool_pieces(custom);
     let at = json!({ "item_id": CALL_ITEM_ID, "output_index": index });
     // The item announcement counts as the first of the call's output events.
-    let keep = plan.cut(1 + TOOL_ARG_PIECES.len()).saturating_sub(1);
-    for piece in TOOL_ARG_PIECES.iter().take(keep) {
+    let keep = plan.cut(1 + pieces.len()).saturating_sub(1);
+    for piece in pieces.iter().take(keep) {
         let mut delta = at.clone();
         delta["delta"] = json!(piece);
-        w.send("response.function_call_arguments.delta", delta);
+        w.send(&format!("{events}.delta"), delta);
     }
     if plan.ending != Ending::Normal {
         return false;
     }
+    let whole = pieces.concat();
     let mut done = at;
-    done["arguments"] = json!(tool_arguments());
-    w.send("response.function_call_arguments.done", done);
+    done[payload] = json!(whole);
+    w.send(&format!("{events}.done"), done);
     w.send(
         "response.output_item.done",
-        json!({ "output_index": index, "item": call_item(name, "completed", &tool_arguments()) }),
+        json!({ "output_index": index, "item": call_item(name, custom, "completed", &whole) }),
     );
     true
 }

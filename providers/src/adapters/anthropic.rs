@@ -1411,13 +1411,21 @@ mod tests {
             to_messages_request("opencode", &req).unwrap()
         };
         let names = |body: &Value| -> Vec<String> {
-            body["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+            body["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect()
         };
         let auto = body(allowed("auto", &["get_time"]));
         assert_eq!(names(&auto), ["get_weather", "get_time"]);
         assert_eq!(auto["tool_choice"], json!({"type": "auto"}));
         let one = body(allowed("required", &["get_time"]));
-        assert_eq!(one["tool_choice"], json!({"type": "tool", "name": "get_time"}));
+        assert_eq!(
+            one["tool_choice"],
+            json!({"type": "tool", "name": "get_time"})
+        );
         let two = body(allowed("required", &["get_time", "send_mail"]));
         assert_eq!(names(&two), ["get_weather", "get_time", "send_mail"]);
         assert_eq!(two["tool_choice"], json!({"type": "any"}));
@@ -1427,17 +1435,28 @@ mod tests {
     fn custom_tools_and_their_calls_are_refused_by_name() {
         let refused = |extra: Value| {
             let mut body = json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]});
-            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             let req: ChatRequest = serde_json::from_value(body).unwrap();
-            to_messages_request("opencode", &req).unwrap_err().to_string()
+            to_messages_request("opencode", &req)
+                .unwrap_err()
+                .to_string()
         };
-        let err = refused(json!({"tools": [{"type": "custom", "custom": {"name": "apply_patch"}}]}));
-        assert!(err.contains("`apply_patch` is a custom tool") && err.contains("has no custom tools"), "{err}");
+        let err =
+            refused(json!({"tools": [{"type": "custom", "custom": {"name": "apply_patch"}}]}));
+        assert!(
+            err.contains("`apply_patch` is a custom tool") && err.contains("has no custom tools"),
+            "{err}"
+        );
         let err = refused(json!({"messages": [
             {"role": "assistant", "content": null, "tool_calls": [
                 {"id": "c", "type": "custom", "custom": {"name": "apply_patch", "input": "x"}}]},
             {"role": "tool", "tool_call_id": "c", "content": "ok"}]}));
-        assert!(err.contains("messages[0] holds a call of the custom tool `apply_patch`"), "{err}");
+        assert!(
+            err.contains("messages[0] holds a call of the custom tool `apply_patch`"),
+            "{err}"
+        );
     }
 
     #[test]

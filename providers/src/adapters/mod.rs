@@ -144,7 +144,9 @@ pub(crate) fn function_tools<'a>(
         name,
     })) = &request.tool_choice
     {
-        return Err(refused(format!("tool_choice names the custom tool `{name}`")));
+        return Err(refused(format!(
+            "tool_choice names the custom tool `{name}`"
+        )));
     }
     Ok(functions)
 }

@@ -480,14 +480,19 @@ mod tests {
         }))
         .unwrap();
         let body = to_ollama_request("ollama", &req).unwrap();
-        assert_eq!(body["tools"], json!([{"type": "function", "function": {"name": "b"}}]));
+        assert_eq!(
+            body["tools"],
+            json!([{"type": "function", "function": {"name": "b"}}])
+        );
         let custom: ChatRequest = serde_json::from_value(json!({
             "model": "qwen3:8b",
             "messages": [{"role": "user", "content": "hi"}],
             "tools": [{"type": "custom", "custom": {"name": "apply_patch"}}]
         }))
         .unwrap();
-        let err = to_ollama_request("ollama", &custom).unwrap_err().to_string();
+        let err = to_ollama_request("ollama", &custom)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`apply_patch` is a custom tool"), "{err}");
     }
 

@@ -777,12 +777,22 @@ mod tests {
     #[test]
     fn a_streamed_custom_tool_call_becomes_custom_call_pieces() {
         let events = vec![
-            ev(json!({"type": "response.output_item.added", "item": {"type": "custom_tool_call", "id": "ctc_1",
-                "call_id": "call_P", "name": "apply_patch", "input": ""}})),
-            ev(json!({"type": "response.custom_tool_call_input.delta", "item_id": "ctc_1", "delta": "*** Begin"})),
-            ev(json!({"type": "response.custom_tool_call_input.delta", "item_id": "ctc_1", "delta": " Patch"})),
-            ev(json!({"type": "response.custom_tool_call_input.done", "item_id": "ctc_1", "input": "*** Begin Patch"})),
-            ev(json!({"type": "response.completed", "response": {"usage": {"input_tokens": 2, "output_tokens": 3}}})),
+            ev(
+                json!({"type": "response.output_item.added", "item": {"type": "custom_tool_call", "id": "ctc_1",
+                "call_id": "call_P", "name": "apply_patch", "input": ""}}),
+            ),
+            ev(
+                json!({"type": "response.custom_tool_call_input.delta", "item_id": "ctc_1", "delta": "*** Begin"}),
+            ),
+            ev(
+                json!({"type": "response.custom_tool_call_input.delta", "item_id": "ctc_1", "delta": " Patch"}),
+            ),
+            ev(
+                json!({"type": "response.custom_tool_call_input.done", "item_id": "ctc_1", "input": "*** Begin Patch"}),
+            ),
+            ev(
+                json!({"type": "response.completed", "response": {"usage": {"input_tokens": 2, "output_tokens": 3}}}),
+            ),
         ];
         let mut assembler = crate::stream::Assembler::default();
         for chunk in convert_all(StreamState::default(), events) {

@@ -257,6 +257,178 @@ async fn non_stream_tool_calls_are_assembled() {
     }
 }
 
+/// OpenAI `custom` tools (free-text input) go to every upstream whose
+/// protocol has them, named, streamed and whole, and back in the history; the
+/// protocols without them refuse them by name.
+#[tokio::test]
+async fn custom_tools_reach_the_protocols_that_have_them_and_are_refused_by_the_others() {
+    let h = start().await;
+    let tools = json!([
+        {"type": "custom", "custom": {"name": "apply_patch", "description": "Edits files"}},
+        weather_tool()[0],
+    ]);
+    let choice = json!({"type": "custom", "custom": {"name": "apply_patch"}});
+    let expected_call = |id: &Value| json!({"id": id, "type": "custom", "custom": {"name": "apply_patch", "input": "city = Oslo\n"}});
+    for (model, _, path) in CASES {
+        let body = json!({"model": model, "messages": user("patch #tool"), "tools": tools, "tool_choice": choice});
+        let (status, answer) = h.chat(&body).await;
+        if path.contains("/api/chat") || path.ends_with("/messages") {
+            assert_eq!(status, 400, "{model}: {answer}");
+            let message = answer["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("`apply_patch` is a custom tool"),
+                "{model}: {message}"
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "{model}: {answer}");
+        let call = &answer["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(*call, expected_call(&call["id"]), "{model}");
+        assert_eq!(
+            answer["choices"][0]["finish_reason"], "tool_calls",
+            "{model}"
+        );
+        let sent = h.last_request(path).body;
+        if path.ends_with("/responses") {
+            assert_eq!(
+                sent["tools"][0],
+                json!({"type": "custom", "name": "apply_patch", "description": "Edits files"})
+            );
+            assert_eq!(
+                sent["tool_choice"],
+                json!({"type": "custom", "name": "apply_patch"})
+            );
+        } else {
+            assert_eq!(sent["tools"], tools, "{model}: as sent");
+            assert_eq!(sent["tool_choice"], choice, "{model}: as sent");
+        }
+
+        let (status, events) = h
+            .stream(&json!({"model": model, "messages": user("patch #tool"),
+            "tools": tools, "stream": true}))
+            .await;
+        assert_eq!(status, 200, "{model}: {events:?}");
+        let (mut id, mut name, mut input) = (Value::Null, String::new(), String::new());
+        for chunk in chunks_of(model, &events) {
+            for piece in chunk["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(piece["index"], 0, "{model}");
+                assert!(piece.get("function").is_none(), "{model}: {piece}");
+                if piece.get("id").is_some() {
+                    id = piece["id"].clone();
+                    assert_eq!(piece["type"], "custom", "{model}");
+                }
+                name.push_str(piece["custom"]["name"].as_str().unwrap_or_default());
+                input.push_str(piece["custom"]["input"].as_str().unwrap_or_default());
+            }
+        }
+        assert_eq!(
+            expected_call(&id),
+            json!({"id": id, "type": "custom",
+            "custom": {"name": name, "input": input}}),
+            "{model}"
+        );
+
+        // The call and its result go back as what the upstream calls them.
+        let history = json!([
+            {"role": "user", "content": "patch #tool"},
+            {"role": "assistant", "content": null, "tool_calls": [expected_call(&json!("call_1"))]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "applied"},
+        ]);
+        let (status, answer) = h
+            .chat(&json!({"model": model, "messages": history, "tools": tools}))
+            .await;
+        assert_eq!(status, 200, "{model}: {answer}");
+        assert!(
+            answer["choices"][0]["message"]["content"].is_string(),
+            "{model}: {answer}"
+        );
+        let sent = h.last_request(path).body;
+        if path.ends_with("/responses") {
+            assert_eq!(
+                sent["input"][1],
+                json!({"type": "custom_tool_call", "call_id": "call_1",
+                "name": "apply_patch", "input": "city = Oslo\n"})
+            );
+            assert_eq!(
+                sent["input"][2],
+                json!({"type": "custom_tool_call_output", "call_id": "call_1",
+                "output": "applied"})
+            );
+        } else {
+            assert_eq!(
+                sent["messages"][1]["tool_calls"][0],
+                expected_call(&json!("call_1")),
+                "{model}"
+            );
+        }
+    }
+}
+
+/// `allowed_tools` keeps the whole list upstream where the protocol has it
+/// and narrows the list where it does not.
+#[tokio::test]
+async fn allowed_tools_pass_or_narrow_the_tool_list() {
+    let h = start().await;
+    let tools = json!([
+        weather_tool()[0],
+        {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+    ]);
+    let choice = json!({"type": "allowed_tools", "allowed_tools": {"mode": "required",
+        "tools": [{"type": "function", "function": {"name": "get_time"}}]}});
+    for (model, _, path) in CASES {
+        let (status, answer) = h
+            .chat(&json!({"model": model, "messages": user("time? #tool"), "tools": tools, "tool_choice": choice}))
+            .await;
+        assert_eq!(status, 200, "{model}: {answer}");
+        let sent = h.last_request(path).body;
+        let names: Vec<&str> = sent["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| {
+                t.pointer("/function/name")
+                    .or_else(|| t.get("name"))
+                    .and_then(Value::as_str)
+            })
+            .collect();
+        if path.ends_with("/responses") {
+            assert_eq!(names, ["get_weather", "get_time"], "{model}");
+            assert_eq!(
+                sent["tool_choice"],
+                json!({"type": "allowed_tools", "mode": "required",
+                "tools": [{"type": "function", "name": "get_time"}]})
+            );
+        } else if path.contains("/api/chat") || path.ends_with("/messages") {
+            assert_eq!(names, ["get_time"], "{model}: only the allowed tool");
+            if path.ends_with("/messages") {
+                assert_eq!(
+                    sent["tool_choice"],
+                    json!({"type": "tool", "name": "get_time"})
+                );
+            }
+        } else {
+            assert_eq!(sent["tools"], tools, "{model}");
+            assert_eq!(sent["tool_choice"], choice, "{model}");
+        }
+    }
+    let (status, answer) = h
+        .chat(&json!({"model": "plain/gpt-4o", "messages": user("x"), "tools": tools,
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "any", "tools": []}}}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mode must be"),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn ollama_without_call_ids_gets_generated_ones() {
     let h = start().await;
