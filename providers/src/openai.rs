@@ -227,6 +227,20 @@ pub struct ContentPart {
 }
 
 impl ContentPart {
+    /// The `file` of a `{"type":"file","file":{..}}` part.
+    pub fn file(&self) -> Option<FileRef<'_>> {
+        if self.kind != "file" {
+            return None;
+        }
+        let file = self.extra.get("file")?;
+        let field = |key: &str| file.get(key).and_then(Value::as_str);
+        Some(FileRef {
+            file_data: field("file_data"),
+            file_id: field("file_id"),
+            filename: field("filename"),
+        })
+    }
+
     pub fn text(&self) -> Option<&str> {
         if self.kind == "text" {
             self.text.as_deref()
@@ -448,16 +462,31 @@ pub struct DataUri<'a> {
     pub base64: &'a str,
 }
 
-impl ImageUrl {
-    pub fn as_data_uri(&self) -> Option<DataUri<'_>> {
-        let rest = self.url.strip_prefix("data:")?;
+impl<'a> DataUri<'a> {
+    /// `data:<media type>;base64,<payload>`, or `None` for anything else.
+    pub fn parse(uri: &'a str) -> Option<Self> {
+        let rest = uri.strip_prefix("data:")?;
         let (meta, payload) = rest.split_once(',')?;
         let media_type = meta.strip_suffix(";base64")?;
-        Some(DataUri {
+        Some(Self {
             media_type,
             base64: payload,
         })
     }
+}
+
+impl ImageUrl {
+    pub fn as_data_uri(&self) -> Option<DataUri<'_>> {
+        DataUri::parse(&self.url)
+    }
+}
+
+/// A `file` content part's `file` object: the file inline (`file_data`, a
+/// base64 `data:` URI) or an OpenAI file id, and its name.
+pub struct FileRef<'a> {
+    pub file_data: Option<&'a str>,
+    pub file_id: Option<&'a str>,
+    pub filename: Option<&'a str>,
 }
 
 /// What kind of tool a definition, a choice or a call is about.

@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 use crate::error::{ProviderError, UpstreamErrorKind};
 use crate::http::{EndMarker, Upstream};
 use crate::openai::{
-    ChatChunk, ChatRequest, Content, Delta, FinishReason, Message, PromptTokensDetails, Role,
-    ToolCallDelta, ToolChoice, Usage,
+    ChatChunk, ChatRequest, Content, DataUri, Delta, FileRef, FinishReason, Message,
+    PromptTokensDetails, Role, ToolCallDelta, ToolChoice, Usage,
 };
 use crate::provider::ChunkStream;
 use crate::sse::SseEvent;
@@ -448,6 +448,8 @@ fn content_blocks(
                             json!({"type": "image", "source": {"type": "url", "url": image.url}})
                         }
                     }
+                } else if let Some(file) = part.file() {
+                    document_block(provider, index, &file)?
                 } else {
                     return Err(ProviderError::invalid_request(
                         provider,
@@ -464,6 +466,38 @@ fn content_blocks(
             })
             .collect(),
     }
+}
+
+/// A `file` part as Claude's `document` block: a PDF given inline (Claude
+/// reads PDFs; an OpenAI file id means nothing to it).
+fn document_block(
+    provider: &str,
+    index: usize,
+    file: &FileRef<'_>,
+) -> Result<Value, ProviderError> {
+    let refuse =
+        |why: String| ProviderError::invalid_request(provider, format!("messages[{index}]: {why}"));
+    let Some(data) = file.file_data else {
+        return Err(refuse(
+            "a file part for a Claude model needs `file_data` (a base64 data: URI); \
+             an OpenAI `file_id` cannot reach it"
+                .into(),
+        ));
+    };
+    let uri = DataUri::parse(data)
+        .ok_or_else(|| refuse("`file_data` must be a base64 data: URI".into()))?;
+    if uri.media_type != "application/pdf" {
+        return Err(refuse(format!(
+            "Claude models take files as PDF documents (application/pdf), not {}",
+            uri.media_type
+        )));
+    }
+    let mut block = json!({"type": "document", "source": {
+        "type": "base64", "media_type": uri.media_type, "data": uri.base64}});
+    if let Some(name) = file.filename {
+        block["title"] = name.into();
+    }
+    Ok(block)
 }
 
 /// Maps `stop_reason` to `finish_reason`.
@@ -1429,6 +1463,38 @@ mod tests {
         let two = body(allowed("required", &["get_time", "send_mail"]));
         assert_eq!(names(&two), ["get_weather", "get_time", "send_mail"]);
         assert_eq!(two["tool_choice"], json!({"type": "any"}));
+    }
+
+    #[test]
+    fn pdf_file_parts_become_documents_and_other_files_are_refused() {
+        let request = |file: Value| -> Result<Value, String> {
+            let req: ChatRequest = serde_json::from_value(json!({
+                "model": "claude-sonnet-4-5",
+                "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": "summarise"},
+                    {"type": "file", "file": file}]}]
+            }))
+            .unwrap();
+            to_messages_request("opencode", &req).map_err(|e| e.to_string())
+        };
+        let body = request(
+            json!({"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}),
+        )
+        .unwrap();
+        assert_eq!(
+            body["messages"][0]["content"][1],
+            json!({"type": "document", "title": "a.pdf",
+                   "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}})
+        );
+        let err = request(json!({"file_id": "file-abc"})).unwrap_err();
+        assert!(
+            err.contains("messages[0]") && err.contains("`file_id` cannot reach it"),
+            "{err}"
+        );
+        let err = request(json!({"file_data": "data:text/csv;base64,YQ=="})).unwrap_err();
+        assert!(err.contains("not text/csv"), "{err}");
+        let err = request(json!({"file_data": "https://example.com/a.pdf"})).unwrap_err();
+        assert!(err.contains("base64 data: URI"), "{err}");
     }
 
     #[test]

@@ -282,7 +282,24 @@ fn message_content(
             if let Some(text) = part.text() {
                 Ok(json!({"type": text_type, "text": text}))
             } else if let Some(image) = &part.image_url {
-                Ok(json!({"type": "input_image", "image_url": image.url}))
+                let mut input = json!({"type": "input_image", "image_url": image.url});
+                if let Some(detail) = &image.detail {
+                    input["detail"] = detail.clone().into();
+                }
+                Ok(input)
+            } else if let Some(file) = part.file() {
+                // Responses takes the same three fields, flat.
+                let mut input = json!({"type": "input_file"});
+                for (key, value) in [
+                    ("file_data", file.file_data),
+                    ("file_id", file.file_id),
+                    ("filename", file.filename),
+                ] {
+                    if let Some(value) = value {
+                        input[key] = value.into();
+                    }
+                }
+                Ok(input)
             } else {
                 Err(ProviderError::invalid_request(
                     provider,
@@ -771,6 +788,27 @@ mod tests {
         assert_eq!(
             body["tool_choice"],
             json!({"type": "allowed_tools", "mode": "auto", "tools": [{"type": "custom", "name": "apply_patch"}]})
+        );
+    }
+
+    #[test]
+    fn file_and_image_parts_become_input_file_and_input_image() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "messages": [{"role": "user", "content": [
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}},
+                {"type": "file", "file": {"file_id": "file-abc"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "low"}}]}]
+        }))
+        .unwrap();
+        let body = to_responses_request("opencode", &req).unwrap();
+        assert_eq!(
+            body["input"][0]["content"],
+            json!([
+                {"type": "input_file", "file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+                {"type": "input_file", "file_id": "file-abc"},
+                {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "low"}
+            ])
         );
     }
 

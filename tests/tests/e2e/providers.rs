@@ -368,6 +368,49 @@ async fn custom_tools_reach_the_protocols_that_have_them_and_are_refused_by_the_
     }
 }
 
+/// A PDF sent as a `file` part reaches Claude as a document and Responses
+/// models as an input file; OpenAI-compatible upstreams get it as it came,
+/// and Ollama, which reads no files, refuses it.
+#[tokio::test]
+async fn pdf_file_parts_reach_each_protocol_in_its_shape() {
+    let h = start().await;
+    let pdf = "data:application/pdf;base64,JVBERi0xLjQK";
+    let part = json!({"type": "file", "file": {"file_data": pdf, "filename": "report.pdf"}});
+    let messages =
+        json!([{"role": "user", "content": [{"type": "text", "text": "summarise"}, part]}]);
+    for (model, _, path) in CASES {
+        let (status, answer) = h.chat(&json!({"model": model, "messages": messages})).await;
+        if path.contains("/api/chat") {
+            assert_eq!(status, 400, "{model}: {answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("\"file\""),
+                "{model}: {answer}"
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "{model}: {answer}");
+        let sent = h.last_request(path).body;
+        let expected = if path.ends_with("/messages") {
+            (
+                sent["messages"][0]["content"][1].clone(),
+                json!({"type": "document", "title": "report.pdf",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}}),
+            )
+        } else if path.ends_with("/responses") {
+            (
+                sent["input"][0]["content"][1].clone(),
+                json!({"type": "input_file", "file_data": pdf, "filename": "report.pdf"}),
+            )
+        } else {
+            (sent["messages"][0]["content"][1].clone(), part.clone())
+        };
+        assert_eq!(expected.0, expected.1, "{model}");
+    }
+}
+
 /// `allowed_tools` keeps the whole list upstream where the protocol has it
 /// and narrows the list where it does not.
 #[tokio::test]
