@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::duck::describe_columns;
 use crate::error::{Result, StoreError};
 use crate::objects::Objects;
 
@@ -309,15 +310,7 @@ pub fn check_schema(name: &str, existing: &[Column], incoming: &[Column]) -> Res
     }
     Err(StoreError::InvalidInput(format!(
         "the file's columns {} do not match corpus {name:?}'s columns {}",
-        describe(incoming),
-        describe(existing)
+        describe_columns(incoming),
+        describe_columns(existing)
     )))
-}
-
-fn describe(schema: &[Column]) -> String {
-    let cols: Vec<String> = schema
-        .iter()
-        .map(|c| format!("{} {}", c.name, c.kind))
-        .collect();
-    format!("({})", cols.join(", "))
 }

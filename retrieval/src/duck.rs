@@ -64,7 +64,18 @@ pub struct ParquetInfo {
 
 /// Reads `input` in `format` and writes it as Parquet to `output`.
 /// A malformed file fails naming the line and the reason, and writes nothing usable.
-pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result<ParquetInfo> {
+///
+/// With `like` (the columns of the corpus the file is appended to), the
+/// file's columns are written as those, in their order, cast where the file
+/// was read with other types: each file's types are sniffed from its own
+/// values, so ids read as numbers once and as text the next time still
+/// append. A value that does not convert is an error naming the casts.
+pub fn convert_to_parquet(
+    input: &Path,
+    format: Format,
+    output: &Path,
+    like: &[Column],
+) -> Result<ParquetInfo> {
     let conn = Connection::open_in_memory()?;
     let source = literal(&input.to_string_lossy());
     let reader = match format {
@@ -81,11 +92,7 @@ pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result
         Format::Jsonl => format!("read_json({source}, format = 'newline_delimited')"),
         Format::Parquet => format!("read_parquet({source})"),
     };
-    let target = literal(&output.to_string_lossy());
-    conn.execute_batch(&format!(
-        "COPY (SELECT * FROM {reader}) TO {target} (FORMAT parquet, COMPRESSION zstd)"
-    ))
-    .map_err(|e| {
+    let unreadable = |e: duckdb::Error, context: &str| {
         // DuckDB's reason for a broken CSV rarely names the line: the scan
         // (run only on failure, to keep ingest at DuckDB's speed) does.
         let precise = match format {
@@ -100,10 +107,80 @@ pub fn convert_to_parquet(input: &Path, format: Format, output: &Path) -> Result
             let reason = e.to_string();
             let reason = reason.split("\nLINE ").next().unwrap_or_default().trim();
             let reason = reason.replace(input.to_string_lossy().as_ref(), "the upload");
-            StoreError::InvalidInput(format!("cannot read the {format:?} file: {reason}"))
+            StoreError::InvalidInput(format!(
+                "cannot read the {format:?} file: {reason}{context}"
+            ))
         })
-    })?;
+    };
+    let (select, casts) = if like.is_empty() {
+        ("*".to_owned(), String::new())
+    } else {
+        let read = describe_query(&conn, &format!("SELECT * FROM {reader}"))
+            .map_err(|e| unreadable(e, ""))?;
+        cast_to(&read, like)?
+    };
+    let target = literal(&output.to_string_lossy());
+    conn.execute_batch(&format!(
+        "COPY (SELECT {select} FROM {reader}) TO {target} (FORMAT parquet, COMPRESSION zstd)"
+    ))
+    .map_err(|e| unreadable(e, &casts))?;
     parquet_info(&conn, output)
+}
+
+/// The columns a query returns, as DuckDB names their types.
+fn describe_query(conn: &Connection, query: &str) -> duckdb::Result<Vec<Column>> {
+    let mut stmt = conn.prepare(&format!("DESCRIBE {query}"))?;
+    stmt.query_map([], |r| {
+        Ok(Column {
+            name: r.get(0)?,
+            kind: r.get(1)?,
+        })
+    })?
+    .collect()
+}
+
+/// The select list writing columns `read` as `like`'s (same names, any
+/// order), and a note naming the casts it makes (empty when none).
+fn cast_to(read: &[Column], like: &[Column]) -> Result<(String, String)> {
+    let same_names =
+        read.len() == like.len() && like.iter().all(|c| read.iter().any(|r| r.name == c.name));
+    if !same_names {
+        return Err(StoreError::InvalidInput(format!(
+            "the file's columns {} do not match the corpus's columns {}",
+            describe_columns(read),
+            describe_columns(like)
+        )));
+    }
+    let mut select = Vec::with_capacity(like.len());
+    let mut casts = Vec::new();
+    for column in like {
+        let name = ident(&column.name);
+        match read.iter().find(|r| r.name == column.name) {
+            Some(r) if r.kind != column.kind => {
+                select.push(format!("CAST({name} AS {}) AS {name}", column.kind));
+                casts.push(format!("{} {} as {}", column.name, r.kind, column.kind));
+            }
+            _ => select.push(name),
+        }
+    }
+    let note = if casts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (the file's columns were cast to the corpus's types: {})",
+            casts.join(", ")
+        )
+    };
+    Ok((select.join(", "), note))
+}
+
+/// `(name TYPE, ...)`, as errors show a schema.
+pub(crate) fn describe_columns(schema: &[Column]) -> String {
+    let cols: Vec<String> = schema
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.kind))
+        .collect();
+    format!("({})", cols.join(", "))
 }
 
 /// Delimiters a CSV upload may use; the header line decides which.
@@ -323,15 +400,7 @@ fn parquet_info(conn: &Connection, file: &Path) -> Result<ParquetInfo> {
         [],
         |r| r.get(0),
     )?;
-    let mut stmt = conn.prepare(&format!("DESCRIBE SELECT * FROM read_parquet({source})"))?;
-    let schema = stmt
-        .query_map([], |r| {
-            Ok(Column {
-                name: r.get(0)?,
-                kind: r.get(1)?,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let schema = describe_query(conn, &format!("SELECT * FROM read_parquet({source})"))?;
     Ok(ParquetInfo {
         rows: u64::try_from(rows).unwrap_or(0),
         schema,
@@ -666,6 +735,55 @@ mod tests {
     }
 
     #[test]
+    fn an_append_is_written_as_the_corpus_columns_cast_where_sniffed_otherwise() {
+        let dir = std::env::temp_dir().join(lakehouse_providers::openai::new_id("cast-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let convert = |file: &str, text: &str, like: &[Column]| {
+            let input = dir.join(file);
+            std::fs::write(&input, text).unwrap();
+            let format = if file.ends_with(".csv") {
+                Format::Csv
+            } else {
+                Format::Jsonl
+            };
+            convert_to_parquet(&input, format, &dir.join(format!("{file}.parquet")), like)
+                .map_err(|e| e.to_string())
+        };
+        let column = |name: &str, kind: &str| Column {
+            name: name.into(),
+            kind: kind.into(),
+        };
+        // The corpus began with text ids; this file's ids look like numbers,
+        // and its columns come in another order.
+        let corpus = [
+            column("id", "VARCHAR"),
+            column("text", "VARCHAR"),
+            column("score", "DOUBLE"),
+        ];
+        let info = convert("numbers.csv", "score,text,id\n1,one,1\n2,two,2\n", &corpus).unwrap();
+        assert_eq!(info.schema, corpus);
+        assert_eq!(info.rows, 2);
+        // Alone, the same file reads as numbers.
+        let alone = convert("alone.csv", "score,text,id\n1,one,1\n", &[]).unwrap();
+        assert_eq!(alone.schema[2], column("id", "BIGINT"));
+        // Numbers that are not: the cast is named.
+        let numeric = [column("id", "BIGINT"), column("text", "VARCHAR")];
+        let err = convert("words.jsonl", "{\"id\":\"a1\",\"text\":\"x\"}\n", &numeric).unwrap_err();
+        assert!(err.contains("Could not convert string 'a1'"), "{err}");
+        assert!(
+            err.contains("cast to the corpus's types: id VARCHAR as BIGINT"),
+            "{err}"
+        );
+        // Other columns are refused before anything is written.
+        let err = convert("other.csv", "id,body\n1,x\n", &numeric).unwrap_err();
+        assert_eq!(
+            err,
+            "the file's columns (id BIGINT, body VARCHAR) do not match the corpus's columns (id BIGINT, text VARCHAR)"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn jsonl_errors_name_the_line_and_column() {
         let check = |text: &str| check_jsonl_reader(text.as_bytes()).map_err(|e| e.to_string());
         assert_eq!(check("{\"a\":1}\n\n  \n{\"a\":2}"), Ok(()));
@@ -696,7 +814,7 @@ mod tests {
             "{\"id\":\"1\",\"text\":\"a\"}\n{\"id\":\"2\",\"text\": oops}\n",
         )
         .unwrap();
-        let err = convert_to_parquet(&input, Format::Jsonl, &dir.join("out.parquet"))
+        let err = convert_to_parquet(&input, Format::Jsonl, &dir.join("out.parquet"), &[])
             .unwrap_err()
             .to_string();
         assert_eq!(err, "JSONL line 2: expected value at column 19");

@@ -302,8 +302,13 @@ impl Store {
         let parquet = tmp.0.join("data.parquet");
 
         progress.stage("parse", 1);
-        let (input_path, output) = (input.to_path_buf(), parquet.clone());
-        let info = blocking(move || duck::convert_to_parquet(&input_path, format, &output)).await?;
+        let (input_path, output, like) = (
+            input.to_path_buf(),
+            parquet.clone(),
+            manifest.schema.clone(),
+        );
+        let info =
+            blocking(move || duck::convert_to_parquet(&input_path, format, &output, &like)).await?;
         progress.advance(1);
         let names: Vec<&str> = info.schema.iter().map(|c| c.name.as_str()).collect();
         for column in settings

@@ -311,6 +311,41 @@ async fn concurrent_ingests_into_one_corpus_lose_no_update() {
     }
 }
 
+/// Each upload's types are sniffed from its own values: an append whose ids
+/// read as text is written as the corpus's numbers, and one that cannot be is
+/// refused naming the cast, leaving the corpus as it was.
+#[tokio::test]
+async fn an_append_read_with_other_types_is_cast_to_the_corpus_columns() {
+    for (backend, app) in each_backend(64 * 1024).await {
+        create_docs(&app).await;
+        let (status, body) = app.upload("docs", "csv", ANIMALS_CSV).await;
+        assert_eq!(status, 200, "{backend}: {body}");
+        let quoted_ids =
+            "{\"text\": \"Moose roam Norway.\", \"id\": \"6\", \"title\": \"Moose\"}\n";
+        let (status, body) = app.upload("docs", "jsonl", quoted_ids).await;
+        assert_eq!(status, 200, "{backend}: {body}");
+        let (_, rows) = app
+            .sql("SELECT typeof(id) AS t, title FROM docs WHERE id = 6")
+            .await;
+        assert_eq!(
+            rows["rows"],
+            json!([{"t": "BIGINT", "title": "Moose"}]),
+            "{backend}"
+        );
+
+        let words = "{\"id\": \"x7\", \"title\": \"Elk\", \"text\": \"Elk too.\"}\n";
+        let (status, err) = app.upload("docs", "jsonl", words).await;
+        assert_eq!(status, 400, "{backend}: {err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("'x7'") && message.contains("id VARCHAR as BIGINT"),
+            "{backend}: {message}"
+        );
+        let (_, count) = app.sql("SELECT count(*) AS n FROM docs").await;
+        assert_eq!(count["rows"][0]["n"], 6, "{backend}");
+    }
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_and_leaves_data_intact() {
     for (backend, app) in each_backend(64 * 1024).await {
