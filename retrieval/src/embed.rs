@@ -222,11 +222,15 @@ fn check_count(name: &str, expected: usize, vectors: Vec<Vec<f32>>) -> Result<Ve
     }
 }
 
+/// A cached vector's key: the embedder, the width asked for (`dimensions`,
+/// `None` for the embedder's own) and the text.
+type CacheKey = (String, Option<usize>, String);
+
 /// The embedders by name, behind one cache.
 #[derive(Clone)]
 pub struct Embedders {
     by_name: Arc<std::collections::HashMap<String, Arc<dyn Embedder>>>,
-    cache: Cache<(String, String), Arc<Vec<f32>>>,
+    cache: Cache<CacheKey, Arc<Vec<f32>>>,
     stats: Arc<CacheCounters>,
 }
 
@@ -263,8 +267,8 @@ impl Embedders {
             .collect();
         let cache = Cache::builder()
             .max_capacity(cache_bytes)
-            .weigher(|key: &(String, String), value: &Arc<Vec<f32>>| {
-                let bytes = key.0.len() + key.1.len() + value.len() * 4 + 64;
+            .weigher(|key: &CacheKey, value: &Arc<Vec<f32>>| {
+                let bytes = key.0.len() + key.2.len() + value.len() * 4 + 72;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .build();
@@ -308,34 +312,38 @@ impl Embedders {
         self.embedder(name)?.embed(texts, None).await
     }
 
-    /// Embeds `texts` with `name` into vectors of `dimensions` values,
-    /// uncached (the cache holds each embedder's full width). An upstream
-    /// that answers another width ignored the request: an error, not
-    /// vectors of the wrong size.
+    /// Embeds `texts` with `name` into vectors of `dimensions` values (where
+    /// the embedder takes it: Ollama, OpenAI-compatible). An upstream that
+    /// answers another width ignored the request: an error, not vectors of
+    /// the wrong size.
     pub async fn embed_dimensions(
         &self,
         name: &str,
         texts: &[String],
         dimensions: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let vectors = self.embedder(name)?.embed(texts, Some(dimensions)).await?;
-        if let Some(other) = vectors.iter().find(|v| v.len() != dimensions) {
-            return Err(StoreError::Embed(format!(
-                "{name} answered {} dimensions when asked for {dimensions}",
-                other.len()
-            )));
-        }
-        Ok(vectors)
+        self.embed_cached(name, texts, Some(dimensions)).await
     }
 
     /// Embeds `texts` with `name`, answering repeated texts from the cache.
     pub async fn embed(&self, name: &str, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.embed_cached(name, texts, None).await
+    }
+
+    /// Both of the above: the cache holds each width asked for apart.
+    async fn embed_cached(
+        &self,
+        name: &str,
+        texts: &[String],
+        dimensions: Option<usize>,
+    ) -> Result<Vec<Vec<f32>>> {
         let embedder = self.embedder(name)?;
+        let key = |text: String| (name.to_owned(), dimensions, text);
         let mut out: Vec<Option<Arc<Vec<f32>>>> = Vec::with_capacity(texts.len());
         let mut missing: Vec<String> = Vec::new();
         let mut missing_at: Vec<usize> = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            let hit = self.cache.get(&(name.to_owned(), text.clone())).await;
+            let hit = self.cache.get(&key(text.clone())).await;
             if hit.is_none() {
                 missing.push(text.clone());
                 missing_at.push(i);
@@ -351,12 +359,17 @@ impl Embedders {
                 .fetch_add(texts.len() as u64 - misses, Relaxed);
         }
         if !missing.is_empty() {
-            let fresh = embedder.embed(&missing, None).await?;
+            let fresh = embedder.embed(&missing, dimensions).await?;
+            if let Some((wanted, other)) =
+                dimensions.and_then(|d| fresh.iter().find(|v| v.len() != d).map(|v| (d, v.len())))
+            {
+                return Err(StoreError::Embed(format!(
+                    "{name} answered {other} dimensions when asked for {wanted}"
+                )));
+            }
             for ((i, text), vector) in missing_at.into_iter().zip(missing).zip(fresh) {
                 let vector = Arc::new(vector);
-                self.cache
-                    .insert((name.to_owned(), text), Arc::clone(&vector))
-                    .await;
+                self.cache.insert(key(text), Arc::clone(&vector)).await;
                 out[i] = Some(vector);
             }
         }
@@ -386,10 +399,11 @@ mod tests {
         fn embed<'a>(
             &'a self,
             texts: &'a [String],
-            _dimensions: Option<usize>,
+            dimensions: Option<usize>,
         ) -> BoxFuture<'a, Result<Vec<Vec<f32>>>> {
             self.0.fetch_add(texts.len(), Ordering::SeqCst);
-            Box::pin(async move { Ok(texts.iter().map(|t| vec![t.len() as f32]).collect()) })
+            let width = dimensions.unwrap_or(1);
+            Box::pin(async move { Ok(texts.iter().map(|t| vec![t.len() as f32; width]).collect()) })
         }
     }
 
@@ -442,5 +456,23 @@ mod tests {
             "bulk never reads the cache"
         );
         assert!(embedders.embed("nope", &query).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn each_width_asked_for_is_cached_apart() {
+        let counting = Arc::new(Counting::default());
+        let embedders = Embedders::new(vec![counting.clone()], 1 << 20);
+        let query = vec!["abc".to_owned()];
+        for _ in 0..2 {
+            assert_eq!(
+                embedders
+                    .embed_dimensions("counting", &query, 2)
+                    .await
+                    .unwrap(),
+                [[3.0, 3.0]]
+            );
+            assert_eq!(embedders.embed("counting", &query).await.unwrap(), [[3.0]]);
+        }
+        assert_eq!(counting.0.load(Ordering::SeqCst), 2, "one miss per width");
     }
 }
