@@ -662,16 +662,18 @@ impl<'de> Deserialize<'de> for ToolChoice {
                 .map(Self::Named)
                 .map_err(D::Error::custom);
         }
-        let allowed = value.get("allowed_tools");
+        let allowed = value.get("allowed_tools").ok_or_else(|| {
+            D::Error::custom("tool_choice of type allowed_tools needs an `allowed_tools` object")
+        })?;
         let mode = allowed
-            .and_then(|a| a.get("mode"))
+            .get("mode")
             .and_then(Value::as_str)
             .filter(|m| matches!(*m, "auto" | "required"))
             .ok_or_else(|| {
                 D::Error::custom("tool_choice.allowed_tools.mode must be \"auto\" or \"required\"")
             })?;
         let tools = allowed
-            .and_then(|a| a.get("tools"))
+            .get("tools")
             .and_then(Value::as_array)
             .ok_or_else(|| D::Error::custom("tool_choice.allowed_tools needs a `tools` list"))?
             .iter()
@@ -775,8 +777,10 @@ impl Serialize for ToolCall {
 #[derive(Deserialize)]
 struct ToolCallWire {
     id: String,
+    /// A type other than `custom` (or none) is read as a function call, as
+    /// before custom tools: a new kind of call must not fail a whole answer.
     #[serde(rename = "type", default)]
-    kind: ToolKind,
+    kind: Option<String>,
     #[serde(default)]
     function: Option<FunctionCallWire>,
     #[serde(default)]
@@ -801,7 +805,11 @@ impl<'de> Deserialize<'de> for ToolCall {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let wire = ToolCallWire::deserialize(deserializer)?;
-        let (name, arguments) = match (wire.kind, wire.function, wire.custom) {
+        let kind = match wire.kind.as_deref() {
+            Some("custom") => ToolKind::Custom,
+            _ => ToolKind::Function,
+        };
+        let (name, arguments) = match (kind, wire.function, wire.custom) {
             (ToolKind::Function, Some(f), _) => (f.name, f.arguments),
             (ToolKind::Custom, _, Some(c)) => (c.name, c.input),
             (kind, _, _) => {
@@ -813,7 +821,7 @@ impl<'de> Deserialize<'de> for ToolCall {
         };
         Ok(Self {
             id: wire.id,
-            kind: wire.kind,
+            kind,
             name,
             arguments,
         })
@@ -1476,6 +1484,15 @@ mod tests {
             serde_json::from_value::<Tool>(json!({"type": "custom", "function": {"name": "f"}}))
                 .is_err()
         );
+        assert!(
+            choice(json!({"type": "allowed_tools"})).contains("needs an `allowed_tools` object")
+        );
+        // A call of a kind unknown here, with a function, is read as one.
+        let call: ToolCall = serde_json::from_value(
+            json!({"id": "c", "type": "mcp", "function": {"name": "f", "arguments": "{}"}}),
+        )
+        .unwrap();
+        assert_eq!(call, ToolCall::function("c", "f", "{}"));
     }
 
     #[test]

@@ -66,10 +66,11 @@ pub struct ParquetInfo {
 /// A malformed file fails naming the line and the reason, and writes nothing usable.
 ///
 /// With `like` (the columns of the corpus the file is appended to), the
-/// file's columns are written as those, in their order, cast where the file
-/// was read with other types: each file's types are sniffed from its own
-/// values, so ids read as numbers once and as text the next time still
-/// append. A value that does not convert is an error naming the casts.
+/// file's columns must be those (in any order) and are written as them. Each
+/// file's types would be sniffed from its own values (ids read as numbers
+/// once and as text the next time), so a CSV or JSONL file is read with the
+/// corpus's types: each value is converted once from what the file says,
+/// and one that does not fit is an error. A Parquet file's columns are cast.
 pub fn convert_to_parquet(
     input: &Path,
     format: Format,
@@ -78,19 +79,28 @@ pub fn convert_to_parquet(
 ) -> Result<ParquetInfo> {
     let conn = Connection::open_in_memory()?;
     let source = literal(&input.to_string_lossy());
-    let reader = match format {
-        Format::Csv => {
-            // The header names the delimiter, so DuckDB's sniffer cannot settle
-            // on another dialect for a broken file.
-            let delimiter = header_delimiter(input)?;
-            format!(
-                "read_csv({source}, header = true, delim = {}, quote = '\"', escape = '\"', \
-                 auto_detect = true, strict_mode = true)",
-                literal(&delimiter.to_string())
-            )
-        }
-        Format::Jsonl => format!("read_json({source}, format = 'newline_delimited')"),
-        Format::Parquet => format!("read_parquet({source})"),
+    // `types`: a struct literal of column name to type name, for CSV and JSONL.
+    let reader = |types: Option<&str>| -> Result<String> {
+        Ok(match format {
+            Format::Csv => {
+                // The header names the delimiter, so DuckDB's sniffer cannot settle
+                // on another dialect for a broken file.
+                let delimiter = header_delimiter(input)?;
+                let types = types.map(|t| format!(", types = {t}")).unwrap_or_default();
+                format!(
+                    "read_csv({source}, header = true, delim = {}, quote = '\"', escape = '\"', \
+                     auto_detect = true, strict_mode = true{types})",
+                    literal(&delimiter.to_string())
+                )
+            }
+            Format::Jsonl => {
+                let columns = types
+                    .map(|t| format!(", columns = {t}"))
+                    .unwrap_or_default();
+                format!("read_json({source}, format = 'newline_delimited'{columns})")
+            }
+            Format::Parquet => format!("read_parquet({source})"),
+        })
     };
     let unreadable = |e: duckdb::Error, context: &str| {
         // DuckDB's reason for a broken CSV rarely names the line: the scan
@@ -105,26 +115,95 @@ pub fn convert_to_parquet(
             // The upload's temporary path and the statement it was read by
             // (DuckDB's "LINE 1: COPY ..." context) mean nothing to the client.
             let reason = e.to_string();
-            let reason = reason.split("\nLINE ").next().unwrap_or_default().trim();
+            // DuckDB's hints for its own reader options mean nothing either.
+            let reason = reason
+                .split("\nLINE ")
+                .next()
+                .and_then(|r| r.split("\nTry setting").next())
+                .unwrap_or_default()
+                .trim();
             let reason = reason.replace(input.to_string_lossy().as_ref(), "the upload");
             StoreError::InvalidInput(format!(
                 "cannot read the {format:?} file: {reason}{context}"
             ))
         })
     };
-    let (select, casts) = if like.is_empty() {
-        ("*".to_owned(), String::new())
+    let (select, from, note) = if like.is_empty() {
+        ("*".to_owned(), reader(None)?, String::new())
     } else {
-        let read = describe_query(&conn, &format!("SELECT * FROM {reader}"))
+        let sniffed = describe_query(&conn, &format!("SELECT * FROM {}", reader(None)?))
             .map_err(|e| unreadable(e, ""))?;
-        cast_to(&read, like)?
+        as_columns(&sniffed, like, format, reader)?
     };
     let target = literal(&output.to_string_lossy());
-    conn.execute_batch(&format!(
-        "COPY (SELECT {select} FROM {reader}) TO {target} (FORMAT parquet, COMPRESSION zstd)"
-    ))
-    .map_err(|e| unreadable(e, &casts))?;
+    // One statement (not a batch): type names come from the stored manifest.
+    conn.execute(
+        &format!(
+            "COPY (SELECT {select} FROM {from}) TO {target} (FORMAT parquet, COMPRESSION zstd)"
+        ),
+        [],
+    )
+    .map_err(|e| unreadable(e, &note))?;
     parquet_info(&conn, output)
+}
+
+/// How to read a file whose columns were `sniffed` as `like`'s: the select
+/// list, the reader (typed for CSV and JSONL, where a Parquet file's columns
+/// are cast in the select list), and a note naming the types that differed
+/// from the sniffed ones (empty when none did).
+fn as_columns(
+    sniffed: &[Column],
+    like: &[Column],
+    format: Format,
+    reader: impl Fn(Option<&str>) -> Result<String>,
+) -> Result<(String, String, String)> {
+    let same_names = sniffed.len() == like.len()
+        && like
+            .iter()
+            .all(|c| sniffed.iter().any(|r| r.name == c.name));
+    if !same_names {
+        return Err(StoreError::InvalidInput(format!(
+            "the file's columns {} do not match the corpus's columns {}",
+            describe_columns(sniffed),
+            describe_columns(like)
+        )));
+    }
+    let differing: Vec<String> = like
+        .iter()
+        .filter_map(|c| {
+            let read = sniffed.iter().find(|r| r.name == c.name)?;
+            (read.kind != c.kind)
+                .then(|| format!("{} as {} (it reads as {})", c.name, c.kind, read.kind))
+        })
+        .collect();
+    let note = if differing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (the file was read with the corpus's types: {})",
+            differing.join(", ")
+        )
+    };
+    let names: Vec<String> = like.iter().map(|c| ident(&c.name)).collect();
+    if format == Format::Parquet {
+        let select: Vec<String> = like
+            .iter()
+            .zip(&names)
+            .map(
+                |(c, name)| match sniffed.iter().find(|r| r.name == c.name) {
+                    Some(r) if r.kind != c.kind => format!("CAST({name} AS {}) AS {name}", c.kind),
+                    _ => name.clone(),
+                },
+            )
+            .collect();
+        return Ok((select.join(", "), reader(None)?, note));
+    }
+    let types: Vec<String> = like
+        .iter()
+        .map(|c| format!("{}: {}", literal(&c.name), literal(&c.kind)))
+        .collect();
+    let typed = reader(Some(&format!("{{{}}}", types.join(", "))))?;
+    Ok((names.join(", "), typed, note))
 }
 
 /// The columns a query returns, as DuckDB names their types.
@@ -137,41 +216,6 @@ fn describe_query(conn: &Connection, query: &str) -> duckdb::Result<Vec<Column>>
         })
     })?
     .collect()
-}
-
-/// The select list writing columns `read` as `like`'s (same names, any
-/// order), and a note naming the casts it makes (empty when none).
-fn cast_to(read: &[Column], like: &[Column]) -> Result<(String, String)> {
-    let same_names =
-        read.len() == like.len() && like.iter().all(|c| read.iter().any(|r| r.name == c.name));
-    if !same_names {
-        return Err(StoreError::InvalidInput(format!(
-            "the file's columns {} do not match the corpus's columns {}",
-            describe_columns(read),
-            describe_columns(like)
-        )));
-    }
-    let mut select = Vec::with_capacity(like.len());
-    let mut casts = Vec::new();
-    for column in like {
-        let name = ident(&column.name);
-        match read.iter().find(|r| r.name == column.name) {
-            Some(r) if r.kind != column.kind => {
-                select.push(format!("CAST({name} AS {}) AS {name}", column.kind));
-                casts.push(format!("{} {} as {}", column.name, r.kind, column.kind));
-            }
-            _ => select.push(name),
-        }
-    }
-    let note = if casts.is_empty() {
-        String::new()
-    } else {
-        format!(
-            " (the file's columns were cast to the corpus's types: {})",
-            casts.join(", ")
-        )
-    };
-    Ok((select.join(", "), note))
 }
 
 /// `(name TYPE, ...)`, as errors show a schema.
@@ -763,15 +807,34 @@ mod tests {
         let info = convert("numbers.csv", "score,text,id\n1,one,1\n2,two,2\n", &corpus).unwrap();
         assert_eq!(info.schema, corpus);
         assert_eq!(info.rows, 2);
+        // Values keep what the file says: "1.50" and a date stay as written.
+        let texts = [column("id", "VARCHAR"), column("text", "VARCHAR")];
+        convert("kept.csv", "id,text\n1.50,03/04/2024\n", &texts).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        let kept: (String, String) = conn
+            .query_row(
+                &format!(
+                    "SELECT id, text FROM read_parquet({})",
+                    literal(&dir.join("kept.csv.parquet").to_string_lossy())
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, ("1.50".to_owned(), "03/04/2024".to_owned()));
         // Alone, the same file reads as numbers.
         let alone = convert("alone.csv", "score,text,id\n1,one,1\n", &[]).unwrap();
         assert_eq!(alone.schema[2], column("id", "BIGINT"));
         // Numbers that are not: the cast is named.
         let numeric = [column("id", "BIGINT"), column("text", "VARCHAR")];
         let err = convert("words.jsonl", "{\"id\":\"a1\",\"text\":\"x\"}\n", &numeric).unwrap_err();
-        assert!(err.contains("Could not convert string 'a1'"), "{err}");
         assert!(
-            err.contains("cast to the corpus's types: id VARCHAR as BIGINT"),
+            err.contains("in line 1: Failed to cast value to numerical: \"a1\""),
+            "{err}"
+        );
+        assert!(!err.contains("Try setting"), "{err}");
+        assert!(
+            err.contains("read with the corpus's types: id as BIGINT (it reads as VARCHAR)"),
             "{err}"
         );
         // Other columns are refused before anything is written.

@@ -148,6 +148,32 @@ pub(crate) fn function_tools<'a>(
             "tool_choice names the custom tool `{name}`"
         )));
     }
+    // Allowed tools naming one not in `tools` would leave less (or nothing)
+    // to call, and a required call could quietly become a text answer.
+    if let Some(ToolChoice::Allowed { tools: allowed, .. }) = &request.tool_choice {
+        let defined = |r: &ToolRef| {
+            request
+                .tools
+                .iter()
+                .flatten()
+                .any(|t| t.kind() == r.kind && t.name() == r.name)
+        };
+        if let Some(missing) = allowed.iter().find(|r| !defined(r)) {
+            return Err(ProviderError::invalid_request(
+                provider,
+                format!(
+                    "tool_choice.allowed_tools names `{}`, which is not in `tools`",
+                    missing.name
+                ),
+            ));
+        }
+        if allowed.is_empty() {
+            return Err(ProviderError::invalid_request(
+                provider,
+                "tool_choice.allowed_tools must name at least one tool",
+            ));
+        }
+    }
     Ok(functions)
 }
 

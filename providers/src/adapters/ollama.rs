@@ -494,6 +494,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`apply_patch` is a custom tool"), "{err}");
+        let undefined: ChatRequest = serde_json::from_value(json!({
+            "model": "qwen3:8b",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "a"}}],
+            "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "required",
+                "tools": [{"type": "function", "function": {"name": "z"}}]}}
+        }))
+        .unwrap();
+        let err = to_ollama_request("ollama", &undefined)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names `z`, which is not in `tools`"), "{err}");
     }
 
     #[test]

@@ -208,9 +208,6 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
     Ok(Value::Object(body))
 }
 
-/// `response_format` as the Responses API's `text.format`: the same types,
-/// with a JSON schema's fields (`name`, `schema`, `strict`, `description`)
-/// moved up beside `type`.
 /// A tool in Responses' flat shape (no nested `function` or `custom`).
 fn flat_tool(tool: &Tool) -> Value {
     match tool {
@@ -235,13 +232,32 @@ fn flat_tool(tool: &Tool) -> Value {
                 flat["description"] = d.clone().into();
             }
             if let Some(format) = &custom.format {
-                flat["format"] = format.clone();
+                flat["format"] = flat_format(format);
             }
             flat
         }
     }
 }
 
+/// A custom tool's `format` as Responses takes it: a grammar's `syntax` and
+/// `definition` beside `type`, where Chat Completions nests them in `grammar`.
+fn flat_format(format: &Value) -> Value {
+    match (
+        format.get("type").and_then(Value::as_str),
+        format.get("grammar"),
+    ) {
+        (Some("grammar"), Some(Value::Object(grammar))) => {
+            let mut flat = grammar.clone();
+            flat.insert("type".into(), "grammar".into());
+            Value::Object(flat)
+        }
+        _ => format.clone(),
+    }
+}
+
+/// `response_format` as the Responses API's `text.format`: the same types,
+/// with a JSON schema's fields (`name`, `schema`, `strict`, `description`)
+/// moved up beside `type`.
 fn text_format(provider: &str, format: AnswerFormat<'_>) -> Result<Value, ProviderError> {
     Ok(match format {
         AnswerFormat::Text => json!({ "type": "text" }),
@@ -422,7 +438,7 @@ impl SseConverter for StreamState {
                     .ok_or_else(|| {
                         ProviderError::protocol(
                             provider,
-                            format!("arguments delta for unknown item {item_id:?}"),
+                            format!("tool call delta for unknown item {item_id:?}"),
                         )
                     })?;
                 Some(ChatChunk::delta(Delta::tool_call(ToolCallDelta::piece(
@@ -783,7 +799,7 @@ mod tests {
         assert_eq!(
             body["tools"][0],
             json!({"type": "custom", "name": "apply_patch", "description": "Edits",
-                   "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": "start: /.+/"}}})
+                   "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}})
         );
         assert_eq!(
             body["tool_choice"],

@@ -338,7 +338,7 @@ async fn an_append_read_with_other_types_is_cast_to_the_corpus_columns() {
         assert_eq!(status, 400, "{backend}: {err}");
         let message = err["error"]["message"].as_str().unwrap();
         assert!(
-            message.contains("'x7'") && message.contains("id VARCHAR as BIGINT"),
+            message.contains("\"x7\"") && message.contains("id as BIGINT (it reads as VARCHAR)"),
             "{backend}: {message}"
         );
         let (_, count) = app.sql("SELECT count(*) AS n FROM docs").await;
