@@ -209,6 +209,17 @@ fn stream_text(plan: &Plan, w: &mut Writer, index: usize, words: &[String]) -> b
     if plan.ending != Ending::Normal {
         return false;
     }
+    // `#cite`: the two citations as Responses flattens them, one event each.
+    if plan.cite {
+        for (n, citation) in crate::openai::citations().iter().enumerate() {
+            let mut annotation = citation["url_citation"].clone();
+            annotation["type"] = json!("url_citation");
+            let mut added = at.clone();
+            added["annotation_index"] = json!(n);
+            added["annotation"] = annotation;
+            w.send("response.output_text.annotation.added", added);
+        }
+    }
     let text = plan.full_text();
     let mut done = at.clone();
     done["text"] = json!(text);

@@ -338,6 +338,10 @@ pub(crate) struct StreamState {
     next_reasoning_index: u32,
     /// Whether the first output item has been announced to the client.
     opened: bool,
+    /// Characters of answer text streamed so far, and where the current
+    /// content part began (see `response.output_text.annotation.added`).
+    text_chars: usize,
+    part_start: usize,
     done: bool,
 }
 
@@ -465,8 +469,39 @@ impl SseConverter for StreamState {
                     field("encrypted_content"),
                 ))))
             }
+            "response.content_part.added" => {
+                // An annotation's indices count from the start of its part.
+                st.part_start = st.text_chars;
+                None
+            }
             "response.output_text.delta" => {
-                Some(ChatChunk::delta(Delta::content(str_field("delta"))))
+                let text = str_field("delta");
+                st.text_chars += text.chars().count();
+                Some(ChatChunk::delta(Delta::content(text)))
+            }
+            // A web search's citation, as Chat Completions gives it: a
+            // `url_citation` annotation, its indices into the message content.
+            // Other kinds (file citations, paths) have no chat shape.
+            "response.output_text.annotation.added" => {
+                let annotation = data.get("annotation").unwrap_or(&Value::Null);
+                if annotation.get("type").and_then(Value::as_str) != Some("url_citation") {
+                    return Ok(None);
+                }
+                let index = |key: &str| {
+                    annotation
+                        .get(key)
+                        .and_then(Value::as_u64)
+                        .map(|i| i.saturating_add(st.part_start as u64))
+                };
+                let citation = json!({"type": "url_citation", "url_citation": {
+                    "url": annotation.get("url").unwrap_or(&Value::Null),
+                    "title": annotation.get("title").unwrap_or(&Value::Null),
+                    "start_index": index("start_index"),
+                    "end_index": index("end_index"),
+                }});
+                let mut delta = Delta::default();
+                delta.extra.insert("annotations".into(), json!([citation]));
+                Some(ChatChunk::delta(delta))
             }
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
                 Some(ChatChunk::delta(Delta::reasoning(str_field("delta"))))
@@ -826,6 +861,59 @@ mod tests {
                 {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "low"}
             ])
         );
+    }
+
+    #[test]
+    fn url_citations_become_chat_annotations_indexed_into_the_whole_answer() {
+        let cite = |n: u64, start: u64| {
+            ev(
+                json!({"type": "response.output_text.annotation.added", "annotation_index": n,
+                "annotation": {"type": "url_citation", "url": format!("https://example.com/{n}"),
+                               "title": format!("Source {n}"), "start_index": start, "end_index": start + 4}}),
+            )
+        };
+        let events = vec![
+            ev(
+                json!({"type": "response.content_part.added", "part": {"type": "output_text", "text": ""}}),
+            ),
+            ev(json!({"type": "response.output_text.delta", "delta": "Oslo is "})),
+            ev(json!({"type": "response.output_text.delta", "delta": "cold. "})),
+            cite(0, 0),
+            ev(
+                json!({"type": "response.content_part.added", "part": {"type": "output_text", "text": ""}}),
+            ),
+            ev(json!({"type": "response.output_text.delta", "delta": "Bergen is wet."})),
+            cite(1, 0),
+            ev(json!({"type": "response.output_text.annotation.added",
+                "annotation": {"type": "file_citation", "file_id": "f", "index": 3}})),
+            ev(json!({"type": "response.completed", "response": {}})),
+        ];
+        let mut assembler = crate::stream::Assembler::default();
+        for chunk in convert_all(StreamState::default(), events) {
+            assembler.push(&chunk.unwrap());
+        }
+        let meta = crate::stream::ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            model: "gpt-5.4".into(),
+        };
+        let message = assembler.finish(&meta).choices.remove(0).message;
+        let content = message.content.unwrap();
+        let annotations = &message.extra["annotations"];
+        assert_eq!(annotations.as_array().unwrap().len(), 2, "{annotations}");
+        assert_eq!(
+            annotations[1]["url_citation"]["url"],
+            "https://example.com/1"
+        );
+        let cited = |i: usize| {
+            let at = |key: &str| annotations[i]["url_citation"][key].as_u64().unwrap() as usize;
+            content
+                .chars()
+                .skip(at("start_index"))
+                .take(at("end_index") - at("start_index"))
+                .collect::<String>()
+        };
+        assert_eq!((cited(0), cited(1)), ("Oslo".to_owned(), "Berg".to_owned()));
     }
 
     #[test]

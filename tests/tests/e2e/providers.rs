@@ -1294,7 +1294,12 @@ async fn citations_and_other_answer_fields_pass_through() {
             .unwrap_or_default()
     };
     let both = ["https://example.com/1", "https://example.com/2"];
-    for model in ["openrouter/openai/gpt-4o-mini", "plain/gpt-4o"] {
+    // Zen's Responses models flatten citations; they come back in chat's shape.
+    for model in [
+        "openrouter/openai/gpt-4o-mini",
+        "plain/gpt-4o",
+        "opencode/gpt-5.4",
+    ] {
         let (status, body) = h
             .chat(&json!({"model": model, "messages": user("hi there #cite")}))
             .await;
