@@ -92,6 +92,21 @@ def test_streamed_tool_calls(client, model, flavour):
     assert finish == "tool_calls"
 
 
+def answer_the_call(client, model, question, reply, result, tools):
+    """Sends the SDK's own reply message back with its first call's result, then "thanks"."""
+    call = reply.choices[0].message.tool_calls[0]
+    return client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "user", "content": question},
+            reply.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": result},
+            {"role": "user", "content": "thanks"},
+        ],
+        tools=tools,
+    )
+
+
 def test_tool_round_trip_non_stream(client):
     reply = client.chat.completions.create(
         model="opencode/claude-sonnet-4-5",
@@ -100,16 +115,7 @@ def test_tool_round_trip_non_stream(client):
     )
     call = reply.choices[0].message.tool_calls[0]
     assert json.loads(call.function.arguments) == {"city": "Oslo"}
-    follow_up = client.chat.completions.create(
-        model="opencode/claude-sonnet-4-5",
-        messages=[
-            {"role": "user", "content": "weather in Oslo?"},
-            reply.choices[0].message.model_dump(exclude_none=True),
-            {"role": "tool", "tool_call_id": call.id, "content": "12C"},
-            {"role": "user", "content": "thanks"},
-        ],
-        tools=[WEATHER_TOOL],
-    )
+    follow_up = answer_the_call(client, "opencode/claude-sonnet-4-5", "weather in Oslo?", reply, "12C", [WEATHER_TOOL])
     assert follow_up.choices[0].message.content == "Hello from zen! You said: thanks"
 
 
@@ -129,16 +135,7 @@ def test_custom_tool_round_trip_through_the_sdk(client, model):
     assert call.type == "custom"
     assert (call.custom.name, call.custom.input) == ("apply_patch", "city = Oslo\n")
     assert reply.choices[0].finish_reason == "tool_calls"
-    follow_up = client.chat.completions.create(
-        model=model,
-        messages=[
-            {"role": "user", "content": "patch it"},
-            reply.choices[0].message.model_dump(exclude_none=True),
-            {"role": "tool", "tool_call_id": call.id, "content": "applied"},
-            {"role": "user", "content": "thanks"},
-        ],
-        tools=[patch_tool],
-    )
+    follow_up = answer_the_call(client, model, "patch it", reply, "applied", [patch_tool])
     assert follow_up.choices[0].message.content.endswith("You said: thanks")
 
 

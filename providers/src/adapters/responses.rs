@@ -164,15 +164,16 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
     if let Some(effort) = &request.reasoning_effort {
         body.insert("reasoning".into(), json!({ "effort": effort }));
     }
-    if let Some(tools) = request.tools.as_ref().filter(|t| !t.is_empty()) {
-        let flat: Vec<Value> = tools.iter().map(flat_tool).collect();
-        body.insert("tools".into(), flat.into());
+    let mut tools: Vec<Value> = request.tools.iter().flatten().map(flat_tool).collect();
+    if !tools.is_empty() && !request.model.contains("-chat") {
         // A tool loop keeps the model's reasoning between calls only if it
         // comes back; with `store:false` that is its encrypted content.
         // (`-chat` models do not reason.)
-        if !request.model.contains("-chat") {
-            body.insert("include".into(), json!(["reasoning.encrypted_content"]));
-        }
+        body.insert("include".into(), json!(["reasoning.encrypted_content"]));
+    }
+    tools.extend(web_search_tool(request));
+    if !tools.is_empty() {
+        body.insert("tools".into(), tools.into());
     }
     let named = |tool: &ToolRef| json!({"type": tool.kind.as_str(), "name": tool.name});
     let choice = match &request.tool_choice {
@@ -206,6 +207,27 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
         );
     }
     Ok(Value::Object(body))
+}
+
+/// Chat Completions' `web_search_options` as Responses' `web_search` tool:
+/// the same context size, and the approximate location beside its `type`
+/// (chat nests it under `approximate`). Its citations come back as
+/// `url_citation` annotations.
+fn web_search_tool(request: &ChatRequest) -> Option<Value> {
+    let options = request
+        .extra
+        .get("web_search_options")
+        .filter(|o| o.is_object())?;
+    let mut tool = json!({"type": "web_search"});
+    if let Some(size) = options.get("search_context_size").filter(|s| !s.is_null()) {
+        tool["search_context_size"] = size.clone();
+    }
+    if let Some(Value::Object(place)) = options.pointer("/user_location/approximate") {
+        let mut location = place.clone();
+        location.insert("type".into(), "approximate".into());
+        tool["user_location"] = Value::Object(location);
+    }
+    Some(tool)
 }
 
 /// A tool in Responses' flat shape (no nested `function` or `custom`).
@@ -757,6 +779,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn web_search_options_become_the_web_search_tool() {
+        let req: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4",
+            "messages": [{"role": "user", "content": "news in Oslo?"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "web_search_options": {"search_context_size": "low", "user_location": {
+                "type": "approximate", "approximate": {"city": "Oslo", "country": "NO"}}}
+        }))
+        .unwrap();
+        let body = to_responses_request("opencode", &req).unwrap();
+        assert_eq!(body["tools"][0]["name"], "f");
+        assert_eq!(
+            body["tools"][1],
+            json!({"type": "web_search", "search_context_size": "low",
+                   "user_location": {"type": "approximate", "city": "Oslo", "country": "NO"}})
+        );
+        assert!(body.get("web_search_options").is_none());
+        let bare: ChatRequest = serde_json::from_value(json!({
+            "model": "gpt-5.4", "messages": [{"role": "user", "content": "hi"}], "web_search_options": {}
+        }))
+        .unwrap();
+        let body = to_responses_request("opencode", &bare).unwrap();
+        assert_eq!(body["tools"], json!([{"type": "web_search"}]));
+        assert!(
+            body.get("include").is_none(),
+            "no tool loop to keep reasoning for"
+        );
+    }
+
     fn ev(data: Value) -> Result<SseEvent, ProviderError> {
         Ok(SseEvent {
             event: data["type"].as_str().unwrap().into(),
@@ -863,6 +915,19 @@ mod tests {
         );
     }
 
+    /// The whole answer `events` make, as a client asking without a stream gets it.
+    fn assembled(events: Vec<Result<SseEvent, ProviderError>>) -> crate::openai::ChatCompletion {
+        let mut assembler = crate::stream::Assembler::default();
+        for chunk in convert_all(StreamState::default(), events) {
+            assembler.push(&chunk.unwrap());
+        }
+        assembler.finish(&crate::stream::ResponseMeta {
+            id: "chatcmpl-x".into(),
+            created: 1,
+            model: "gpt-5.4".into(),
+        })
+    }
+
     #[test]
     fn url_citations_become_chat_annotations_indexed_into_the_whole_answer() {
         let cite = |n: u64, start: u64| {
@@ -888,16 +953,7 @@ mod tests {
                 "annotation": {"type": "file_citation", "file_id": "f", "index": 3}})),
             ev(json!({"type": "response.completed", "response": {}})),
         ];
-        let mut assembler = crate::stream::Assembler::default();
-        for chunk in convert_all(StreamState::default(), events) {
-            assembler.push(&chunk.unwrap());
-        }
-        let meta = crate::stream::ResponseMeta {
-            id: "chatcmpl-x".into(),
-            created: 1,
-            model: "gpt-5.4".into(),
-        };
-        let message = assembler.finish(&meta).choices.remove(0).message;
+        let message = assembled(events).choices.remove(0).message;
         let content = message.content.unwrap();
         let annotations = &message.extra["annotations"];
         assert_eq!(annotations.as_array().unwrap().len(), 2, "{annotations}");
@@ -936,16 +992,7 @@ mod tests {
                 json!({"type": "response.completed", "response": {"usage": {"input_tokens": 2, "output_tokens": 3}}}),
             ),
         ];
-        let mut assembler = crate::stream::Assembler::default();
-        for chunk in convert_all(StreamState::default(), events) {
-            assembler.push(&chunk.unwrap());
-        }
-        let meta = crate::stream::ResponseMeta {
-            id: "chatcmpl-x".into(),
-            created: 1,
-            model: "gpt-5.4".into(),
-        };
-        let done = assembler.finish(&meta);
+        let done = assembled(events);
         assert_eq!(done.choices[0].finish_reason, Some(FinishReason::ToolCalls));
         let calls = done.choices[0].message.tool_calls.as_ref().unwrap();
         assert_eq!(
