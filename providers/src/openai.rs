@@ -536,9 +536,7 @@ impl Tool {
     /// Whether `choice` lets the model call this tool.
     pub fn allowed_by(&self, choice: Option<&ToolChoice>) -> bool {
         match choice {
-            Some(ToolChoice::Allowed { tools, .. }) => tools
-                .iter()
-                .any(|t| t.kind == self.kind() && t.name == self.name()),
+            Some(ToolChoice::Allowed { tools, .. }) => tools.iter().any(|t| t.names(self)),
             _ => true,
         }
     }
@@ -604,6 +602,11 @@ pub struct ToolRef {
 }
 
 impl ToolRef {
+    /// Whether this names `tool` (same kind and name).
+    pub fn names(&self, tool: &Tool) -> bool {
+        self.kind == tool.kind() && self.name == tool.name()
+    }
+
     /// `{"type":"function","function":{"name"}}` (or `custom`).
     fn to_value(&self) -> Value {
         let kind = self.kind.as_str();
@@ -756,18 +759,24 @@ impl Serialize for ToolCall {
         let mut call = serializer.serialize_struct("ToolCall", 3)?;
         call.serialize_field("id", &self.id)?;
         call.serialize_field("type", self.kind.as_str())?;
-        let (arguments, input) = match self.kind {
-            ToolKind::Function => (Some(self.arguments.as_str()), None),
-            ToolKind::Custom => (None, Some(self.arguments.as_str())),
-        };
-        let body = CallBody {
-            name: &self.name,
-            arguments,
-            input,
-        };
+        let (name, payload) = (self.name.as_str(), Some(self.arguments.as_str()));
         match self.kind {
-            ToolKind::Function => call.serialize_field("function", &body)?,
-            ToolKind::Custom => call.serialize_field("custom", &body)?,
+            ToolKind::Function => call.serialize_field(
+                "function",
+                &CallBody {
+                    name,
+                    arguments: payload,
+                    input: None,
+                },
+            )?,
+            ToolKind::Custom => call.serialize_field(
+                "custom",
+                &CallBody {
+                    name,
+                    arguments: None,
+                    input: payload,
+                },
+            )?,
         }
         call.end()
     }

@@ -79,28 +79,28 @@ pub fn convert_to_parquet(
 ) -> Result<ParquetInfo> {
     let conn = Connection::open_in_memory()?;
     let source = literal(&input.to_string_lossy());
+    // The header names the delimiter, so DuckDB's sniffer cannot settle on
+    // another dialect for a broken file.
+    let delimiter = match format {
+        Format::Csv => literal(&header_delimiter(input)?.to_string()),
+        Format::Jsonl | Format::Parquet => String::new(),
+    };
     // `types`: a struct literal of column name to type name, for CSV and JSONL.
-    let reader = |types: Option<&str>| -> Result<String> {
-        Ok(match format {
-            Format::Csv => {
-                // The header names the delimiter, so DuckDB's sniffer cannot settle
-                // on another dialect for a broken file.
-                let delimiter = header_delimiter(input)?;
-                let types = types.map(|t| format!(", types = {t}")).unwrap_or_default();
-                format!(
-                    "read_csv({source}, header = true, delim = {}, quote = '\"', escape = '\"', \
-                     auto_detect = true, strict_mode = true{types})",
-                    literal(&delimiter.to_string())
-                )
-            }
-            Format::Jsonl => {
-                let columns = types
-                    .map(|t| format!(", columns = {t}"))
-                    .unwrap_or_default();
-                format!("read_json({source}, format = 'newline_delimited'{columns})")
-            }
-            Format::Parquet => format!("read_parquet({source})"),
-        })
+    let reader = |types: Option<&str>| match format {
+        Format::Csv => {
+            let types = types.map(|t| format!(", types = {t}")).unwrap_or_default();
+            format!(
+                "read_csv({source}, header = true, delim = {delimiter}, quote = '\"', escape = '\"', \
+                 auto_detect = true, strict_mode = true{types})"
+            )
+        }
+        Format::Jsonl => {
+            let columns = types
+                .map(|t| format!(", columns = {t}"))
+                .unwrap_or_default();
+            format!("read_json({source}, format = 'newline_delimited'{columns})")
+        }
+        Format::Parquet => format!("read_parquet({source})"),
     };
     let unreadable = |e: duckdb::Error, context: &str| {
         // DuckDB's reason for a broken CSV rarely names the line: the scan
@@ -129,9 +129,9 @@ pub fn convert_to_parquet(
         })
     };
     let (select, from, note) = if like.is_empty() {
-        ("*".to_owned(), reader(None)?, String::new())
+        ("*".to_owned(), reader(None), String::new())
     } else {
-        let sniffed = describe_query(&conn, &format!("SELECT * FROM {}", reader(None)?))
+        let sniffed = describe_query(&conn, &format!("SELECT * FROM {}", reader(None)))
             .map_err(|e| unreadable(e, ""))?;
         as_columns(&sniffed, like, format, reader)?
     };
@@ -155,7 +155,7 @@ fn as_columns(
     sniffed: &[Column],
     like: &[Column],
     format: Format,
-    reader: impl Fn(Option<&str>) -> Result<String>,
+    reader: impl Fn(Option<&str>) -> String,
 ) -> Result<(String, String, String)> {
     let same_names = sniffed.len() == like.len()
         && like
@@ -168,12 +168,18 @@ fn as_columns(
             describe_columns(like)
         )));
     }
-    let differing: Vec<String> = like
+    // Each corpus column, and the type it was sniffed as when that differs.
+    let columns: Vec<(&Column, Option<&str>)> = like
         .iter()
-        .filter_map(|c| {
-            let read = sniffed.iter().find(|r| r.name == c.name)?;
-            (read.kind != c.kind)
-                .then(|| format!("{} as {} (it reads as {})", c.name, c.kind, read.kind))
+        .map(|c| {
+            let read = sniffed.iter().find(|r| r.name == c.name);
+            (c, read.map(|r| r.kind.as_str()).filter(|k| *k != c.kind))
+        })
+        .collect();
+    let differing: Vec<String> = columns
+        .iter()
+        .filter_map(|(c, read)| {
+            read.map(|read| format!("{} as {} (it reads as {read})", c.name, c.kind))
         })
         .collect();
     let note = if differing.is_empty() {
@@ -184,25 +190,25 @@ fn as_columns(
             differing.join(", ")
         )
     };
-    let names: Vec<String> = like.iter().map(|c| ident(&c.name)).collect();
     if format == Format::Parquet {
-        let select: Vec<String> = like
+        let select: Vec<String> = columns
             .iter()
-            .zip(&names)
-            .map(
-                |(c, name)| match sniffed.iter().find(|r| r.name == c.name) {
-                    Some(r) if r.kind != c.kind => format!("CAST({name} AS {}) AS {name}", c.kind),
-                    _ => name.clone(),
-                },
-            )
+            .map(|(c, read)| {
+                let name = ident(&c.name);
+                match read {
+                    Some(_) => format!("CAST({name} AS {}) AS {name}", c.kind),
+                    None => name,
+                }
+            })
             .collect();
-        return Ok((select.join(", "), reader(None)?, note));
+        return Ok((select.join(", "), reader(None), note));
     }
+    let names: Vec<String> = like.iter().map(|c| ident(&c.name)).collect();
     let types: Vec<String> = like
         .iter()
         .map(|c| format!("{}: {}", literal(&c.name), literal(&c.kind)))
         .collect();
-    let typed = reader(Some(&format!("{{{}}}", types.join(", "))))?;
+    let typed = reader(Some(&format!("{{{}}}", types.join(", "))));
     Ok((names.join(", "), typed, note))
 }
 

@@ -151,13 +151,7 @@ pub(crate) fn function_tools<'a>(
     // Allowed tools naming one not in `tools` would leave less (or nothing)
     // to call, and a required call could quietly become a text answer.
     if let Some(ToolChoice::Allowed { tools: allowed, .. }) = &request.tool_choice {
-        let defined = |r: &ToolRef| {
-            request
-                .tools
-                .iter()
-                .flatten()
-                .any(|t| t.kind() == r.kind && t.name() == r.name)
-        };
+        let defined = |r: &ToolRef| request.tools.iter().flatten().any(|t| r.names(t));
         if let Some(missing) = allowed.iter().find(|r| !defined(r)) {
             return Err(ProviderError::invalid_request(
                 provider,

@@ -8,7 +8,7 @@
 //! `*.done` events repeat text already sent and are skipped. The OpenAI tool-call
 //! id is the item's `call_id` (what the client sends back), looked up by `item_id`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
@@ -84,6 +84,9 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
     }
     super::one_choice_only(provider, "Responses API", request)?;
     let mut input = Vec::with_capacity(request.messages.len());
+    // Ids of the custom tool calls seen so far: their results are
+    // `custom_tool_call_output` items.
+    let mut custom_calls: HashSet<&str> = HashSet::new();
     for (i, m) in request.messages.iter().enumerate() {
         match m.role {
             Role::System | Role::Developer => {}
@@ -115,22 +118,23 @@ pub fn to_responses_request(provider: &str, request: &ChatRequest) -> Result<Val
                             "name": call.name,
                             "arguments": call.arguments,
                         }),
-                        ToolKind::Custom => json!({
+                        ToolKind::Custom => {
+                            custom_calls.insert(&call.id);
+                            json!({
                             "type": "custom_tool_call",
                             "call_id": call.id,
                             "name": call.name,
                             "input": call.arguments,
-                        }),
+                            })
+                        }
                     });
                 }
             }
             Role::Tool => {
-                // A custom tool's result is a `custom_tool_call_output`.
-                let custom = request
-                    .messages
-                    .iter()
-                    .flat_map(|m| m.tool_calls.iter().flatten())
-                    .any(|c| c.kind == ToolKind::Custom && Some(&c.id) == m.tool_call_id.as_ref());
+                let custom = m
+                    .tool_call_id
+                    .as_deref()
+                    .is_some_and(|id| custom_calls.contains(id));
                 let kind = if custom {
                     "custom_tool_call_output"
                 } else {
