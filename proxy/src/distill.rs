@@ -511,6 +511,7 @@ mod tests {
             lakehouse: Some(serde_json::json!({ "sources": sources })),
             rating,
             messages: None,
+            message_pieces: None,
             answer: None,
         }
     }

@@ -5,7 +5,8 @@
 //!
 //! The log (`observer/events` in the store) keeps every chat unless
 //! `server.observer_retention_days` is set: then segments older than that are
-//! deleted at start and every hour after.
+//! deleted at start and every hour after. Captured conversations are logged
+//! with each message written once ([`conversations`]).
 //!
 //! A [`Witness`] follows one chat from its start to its last chunk and records
 //! the event exactly once: when it is finished, or when it is dropped (the
@@ -26,6 +27,11 @@ use serde::{Deserialize, Serialize};
 use crate::app::SharedState;
 use crate::auth::CALLER;
 use crate::error::ApiError;
+
+mod conversations;
+
+pub(crate) use conversations::MessagePiece;
+use conversations::{MessageIndex, Needed, Resolver};
 
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -89,6 +95,11 @@ pub struct ChatEvent {
     /// `[distillation] capture` is on: what distillation exports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Arc<Vec<lakehouse_providers::openai::Message>>>,
+    /// The messages as the log holds them when earlier chats hold some of
+    /// them (see [`conversations`]): read only, replay resolves them into
+    /// `messages`.
+    #[serde(default, skip_serializing)]
+    pub(crate) message_pieces: Option<Vec<MessagePiece>>,
     /// The assistant's answer text, when captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
@@ -165,9 +176,16 @@ impl Line<'_> {
     /// (`kind` first, then the fields, absent options left out), which a test
     /// checks. Every chat writes one, and serde's per-key machinery cost
     /// about 4,000 instructions a line.
-    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    ///
+    /// With `index`, messages already logged are written as references to
+    /// the chats that hold them (see [`conversations`]).
+    fn write_json(
+        &self,
+        out: &mut Vec<u8>,
+        index: Option<&mut MessageIndex>,
+    ) -> serde_json::Result<()> {
         match self {
-            Self::Chat(event) => event.write_line(out)?,
+            Self::Chat(event) => event.write_line(out, index)?,
             Self::Rating { id, rating, at_ms } => {
                 out.extend_from_slice(b"{\"kind\":\"rating\",\"id\":");
                 write_str(out, id)?;
@@ -184,7 +202,11 @@ impl Line<'_> {
 
 impl ChatEvent {
     /// The log line of the chat without its closing brace.
-    fn write_line(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    fn write_line(
+        &self,
+        out: &mut Vec<u8>,
+        index: Option<&mut MessageIndex>,
+    ) -> serde_json::Result<()> {
         /// `key` and `value` when there is a value (serde skips absent options).
         fn optional<T>(
             out: &mut Vec<u8>,
@@ -234,7 +256,12 @@ impl ChatEvent {
             write_value,
         )?;
         optional(out, b",\"rating\":", self.rating.as_ref(), write_value)?;
-        optional(out, b",\"messages\":", self.messages.as_ref(), write_value)?;
+        match (self.messages.as_deref(), index) {
+            (Some(messages), Some(index)) => {
+                index.write(out, self.id.as_deref(), self.at_ms, messages)?;
+            }
+            (messages, _) => optional(out, b",\"messages\":", messages, write_value)?,
+        }
         optional(out, b",\"answer\":", self.answer.as_deref(), write_str)
     }
 }
@@ -348,18 +375,24 @@ pub struct Observer {
     objects: Option<lakehouse_retrieval::objects::Objects>,
 }
 
-/// Chats from log records, oldest first, each with its latest rating.
+/// Chats from log records (in log order), oldest first, each with its
+/// messages and its latest rating.
 fn fold(records: Vec<Record>) -> Vec<ChatEvent> {
     let mut ratings: std::collections::HashMap<String, f32> = Default::default();
     let mut chats = Vec::new();
+    let mut resolver = Resolver::default();
     for record in records {
         match record {
-            Record::Chat(e) => chats.push(*e),
+            Record::Chat(mut e) => {
+                resolver.resolve(&mut e);
+                chats.push(*e);
+            }
             Record::Rating { id, rating, .. } => {
                 ratings.insert(id, rating);
             }
         }
     }
+    resolver.warn_unresolved();
     for e in &mut chats {
         if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
             e.rating = Some(*r);
@@ -391,7 +424,8 @@ impl Observer {
     /// the writer and, with a retention, the hourly pruning. Only the segments
     /// the ring needs are read, newest first: the log grows with every chat,
     /// and a start that read it all took 20 s (and held it all in memory) once
-    /// it reached 1.5 GB.
+    /// it reached 1.5 GB. The ring's captured conversations may name earlier
+    /// chats: those are read too, at most a chain's span further back.
     pub async fn open(
         objects: lakehouse_retrieval::objects::Objects,
         capacity: usize,
@@ -404,26 +438,42 @@ impl Observer {
             prune(&log, retention, &observer.pruned_segments).await;
         }
         let mut newest_first = Vec::new();
+        // Chats older than the ring's that its chats' pieces name, newest first.
+        let mut named = Vec::new();
+        let mut needed = Needed::default();
         // Read backwards, the first rating met for a chat is its latest.
         let mut ratings = std::collections::HashMap::new();
         let skipped = log
             .replay_newest::<Record>(|records| {
                 for record in records.into_iter().rev() {
                     match record {
-                        Record::Chat(e) => newest_first.push(*e),
+                        Record::Chat(e) => {
+                            let is_named = needed.take(&e);
+                            if newest_first.len() < observer.capacity {
+                                needed.keep(&e);
+                                newest_first.push(*e);
+                            } else if is_named {
+                                needed.keep(&e);
+                                named.push(*e);
+                            }
+                        }
                         Record::Rating { id, rating } => {
                             ratings.entry(id).or_insert(rating);
                         }
                     }
                 }
-                if newest_first.len() >= observer.capacity {
+                if newest_first.len() >= observer.capacity && needed.done() {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             })
             .await?;
-        newest_first.truncate(observer.capacity);
+        // Pieces name earlier chats: resolved oldest first.
+        let mut resolver = Resolver::default();
+        for e in named.iter_mut().rev().chain(newest_first.iter_mut().rev()) {
+            resolver.resolve(e);
+        }
         let ring: VecDeque<Arc<ChatEvent>> = newest_first
             .into_iter()
             .rev()
@@ -619,6 +669,8 @@ async fn write_loop(
 ) {
     let is_flush = |c: &Command| matches!(c, Command::Flush(_));
     let mut batch: Vec<Command> = Vec::new();
+    // Moves with each batch to the encoding thread and back.
+    let mut index = Box::new(MessageIndex::default());
     // Sizes the parts of the next segment (see `encode_segment`).
     let mut bytes_per_line = 512;
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -643,19 +695,21 @@ async fn write_loop(
         let encoding = {
             let failures = failures.clone();
             tokio::task::spawn_blocking(move || {
-                let (parts, count) = encode_segment(&batch, bytes_per_line, &failures);
-                (parts, count, batch)
+                let (parts, count) = encode_segment(&batch, &mut index, bytes_per_line, &failures);
+                (parts, count, batch, index)
             })
         };
         let (parts, count) = match encoding.await {
-            Ok((parts, count, encoded)) => {
+            Ok((parts, count, encoded, used)) => {
                 batch = encoded;
+                index = used;
                 (parts, count)
             }
             Err(e) => {
                 failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("observer: cannot encode a segment: {e}");
                 batch = Vec::new();
+                index = Box::default();
                 continue;
             }
         };
@@ -664,6 +718,8 @@ async fn write_loop(
             bytes_per_line = average + average / 4;
         }
         if let Err(e) = log.append_encoded(parts).await {
+            // Later chats must not refer to the ones this segment held.
+            index.forget_all();
             failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("observer: cannot write {count} events: {e}");
         }
@@ -683,6 +739,7 @@ async fn write_loop(
 /// doubling.
 fn encode_segment(
     batch: &[Command],
+    index: &mut MessageIndex,
     bytes_per_line: usize,
     failures: &AtomicU64,
 ) -> (Vec<bytes::Bytes>, usize) {
@@ -699,13 +756,15 @@ fn encode_segment(
             parts.push(std::mem::replace(&mut part, next).into());
         }
         let start = part.len();
-        match line.write_json(&mut part) {
+        match line.write_json(&mut part, Some(index)) {
             Ok(()) => {
                 part.push(b'\n');
                 count += 1;
+                index.commit();
             }
             Err(e) => {
                 // One unwritable record does not cost the others their place.
+                index.abandon();
                 part.truncate(start);
                 failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("observer: cannot encode an event: {e}");
@@ -821,6 +880,7 @@ impl Witness {
                 lakehouse: None,
                 rating: None,
                 messages: None,
+                message_pieces: None,
                 answer: None,
             })),
         }
@@ -989,6 +1049,7 @@ mod tests {
             lakehouse: None,
             rating: None,
             messages: None,
+            message_pieces: None,
             answer: None,
         }
     }
@@ -1112,6 +1173,55 @@ mod tests {
         );
     }
 
+    /// The messages as JSON, to compare (messages have no `PartialEq`).
+    fn messages_json(e: &ChatEvent) -> serde_json::Value {
+        serde_json::to_value(&e.messages).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_agents_turns_log_each_message_once_and_read_back_whole_after_a_restart() {
+        use lakehouse_providers::openai::{Message, Role};
+        let objects = temp_store();
+        let first = Observer::open(objects.clone(), 10, None).await.unwrap();
+        let said = |what: &str| format!("{what} {}", "x".repeat(2000));
+        let mut conversation = vec![Message::text(Role::System, said("system"))];
+        let mut sent = Vec::new();
+        for turn in 0..8 {
+            conversation.push(Message::text(Role::User, said(&format!("question {turn}"))));
+            let mut e = event("kimi", Outcome::Ok, f64::from(turn));
+            e.id = Some(format!("chatcmpl-{turn}"));
+            e.messages = Some(Arc::new(conversation.clone()));
+            e.answer = Some(format!("answer {turn}"));
+            sent.push(e.clone());
+            first.record(e);
+            first.flush().await; // one segment per turn
+            conversation.push(Message::text(
+                Role::Assistant,
+                said(&format!("answer {turn}")),
+            ));
+        }
+        let mut logged = String::new();
+        for key in objects.list(LOG).await.unwrap() {
+            let bytes = objects.get(&key.key).await.unwrap();
+            logged.push_str(std::str::from_utf8(&bytes).unwrap());
+        }
+        // 23 distinct messages of 2 KB; whole conversations would be 8 turns
+        // of 1 to 15 messages, 64 in all.
+        assert!(logged.len() < 25 * 2100, "{} bytes logged", logged.len());
+        assert_eq!(logged.matches("system x").count(), 1);
+
+        let whole = |events: &[ChatEvent]| -> Vec<serde_json::Value> {
+            events.iter().map(messages_json).collect()
+        };
+        assert_eq!(whole(&first.history().await.unwrap()), whole(&sent));
+        // After a restart the ring's chats name chats older than the ring's:
+        // those are read too, and the ring has every message.
+        let again = Observer::open(objects, 2, None).await.unwrap();
+        let mut ring = again.recent(10, None, None);
+        ring.reverse();
+        assert_eq!(whole(&ring), whole(&sent[6..]));
+    }
+
     #[tokio::test]
     async fn chats_past_the_retention_are_deleted_before_the_replay() {
         let objects = temp_store();
@@ -1119,7 +1229,7 @@ mod tests {
         let mut old = event("kimi", Outcome::Ok, 1.0);
         old.id = Some("chat-old".into());
         let mut line = Vec::new();
-        Line::Chat(&old).write_json(&mut line).unwrap();
+        Line::Chat(&old).write_json(&mut line, None).unwrap();
         line.push(b'\n');
         let old_key = format!("{LOG}/{SEGMENT_FROM_2001}");
         objects.put(&old_key, line.into()).await.unwrap();
@@ -1210,7 +1320,7 @@ mod tests {
             .iter()
             .map(|line| {
                 let mut out = Vec::new();
-                line.write_json(&mut out).unwrap();
+                line.write_json(&mut out, None).unwrap();
                 serde_json::from_slice(&out).unwrap()
             })
             .collect();
@@ -1287,6 +1397,7 @@ mod tests {
                 lakehouse,
                 rating,
                 messages: messages.map(Arc::new),
+                message_pieces: None,
                 answer,
             },
         )
@@ -1295,17 +1406,21 @@ mod tests {
     proptest! {
         #[test]
         fn chat_lines_are_serdes_bytes_with_their_kind_first(event in chat_event()) {
-            let mut ours = Vec::new();
-            Line::Chat(&event).write_json(&mut ours).unwrap();
             let fields = serde_json::to_string(&event).unwrap();
             let expected = format!("{{\"kind\":\"chat\",{}", &fields[1..]);
-            prop_assert_eq!(String::from_utf8(ours).unwrap(), expected);
+            // Written through the writer's index, a chat with nothing
+            // earlier to refer to is the same bytes.
+            for mut index in [None, Some(MessageIndex::default())] {
+                let mut ours = Vec::new();
+                Line::Chat(&event).write_json(&mut ours, index.as_mut()).unwrap();
+                prop_assert_eq!(String::from_utf8(ours).unwrap(), expected.clone());
+            }
         }
 
         #[test]
         fn rating_lines_are_serdes_bytes(id in text(), rating in any::<f32>(), at_ms in any::<u64>()) {
             let mut ours = Vec::new();
-            Line::Rating { id: &id, rating, at_ms }.write_json(&mut ours).unwrap();
+            Line::Rating { id: &id, rating, at_ms }.write_json(&mut ours, None).unwrap();
             // What the derived, internally tagged encoding wrote: the tag, then the fields.
             let expected = format!(
                 "{{\"kind\":\"rating\",\"id\":{},\"rating\":{},\"at_ms\":{at_ms}}}",

@@ -312,6 +312,72 @@ async fn distillation_exports_good_runs_and_the_firewall_keeps_eval_overlap_out(
     );
 }
 
+#[tokio::test]
+async fn an_agents_turns_are_exported_whole_though_the_log_keeps_each_message_once() {
+    let h = start_for_distillation(&[]).await;
+    let filler = "Keep it short. ".repeat(40);
+    let questions = [
+        "How do I rerun my tests whenever a file in the folder changes?",
+        "Does it also notice files created after it started?",
+        "How hot should green tea water be while I wait?",
+    ];
+    let mut conversation =
+        vec![json!({"role": "system", "content": format!("You answer in one line. {filler}")})];
+    let mut conversations = Vec::new();
+    for question in questions {
+        conversation.push(json!({"role": "user", "content": format!("{question} {filler}")}));
+        let (status, body) = h
+            .chat(&json!({"model": "rag/docs", "messages": conversation}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let rated = h
+            .post("/v1/feedback", &json!({"id": body["id"], "rating": 1.0}))
+            .await;
+        assert_eq!(rated.status(), 200);
+        conversation.push(body["choices"][0]["message"].clone());
+        conversations.push(conversation.clone());
+    }
+
+    let response = h.post("/admin/distillation/export", &json!({})).await;
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["exported"], 3, "{report}");
+    let key = report["key"].as_str().unwrap();
+    let text = String::from_utf8(h.state.store.objects().get(key).await.unwrap().to_vec()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (line, sent) in lines.iter().zip(&conversations) {
+        // Each turn whole: the system prompt, the retrieval context the
+        // matrix put after it, the turns so far and the answer.
+        let exported = line["messages"].as_array().unwrap();
+        assert_eq!(exported.len(), sent.len() + 1, "{line}");
+        assert_eq!(exported[0], sent[0]);
+        assert_eq!(exported[1]["role"], "system");
+        assert!(
+            exported[1]["content"].as_str().unwrap().contains("entr"),
+            "{line}"
+        );
+        for (exported, sent) in exported[2..].iter().zip(&sent[1..]) {
+            assert_eq!(exported["role"], sent["role"]);
+            assert_eq!(exported["content"], sent["content"]);
+        }
+    }
+
+    // The log holds the first question's message once, where the three
+    // conversations hold it three times (the fake's answers quote it).
+    let objects = h.state.store.objects();
+    let mut logged = String::new();
+    for segment in objects.list(lakehouse::observer::LOG).await.unwrap() {
+        let bytes = objects.get(&segment.key).await.unwrap();
+        logged.push_str(std::str::from_utf8(&bytes).unwrap());
+    }
+    let asked = format!("{{\"role\":\"user\",\"content\":\"{}", questions[0]);
+    assert_eq!(logged.matches(&asked).count(), 1, "{logged}");
+    assert_eq!(logged.matches("You answer in one line.").count(), 1);
+    assert!(logged.contains("\"message_pieces\""));
+}
+
 const DISTILL_WITH_BROKEN_JUDGE: &str = r#"
 [[nodes]]
 id = "score"

@@ -1,0 +1,658 @@
+//! Captured conversations, each message written once.
+//!
+//! An agent resends its whole conversation every turn, so a log that kept
+//! each chat's messages whole grew with the square of the turns, and writing
+//! them was most of a long chat's CPU. The writer ([`MessageIndex`])
+//! remembers a digest of every message it logged, and writes a chat whose
+//! messages are partly in the log already as `message_pieces` instead of
+//! `messages`: runs of an earlier chat's messages by reference
+//! (`{"earlier":{"of":"<completion id>","from":2,"count":7}}`) and the rest
+//! whole (`{"new":[...]}`). Readers resolve the pieces in log order
+//! ([`Resolver`]). A chat with nothing to refer to is written as before.
+//!
+//! A chat refers only to chats whose own chain starts at most
+//! [`CHAIN_SPAN_MS`] before it. Retention deletes whole segments by age, so
+//! a chain loses its start only in the last hour before its own chats are
+//! deleted too; such a chat, or one whose start is unreadable, is read
+//! without messages (and counted).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use lakehouse_providers::encode::{write_str, write_u64, write_value};
+use lakehouse_providers::openai::Message;
+use serde::Deserialize;
+
+use super::ChatEvent;
+
+/// How long before a chat the chain of chats it refers to may start.
+const CHAIN_SPAN_MS: u64 = 3_600_000;
+/// The most chats the writer remembers.
+const MAX_CHATS: usize = 4096;
+/// The most messages the writer remembers, over all its chats.
+const MAX_MESSAGES: usize = 1 << 18;
+/// A run of earlier messages shorter than this is written again: its
+/// reference would be about as long, and would tie the chat to another.
+const MIN_REFERRED_BYTES: usize = 128;
+
+/// A message's digest: two 64-bit hashes of its JSON under random keys.
+type Digest = u128;
+
+/// One piece of a chat's messages, as the log holds them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessagePiece {
+    /// `count` messages of the earlier chat `of` (a completion id), from its
+    /// message `from`.
+    Earlier {
+        of: String,
+        from: usize,
+        count: usize,
+    },
+    /// Messages written here.
+    New(Vec<Message>),
+}
+
+/// A chat the writer logged, that later chats may refer to.
+struct Remembered {
+    /// Its place in the order of remembered chats.
+    seq: u64,
+    id: String,
+    /// The start time of the earliest chat its messages lean on (its own if none).
+    root_ms: u64,
+    messages: usize,
+}
+
+/// The writer's memory of the messages it logged.
+pub(super) struct MessageIndex {
+    keys: [hashbrown::DefaultHashBuilder; 2],
+    /// Where each digest was last logged: the chat's `seq` and the position.
+    seen: hashbrown::HashMap<Digest, (u64, u32)>,
+    /// The chats that can be referred to, oldest first, by consecutive `seq`.
+    chats: VecDeque<Remembered>,
+    next_seq: u64,
+    remembered_messages: usize,
+    /// The chat being written: its messages' JSON back to back, where each
+    /// ends, their digests, and what it will be remembered as once its line
+    /// is in the segment. Kept between chats so that encoding one allocates
+    /// nothing once they have grown.
+    encoded: Vec<u8>,
+    ends: Vec<usize>,
+    digests: Vec<Digest>,
+    pieces: Vec<Piece>,
+    pending: Option<(String, u64)>,
+}
+
+/// A piece being written: messages `start..end` of the chat being written,
+/// found in the remembered chat at `chat` (an index into `chats`) from `from`,
+/// or new.
+#[derive(Clone, Copy)]
+struct Piece {
+    start: usize,
+    end: usize,
+    earlier: Option<(usize, usize)>,
+}
+
+impl Default for MessageIndex {
+    fn default() -> Self {
+        Self {
+            keys: Default::default(),
+            seen: Default::default(),
+            chats: VecDeque::new(),
+            next_seq: 0,
+            remembered_messages: 0,
+            encoded: Vec::new(),
+            ends: Vec::new(),
+            digests: Vec::new(),
+            pieces: Vec::new(),
+            pending: None,
+        }
+    }
+}
+
+impl MessageIndex {
+    /// Appends `,"messages":[...]` for `messages`, or `,"message_pieces":[...]`
+    /// when some of them are in chats logged before. Until [`commit`] the
+    /// chat is not remembered.
+    ///
+    /// [`commit`]: Self::commit
+    pub(super) fn write(
+        &mut self,
+        out: &mut Vec<u8>,
+        id: Option<&str>,
+        at_ms: u64,
+        messages: &[Message],
+    ) -> serde_json::Result<()> {
+        self.pending = None;
+        self.encoded.clear();
+        self.ends.clear();
+        self.digests.clear();
+        for message in messages {
+            let start = self.encoded.len();
+            write_value(&mut self.encoded, message)?;
+            let digest = self.digest(self.encoded.get(start..).unwrap_or_default());
+            self.digests.push(digest);
+            self.ends.push(self.encoded.len());
+        }
+        let root_ms = self.split(at_ms);
+        if self.pieces.iter().all(|p| p.earlier.is_none()) {
+            out.extend_from_slice(b",\"messages\":");
+            self.write_messages(out, 0, messages.len());
+        } else {
+            out.extend_from_slice(b",\"message_pieces\":[");
+            for (n, piece) in self.pieces.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                let chat = piece.earlier.and_then(|(chat, from)| {
+                    self.chats.get(chat).map(|remembered| (remembered, from))
+                });
+                match chat {
+                    Some((chat, from)) => {
+                        out.extend_from_slice(b"{\"earlier\":{\"of\":");
+                        write_str(out, &chat.id)?;
+                        out.extend_from_slice(b",\"from\":");
+                        write_u64(out, from as u64);
+                        out.extend_from_slice(b",\"count\":");
+                        write_u64(out, (piece.end - piece.start) as u64);
+                        out.extend_from_slice(b"}}");
+                    }
+                    None => {
+                        out.extend_from_slice(b"{\"new\":");
+                        self.write_messages(out, piece.start, piece.end);
+                        out.push(b'}');
+                    }
+                }
+            }
+            out.push(b']');
+        }
+        self.pending = id.map(|id| (id.to_owned(), root_ms));
+        Ok(())
+    }
+
+    /// Remembers the chat last written: its line is in the segment.
+    pub(super) fn commit(&mut self) {
+        let Some((id, root_ms)) = self.pending.take() else {
+            return;
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        for (position, digest) in self.digests.iter().enumerate() {
+            self.seen
+                .insert(*digest, (seq, u32::try_from(position).unwrap_or(u32::MAX)));
+        }
+        self.chats.push_back(Remembered {
+            seq,
+            id,
+            root_ms,
+            messages: self.digests.len(),
+        });
+        self.remembered_messages += self.digests.len();
+        while self.chats.len() > MAX_CHATS || self.remembered_messages > MAX_MESSAGES {
+            let Some(oldest) = self.chats.pop_front() else {
+                break;
+            };
+            self.remembered_messages -= oldest.messages;
+        }
+        // Digests of forgotten chats are dropped in bulk, not one by one.
+        if self.seen.len() > 2 * self.remembered_messages + 1024 {
+            let first = self.first_seq();
+            self.seen.retain(|_, (seq, _)| *seq >= first);
+        }
+    }
+
+    /// Forgets the chat last written: its line was not kept.
+    pub(super) fn abandon(&mut self) {
+        self.pending = None;
+    }
+
+    /// Forgets every chat: a segment holding some of them was not written.
+    pub(super) fn forget_all(&mut self) {
+        self.seen.clear();
+        self.chats.clear();
+        self.remembered_messages = 0;
+        self.pending = None;
+    }
+
+    fn digest(&self, bytes: &[u8]) -> Digest {
+        let [low, high] = self.keys.each_ref().map(|key| {
+            let mut hasher = key.build_hasher();
+            hasher.write(bytes);
+            hasher.finish()
+        });
+        (u128::from(high) << 64) | u128::from(low)
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.chats.front().map_or(self.next_seq, |c| c.seq)
+    }
+
+    /// Where the message with `digest` was last logged, if that chat is
+    /// remembered and its chain is recent enough for a chat at `at_ms`:
+    /// its index in `chats` and the message's position there.
+    fn find(&self, digest: Digest, at_ms: u64) -> Option<(usize, usize)> {
+        let &(seq, position) = self.seen.get(&digest)?;
+        let chat = usize::try_from(seq.checked_sub(self.first_seq())?).ok()?;
+        let remembered = self.chats.get(chat)?;
+        (remembered.root_ms.saturating_add(CHAIN_SPAN_MS) >= at_ms)
+            .then_some((chat, position as usize))
+    }
+
+    /// Splits the chat being written into pieces (in `self.pieces`): the
+    /// longest runs found in one earlier chat, the rest new. Returns the
+    /// start of the earliest chain it leans on.
+    fn split(&mut self, at_ms: u64) -> u64 {
+        self.pieces.clear();
+        let mut root_ms = at_ms;
+        let count = self.digests.len();
+        let mut start = 0;
+        while start < count {
+            let found = self
+                .digests
+                .get(start)
+                .and_then(|digest| self.find(*digest, at_ms));
+            let mut end = start + 1;
+            if let Some((chat, from)) = found {
+                while end < count
+                    && self
+                        .digests
+                        .get(end)
+                        .and_then(|digest| self.find(*digest, at_ms))
+                        == Some((chat, from + end - start))
+                {
+                    end += 1;
+                }
+                if self.bytes(start, end) >= MIN_REFERRED_BYTES {
+                    if let Some(chat) = self.chats.get(chat) {
+                        root_ms = root_ms.min(chat.root_ms);
+                    }
+                    self.pieces.push(Piece {
+                        start,
+                        end,
+                        earlier: Some((chat, from)),
+                    });
+                    start = end;
+                    continue;
+                }
+            }
+            // New: joined to the piece before when that is new too.
+            match self.pieces.last_mut() {
+                Some(last) if last.earlier.is_none() => last.end = end,
+                _ => self.pieces.push(Piece {
+                    start,
+                    end,
+                    earlier: None,
+                }),
+            }
+            start = end;
+        }
+        root_ms
+    }
+
+    /// The encoded length of messages `start..end`.
+    fn bytes(&self, start: usize, end: usize) -> usize {
+        let from = start
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .copied()
+            .unwrap_or(0);
+        let to = end
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .copied()
+            .unwrap_or(0);
+        to.saturating_sub(from)
+    }
+
+    /// Appends messages `start..end` as a JSON array.
+    fn write_messages(&self, out: &mut Vec<u8>, start: usize, end: usize) {
+        out.push(b'[');
+        let mut from = start
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .copied()
+            .unwrap_or(0);
+        for (n, &to) in self
+            .ends
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(self.encoded.get(from..to).unwrap_or_default());
+            from = to;
+        }
+        out.push(b']');
+    }
+}
+
+/// The earlier chats a backwards read of the log still needs, to resolve
+/// the pieces of the chats it keeps.
+pub(super) struct Needed {
+    ids: HashSet<String>,
+    /// The oldest start of a chat read so far.
+    oldest_read_ms: u64,
+    /// No chat named starts before this: a chain reaches back at most its
+    /// span (doubled, for chats logged out of order by their start).
+    reach_ms: u64,
+}
+
+impl Default for Needed {
+    fn default() -> Self {
+        Self {
+            ids: HashSet::new(),
+            oldest_read_ms: u64::MAX,
+            reach_ms: u64::MAX,
+        }
+    }
+}
+
+impl Needed {
+    /// Whether `chat`, just read, is one a kept chat names (then it is no
+    /// longer needed).
+    pub(super) fn take(&mut self, chat: &ChatEvent) -> bool {
+        self.oldest_read_ms = self.oldest_read_ms.min(chat.at_ms);
+        chat.id.as_ref().is_some_and(|id| self.ids.remove(id))
+    }
+
+    /// Notes the chats that `chat`, kept, names.
+    pub(super) fn keep(&mut self, chat: &ChatEvent) {
+        for piece in chat.message_pieces.iter().flatten() {
+            if let MessagePiece::Earlier { of, .. } = piece {
+                self.ids.insert(of.clone());
+                let reach = chat.at_ms.saturating_sub(2 * CHAIN_SPAN_MS);
+                self.reach_ms = self.reach_ms.min(reach);
+            }
+        }
+    }
+
+    /// Whether reading further back would find no chat needed: none is, or
+    /// the read is past where they can be (deleted by the retention).
+    pub(super) fn done(&self) -> bool {
+        self.ids.is_empty() || self.oldest_read_ms < self.reach_ms
+    }
+}
+
+/// Resolves the pieces of chats read back, in log order.
+#[derive(Default)]
+pub(super) struct Resolver {
+    /// The messages of every chat read so far that had them, by completion id.
+    by_id: HashMap<String, Arc<Vec<Message>>>,
+    /// Chats whose pieces named a chat not read (deleted, or unreadable).
+    unresolved: u64,
+}
+
+impl Resolver {
+    /// Fills in `chat`'s messages from its pieces, and keeps them for the
+    /// chats after it.
+    pub(super) fn resolve(&mut self, chat: &mut ChatEvent) {
+        if let Some(pieces) = chat.message_pieces.take() {
+            chat.messages = self.assemble(pieces).map(Arc::new);
+            if chat.messages.is_none() {
+                self.unresolved += 1;
+            }
+        }
+        if let (Some(id), Some(messages)) = (&chat.id, &chat.messages) {
+            self.by_id.insert(id.clone(), Arc::clone(messages));
+        }
+    }
+
+    /// Says how many chats were read without their messages, if any.
+    pub(super) fn warn_unresolved(&self) {
+        if self.unresolved > 0 {
+            tracing::warn!(
+                "observer: {} captured conversations name earlier chats that are not in the log (deleted by the retention, or unreadable) and are read without their messages",
+                self.unresolved
+            );
+        }
+    }
+
+    fn assemble(&self, pieces: Vec<MessagePiece>) -> Option<Vec<Message>> {
+        let mut messages = Vec::new();
+        for piece in pieces {
+            match piece {
+                MessagePiece::Earlier { of, from, count } => {
+                    let earlier = self.by_id.get(&of)?;
+                    messages.extend_from_slice(earlier.get(from..from.checked_add(count)?)?);
+                }
+                MessagePiece::New(new) => messages.extend(new),
+            }
+        }
+        Some(messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lakehouse_providers::openai::Role;
+
+    /// A message long enough to be referred to.
+    fn message(role: Role, text: &str) -> Message {
+        Message::text(role, format!("{text} {}", "x".repeat(MIN_REFERRED_BYTES)))
+    }
+
+    fn chat(id: &str, at_ms: u64, messages: &[Message]) -> ChatEvent {
+        ChatEvent {
+            request_id: "r".into(),
+            caller: None,
+            id: Some(id.into()),
+            at_ms,
+            model: "m".into(),
+            provider: None,
+            stream: false,
+            outcome: super::super::Outcome::Ok,
+            status: None,
+            error: None,
+            latency_ms: 1.0,
+            ttft_ms: None,
+            tokens_in: None,
+            tokens_out: None,
+            lakehouse: None,
+            rating: None,
+            messages: Some(Arc::new(messages.to_vec())),
+            message_pieces: None,
+            answer: None,
+        }
+    }
+
+    /// Writes each chat's messages through one index as the writer does
+    /// (committing each), returning the JSON objects written.
+    fn write_all(index: &mut MessageIndex, chats: &[ChatEvent]) -> Vec<serde_json::Value> {
+        chats
+            .iter()
+            .map(|chat| {
+                let mut out = b"{\"x\":0".to_vec();
+                let messages = chat.messages.as_deref().unwrap();
+                index
+                    .write(&mut out, chat.id.as_deref(), chat.at_ms, messages)
+                    .unwrap();
+                out.push(b'}');
+                index.commit();
+                serde_json::from_slice(&out).unwrap()
+            })
+            .collect()
+    }
+
+    /// Reads the written objects back as chats, resolved in order.
+    fn read_all(chats: &[ChatEvent], written: &[serde_json::Value]) -> (Vec<ChatEvent>, u64) {
+        let mut resolver = Resolver::default();
+        let read = chats
+            .iter()
+            .zip(written)
+            .map(|(chat, line)| {
+                let mut read = chat.clone();
+                read.messages = line
+                    .get("messages")
+                    .map(|m| Arc::new(serde_json::from_value(m.clone()).unwrap()));
+                read.message_pieces = line
+                    .get("message_pieces")
+                    .map(|p| serde_json::from_value(p.clone()).unwrap());
+                resolver.resolve(&mut read);
+                read
+            })
+            .collect();
+        (read, resolver.unresolved)
+    }
+
+    fn json(messages: Option<&Arc<Vec<Message>>>) -> serde_json::Value {
+        serde_json::to_value(messages).unwrap()
+    }
+
+    /// An agent's turns: each resends the conversation with the answer and a new message.
+    fn turns(count: usize, context: impl Fn(usize) -> Option<Message>) -> Vec<ChatEvent> {
+        let mut conversation = vec![message(Role::System, "You are terse.")];
+        let mut chats = Vec::new();
+        for turn in 0..count {
+            conversation.push(message(Role::User, &format!("question {turn}")));
+            let mut sent = conversation.clone();
+            if let Some(context) = context(turn) {
+                sent.insert(1, context);
+            }
+            chats.push(chat(&format!("chatcmpl-{turn}"), 1000 + turn as u64, &sent));
+            conversation.push(message(Role::Assistant, &format!("answer {turn}")));
+        }
+        chats
+    }
+
+    #[test]
+    fn a_growing_conversation_writes_each_message_once_and_reads_back_whole() {
+        let chats = turns(12, |_| None);
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        let text = serde_json::to_string(&written).unwrap();
+        for turn in 0..12 {
+            for said in [format!("question {turn} "), format!("answer {turn} ")] {
+                let times = text.matches(&said).count();
+                let expected = usize::from(turn < 11 || said.starts_with('q'));
+                assert_eq!(times, expected, "{said:?} written {times} times");
+            }
+        }
+        assert_eq!(text.matches("You are terse.").count(), 1);
+        // The second turn refers to the first for its first two messages.
+        assert_eq!(
+            written[1]["message_pieces"],
+            serde_json::json!([
+                {"earlier": {"of": "chatcmpl-0", "from": 0, "count": 2}},
+                {"new": json(Some(&Arc::new(chats[1].messages.as_ref().unwrap()[2..].to_vec())))},
+            ])
+        );
+        let (read, unresolved) = read_all(&chats, &written);
+        assert_eq!(unresolved, 0);
+        for (read, sent) in read.iter().zip(&chats) {
+            assert_eq!(json(read.messages.as_ref()), json(sent.messages.as_ref()));
+        }
+    }
+
+    #[test]
+    fn a_context_that_changes_every_turn_is_written_and_the_rest_referred_to() {
+        let context = |turn: usize| Some(message(Role::System, &format!("context {turn}")));
+        let chats = turns(4, context);
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        let last = &written[3]["message_pieces"];
+        let kinds: Vec<&str> = last
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_object().unwrap().keys().next().unwrap().as_str())
+            .collect();
+        // The system prompt, the new context, the earlier turns, the new ones.
+        assert_eq!(kinds, ["earlier", "new", "earlier", "new"], "{last}");
+        let (read, unresolved) = read_all(&chats, &written);
+        assert_eq!(unresolved, 0);
+        for (read, sent) in read.iter().zip(&chats) {
+            assert_eq!(json(read.messages.as_ref()), json(sent.messages.as_ref()));
+        }
+    }
+
+    #[test]
+    fn short_runs_and_first_sightings_are_written_whole_as_before() {
+        let tiny = [Message::text(Role::User, "hi")];
+        let chats = [chat("chatcmpl-a", 1, &tiny), chat("chatcmpl-b", 2, &tiny)];
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        for line in &written {
+            assert_eq!(line["messages"], json(Some(&Arc::new(tiny.to_vec()))));
+            assert!(line.get("message_pieces").is_none());
+        }
+    }
+
+    #[test]
+    fn a_chain_reaches_back_at_most_its_span() {
+        let mut chats = turns(3, |_| None);
+        // The third turn comes more than the span after the first: the
+        // second leans on the first, so the third cannot lean on either.
+        chats[2].at_ms = chats[0].at_ms + CHAIN_SPAN_MS + 1;
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        assert!(written[1].get("message_pieces").is_some());
+        assert!(written[2].get("message_pieces").is_none(), "{}", written[2]);
+        assert!(written[2].get("messages").is_some());
+    }
+
+    #[test]
+    fn after_a_lost_segment_nothing_refers_to_its_chats() {
+        let chats = turns(2, |_| None);
+        let mut index = MessageIndex::default();
+        write_all(&mut index, &chats[..1]);
+        index.forget_all();
+        let written = write_all(&mut index, &chats[1..]);
+        assert!(written[0].get("messages").is_some(), "{}", written[0]);
+    }
+
+    #[test]
+    fn an_abandoned_chat_is_never_referred_to() {
+        let chats = turns(2, |_| None);
+        let mut index = MessageIndex::default();
+        let mut out = Vec::new();
+        let first = chats[0].messages.as_deref().unwrap();
+        index
+            .write(&mut out, chats[0].id.as_deref(), 1, first)
+            .unwrap();
+        index.abandon();
+        index.commit();
+        let written = write_all(&mut index, &chats[1..]);
+        assert!(written[0].get("messages").is_some(), "{}", written[0]);
+    }
+
+    #[test]
+    fn pieces_naming_a_chat_not_read_leave_the_chat_without_messages() {
+        let chats = turns(3, |_| None);
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        // The first chat's segment is gone: the second cannot be resolved,
+        // and the third (which leans on the second) neither.
+        let (read, unresolved) = read_all(&chats[1..], &written[1..]);
+        assert_eq!(unresolved, 2);
+        assert!(read.iter().all(|c| c.messages.is_none()));
+        // A range past the earlier chat's messages is not resolved either.
+        let mut resolver = Resolver::default();
+        let mut first = chats[0].clone();
+        resolver.resolve(&mut first);
+        let mut past = chats[1].clone();
+        past.messages = None;
+        past.message_pieces = Some(vec![MessagePiece::Earlier {
+            of: "chatcmpl-0".into(),
+            from: 1,
+            count: 5,
+        }]);
+        resolver.resolve(&mut past);
+        assert!(past.messages.is_none());
+    }
+
+    #[test]
+    fn the_memory_is_bounded() {
+        let mut index = MessageIndex::default();
+        let chats: Vec<ChatEvent> = (0..MAX_CHATS + 10)
+            .map(|n| chat(&format!("c{n}"), 1, &[message(Role::User, &n.to_string())]))
+            .collect();
+        write_all(&mut index, &chats);
+        assert_eq!(index.chats.len(), MAX_CHATS);
+        assert!(index.seen.len() <= 2 * index.remembered_messages + 1024);
+        // The first chats are forgotten: their message is written again.
+        let again = write_all(&mut index, &chats[..1]);
+        assert!(again[0].get("messages").is_some());
+        let recent = write_all(&mut index, &chats[MAX_CHATS + 9..]);
+        assert!(recent[0].get("message_pieces").is_some());
+    }
+}
