@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+use lakehouse_providers::encode::json::to_digest_input;
 use lakehouse_providers::encode::{write_str, write_u64, write_value};
 use lakehouse_providers::openai::Message;
 use serde::Deserialize;
@@ -73,13 +74,12 @@ pub(super) struct MessageIndex {
     chats: VecDeque<Remembered>,
     next_seq: u64,
     remembered_messages: usize,
-    /// The chat being written: its messages' JSON back to back, where each
-    /// ends, their digests, and what it will be remembered as once its line
-    /// is in the segment. Kept between chats so that encoding one allocates
-    /// nothing once they have grown.
-    encoded: Vec<u8>,
-    ends: Vec<usize>,
+    /// The chat being written: each message's digest and the length it was
+    /// digested at, and (reused for each message) its digest input. Kept
+    /// between chats so that a chat allocates nothing once they have grown.
     digests: Vec<Digest>,
+    sizes: Vec<usize>,
+    scratch: Vec<u8>,
     pieces: Vec<Piece>,
     pending: Option<(String, u64)>,
 }
@@ -102,9 +102,9 @@ impl Default for MessageIndex {
             chats: VecDeque::new(),
             next_seq: 0,
             remembered_messages: 0,
-            encoded: Vec::new(),
-            ends: Vec::new(),
             digests: Vec::new(),
+            sizes: Vec::new(),
+            scratch: Vec::new(),
             pieces: Vec::new(),
             pending: None,
         }
@@ -125,20 +125,19 @@ impl MessageIndex {
         messages: &[Message],
     ) -> serde_json::Result<()> {
         self.pending = None;
-        self.encoded.clear();
-        self.ends.clear();
         self.digests.clear();
+        self.sizes.clear();
         for message in messages {
-            let start = self.encoded.len();
-            write_value(&mut self.encoded, message)?;
-            let digest = self.digest(self.encoded.get(start..).unwrap_or_default());
-            self.digests.push(digest);
-            self.ends.push(self.encoded.len());
+            // Digested unescaped: only the new messages are encoded as JSON.
+            self.scratch.clear();
+            to_digest_input(&mut self.scratch, message)?;
+            self.digests.push(self.digest(&self.scratch));
+            self.sizes.push(self.scratch.len());
         }
         let root_ms = self.split(at_ms);
         if self.pieces.iter().all(|p| p.earlier.is_none()) {
             out.extend_from_slice(b",\"messages\":");
-            self.write_messages(out, 0, messages.len());
+            write_value(out, messages)?;
         } else {
             out.extend_from_slice(b",\"message_pieces\":[");
             for (n, piece) in self.pieces.iter().enumerate() {
@@ -160,7 +159,10 @@ impl MessageIndex {
                     }
                     None => {
                         out.extend_from_slice(b"{\"new\":");
-                        self.write_messages(out, piece.start, piece.end);
+                        write_value(
+                            out,
+                            messages.get(piece.start..piece.end).unwrap_or_default(),
+                        )?;
                         out.push(b'}');
                     }
                 }
@@ -290,43 +292,9 @@ impl MessageIndex {
         root_ms
     }
 
-    /// The encoded length of messages `start..end`.
+    /// The digested length of messages `start..end` (about their JSON's).
     fn bytes(&self, start: usize, end: usize) -> usize {
-        let from = start
-            .checked_sub(1)
-            .and_then(|i| self.ends.get(i))
-            .copied()
-            .unwrap_or(0);
-        let to = end
-            .checked_sub(1)
-            .and_then(|i| self.ends.get(i))
-            .copied()
-            .unwrap_or(0);
-        to.saturating_sub(from)
-    }
-
-    /// Appends messages `start..end` as a JSON array.
-    fn write_messages(&self, out: &mut Vec<u8>, start: usize, end: usize) {
-        out.push(b'[');
-        let mut from = start
-            .checked_sub(1)
-            .and_then(|i| self.ends.get(i))
-            .copied()
-            .unwrap_or(0);
-        for (n, &to) in self
-            .ends
-            .get(start..end)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            if n > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(self.encoded.get(from..to).unwrap_or_default());
-            from = to;
-        }
-        out.push(b']');
+        self.sizes.get(start..end).unwrap_or_default().iter().sum()
     }
 }
 
