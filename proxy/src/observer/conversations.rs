@@ -134,6 +134,12 @@ impl MessageIndex {
             self.digests.push(self.digest(&self.scratch));
             self.sizes.push(self.scratch.len());
         }
+        // A chat this short can neither refer to a run of earlier messages
+        // nor be referred to.
+        if self.sizes.iter().sum::<usize>() < MIN_REFERRED_BYTES {
+            out.extend_from_slice(b",\"messages\":");
+            return write_value(out, messages);
+        }
         let root_ms = self.split(at_ms);
         if self.pieces.iter().all(|p| p.earlier.is_none()) {
             out.extend_from_slice(b",\"messages\":");
@@ -540,11 +546,22 @@ mod tests {
     fn short_runs_and_first_sightings_are_written_whole_as_before() {
         let tiny = [Message::text(Role::User, "hi")];
         let chats = [chat("chatcmpl-a", 1, &tiny), chat("chatcmpl-b", 2, &tiny)];
-        let written = write_all(&mut MessageIndex::default(), &chats);
+        let mut index = MessageIndex::default();
+        let written = write_all(&mut index, &chats);
         for line in &written {
             assert_eq!(line["messages"], json(Some(&Arc::new(tiny.to_vec()))));
             assert!(line.get("message_pieces").is_none());
         }
+        assert!(index.chats.is_empty(), "too short to be referred to");
+        // A short message shared by two long chats is written in each.
+        let first = [tiny[0].clone(), message(Role::User, "one")];
+        let second = [tiny[0].clone(), message(Role::User, "two")];
+        let chats = [
+            chat("chatcmpl-c", 3, &first),
+            chat("chatcmpl-d", 4, &second),
+        ];
+        let written = write_all(&mut index, &chats);
+        assert!(written[1].get("messages").is_some(), "{}", written[1]);
     }
 
     #[test]
