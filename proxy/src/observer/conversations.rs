@@ -31,8 +31,10 @@ use super::ChatEvent;
 const CHAIN_SPAN_MS: u64 = 3_600_000;
 /// The most chats the writer remembers.
 const MAX_CHATS: usize = 4096;
-/// The most messages the writer remembers, over all its chats.
-const MAX_MESSAGES: usize = 1 << 18;
+/// The most messages the writer remembers, over all its chats (with their
+/// digests' map, a few MB): a turn refers mostly to the turn before it, so
+/// this is hundreds of agents' conversations.
+const MAX_MESSAGES: usize = 1 << 16;
 /// A run of earlier messages shorter than this is written again: its
 /// reference would be about as long, and would tie the chat to another.
 const MIN_REFERRED_BYTES: usize = 128;
