@@ -127,6 +127,14 @@ impl MessageIndex {
         messages: &[Message],
     ) -> serde_json::Result<()> {
         self.pending = None;
+        // A one-message chat (most one-shot calls) is written whole and not
+        // remembered, at the cost it had before this index: it could only
+        // repeat one message, and the next turn of its conversation writes
+        // that message once more.
+        if messages.len() < 2 {
+            out.extend_from_slice(b",\"messages\":");
+            return write_value(out, messages);
+        }
         self.digests.clear();
         self.sizes.clear();
         for message in messages {
@@ -546,15 +554,24 @@ mod tests {
 
     #[test]
     fn short_runs_and_first_sightings_are_written_whole_as_before() {
-        let tiny = [Message::text(Role::User, "hi")];
-        let chats = [chat("chatcmpl-a", 1, &tiny), chat("chatcmpl-b", 2, &tiny)];
+        let tiny = [
+            Message::text(Role::User, "hi"),
+            Message::text(Role::User, "there"),
+        ];
+        let long = [message(Role::User, "one long message")];
+        let chats = [
+            chat("chatcmpl-a", 1, &tiny),
+            chat("chatcmpl-b", 2, &tiny),
+            chat("chatcmpl-1", 3, &long),
+            chat("chatcmpl-2", 4, &long),
+        ];
         let mut index = MessageIndex::default();
         let written = write_all(&mut index, &chats);
-        for line in &written {
-            assert_eq!(line["messages"], json(Some(&Arc::new(tiny.to_vec()))));
+        for (line, chat) in written.iter().zip(&chats) {
+            assert_eq!(line["messages"], json(chat.messages.as_ref()));
             assert!(line.get("message_pieces").is_none());
         }
-        assert!(index.chats.is_empty(), "too short to be referred to");
+        assert!(index.chats.is_empty(), "too short, or one message");
         // A short message shared by two long chats is written in each.
         let first = [tiny[0].clone(), message(Role::User, "one")];
         let second = [tiny[0].clone(), message(Role::User, "two")];
@@ -629,17 +646,31 @@ mod tests {
 
     #[test]
     fn the_memory_is_bounded() {
+        let conversation = |n: usize, length: usize| -> Vec<Message> {
+            (0..length)
+                .map(|i| message(Role::User, &format!("{n}.{i}")))
+                .collect()
+        };
         let mut index = MessageIndex::default();
         let chats: Vec<ChatEvent> = (0..MAX_CHATS + 10)
-            .map(|n| chat(&format!("c{n}"), 1, &[message(Role::User, &n.to_string())]))
+            .map(|n| chat(&format!("c{n}"), 1, &conversation(n, 2)))
             .collect();
         write_all(&mut index, &chats);
         assert_eq!(index.chats.len(), MAX_CHATS);
         assert!(index.seen.len() <= 2 * index.remembered_messages + 1024);
-        // The first chats are forgotten: their message is written again.
+        // The first chats are forgotten: their messages are written again.
         let again = write_all(&mut index, &chats[..1]);
         assert!(again[0].get("messages").is_some());
         let recent = write_all(&mut index, &chats[MAX_CHATS + 9..]);
         assert!(recent[0].get("message_pieces").is_some());
+
+        // Long conversations are bounded by their messages.
+        let long: Vec<ChatEvent> = (0..MAX_MESSAGES / 40 + 10)
+            .map(|n| chat(&format!("l{n}"), 1, &conversation(n, 40)))
+            .collect();
+        write_all(&mut index, &long);
+        assert!(index.remembered_messages <= MAX_MESSAGES);
+        assert!(index.chats.len() < MAX_MESSAGES / 40 + 10);
+        assert!(index.seen.len() <= 2 * index.remembered_messages + 1024);
     }
 }
