@@ -670,7 +670,7 @@ async fn write_loop(
     let is_flush = |c: &Command| matches!(c, Command::Flush(_));
     let mut batch: Vec<Command> = Vec::new();
     // Moves with each batch to the encoding thread and back.
-    let mut index = Box::new(MessageIndex::default());
+    let mut index = MessageIndex::default();
     // Sizes the parts of the next segment (see `encode_segment`).
     let mut bytes_per_line = 512;
     while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -709,7 +709,7 @@ async fn write_loop(
                 failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("observer: cannot encode a segment: {e}");
                 batch = Vec::new();
-                index = Box::default();
+                index = MessageIndex::default();
                 continue;
             }
         };

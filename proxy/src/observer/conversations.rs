@@ -68,6 +68,7 @@ struct Remembered {
 }
 
 /// The writer's memory of the messages it logged.
+#[derive(Default)]
 pub(super) struct MessageIndex {
     keys: [hashbrown::DefaultHashBuilder; 2],
     /// Where each digest was last logged: the chat's `seq` and the position.
@@ -94,23 +95,6 @@ struct Piece {
     start: usize,
     end: usize,
     earlier: Option<(usize, usize)>,
-}
-
-impl Default for MessageIndex {
-    fn default() -> Self {
-        Self {
-            keys: Default::default(),
-            seen: Default::default(),
-            chats: VecDeque::new(),
-            next_seq: 0,
-            remembered_messages: 0,
-            digests: Vec::new(),
-            sizes: Vec::new(),
-            scratch: Vec::new(),
-            pieces: Vec::new(),
-            pending: None,
-        }
-    }
 }
 
 impl MessageIndex {
