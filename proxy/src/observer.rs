@@ -1030,7 +1030,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn event(provider: &str, outcome: Outcome, latency_ms: f64) -> ChatEvent {
+    pub(super) fn event(provider: &str, outcome: Outcome, latency_ms: f64) -> ChatEvent {
         ChatEvent {
             request_id: "req".into(),
             caller: None,

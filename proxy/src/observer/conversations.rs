@@ -405,27 +405,11 @@ mod tests {
     }
 
     fn chat(id: &str, at_ms: u64, messages: &[Message]) -> ChatEvent {
-        ChatEvent {
-            request_id: "r".into(),
-            caller: None,
-            id: Some(id.into()),
-            at_ms,
-            model: "m".into(),
-            provider: None,
-            stream: false,
-            outcome: super::super::Outcome::Ok,
-            status: None,
-            error: None,
-            latency_ms: 1.0,
-            ttft_ms: None,
-            tokens_in: None,
-            tokens_out: None,
-            lakehouse: None,
-            rating: None,
-            messages: Some(Arc::new(messages.to_vec())),
-            message_pieces: None,
-            answer: None,
-        }
+        let mut chat = super::super::tests::event("kimi", super::super::Outcome::Ok, 1.0);
+        chat.id = Some(id.into());
+        chat.at_ms = at_ms;
+        chat.messages = Some(Arc::new(messages.to_vec()));
+        chat
     }
 
     /// Writes each chat's messages through one index as the writer does
@@ -465,6 +449,15 @@ mod tests {
             })
             .collect();
         (read, resolver.unresolved)
+    }
+
+    /// Asserts that every chat reads back with the messages it was sent with.
+    fn read_back_whole(chats: &[ChatEvent], written: &[serde_json::Value]) {
+        let (read, unresolved) = read_all(chats, written);
+        assert_eq!(unresolved, 0);
+        for (read, sent) in read.iter().zip(chats) {
+            assert_eq!(json(read.messages.as_ref()), json(sent.messages.as_ref()));
+        }
     }
 
     fn json(messages: Option<&Arc<Vec<Message>>>) -> serde_json::Value {
@@ -508,11 +501,7 @@ mod tests {
                 {"new": json(Some(&Arc::new(chats[1].messages.as_ref().unwrap()[2..].to_vec())))},
             ])
         );
-        let (read, unresolved) = read_all(&chats, &written);
-        assert_eq!(unresolved, 0);
-        for (read, sent) in read.iter().zip(&chats) {
-            assert_eq!(json(read.messages.as_ref()), json(sent.messages.as_ref()));
-        }
+        read_back_whole(&chats, &written);
     }
 
     #[test]
@@ -529,11 +518,7 @@ mod tests {
             .collect();
         // The system prompt, the new context, the earlier turns, the new ones.
         assert_eq!(kinds, ["earlier", "new", "earlier", "new"], "{last}");
-        let (read, unresolved) = read_all(&chats, &written);
-        assert_eq!(unresolved, 0);
-        for (read, sent) in read.iter().zip(&chats) {
-            assert_eq!(json(read.messages.as_ref()), json(sent.messages.as_ref()));
-        }
+        read_back_whole(&chats, &written);
     }
 
     #[test]
