@@ -48,6 +48,8 @@ pub struct JsonlLog {
     objects: Objects,
     name: String,
     counter: AtomicU64,
+    /// The time the last segment was named by ([`JsonlLog::segment_micros`]).
+    last_micros: AtomicU64,
 }
 
 /// How long a compaction's lease keeps other replicas from compacting the
@@ -194,6 +196,23 @@ impl JsonlLog {
             objects,
             name: name.trim_end_matches('/').to_owned(),
             counter: AtomicU64::new(0),
+            last_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// The time a new segment is named by: now, or just after this log's
+    /// last segment when the clock stepped back, so that a reader meets its
+    /// segments in the order they were written (later records may refer to
+    /// earlier ones).
+    fn segment_micros(&self) -> u64 {
+        let now = u64::try_from(unix_micros()).unwrap_or(u64::MAX);
+        let next = |last: u64| now.max(last.saturating_add(1));
+        match self
+            .last_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(next(last))
+            }) {
+            Ok(last) | Err(last) => next(last),
         }
     }
 
@@ -232,7 +251,7 @@ impl JsonlLog {
         let key = format!(
             "{}/{:020}-{}-{n:06}.jsonl",
             self.name,
-            unix_micros(),
+            self.segment_micros(),
             lakehouse_providers::openai::new_id("")
         );
         self.objects.put_parts(&key, parts).await?;
@@ -550,6 +569,7 @@ fn parse_lines<T: DeserializeOwned>(bytes: &[u8], records: &mut Vec<T>) -> u64 {
 mod tests {
     use super::*;
     use lakehouse_retrieval::objects::{Caps, StoreConfig};
+    use serde_json::json;
 
     fn log() -> JsonlLog {
         let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("log-test-"));
@@ -559,6 +579,26 @@ mod tests {
         })
         .unwrap();
         JsonlLog::new(objects, "test/log")
+    }
+
+    #[tokio::test]
+    async fn segments_sort_in_write_order_when_the_clock_steps_back() {
+        let log = log();
+        // The first segment was named while the clock was an hour ahead.
+        let ahead = u64::try_from(unix_micros()).unwrap() + 3_600_000_000;
+        let first = format!("test/log/{ahead:020}-x-000000.jsonl");
+        log.objects.put(&first, "{\"n\":1}\n".into()).await.unwrap();
+        log.last_micros.store(ahead, Ordering::Relaxed);
+        log.append(&[json!({"n": 2})]).await.unwrap();
+        log.append(&[json!({"n": 3})]).await.unwrap();
+        let replay = log.replay::<serde_json::Value>().await.unwrap();
+        let order: Vec<u64> = replay
+            .records
+            .iter()
+            .map(|r| r["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(order, [1, 2, 3]);
+        assert_eq!(log.last_micros.load(Ordering::Relaxed), ahead + 2);
     }
 
     #[tokio::test]

@@ -258,7 +258,8 @@ impl ChatEvent {
         optional(out, b",\"rating\":", self.rating.as_ref(), write_value)?;
         match (self.messages.as_deref(), index) {
             (Some(messages), Some(index)) => {
-                index.write(out, self.id.as_deref(), self.at_ms, messages)?;
+                let (id, caller) = (self.id.as_deref(), self.caller.as_deref());
+                index.write(out, id, caller, self.at_ms, messages)?;
             }
             (messages, _) => optional(out, b",\"messages\":", messages, write_value)?,
         }
@@ -425,7 +426,8 @@ impl Observer {
     /// the ring needs are read, newest first: the log grows with every chat,
     /// and a start that read it all took 20 s (and held it all in memory) once
     /// it reached 1.5 GB. The ring's captured conversations may name earlier
-    /// chats: those are read too, at most a chain's span further back.
+    /// chats: those are read too (a chain reaches back at most an hour; the
+    /// read stops at twice that past the oldest chat naming one).
     pub async fn open(
         objects: lakehouse_retrieval::objects::Objects,
         capacity: usize,
@@ -469,11 +471,16 @@ impl Observer {
                 }
             })
             .await?;
-        // Pieces name earlier chats: resolved oldest first.
-        let mut resolver = Resolver::default();
-        for e in named.iter_mut().rev().chain(newest_first.iter_mut().rev()) {
+        // Pieces name earlier chats: resolved oldest first. The named chats
+        // are needed only for that, and dropped once resolved.
+        let mut resolver = Resolver::for_chats(named.iter().chain(&newest_first));
+        for mut e in named.into_iter().rev() {
+            resolver.resolve(&mut e);
+        }
+        for e in newest_first.iter_mut().rev() {
             resolver.resolve(e);
         }
+        resolver.warn_unresolved();
         let ring: VecDeque<Arc<ChatEvent>> = newest_first
             .into_iter()
             .rev()

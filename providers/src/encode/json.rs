@@ -19,9 +19,11 @@ pub fn to_writer<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_j
     value.serialize(&mut Writer { out, raw: false })
 }
 
-/// `value` as its JSON but with every string written raw behind its length:
-/// not JSON, but as unambiguous, for taking a digest of. Escaping was most
-/// of the cost of encoding text with quotes and newlines in it.
+/// `value` as its JSON but with every string written raw, behind a `"` and
+/// its length: not JSON, but as unambiguous (a string cannot be read as
+/// structure, nor structure as a string's length), for taking a digest of.
+/// Escaping was most of the cost of encoding text with quotes and newlines
+/// in it.
 pub fn to_digest_input<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
@@ -31,6 +33,7 @@ pub fn to_digest_input<T: Serialize + ?Sized>(
 
 /// A string as [`to_digest_input`] writes it.
 fn write_raw(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
 }
@@ -652,10 +655,36 @@ mod tests {
                 out
             };
             prop_assert_eq!(input(&a) == input(&b), to_vec(&a).unwrap() == to_vec(&b).unwrap());
-            // Strings made to look like the structure around them.
-            let split = json!(["a", "b"]);
-            let joined = json!(["a\",\"b"]);
-            prop_assert_ne!(input(&split), input(&joined));
+        }
+    }
+
+    /// Strings made to read as the structure around them, or as another
+    /// value's encoding behind a length.
+    #[test]
+    fn a_string_never_reads_as_structure_in_a_digest_input() {
+        let input = |v: &Value| {
+            let mut out = Vec::new();
+            to_digest_input(&mut out, v).unwrap();
+            out
+        };
+        assert_ne!(input(&json!(["a", "b"])), input(&json!(["a\",\"b"])));
+        // Parts whose encoding, read as a length and bytes, would spell a
+        // string: a string's encoding starts with `"`, an array's with `[`.
+        let parts = json!([{"type": "text", "text": "a"}]);
+        let spelled = input(&parts);
+        let text = String::from_utf8(spelled.get(9..).unwrap().to_vec()).unwrap();
+        assert_ne!(input(&parts), input(&Value::String(text)));
+        assert_eq!(input(&json!("ab")), b"\"\x02\0\0\0\0\0\0\0ab");
+    }
+
+    proptest! {
+        #[test]
+        fn digest_inputs_of_strings_are_their_bytes_behind_a_quote_and_length(text in any::<String>()) {
+            let mut out = Vec::new();
+            to_digest_input(&mut out, &text).unwrap();
+            prop_assert_eq!(out.first(), Some(&b'"'));
+            prop_assert_eq!(out.get(1..9), Some(&(text.len() as u64).to_le_bytes()[..]));
+            prop_assert_eq!(out.get(9..), Some(text.as_bytes()));
         }
     }
 

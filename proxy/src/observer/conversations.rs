@@ -10,11 +10,13 @@
 //! whole (`{"new":[...]}`). Readers resolve the pieces in log order
 //! ([`Resolver`]). A chat with nothing to refer to is written as before.
 //!
-//! A chat refers only to chats whose own chain starts at most
+//! A chat refers only to the same caller's chats (digests are keyed by the
+//! caller: no caller can make another's conversation read back with its
+//! messages), and only to chats whose own chain starts at most
 //! [`CHAIN_SPAN_MS`] before it. Retention deletes whole segments by age, so
 //! a chain loses its start only in the last hour before its own chats are
 //! deleted too; such a chat, or one whose start is unreadable, is read
-//! without messages (and counted).
+//! without messages (a warning says how many).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -35,11 +37,15 @@ const MAX_CHATS: usize = 4096;
 /// digests' map, a few MB): a turn refers mostly to the turn before it, so
 /// this is hundreds of agents' conversations.
 const MAX_MESSAGES: usize = 1 << 16;
+/// The scratch buffer kept between chats: one huge message does not hold
+/// its size for good.
+const SCRATCH_KEPT: usize = 1 << 20;
 /// A run of earlier messages shorter than this is written again: its
 /// reference would be about as long, and would tie the chat to another.
 const MIN_REFERRED_BYTES: usize = 128;
 
-/// A message's digest: two 64-bit hashes of its JSON under random keys.
+/// A message's digest: two 64-bit hashes, under random keys, of its caller
+/// and its digest input ([`to_digest_input`]).
 type Digest = u128;
 
 /// One piece of a chat's messages, as the log holds them.
@@ -107,6 +113,7 @@ impl MessageIndex {
         &mut self,
         out: &mut Vec<u8>,
         id: Option<&str>,
+        caller: Option<&str>,
         at_ms: u64,
         messages: &[Message],
     ) -> serde_json::Result<()> {
@@ -125,8 +132,11 @@ impl MessageIndex {
             // Digested unescaped: only the new messages are encoded as JSON.
             self.scratch.clear();
             to_digest_input(&mut self.scratch, message)?;
-            self.digests.push(self.digest(&self.scratch));
+            self.digests.push(self.digest(caller, &self.scratch));
             self.sizes.push(self.scratch.len());
+        }
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
         }
         // A chat this short can neither refer to a run of earlier messages
         // nor be referred to.
@@ -217,9 +227,12 @@ impl MessageIndex {
         self.pending = None;
     }
 
-    fn digest(&self, bytes: &[u8]) -> Digest {
+    fn digest(&self, caller: Option<&str>, bytes: &[u8]) -> Digest {
+        let caller = caller.unwrap_or_default();
         let [low, high] = self.keys.each_ref().map(|key| {
             let mut hasher = key.build_hasher();
+            hasher.write_usize(caller.len());
+            hasher.write(caller.as_bytes());
             hasher.write(bytes);
             hasher.finish()
         });
@@ -302,7 +315,8 @@ impl MessageIndex {
 /// the pieces of the chats it keeps.
 pub(super) struct Needed {
     ids: HashSet<String>,
-    /// The oldest start of a chat read so far.
+    /// The earliest end of a chat read so far (the log is in the order
+    /// chats ended).
     oldest_read_ms: u64,
     /// No chat named starts before this: a chain reaches back at most its
     /// span (doubled, for chats logged out of order by their start).
@@ -323,7 +337,9 @@ impl Needed {
     /// Whether `chat`, just read, is one a kept chat names (then it is no
     /// longer needed).
     pub(super) fn take(&mut self, chat: &ChatEvent) -> bool {
-        self.oldest_read_ms = self.oldest_read_ms.min(chat.at_ms);
+        // Whole milliseconds are enough: the reach has hours of slack.
+        let ended = chat.at_ms.saturating_add(chat.latency_ms as u64);
+        self.oldest_read_ms = self.oldest_read_ms.min(ended);
         chat.id.as_ref().is_some_and(|id| self.ids.remove(id))
     }
 
@@ -348,24 +364,74 @@ impl Needed {
 /// Resolves the pieces of chats read back, in log order.
 #[derive(Default)]
 pub(super) struct Resolver {
-    /// The messages of every chat read so far that had them, by completion id.
+    /// The messages of the chats read so far that had them, by completion id.
     by_id: HashMap<String, Arc<Vec<Message>>>,
+    /// With [`Resolver::for_chats`], how many pieces of the chats still to
+    /// resolve name each chat: only those are kept in `by_id`, and only
+    /// until the last piece naming them is resolved.
+    named: Option<HashMap<String, usize>>,
     /// Chats whose pieces named a chat not read (deleted, or unreadable).
     unresolved: u64,
 }
 
 impl Resolver {
+    /// A resolver for `chats` (oldest first, each to be resolved in turn)
+    /// that keeps a chat's messages only while a later one names it: a
+    /// chain of turns holds at most a few conversations at once, not all.
+    pub(super) fn for_chats<'a>(chats: impl IntoIterator<Item = &'a ChatEvent>) -> Self {
+        let mut named: HashMap<String, usize> = HashMap::new();
+        for piece in chats
+            .into_iter()
+            .flat_map(|c| c.message_pieces.iter().flatten())
+        {
+            if let MessagePiece::Earlier { of, .. } = piece {
+                *named.entry(of.clone()).or_default() += 1;
+            }
+        }
+        Self {
+            named: Some(named),
+            ..Self::default()
+        }
+    }
+
     /// Fills in `chat`'s messages from its pieces, and keeps them for the
     /// chats after it.
     pub(super) fn resolve(&mut self, chat: &mut ChatEvent) {
         if let Some(pieces) = chat.message_pieces.take() {
-            chat.messages = self.assemble(pieces).map(Arc::new);
+            chat.messages = self.assemble(&pieces).map(Arc::new);
             if chat.messages.is_none() {
                 self.unresolved += 1;
             }
+            self.release(&pieces);
         }
-        if let (Some(id), Some(messages)) = (&chat.id, &chat.messages) {
+        let (Some(id), Some(messages)) = (&chat.id, &chat.messages) else {
+            return;
+        };
+        let later = self
+            .named
+            .as_ref()
+            .is_none_or(|named| named.get(id).is_some_and(|n| *n > 0));
+        if later {
             self.by_id.insert(id.clone(), Arc::clone(messages));
+        }
+    }
+
+    /// Counts `pieces`' references as resolved, dropping the chats no later
+    /// piece names.
+    fn release(&mut self, pieces: &[MessagePiece]) {
+        let Some(named) = &mut self.named else {
+            return;
+        };
+        for piece in pieces {
+            if let MessagePiece::Earlier { of, .. } = piece
+                && let Some(count) = named.get_mut(of)
+            {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    named.remove(of);
+                    self.by_id.remove(of);
+                }
+            }
         }
     }
 
@@ -379,15 +445,15 @@ impl Resolver {
         }
     }
 
-    fn assemble(&self, pieces: Vec<MessagePiece>) -> Option<Vec<Message>> {
+    fn assemble(&self, pieces: &[MessagePiece]) -> Option<Vec<Message>> {
         let mut messages = Vec::new();
         for piece in pieces {
             match piece {
                 MessagePiece::Earlier { of, from, count } => {
-                    let earlier = self.by_id.get(&of)?;
-                    messages.extend_from_slice(earlier.get(from..from.checked_add(count)?)?);
+                    let earlier = self.by_id.get(of)?;
+                    messages.extend_from_slice(earlier.get(*from..from.checked_add(*count)?)?);
                 }
-                MessagePiece::New(new) => messages.extend(new),
+                MessagePiece::New(new) => messages.extend_from_slice(new),
             }
         }
         Some(messages)
@@ -421,7 +487,13 @@ mod tests {
                 let mut out = b"{\"x\":0".to_vec();
                 let messages = chat.messages.as_deref().unwrap();
                 index
-                    .write(&mut out, chat.id.as_deref(), chat.at_ms, messages)
+                    .write(
+                        &mut out,
+                        chat.id.as_deref(),
+                        chat.caller.as_deref(),
+                        chat.at_ms,
+                        messages,
+                    )
                     .unwrap();
                 out.push(b'}');
                 index.commit();
@@ -575,13 +647,46 @@ mod tests {
     }
 
     #[test]
+    fn a_resolver_for_known_chats_holds_a_chain_one_turn_at_a_time() {
+        let chats = turns(6, |_| None);
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        let (mut read, _) = read_all(&chats, &written);
+        // As read back from the log: pieces, not messages.
+        for (chat, line) in read.iter_mut().zip(&written) {
+            if let Some(pieces) = line.get("message_pieces") {
+                chat.messages = None;
+                chat.message_pieces = Some(serde_json::from_value(pieces.clone()).unwrap());
+            }
+        }
+        let mut resolver = Resolver::for_chats(&read);
+        for (chat, sent) in read.iter_mut().zip(&chats) {
+            resolver.resolve(chat);
+            assert!(resolver.by_id.len() <= 1, "{:?}", resolver.by_id.keys());
+            assert_eq!(json(chat.messages.as_ref()), json(sent.messages.as_ref()));
+        }
+        assert!(resolver.by_id.is_empty(), "nothing names the last turn");
+    }
+
+    #[test]
+    fn a_chat_refers_only_to_its_own_callers_chats() {
+        let mut chats = turns(2, |_| None);
+        chats[0].caller = Some("alice".into());
+        chats[1].caller = Some("bob".into());
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        assert!(written[1].get("messages").is_some(), "{}", written[1]);
+        chats[1].caller = Some("alice".into());
+        let written = write_all(&mut MessageIndex::default(), &chats);
+        assert!(written[1].get("message_pieces").is_some(), "{}", written[1]);
+    }
+
+    #[test]
     fn an_abandoned_chat_is_never_referred_to() {
         let chats = turns(2, |_| None);
         let mut index = MessageIndex::default();
         let mut out = Vec::new();
         let first = chats[0].messages.as_deref().unwrap();
         index
-            .write(&mut out, chats[0].id.as_deref(), 1, first)
+            .write(&mut out, chats[0].id.as_deref(), None, 1, first)
             .unwrap();
         index.abandon();
         index.commit();
