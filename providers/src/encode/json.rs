@@ -31,6 +31,15 @@ pub fn to_digest_input<T: Serialize + ?Sized>(
     value.serialize(&mut Writer { out, raw: true })
 }
 
+/// A string value or key: raw ([`to_digest_input`]) or escaped (JSON).
+fn write_string(out: &mut Vec<u8>, text: &str, raw: bool) {
+    if raw {
+        write_raw(out, text);
+    } else {
+        write_escaped(out, text);
+    }
+}
+
 /// A string as [`to_digest_input`] writes it.
 fn write_raw(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
@@ -206,11 +215,7 @@ impl<'a, 'b> ser::Serializer for &'b mut Writer<'a> {
     }
 
     fn serialize_str(self, v: &str) -> serde_json::Result<()> {
-        if self.raw {
-            write_raw(self.out, v);
-        } else {
-            write_escaped(self.out, v);
-        }
+        write_string(self.out, v, self.raw);
         Ok(())
     }
 
@@ -447,11 +452,7 @@ impl ser::Serializer for KeyWriter<'_> {
     type SerializeStructVariant = ser::Impossible<(), serde_json::Error>;
 
     fn serialize_str(self, v: &str) -> serde_json::Result<()> {
-        if self.raw {
-            write_raw(self.out, v);
-        } else {
-            write_escaped(self.out, v);
-        }
+        write_string(self.out, v, self.raw);
         Ok(())
     }
 

@@ -63,6 +63,20 @@ pub enum MessagePiece {
     New(Vec<Message>),
 }
 
+/// `,"messages":[...]`: a chat's messages written whole, as before this index.
+fn write_whole(out: &mut Vec<u8>, messages: &[Message]) -> serde_json::Result<()> {
+    out.extend_from_slice(b",\"messages\":");
+    write_value(out, messages)
+}
+
+/// The chats (by completion id) that `pieces` refer to, once per piece.
+fn earlier_ids(pieces: &[MessagePiece]) -> impl Iterator<Item = &String> {
+    pieces.iter().filter_map(|piece| match piece {
+        MessagePiece::Earlier { of, .. } => Some(of),
+        MessagePiece::New(_) => None,
+    })
+}
+
 /// A chat the writer logged, that later chats may refer to.
 struct Remembered {
     /// Its place in the order of remembered chats.
@@ -123,8 +137,7 @@ impl MessageIndex {
         // repeat one message, and the next turn of its conversation writes
         // that message once more.
         if messages.len() < 2 {
-            out.extend_from_slice(b",\"messages\":");
-            return write_value(out, messages);
+            return write_whole(out, messages);
         }
         self.digests.clear();
         self.sizes.clear();
@@ -141,13 +154,11 @@ impl MessageIndex {
         // A chat this short can neither refer to a run of earlier messages
         // nor be referred to.
         if self.sizes.iter().sum::<usize>() < MIN_REFERRED_BYTES {
-            out.extend_from_slice(b",\"messages\":");
-            return write_value(out, messages);
+            return write_whole(out, messages);
         }
         let root_ms = self.split(at_ms);
         if self.pieces.iter().all(|p| p.earlier.is_none()) {
-            out.extend_from_slice(b",\"messages\":");
-            write_value(out, messages)?;
+            write_whole(out, messages)?;
         } else {
             out.extend_from_slice(b",\"message_pieces\":[");
             for (n, piece) in self.pieces.iter().enumerate() {
@@ -345,12 +356,10 @@ impl Needed {
 
     /// Notes the chats that `chat`, kept, names.
     pub(super) fn keep(&mut self, chat: &ChatEvent) {
-        for piece in chat.message_pieces.iter().flatten() {
-            if let MessagePiece::Earlier { of, .. } = piece {
-                self.ids.insert(of.clone());
-                let reach = chat.at_ms.saturating_sub(2 * CHAIN_SPAN_MS);
-                self.reach_ms = self.reach_ms.min(reach);
-            }
+        for of in earlier_ids(chat.message_pieces.as_deref().unwrap_or_default()) {
+            self.ids.insert(of.clone());
+            let reach = chat.at_ms.saturating_sub(2 * CHAIN_SPAN_MS);
+            self.reach_ms = self.reach_ms.min(reach);
         }
     }
 
@@ -380,11 +389,8 @@ impl Resolver {
     /// chain of turns holds at most a few conversations at once, not all.
     pub(super) fn for_chats<'a>(chats: impl IntoIterator<Item = &'a ChatEvent>) -> Self {
         let mut named: HashMap<String, usize> = HashMap::new();
-        for piece in chats
-            .into_iter()
-            .flat_map(|c| c.message_pieces.iter().flatten())
-        {
-            if let MessagePiece::Earlier { of, .. } = piece {
+        for chat in chats {
+            for of in earlier_ids(chat.message_pieces.as_deref().unwrap_or_default()) {
                 *named.entry(of.clone()).or_default() += 1;
             }
         }
@@ -422,10 +428,8 @@ impl Resolver {
         let Some(named) = &mut self.named else {
             return;
         };
-        for piece in pieces {
-            if let MessagePiece::Earlier { of, .. } = piece
-                && let Some(count) = named.get_mut(of)
-            {
+        for of in earlier_ids(pieces) {
+            if let Some(count) = named.get_mut(of) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
                     named.remove(of);
