@@ -29,9 +29,11 @@ use crate::auth::CALLER;
 use crate::error::ApiError;
 
 mod conversations;
+mod writer;
 
 pub(crate) use conversations::MessagePiece;
 use conversations::{MessageIndex, Needed, Resolver};
+use writer::LogWriter;
 
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -135,7 +137,7 @@ enum Record {
 }
 
 /// One line of the observer's log, as written: the same shape as [`Record`],
-/// borrowing the chat the ring shares with the writer instead of a copy.
+/// borrowing the chat.
 enum Line<'a> {
     Chat(&'a ChatEvent),
     Rating {
@@ -143,32 +145,6 @@ enum Line<'a> {
         rating: f32,
         at_ms: u64,
     },
-}
-
-enum Command {
-    Chat(Arc<ChatEvent>),
-    Rating {
-        id: String,
-        rating: f32,
-        at_ms: u64,
-    },
-    /// Acknowledged once everything sent before it is written.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
-impl Command {
-    /// The log line of a write; `None` for a flush.
-    fn line(&self) -> Option<Line<'_>> {
-        match self {
-            Self::Chat(event) => Some(Line::Chat(event)),
-            Self::Rating { id, rating, at_ms } => Some(Line::Rating {
-                id,
-                rating: *rating,
-                at_ms: *at_ms,
-            }),
-            Self::Flush(_) => None,
-        }
-    }
 }
 
 impl Line<'_> {
@@ -287,23 +263,6 @@ fn write_ms(out: &mut Vec<u8>, ms: f64) -> serde_json::Result<()> {
     Ok(())
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Chat(_) => "Chat",
-            Self::Rating { .. } => "Rating",
-            Self::Flush(_) => "Flush",
-        })
-    }
-}
-
-/// How long the writer waits for more events before writing a segment.
-const LINGER: Duration = Duration::from_millis(250);
-/// Most records in one segment.
-const MAX_BATCH: usize = 2000;
-/// The most a part of a segment being written is sized for (a single longer
-/// line makes its part longer).
-const SEGMENT_PART: usize = 1 << 20;
 /// How often a running server looks for segments past the retention.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
@@ -348,32 +307,39 @@ pub struct ObserverStats {
     pub replayed: usize,
     /// Unreadable log lines skipped at start.
     pub skipped_lines: u64,
-    /// Events not persisted because the writer's queue was full.
+    /// Events not logged because too much was waiting to be written.
     pub dropped: u64,
-    /// Segments that could not be written.
+    /// Events that could not be encoded, and segments that could not be
+    /// written (a failed segment is written again with the next one).
     pub write_failures: u64,
     /// Log segments deleted because they were older than the retention.
     pub pruned_segments: u64,
 }
 
 /// The bounded ring of recent events, and the writer that appends them to
-/// `observer/events` in the store. Recording never waits: a full queue
-/// drops the event from the log (counted), never the chat.
+/// `observer/events` in the store. Recording never waits for the store: past
+/// a bound of lines waiting to be written, an event is left out of the log
+/// (counted), never the chat.
 #[derive(Debug)]
 pub struct Observer {
     capacity: usize,
-    /// Shared with the writer's queue, so recording a chat copies nothing.
     events: Mutex<VecDeque<Arc<ChatEvent>>>,
-    writer: Option<tokio::sync::mpsc::Sender<Command>>,
-    /// Ends the writer's wait for more chats, so a flush need not wait it out.
-    flush_requested: Arc<tokio::sync::Notify>,
+    /// Gathers the log's lines, when there is a store.
+    writer: Option<Arc<LogWriter>>,
     replayed: usize,
     skipped_lines: u64,
-    dropped: AtomicU64,
-    write_failures: std::sync::Arc<AtomicU64>,
     pruned_segments: std::sync::Arc<AtomicU64>,
     /// The store the log lives in, when there is one.
     objects: Option<lakehouse_retrieval::objects::Objects>,
+}
+
+impl Drop for Observer {
+    /// The writer writes what is gathered, then ends.
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            writer.close();
+        }
+    }
 }
 
 /// Chats from log records (in log order), oldest first, each with its
@@ -409,11 +375,8 @@ impl Observer {
             capacity: capacity.max(1),
             events: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 4096))),
             writer: None,
-            flush_requested: Arc::default(),
             replayed: 0,
             skipped_lines: 0,
-            dropped: AtomicU64::new(0),
-            write_failures: std::sync::Arc::default(),
             pruned_segments: std::sync::Arc::default(),
             objects: None,
         }
@@ -494,24 +457,18 @@ impl Observer {
         observer.replayed = ring.len();
         observer.events = Mutex::new(ring);
         observer.skipped_lines = skipped;
-        let (tx, rx) = tokio::sync::mpsc::channel(16 * 1024);
-        tokio::spawn(write_loop(
-            log,
-            rx,
-            observer.flush_requested.clone(),
-            observer.write_failures.clone(),
-            LINGER,
-        ));
+        let writer = Arc::new(LogWriter::default());
+        tokio::spawn(writer::write_loop(log, writer.clone(), writer::LINGER));
         if let Some(retention) = retention {
             tokio::spawn(retention_loop(
                 lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
                 retention,
                 observer.pruned_segments.clone(),
-                tx.downgrade(),
+                Arc::downgrade(&writer),
                 hourly(),
             ));
         }
-        observer.writer = Some(tx);
+        observer.writer = Some(writer);
         observer.objects = Some(objects);
         Ok(observer)
     }
@@ -531,7 +488,9 @@ impl Observer {
 
     fn record(&self, event: impl Into<Arc<ChatEvent>>) {
         let event = event.into();
-        self.persist(Command::Chat(event.clone()));
+        if let Some(writer) = &self.writer {
+            writer.append(Line::Chat(&event));
+        }
         let mut events = self
             .events
             .lock()
@@ -547,14 +506,6 @@ impl Observer {
         drop(evicted);
     }
 
-    fn persist(&self, command: Command) {
-        if let Some(writer) = &self.writer
-            && writer.try_send(command).is_err()
-        {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Records a rating of the completion `id` (in memory and in the log).
     pub fn rate(&self, id: &str, rating: f32) {
         {
@@ -567,26 +518,23 @@ impl Observer {
                 .rev()
                 .find(|e| e.id.as_deref() == Some(id))
             {
-                // Copies the event only while the writer still holds it.
+                // Copies the event only while a reader of the ring holds it.
                 Arc::make_mut(e).rating = Some(rating);
             }
         }
-        self.persist(Command::Rating {
-            id: id.to_owned(),
-            rating,
-            at_ms: unix_ms(),
-        });
+        if let Some(writer) = &self.writer {
+            writer.append(Line::Rating {
+                id,
+                rating,
+                at_ms: unix_ms(),
+            });
+        }
     }
 
     /// Waits until everything recorded so far is written (shutdown, tests).
     pub async fn flush(&self) {
-        let Some(writer) = &self.writer else {
-            return;
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if writer.send(Command::Flush(tx)).await.is_ok() {
-            self.flush_requested.notify_one();
-            let _ = rx.await;
+        if let Some(writer) = &self.writer {
+            writer.flush().await;
         }
     }
 
@@ -595,8 +543,14 @@ impl Observer {
             in_memory: self.events.lock().map(|e| e.len()).unwrap_or_default(),
             replayed: self.replayed,
             skipped_lines: self.skipped_lines,
-            dropped: self.dropped.load(Ordering::Relaxed),
-            write_failures: self.write_failures.load(Ordering::Relaxed),
+            dropped: self
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.dropped.load(Ordering::Relaxed)),
+            write_failures: self
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.failures.load(Ordering::Relaxed)),
             pruned_segments: self.pruned_segments.load(Ordering::Relaxed),
         }
     }
@@ -662,127 +616,6 @@ impl Observer {
     }
 }
 
-/// Appends what arrives, one segment per burst: after the first record it
-/// waits up to `linger` ([`LINGER`] in a server; a flush ends the wait) for
-/// more, so a busy server writes few objects, then takes what queued
-/// meanwhile, up to [`MAX_BATCH`]. A full batch is written without a wait;
-/// while it waits, the queue holds 16,384 commands, ~65,000 chats a second.
-async fn write_loop(
-    log: lakehouse_memory::log::JsonlLog,
-    mut commands: tokio::sync::mpsc::Receiver<Command>,
-    flush_requested: Arc<tokio::sync::Notify>,
-    failures: std::sync::Arc<AtomicU64>,
-    linger: Duration,
-) {
-    let is_flush = |c: &Command| matches!(c, Command::Flush(_));
-    let mut batch: Vec<Command> = Vec::new();
-    // Moves with each batch to the encoding thread and back.
-    let mut index = MessageIndex::default();
-    // Sizes the parts of the next segment (see `encode_segment`).
-    let mut bytes_per_line = 512;
-    while commands.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // The chats that arrive while the first waits are gathered for
-        // `linger` (or until a flush asks) without listening on the queue: a
-        // task that wakes on every send is polled once more per chat.
-        if !batch.iter().any(is_flush) && batch.len() < MAX_BATCH {
-            tokio::select! {
-                () = tokio::time::sleep(linger) => {}
-                () = flush_requested.notified() => {}
-            }
-            while batch.len() < MAX_BATCH {
-                match commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-        }
-        // Encoded off the runtime's threads: with one worker the writer
-        // shares the chats' thread, and a batch of captured conversations
-        // (tens of MB) held every chat while it was encoded.
-        let encoding = {
-            let failures = failures.clone();
-            tokio::task::spawn_blocking(move || {
-                let (parts, count) = encode_segment(&batch, &mut index, bytes_per_line, &failures);
-                (parts, count, batch, index)
-            })
-        };
-        let (parts, count) = match encoding.await {
-            Ok((parts, count, encoded, used)) => {
-                batch = encoded;
-                index = used;
-                (parts, count)
-            }
-            Err(e) => {
-                failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("observer: cannot encode a segment: {e}");
-                batch = Vec::new();
-                index = MessageIndex::default();
-                continue;
-            }
-        };
-        let bytes: usize = parts.iter().map(bytes::Bytes::len).sum();
-        if let Some(average) = bytes.checked_div(count) {
-            bytes_per_line = average + average / 4;
-        }
-        if let Err(e) = log.append_encoded(parts).await {
-            // Later chats must not refer to the ones this segment held.
-            index.forget_all();
-            failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("observer: cannot write {count} events: {e}");
-        }
-        for command in batch.drain(..) {
-            if let Command::Flush(ack) = command {
-                let _ = ack.send(());
-            }
-        }
-    }
-}
-
-/// The log lines of `batch`'s records as parts of about [`SEGMENT_PART`]
-/// bytes at most, and how many lines they hold; each part is sized from
-/// `bytes_per_line`. One buffer for a whole segment grew to tens of
-/// megabytes with captured conversations: fresh memory each batch, faulted
-/// in page by page (24 page faults a 40 KB chat), and copied again at each
-/// doubling.
-fn encode_segment(
-    batch: &[Command],
-    index: &mut MessageIndex,
-    bytes_per_line: usize,
-    failures: &AtomicU64,
-) -> (Vec<bytes::Bytes>, usize) {
-    let part_size = |lines_left: usize| lines_left.saturating_mul(bytes_per_line).min(SEGMENT_PART);
-    let mut lines_left = batch.len();
-    let mut parts = Vec::new();
-    let mut part = Vec::with_capacity(part_size(lines_left));
-    let mut count = 0;
-    for line in batch.iter().filter_map(Command::line) {
-        // A new part before a line that would not fit: a full part grown is
-        // copied into fresh memory, what parts are here to avoid.
-        if !part.is_empty() && part.len().saturating_add(bytes_per_line) > part.capacity() {
-            let next = Vec::with_capacity(part_size(lines_left));
-            parts.push(std::mem::replace(&mut part, next).into());
-        }
-        let start = part.len();
-        match line.write_json(&mut part, Some(index)) {
-            Ok(()) => {
-                part.push(b'\n');
-                count += 1;
-                index.commit();
-            }
-            Err(e) => {
-                // One unwritable record does not cost the others their place.
-                index.abandon();
-                part.truncate(start);
-                failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("observer: cannot encode an event: {e}");
-            }
-        }
-        lines_left = lines_left.saturating_sub(1);
-    }
-    parts.push(part.into());
-    (parts, count)
-}
-
 /// Deletes the segments older than `retention`, counting them in `pruned`.
 async fn prune(log: &lakehouse_memory::log::JsonlLog, retention: Duration, pruned: &AtomicU64) {
     let cutoff = SystemTime::now()
@@ -804,12 +637,12 @@ async fn retention_loop(
     log: lakehouse_memory::log::JsonlLog,
     retention: Duration,
     pruned: std::sync::Arc<AtomicU64>,
-    alive: tokio::sync::mpsc::WeakSender<Command>,
+    alive: std::sync::Weak<LogWriter>,
     ticks: impl futures::Stream<Item = ()>,
 ) {
     let mut ticks = std::pin::pin!(ticks);
     while futures::StreamExt::next(&mut ticks).await.is_some() {
-        if alive.upgrade().is_none() {
+        if alive.upgrade().is_none_or(|writer| writer.is_closed()) {
             return;
         }
         prune(&log, retention, &pruned).await;
@@ -1067,9 +900,13 @@ mod tests {
 
     /// A store in a new temporary folder.
     fn temp_store() -> lakehouse_retrieval::objects::Objects {
+        store_at(std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-")))
+    }
+
+    fn store_at(root: std::path::PathBuf) -> lakehouse_retrieval::objects::Objects {
         use lakehouse_retrieval::objects::{Caps, Objects, StoreConfig};
         Objects::open(&StoreConfig::Local {
-            root: std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-")),
+            root,
             caps: Caps::default(),
         })
         .unwrap()
@@ -1082,12 +919,10 @@ mod tests {
     /// chats after the first: only a flush ends the wait.
     fn lingering_observer(objects: &lakehouse_retrieval::objects::Objects) -> Observer {
         let mut observer = Observer::new(10);
-        let (writer, queue) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(write_loop(
+        let writer = Arc::new(LogWriter::default());
+        tokio::spawn(writer::write_loop(
             lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
-            queue,
-            observer.flush_requested.clone(),
-            observer.write_failures.clone(),
+            writer.clone(),
             Duration::from_secs(3600),
         ));
         observer.writer = Some(writer);
@@ -1114,6 +949,34 @@ mod tests {
             .map(|e| e.latency_ms)
             .collect();
         assert_eq!(latencies, [1.0, 2.0]);
+    }
+
+    #[tokio::test]
+    async fn a_segment_the_store_refused_is_written_with_the_next_one() {
+        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-"));
+        let objects = store_at(root.clone());
+        // A file where the log's folder goes: no segment can be written.
+        std::fs::create_dir_all(root.join("observer")).unwrap();
+        std::fs::write(root.join(LOG), "in the way").unwrap();
+        let observer = lingering_observer(&objects);
+        observer.record(event("kimi", Outcome::Ok, 1.0));
+        observer.flush().await;
+        assert_eq!(observer.stats().write_failures, 1);
+
+        std::fs::remove_file(root.join(LOG)).unwrap();
+        observer.record(event("kimi", Outcome::Ok, 2.0));
+        observer.flush().await;
+        let latencies: Vec<f64> = observer
+            .history()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.latency_ms)
+            .collect();
+        assert_eq!(latencies, [1.0, 2.0]);
+        assert_eq!(objects.list(LOG).await.unwrap().len(), 1, "one segment");
+        let stats = observer.stats();
+        assert_eq!((stats.write_failures, stats.dropped), (1, 0));
     }
 
     #[tokio::test]
@@ -1286,15 +1149,19 @@ mod tests {
         objects.put(&old_key, "{}\n".into()).await.unwrap();
 
         // The observer is gone: the first tick ends the loop, nothing is deleted.
-        let (writer, _queue) = tokio::sync::mpsc::channel::<Command>(1);
-        let gone = writer.downgrade();
+        let writer = Arc::new(LogWriter::default());
+        let gone = Arc::downgrade(&writer);
         drop(writer);
         assert_eq!(run(gone, 3).await, 0);
+        // Closed, its writer may still be writing: nothing is deleted either.
+        let writer = Arc::new(LogWriter::default());
+        writer.close();
+        assert_eq!(run(Arc::downgrade(&writer), 3).await, 0);
         assert!(objects.get_opt(&old_key).await.unwrap().is_some());
 
         // While it lives, each tick prunes: the first deletes, the second finds nothing.
-        let (writer, _queue) = tokio::sync::mpsc::channel::<Command>(1);
-        assert_eq!(run(writer.downgrade(), 2).await, 1);
+        let writer = Arc::new(LogWriter::default());
+        assert_eq!(run(Arc::downgrade(&writer), 2).await, 1);
         assert!(objects.get_opt(&old_key).await.unwrap().is_none());
     }
 
@@ -1439,24 +1306,26 @@ mod tests {
     }
 
     #[test]
-    fn a_rating_leaves_the_queued_chat_as_it_was_and_queues_its_own_line() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    fn a_rating_leaves_the_logged_chat_as_it_was_and_logs_its_own_line() {
+        let writer = Arc::new(LogWriter::default());
         let mut observer = Observer::new(10);
-        observer.writer = Some(tx);
+        observer.writer = Some(writer.clone());
         let mut chat = event("kimi", Outcome::Ok, 2.0);
         chat.id = Some("chatcmpl-2".into());
         observer.record(chat);
         observer.rate("chatcmpl-2", 1.0);
         assert_eq!(observer.recent(1, None, None)[0].rating, Some(1.0));
-        match rx.try_recv().unwrap() {
-            Command::Chat(queued) => assert_eq!(queued.rating, None),
-            other => panic!("expected the chat first, got {other:?}"),
-        }
-        match rx.try_recv().unwrap() {
-            Command::Rating { id, rating, .. } => {
-                assert_eq!((id.as_str(), rating), ("chatcmpl-2", 1.0))
+        let lines: Vec<Record> = writer
+            .gathered()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        match &lines[..] {
+            [Record::Chat(chat), Record::Rating { id, rating }] => {
+                assert_eq!(chat.rating, None);
+                assert_eq!((id.as_str(), *rating), ("chatcmpl-2", 1.0));
             }
-            other => panic!("expected the rating, got {other:?}"),
+            other => panic!("expected the chat, then its rating: {other:?}"),
         }
     }
 

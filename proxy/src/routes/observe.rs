@@ -112,7 +112,7 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         &mut out,
         Kind::Counter,
         "lakehouse_observer_dropped_total",
-        "Witnessed chats not written to the store because the writer's queue was full.",
+        "Witnessed chats left out of the log because 64 MiB of lines were waiting to be written.",
         &[],
         &[(vec![], observer.dropped)],
     );
@@ -120,7 +120,7 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         &mut out,
         Kind::Counter,
         "lakehouse_observer_write_failures_total",
-        "Observer log segments the store refused.",
+        "Observer log lines that could not be encoded, and segments the store refused (each is written again with the next).",
         &[],
         &[(vec![], observer.write_failures)],
     );
