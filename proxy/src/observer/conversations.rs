@@ -23,7 +23,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use lakehouse_providers::encode::json::to_digest_input;
-use lakehouse_providers::encode::{write_str, write_u64, write_value};
+use lakehouse_providers::encode::{write_messages, write_str, write_u64};
 use lakehouse_providers::openai::Message;
 use serde::Deserialize;
 
@@ -66,7 +66,7 @@ pub enum MessagePiece {
 /// `,"messages":[...]`: a chat's messages written whole, as before this index.
 fn write_whole(out: &mut Vec<u8>, messages: &[Message]) -> serde_json::Result<()> {
     out.extend_from_slice(b",\"messages\":");
-    write_value(out, messages)
+    write_messages(out, messages)
 }
 
 /// The chats (by completion id) that `pieces` refer to, once per piece.
@@ -180,7 +180,7 @@ impl MessageIndex {
                     }
                     None => {
                         out.extend_from_slice(b"{\"new\":");
-                        write_value(
+                        write_messages(
                             out,
                             messages.get(piece.start..piece.end).unwrap_or_default(),
                         )?;
