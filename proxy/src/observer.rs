@@ -518,7 +518,7 @@ impl Observer {
                 .rev()
                 .find(|e| e.id.as_deref() == Some(id))
             {
-                // Copies the event only while a reader of the ring holds it.
+                // The ring holds the only reference: changed in place.
                 Arc::make_mut(e).rating = Some(rating);
             }
         }
