@@ -247,14 +247,29 @@ impl JsonlLog {
         if parts.iter().all(Bytes::is_empty) {
             return Ok(());
         }
+        self.write_segment(&self.new_segment_key(), parts).await
+    }
+
+    /// The key of a new segment, after every segment named before it.
+    pub fn new_segment_key(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let key = format!(
+        format!(
             "{}/{:020}-{}-{n:06}.jsonl",
             self.name,
             self.segment_micros(),
             lakehouse_providers::openai::new_id("")
-        );
-        self.objects.put_parts(&key, parts).await?;
+        )
+    }
+
+    /// Writes `parts` (as [`append_encoded`]) as the segment `key`, from
+    /// [`new_segment_key`]: a writer that tries a refused segment again does
+    /// so under the same key, so that a write that was in fact stored is
+    /// not kept twice.
+    ///
+    /// [`append_encoded`]: Self::append_encoded
+    /// [`new_segment_key`]: Self::new_segment_key
+    pub async fn write_segment(&self, key: &str, parts: Vec<Bytes>) -> Result<()> {
+        self.objects.put_parts(key, parts).await?;
         Ok(())
     }
 

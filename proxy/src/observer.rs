@@ -307,11 +307,14 @@ pub struct ObserverStats {
     pub replayed: usize,
     /// Unreadable log lines skipped at start.
     pub skipped_lines: u64,
-    /// Events not logged because too much was waiting to be written.
+    /// Events (chats and ratings) left out of the log: too much was
+    /// waiting to be written, or a refused segment was given up.
     pub dropped: u64,
-    /// Events that could not be encoded, and segments that could not be
-    /// written (a failed segment is written again with the next one).
+    /// Events that could not be encoded, and refused segment writes (a
+    /// refused segment is written again, after a growing wait).
     pub write_failures: u64,
+    /// Log segments written since start.
+    pub written_segments: u64,
     /// Log segments deleted because they were older than the retention.
     pub pruned_segments: u64,
 }
@@ -458,7 +461,7 @@ impl Observer {
         observer.events = Mutex::new(ring);
         observer.skipped_lines = skipped;
         let writer = Arc::new(LogWriter::default());
-        tokio::spawn(writer::write_loop(log, writer.clone(), writer::LINGER));
+        tokio::spawn(writer::write_loop(log, writer.clone(), writer::SERVER));
         if let Some(retention) = retention {
             tokio::spawn(retention_loop(
                 lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
@@ -551,6 +554,7 @@ impl Observer {
                 .writer
                 .as_ref()
                 .map_or(0, |w| w.failures.load(Ordering::Relaxed)),
+            written_segments: self.writer.as_ref().map_or(0, |w| *w.segments.borrow()),
             pruned_segments: self.pruned_segments.load(Ordering::Relaxed),
         }
     }
@@ -903,7 +907,7 @@ mod tests {
         store_at(std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-")))
     }
 
-    fn store_at(root: std::path::PathBuf) -> lakehouse_retrieval::objects::Objects {
+    pub(super) fn store_at(root: std::path::PathBuf) -> lakehouse_retrieval::objects::Objects {
         use lakehouse_retrieval::objects::{Caps, Objects, StoreConfig};
         Objects::open(&StoreConfig::Local {
             root,
@@ -923,7 +927,10 @@ mod tests {
         tokio::spawn(writer::write_loop(
             lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG),
             writer.clone(),
-            Duration::from_secs(3600),
+            writer::Timing {
+                linger: Duration::from_secs(3600),
+                first_backoff: Duration::from_secs(3600),
+            },
         ));
         observer.writer = Some(writer);
         observer.objects = Some(objects.clone());
@@ -952,7 +959,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_segment_the_store_refused_is_written_with_the_next_one() {
+    async fn a_segment_the_store_refused_is_written_before_the_next_one() {
         let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-"));
         let objects = store_at(root.clone());
         // A file where the log's folder goes: no segment can be written.
@@ -974,7 +981,8 @@ mod tests {
             .map(|e| e.latency_ms)
             .collect();
         assert_eq!(latencies, [1.0, 2.0]);
-        assert_eq!(objects.list(LOG).await.unwrap().len(), 1, "one segment");
+        // The refused one under its key, then the next.
+        assert_eq!(objects.list(LOG).await.unwrap().len(), 2);
         let stats = observer.stats();
         assert_eq!((stats.write_failures, stats.dropped), (1, 0));
     }

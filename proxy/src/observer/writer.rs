@@ -7,20 +7,41 @@
 //! event crossed cores twice and lived until its segment was written: 1.5 µs
 //! of Lakehouse's 16 µs CPU per plain chat at 16 connections, against no
 //! measurable cost for the same encoding done in place.
+//!
+//! A segment the store refuses is written again, under the same key (a
+//! write that was in fact stored is then not kept twice), before anything
+//! gathered since, whose lines may refer to its chats' messages; the waits
+//! between attempts grow to [`MAX_BACKOFF`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use lakehouse_memory::MemoryError;
+use lakehouse_memory::log::JsonlLog;
+use lakehouse_retrieval::StoreError;
 use tokio::sync::{Notify, oneshot};
 
 use super::Line;
 use super::conversations::MessageIndex;
 
-/// How long the writer waits for more lines after the first before it
-/// writes a segment, so that a busy server writes few objects.
-pub(super) const LINGER: Duration = Duration::from_millis(250);
+/// The writer's waits.
+#[derive(Clone, Copy)]
+pub(super) struct Timing {
+    /// For more lines after the first before a segment is written, so
+    /// that a busy server writes few objects.
+    pub(super) linger: Duration,
+    /// Before a refused segment is written again; it doubles with each
+    /// refusal up to [`MAX_BACKOFF`].
+    pub(super) first_backoff: Duration,
+}
+
+/// A server's.
+pub(super) const SERVER: Timing = Timing {
+    linger: Duration::from_millis(250),
+    first_backoff: Duration::from_secs(1),
+};
 /// Lines that make a segment written without waiting out [`LINGER`].
 const FULL_SEGMENT: usize = 2000;
 /// The most a part of a segment grows to before the next part is started
@@ -28,10 +49,12 @@ const FULL_SEGMENT: usize = 2000;
 /// segment grew to tens of megabytes with captured conversations, and was
 /// copied again at each doubling.
 const SEGMENT_PART: usize = 1 << 20;
-/// The most bytes of lines waiting to be written. Past it (a store that
-/// cannot keep up, or is down), chats are not logged, and are counted as
-/// dropped; the chats themselves are never held up.
+/// The most bytes of lines not yet written, gathered or being written. Past
+/// it (a store that cannot keep up, or is down), lines are left out of the
+/// log and counted as dropped; the chats themselves are never held up.
 const MAX_PENDING: usize = 64 << 20;
+/// The longest wait before a refused segment is written again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Lines gathered for the next segment, and the task's wake-ups.
 #[derive(Default)]
@@ -41,10 +64,13 @@ pub(super) struct LogWriter {
     /// flush, the observer's end.
     wake: Notify,
     closed: AtomicBool,
-    /// Chats not logged because too much was waiting.
+    /// Lines (chats and ratings) left out of the log: too much was waiting,
+    /// or a segment was given up (see [`write_loop`]).
     pub(super) dropped: AtomicU64,
-    /// Lines that could not be encoded, and segments that could not be written.
+    /// Lines that could not be encoded, and refused segment writes.
     pub(super) failures: AtomicU64,
+    /// Segments written.
+    pub(super) segments: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -54,6 +80,13 @@ struct Pending {
     part: Vec<u8>,
     lines: usize,
     bytes: usize,
+    /// Bytes taken and not yet written: being written, or refused and
+    /// waiting to be written again. They count against [`MAX_PENDING`].
+    held: usize,
+    /// Whether the task was woken for the lines gathered, and for a full
+    /// segment of them: each is signalled once per segment.
+    woken: bool,
+    woken_full: bool,
     /// What the last segment weighed, to size the next one's parts.
     last_bytes: usize,
     /// The messages of the lines logged or gathered, to refer to.
@@ -67,7 +100,14 @@ struct Segment {
     parts: Vec<Bytes>,
     lines: usize,
     bytes: usize,
-    flushes: Vec<oneshot::Sender<()>>,
+}
+
+/// A segment to write under `key`; after a refusal, written again after
+/// `backoff`.
+struct Attempt {
+    key: String,
+    segment: Segment,
+    backoff: Duration,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -89,19 +129,17 @@ impl LogWriter {
     pub(super) fn append(&self, line: Line<'_>) {
         let wake = {
             let mut pending = self.lock();
-            if pending.bytes >= MAX_PENDING {
+            if pending.bytes.saturating_add(pending.held) >= MAX_PENDING {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            match pending.append(line) {
-                Ok(lines) => lines == 1 || lines == FULL_SEGMENT,
-                Err(e) => {
-                    // One unwritable record does not cost the others their place.
-                    self.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("observer: cannot encode an event: {e}");
-                    false
-                }
+            if let Err(e) = pending.append(line) {
+                // One unwritable record does not cost the others their place.
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("observer: cannot encode an event: {e}");
+                return;
             }
+            pending.wake_needed()
         };
         if wake {
             self.wake.notify_one();
@@ -109,7 +147,7 @@ impl LogWriter {
     }
 
     /// Waits until everything appended before the call is written (or its
-    /// write failed).
+    /// write was refused).
     pub(super) async fn flush(&self) {
         let (ack, written) = oneshot::channel();
         self.lock().flushes.push(ack);
@@ -133,46 +171,57 @@ impl LogWriter {
         pending.lines >= FULL_SEGMENT || !pending.flushes.is_empty()
     }
 
+    fn take_flushes(&self) -> Vec<oneshot::Sender<()>> {
+        std::mem::take(&mut self.lock().flushes)
+    }
+
+    /// The lines gathered, as a segment now being written.
     fn take(&self) -> Segment {
         let mut pending = self.lock();
         if !pending.part.is_empty() {
             let part = std::mem::take(&mut pending.part);
             pending.parts.push(part.into());
         }
+        pending.woken = false;
+        pending.woken_full = false;
+        let bytes = std::mem::take(&mut pending.bytes);
+        pending.held = pending.held.saturating_add(bytes);
         Segment {
             parts: std::mem::take(&mut pending.parts),
             lines: std::mem::take(&mut pending.lines),
-            bytes: std::mem::take(&mut pending.bytes),
-            flushes: std::mem::take(&mut pending.flushes),
+            bytes,
         }
     }
 
-    /// Puts a segment that could not be written back in front of the lines
-    /// gathered since, which may refer to its chats, to be written with
-    /// them. When that would hold too much, its lines are given up instead
-    /// and no later line refers to a chat logged before.
-    fn put_back(&self, segment: Segment) {
+    /// `segment` is in the store.
+    fn written(&self, segment: &Segment) {
+        {
+            let mut pending = self.lock();
+            pending.held = pending.held.saturating_sub(segment.bytes);
+            pending.last_bytes = segment.bytes;
+        }
+        self.segments.send_modify(|n| *n += 1);
+    }
+
+    /// Leaves `segment` out of the log, and with it every line gathered
+    /// since, which may refer to its chats' messages; later lines refer to
+    /// none logged before.
+    fn give_up(&self, segment: &Segment) {
         let mut pending = self.lock();
-        if pending.bytes.saturating_add(segment.bytes) > MAX_PENDING {
-            pending.index.forget_all();
-            self.dropped
-                .fetch_add(segment.lines as u64, Ordering::Relaxed);
-            return;
-        }
-        let later = std::mem::replace(&mut pending.parts, segment.parts);
-        pending.parts.extend(later);
-        pending.lines += segment.lines;
-        pending.bytes += segment.bytes;
-    }
-
-    fn written(&self, bytes: usize) {
-        self.lock().last_bytes = bytes;
+        pending.held = pending.held.saturating_sub(segment.bytes);
+        let lost = segment.lines.saturating_add(pending.lines);
+        pending.parts.clear();
+        pending.part.clear();
+        pending.lines = 0;
+        pending.bytes = 0;
+        pending.index.forget_all();
+        self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
     }
 }
 
 impl Pending {
-    /// Appends `line` and its newline; the lines now gathered.
-    fn append(&mut self, line: Line<'_>) -> serde_json::Result<usize> {
+    /// Appends `line` and its newline.
+    fn append(&mut self, line: Line<'_>) -> serde_json::Result<()> {
         if self.part.capacity() == 0 {
             self.part.reserve(
                 self.last_bytes
@@ -194,42 +243,72 @@ impl Pending {
             let part = std::mem::take(&mut self.part);
             self.parts.push(part.into());
         }
-        Ok(self.lines)
+        Ok(())
+    }
+
+    /// Whether the task must be woken: for the first line gathered, and
+    /// once more when a segment is full.
+    fn wake_needed(&mut self) -> bool {
+        if !self.woken {
+            self.woken = true;
+            return true;
+        }
+        if self.lines >= FULL_SEGMENT && !self.woken_full {
+            self.woken_full = true;
+            return true;
+        }
+        false
     }
 }
 
+/// Whether writing the same bytes again cannot succeed.
+fn is_final(error: &MemoryError) -> bool {
+    matches!(error, MemoryError::Store(StoreError::TooLarge { .. }))
+}
+
 /// Writes what `writer` gathers, one segment per burst: after the first
-/// line it waits up to `linger` for more (a flush, a full segment or the
-/// observer's end cut the wait short).
-pub(super) async fn write_loop(
-    log: lakehouse_memory::log::JsonlLog,
-    writer: std::sync::Arc<LogWriter>,
-    linger: Duration,
-) {
+/// line it waits for more (a flush, a full segment or the observer's end cut
+/// the wait short). A refused segment is written again, alone, after a
+/// growing wait, before what was gathered since; it is given up when the
+/// store can never take it (over its size cap), or when the observer ends.
+pub(super) async fn write_loop(log: JsonlLog, writer: std::sync::Arc<LogWriter>, timing: Timing) {
+    let mut refused: Option<Attempt> = None;
     loop {
         if !writer.is_closed() {
-            writer.wake.notified().await;
+            match &refused {
+                None => writer.wake.notified().await,
+                // New lines, a flush or the end cut the wait short.
+                Some(refused) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(refused.backoff) => {}
+                        () = writer.wake.notified() => {}
+                    }
+                }
+            }
         }
-        if !writer.is_closed() && !writer.is_due() {
+        if refused.is_none() && !writer.is_closed() && !writer.is_due() {
             tokio::select! {
-                () = tokio::time::sleep(linger) => {}
+                () = tokio::time::sleep(timing.linger) => {}
                 () = writer.wake.notified() => {}
             }
         }
-        // Read before the take: once closed, nothing more is appended.
+        // Read first: once closed, nothing more is appended.
         let closed = writer.is_closed();
-        let mut segment = writer.take();
-        let flushes = std::mem::take(&mut segment.flushes);
-        if segment.lines > 0 {
-            match log.append_encoded(segment.parts.clone()).await {
-                Ok(()) => writer.written(segment.bytes),
-                Err(e) => {
-                    writer.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("observer: cannot write {} events: {e}", segment.lines);
-                    if !closed {
-                        writer.put_back(segment);
-                    }
-                }
+        let flushes = writer.take_flushes();
+        if let Some(earlier) = refused.take() {
+            refused = write(&log, &writer, earlier, closed).await;
+        }
+        // Also right after an earlier segment is written at last: lines
+        // gathered meanwhile woke the task once, for the wait now over.
+        if refused.is_none() {
+            let segment = writer.take();
+            if segment.lines > 0 {
+                let attempt = Attempt {
+                    key: log.new_segment_key(),
+                    segment,
+                    backoff: timing.first_backoff,
+                };
+                refused = write(&log, &writer, attempt, closed).await;
             }
         }
         for ack in flushes {
@@ -237,6 +316,46 @@ pub(super) async fn write_loop(
         }
         if closed {
             return;
+        }
+    }
+}
+
+/// Writes `attempt`'s segment; answers it when it is to be written again.
+async fn write(
+    log: &JsonlLog,
+    writer: &LogWriter,
+    attempt: Attempt,
+    closed: bool,
+) -> Option<Attempt> {
+    let Attempt {
+        key,
+        segment,
+        backoff,
+    } = attempt;
+    match log.write_segment(&key, segment.parts.clone()).await {
+        Ok(()) => {
+            writer.written(&segment);
+            None
+        }
+        Err(e) => {
+            writer.failures.fetch_add(1, Ordering::Relaxed);
+            if closed || is_final(&e) {
+                tracing::warn!(
+                    "observer: cannot write {} events, left out: {e}",
+                    segment.lines
+                );
+                writer.give_up(&segment);
+                return None;
+            }
+            tracing::warn!(
+                "observer: cannot write {} events, trying again in {backoff:?}: {e}",
+                segment.lines
+            );
+            Some(Attempt {
+                key,
+                segment,
+                backoff: (backoff * 2).min(MAX_BACKOFF),
+            })
         }
     }
 }
@@ -261,6 +380,8 @@ impl LogWriter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::observer::tests::event;
     use crate::observer::{ChatEvent, Outcome};
@@ -280,36 +401,114 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_that_failed_is_written_again_before_the_lines_gathered_since() {
-        let writer = LogWriter::default();
-        writer.append(Line::Chat(&chat(1.0)));
-        writer.append(Line::Chat(&chat(2.0)));
-        let failed = writer.take();
-        writer.append(Line::Chat(&chat(3.0)));
-        writer.put_back(failed);
-        assert_eq!(latencies(&writer.gathered()), [1.0, 2.0, 3.0]);
-        let again = writer.take();
-        assert_eq!((again.lines, writer.take().lines), (3, 0));
-        assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
+    fn the_task_is_woken_for_the_first_line_and_once_more_for_a_full_segment() {
+        let mut pending = Pending::default();
+        let mut wakes = Vec::new();
+        for n in 1..=FULL_SEGMENT + 1 {
+            pending.append(Line::Chat(&chat(n as f64))).unwrap();
+            if pending.wake_needed() {
+                wakes.push(n);
+            }
+        }
+        assert_eq!(wakes, [1, FULL_SEGMENT]);
     }
 
     #[test]
-    fn past_the_bound_chats_are_dropped_and_counted_not_held() {
+    fn lines_past_the_bound_are_dropped_and_counted_until_written() {
         let writer = LogWriter::default();
         let mut big = chat(1.0);
         big.answer = Some("x".repeat(MAX_PENDING));
         writer.append(Line::Chat(&big));
         writer.append(Line::Chat(&chat(2.0)));
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 1);
+        // Being written, its bytes still count.
         let segment = writer.take();
         assert_eq!(segment.lines, 1);
-        // Written out, the bound applies to what gathers next.
         writer.append(Line::Chat(&chat(3.0)));
-        assert_eq!(latencies(&writer.gathered()), [3.0]);
-        // A failed segment too big to keep beside it is given up, counted.
-        writer.put_back(segment);
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 2);
-        assert_eq!(latencies(&writer.gathered()), [3.0]);
+        writer.written(&segment);
+        writer.append(Line::Chat(&chat(4.0)));
+        assert_eq!(latencies(&writer.gathered()), [4.0]);
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_segment_given_up_takes_the_lines_gathered_since_and_no_line_refers_to_it() {
+        let writer = LogWriter::default();
+        let question = || {
+            lakehouse_providers::openai::Message::text(
+                lakehouse_providers::openai::Role::User,
+                "q".repeat(200),
+            )
+        };
+        let mut first = chat(1.0);
+        first.id = Some("chatcmpl-1".into());
+        first.messages = Some(Arc::new(vec![question(), question()]));
+        writer.append(Line::Chat(&first));
+        let segment = writer.take();
+        // This one refers to the first's messages.
+        let mut second = first.clone();
+        second.id = Some("chatcmpl-2".into());
+        writer.append(Line::Chat(&second));
+        assert!(writer.gathered().contains("message_pieces"));
+        writer.give_up(&segment);
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(writer.gathered(), "");
+        // Nothing refers to a chat logged before.
+        let mut third = first.clone();
+        third.id = Some("chatcmpl-3".into());
+        writer.append(Line::Chat(&third));
+        let line = writer.gathered();
+        assert!(
+            line.contains("\"messages\"") && !line.contains("message_pieces"),
+            "{line}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_segment_is_written_again_by_itself_under_its_key() {
+        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("writer-test-"));
+        let objects = crate::observer::tests::store_at(root.clone());
+        // A file where the log's folder goes: no segment can be written.
+        std::fs::create_dir_all(root.join("observer")).unwrap();
+        std::fs::write(root.join(super::super::LOG), "in the way").unwrap();
+        let writer = Arc::new(LogWriter::default());
+        let timing = Timing {
+            linger: Duration::from_millis(1),
+            first_backoff: Duration::from_millis(10),
+        };
+        tokio::spawn(write_loop(
+            JsonlLog::new(objects.clone(), super::super::LOG),
+            writer.clone(),
+            timing,
+        ));
+        let mut segments = writer.segments.subscribe();
+        writer.append(Line::Chat(&chat(1.0)));
+        // Acknowledged after the first attempt, refused.
+        writer.flush().await;
+        assert!(writer.failures.load(Ordering::Relaxed) >= 1);
+        assert_eq!(*segments.borrow(), 0);
+
+        // With no new line and no flush, the wait ends and it is written.
+        std::fs::remove_file(root.join(super::super::LOG)).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), segments.wait_for(|n| *n == 1))
+            .await
+            .unwrap()
+            .unwrap();
+        writer.append(Line::Chat(&chat(2.0)));
+        tokio::time::timeout(Duration::from_secs(60), segments.wait_for(|n| *n == 2))
+            .await
+            .unwrap()
+            .unwrap();
+        let log = JsonlLog::new(objects.clone(), super::super::LOG);
+        let replay = log.replay::<serde_json::Value>().await.unwrap();
+        let latencies: Vec<f64> = replay
+            .records
+            .iter()
+            .map(|r| r["latency_ms"].as_f64().unwrap())
+            .collect();
+        assert_eq!(latencies, [1.0, 2.0], "each line once, in order");
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]

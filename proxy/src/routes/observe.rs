@@ -112,7 +112,7 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         &mut out,
         Kind::Counter,
         "lakehouse_observer_dropped_total",
-        "Witnessed chats left out of the log because 64 MiB of lines were waiting to be written.",
+        "Observer log lines (chats and ratings) left out: 64 MiB were waiting to be written, or a refused segment was given up.",
         &[],
         &[(vec![], observer.dropped)],
     );
@@ -120,7 +120,7 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         &mut out,
         Kind::Counter,
         "lakehouse_observer_write_failures_total",
-        "Observer log lines that could not be encoded, and segments the store refused (each is written again with the next).",
+        "Observer log lines that could not be encoded, and segment writes the store refused (a refused segment is written again after a growing wait).",
         &[],
         &[(vec![], observer.write_failures)],
     );
