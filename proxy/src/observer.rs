@@ -937,6 +937,12 @@ mod tests {
         observer
     }
 
+    /// The latencies of the chats in `observer`'s log, in log order.
+    async fn logged_latencies(observer: &Observer) -> Vec<f64> {
+        let history = observer.history().await.unwrap();
+        history.iter().map(|e| e.latency_ms).collect()
+    }
+
     #[tokio::test]
     async fn a_flush_ends_the_writers_wait_for_more_chats() {
         let objects = temp_store();
@@ -948,14 +954,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), observer.flush())
             .await
             .expect("the flush ended the writer's wait");
-        let latencies: Vec<f64> = observer
-            .history()
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.latency_ms)
-            .collect();
-        assert_eq!(latencies, [1.0, 2.0]);
+        assert_eq!(logged_latencies(&observer).await, [1.0, 2.0]);
     }
 
     #[tokio::test]
@@ -973,14 +972,7 @@ mod tests {
         std::fs::remove_file(root.join(LOG)).unwrap();
         observer.record(event("kimi", Outcome::Ok, 2.0));
         observer.flush().await;
-        let latencies: Vec<f64> = observer
-            .history()
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.latency_ms)
-            .collect();
-        assert_eq!(latencies, [1.0, 2.0]);
+        assert_eq!(logged_latencies(&observer).await, [1.0, 2.0]);
         // The refused one under its key, then the next.
         assert_eq!(objects.list(LOG).await.unwrap().len(), 2);
         let stats = observer.stats();
