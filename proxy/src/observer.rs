@@ -326,7 +326,7 @@ pub struct ObserverStats {
 #[derive(Debug)]
 pub struct Observer {
     capacity: usize,
-    events: Mutex<VecDeque<Arc<ChatEvent>>>,
+    events: Mutex<VecDeque<Box<ChatEvent>>>,
     /// Gathers the log's lines, when there is a store.
     writer: Option<Arc<LogWriter>>,
     replayed: usize,
@@ -447,14 +447,14 @@ impl Observer {
             resolver.resolve(e);
         }
         resolver.warn_unresolved();
-        let ring: VecDeque<Arc<ChatEvent>> = newest_first
+        let ring: VecDeque<Box<ChatEvent>> = newest_first
             .into_iter()
             .rev()
             .map(|mut e| {
                 if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
                     e.rating = Some(*r);
                 }
-                Arc::new(e)
+                Box::new(e)
             })
             .collect();
         observer.replayed = ring.len();
@@ -489,7 +489,7 @@ impl Observer {
         Ok(fold(log.replay::<Record>().await?.records))
     }
 
-    fn record(&self, event: impl Into<Arc<ChatEvent>>) {
+    fn record(&self, event: impl Into<Box<ChatEvent>>) {
         let event = event.into();
         if let Some(writer) = &self.writer {
             writer.append(Line::Chat(&event));
@@ -505,7 +505,7 @@ impl Observer {
         };
         events.push_back(event);
         drop(events);
-        // The oldest chat is freed (when the writer is done with it) outside the lock.
+        // The oldest chat is freed outside the lock.
         drop(evicted);
     }
 
@@ -521,8 +521,7 @@ impl Observer {
                 .rev()
                 .find(|e| e.id.as_deref() == Some(id))
             {
-                // The ring holds the only reference: changed in place.
-                Arc::make_mut(e).rating = Some(rating);
+                e.rating = Some(rating);
             }
         }
         if let Some(writer) = &self.writer {
@@ -676,10 +675,9 @@ pub(crate) fn unix_ms() -> u64 {
 pub(crate) struct Witness {
     state: SharedState,
     started: Instant,
-    /// Shared only once recorded; until then this witness holds the one
-    /// reference. Behind a pointer, the witness moves with the chat's futures
-    /// at the size of a few words rather than of the whole event.
-    event: Option<Arc<ChatEvent>>,
+    /// Behind a pointer, the witness moves with the chat's futures at the
+    /// size of a few words rather than of the whole event.
+    event: Option<Box<ChatEvent>>,
     first_token: Option<Duration>,
 }
 
@@ -706,7 +704,7 @@ impl Witness {
             state: state.clone(),
             started: Instant::now(),
             first_token: None,
-            event: Some(Arc::new(ChatEvent {
+            event: Some(Box::new(ChatEvent {
                 request_id,
                 caller,
                 id: None,
@@ -732,7 +730,7 @@ impl Witness {
 
     /// The event being filled in; `None` once recorded or handed over.
     fn event_mut(&mut self) -> Option<&mut ChatEvent> {
-        self.event.as_mut().and_then(Arc::get_mut)
+        self.event.as_deref_mut()
     }
 
     /// Keeps the conversation for distillation (only called when capture is
@@ -809,11 +807,7 @@ impl Witness {
     }
 
     fn finish(&mut self, outcome: Outcome, error: Option<&ApiError>) {
-        let Some(mut shared) = self.event.take() else {
-            return;
-        };
-        // Never shared before this point, so this always succeeds.
-        let Some(event) = Arc::get_mut(&mut shared) else {
+        let Some(mut event) = self.event.take() else {
             return;
         };
         let elapsed = self.started.elapsed();
@@ -854,7 +848,7 @@ impl Witness {
             latency_ms = event.latency_ms,
             "chat finished"
         );
-        self.state.observer.record(shared);
+        self.state.observer.record(event);
     }
 }
 
