@@ -32,7 +32,7 @@ mod conversations;
 mod writer;
 
 pub(crate) use conversations::MessagePiece;
-use conversations::{MessageIndex, Needed, Resolver};
+use conversations::{Needed, Prepared, Resolver};
 use writer::LogWriter;
 
 /// The header carrying the request id, in and out.
@@ -153,15 +153,12 @@ impl Line<'_> {
     /// checks. Every chat writes one, and serde's per-key machinery cost
     /// about 4,000 instructions a line.
     ///
-    /// With `index`, messages already logged are written as references to
-    /// the chats that hold them (see [`conversations`]).
-    fn write_json(
-        &self,
-        out: &mut Vec<u8>,
-        index: Option<&mut MessageIndex>,
-    ) -> serde_json::Result<()> {
+    /// With `prepared` (the chat's messages, prepared by the writer),
+    /// messages already logged are written as references to the chats that
+    /// hold them (see [`conversations`]).
+    fn write_json(&self, out: &mut Vec<u8>, prepared: Option<&Prepared>) -> serde_json::Result<()> {
         match self {
-            Self::Chat(event) => event.write_line(out, index)?,
+            Self::Chat(event) => event.write_line(out, prepared)?,
             Self::Rating { id, rating, at_ms } => {
                 out.extend_from_slice(b"{\"kind\":\"rating\",\"id\":");
                 write_str(out, id)?;
@@ -178,11 +175,7 @@ impl Line<'_> {
 
 impl ChatEvent {
     /// The log line of the chat without its closing brace.
-    fn write_line(
-        &self,
-        out: &mut Vec<u8>,
-        index: Option<&mut MessageIndex>,
-    ) -> serde_json::Result<()> {
+    fn write_line(&self, out: &mut Vec<u8>, prepared: Option<&Prepared>) -> serde_json::Result<()> {
         /// `key` and `value` when there is a value (serde skips absent options).
         fn optional<T>(
             out: &mut Vec<u8>,
@@ -232,11 +225,8 @@ impl ChatEvent {
             write_value,
         )?;
         optional(out, b",\"rating\":", self.rating.as_ref(), write_value)?;
-        match (self.messages.as_deref(), index) {
-            (Some(messages), Some(index)) => {
-                let (id, caller) = (self.id.as_deref(), self.caller.as_deref());
-                index.write(out, id, caller, self.at_ms, messages)?;
-            }
+        match (self.messages.as_deref(), prepared) {
+            (Some(messages), Some(prepared)) => prepared.write(out, messages)?,
             (messages, _) => optional(out, b",\"messages\":", messages, write_value)?,
         }
         optional(out, b",\"answer\":", self.answer.as_deref(), write_str)
@@ -1278,9 +1268,15 @@ mod tests {
             let expected = format!("{{\"kind\":\"chat\",{}", &fields[1..]);
             // Written through the writer's index, a chat with nothing
             // earlier to refer to is the same bytes.
-            for mut index in [None, Some(MessageIndex::default())] {
+            let index = conversations::MessageIndex::default();
+            let mut prepared = Prepared::default();
+            if let Some(messages) = event.messages.as_deref() {
+                prepared.digest(&index.keys(), event.caller.as_deref(), event.at_ms, messages).unwrap();
+                index.plan(&mut prepared, event.at_ms);
+            }
+            for prepared in [None, Some(&prepared)] {
                 let mut ours = Vec::new();
-                Line::Chat(&event).write_json(&mut ours, index.as_mut()).unwrap();
+                Line::Chat(&event).write_json(&mut ours, prepared).unwrap();
                 prop_assert_eq!(String::from_utf8(ours).unwrap(), expected.clone());
             }
         }

@@ -17,6 +17,10 @@
 //! a chain loses its start only in the last hour before its own chats are
 //! deleted too; such a chat, or one whose start is unreadable, is read
 //! without messages (a warning says how many).
+//!
+//! The index is shared by every thread that records chats, so only the
+//! lookups need it: a chat's digests are taken before ([`Prepared::digest`])
+//! and its JSON written after ([`Prepared::write`]), outside the writer's lock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -39,7 +43,7 @@ const MAX_CHATS: usize = 4096;
 const MAX_MESSAGES: usize = 1 << 16;
 /// The scratch buffer kept between chats: one huge message does not hold
 /// its size for good.
-const SCRATCH_KEPT: usize = 1 << 20;
+pub(super) const SCRATCH_KEPT: usize = 1 << 20;
 /// A run of earlier messages shorter than this is written again: its
 /// reference would be about as long, and would tie the chat to another.
 const MIN_REFERRED_BYTES: usize = 128;
@@ -77,11 +81,148 @@ fn earlier_ids(pieces: &[MessagePiece]) -> impl Iterator<Item = &String> {
     })
 }
 
+/// The random keys of one index's digests.
+#[derive(Clone, Default)]
+pub(super) struct DigestKeys([hashbrown::DefaultHashBuilder; 2]);
+
+impl DigestKeys {
+    fn digest(&self, caller: &str, bytes: &[u8]) -> Digest {
+        let [low, high] = self.0.each_ref().map(|key| {
+            let mut hasher = key.build_hasher();
+            hasher.write_usize(caller.len());
+            hasher.write(caller.as_bytes());
+            hasher.write(bytes);
+            hasher.finish()
+        });
+        (u128::from(high) << 64) | u128::from(low)
+    }
+}
+
+/// A chat's messages on their way into its log line: their digests
+/// ([`Prepared::digest`]), the runs of them the index found logged
+/// ([`MessageIndex::plan`]), then their JSON ([`Prepared::write`]). Kept
+/// between chats, so that a chat allocates nothing once they have grown.
+#[derive(Default)]
+pub(super) struct Prepared {
+    /// Whether the chat goes through the index: it has messages to refer to
+    /// or to be referred to.
+    indexed: bool,
+    /// Each message's digest, and the length it was digested at.
+    digests: Vec<Digest>,
+    sizes: Vec<usize>,
+    /// Each message's digest input in turn.
+    scratch: Vec<u8>,
+    pieces: Vec<Piece>,
+    /// The start time of the earliest chat the pieces lean on (the chat's
+    /// own when none).
+    root_ms: u64,
+    /// [`MessageIndex::generation`] when the pieces were found.
+    generation: u64,
+}
+
+/// A piece of the chat being written: its messages `start..end`, found in
+/// the remembered chat with that completion id from that message, or new.
+struct Piece {
+    start: usize,
+    end: usize,
+    earlier: Option<(Arc<str>, usize)>,
+}
+
+impl Prepared {
+    /// Takes the digests of `messages`, the messages of a chat started at
+    /// `at_ms` by `caller`, and forgets the last chat's pieces.
+    pub(super) fn digest(
+        &mut self,
+        keys: &DigestKeys,
+        caller: Option<&str>,
+        at_ms: u64,
+        messages: &[Message],
+    ) -> serde_json::Result<()> {
+        self.clear();
+        self.root_ms = at_ms;
+        // A one-message chat (most one-shot calls) is written whole and not
+        // remembered, at the cost it had before this index: it could only
+        // repeat one message, and the next turn of its conversation writes
+        // that message once more.
+        if messages.len() < 2 {
+            return Ok(());
+        }
+        let caller = caller.unwrap_or_default();
+        for message in messages {
+            // Digested unescaped: only the new messages are encoded as JSON.
+            self.scratch.clear();
+            to_digest_input(&mut self.scratch, message)?;
+            self.digests.push(keys.digest(caller, &self.scratch));
+            self.sizes.push(self.scratch.len());
+        }
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
+        }
+        // A chat this short can neither refer to a run of earlier messages
+        // nor be referred to.
+        self.indexed = self.sizes.iter().sum::<usize>() >= MIN_REFERRED_BYTES;
+        Ok(())
+    }
+
+    /// Leaves no chat prepared: the next line is written whole.
+    pub(super) fn clear(&mut self) {
+        self.indexed = false;
+        self.digests.clear();
+        self.sizes.clear();
+        self.pieces.clear();
+    }
+
+    /// Whether the index is to be asked for the chat's pieces.
+    pub(super) fn is_indexed(&self) -> bool {
+        self.indexed
+    }
+
+    /// Appends `,"messages":[...]` for `messages` (those digested), or
+    /// `,"message_pieces":[...]` when some of them were found logged.
+    pub(super) fn write(&self, out: &mut Vec<u8>, messages: &[Message]) -> serde_json::Result<()> {
+        if self.pieces.iter().all(|p| p.earlier.is_none()) {
+            return write_whole(out, messages);
+        }
+        out.extend_from_slice(b",\"message_pieces\":[");
+        for (n, piece) in self.pieces.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            match &piece.earlier {
+                Some((of, from)) => {
+                    out.extend_from_slice(b"{\"earlier\":{\"of\":");
+                    write_str(out, of)?;
+                    out.extend_from_slice(b",\"from\":");
+                    write_u64(out, *from as u64);
+                    out.extend_from_slice(b",\"count\":");
+                    write_u64(out, (piece.end - piece.start) as u64);
+                    out.extend_from_slice(b"}}");
+                }
+                None => {
+                    out.extend_from_slice(b"{\"new\":");
+                    write_messages(
+                        out,
+                        messages.get(piece.start..piece.end).unwrap_or_default(),
+                    )?;
+                    out.push(b'}');
+                }
+            }
+        }
+        out.push(b']');
+        Ok(())
+    }
+
+    /// The digested length of messages `start..end` (about their JSON's).
+    fn bytes(&self, start: usize, end: usize) -> usize {
+        self.sizes.get(start..end).unwrap_or_default().iter().sum()
+    }
+}
+
 /// A chat the writer logged, that later chats may refer to.
 struct Remembered {
     /// Its place in the order of remembered chats.
     seq: u64,
-    id: String,
+    id: Arc<str>,
     /// The start time of the earliest chat its messages lean on (its own if none).
     root_ms: u64,
     messages: usize,
@@ -90,128 +231,104 @@ struct Remembered {
 /// The writer's memory of the messages it logged.
 #[derive(Default)]
 pub(super) struct MessageIndex {
-    keys: [hashbrown::DefaultHashBuilder; 2],
+    keys: DigestKeys,
     /// Where each digest was last logged: the chat's `seq` and the position.
     seen: hashbrown::HashMap<Digest, (u64, u32)>,
     /// The chats that can be referred to, oldest first, by consecutive `seq`.
     chats: VecDeque<Remembered>,
     next_seq: u64,
     remembered_messages: usize,
-    /// The chat being written: each message's digest and the length it was
-    /// digested at, and (reused for each message) its digest input. Kept
-    /// between chats so that a chat allocates nothing once they have grown.
-    digests: Vec<Digest>,
-    sizes: Vec<usize>,
-    scratch: Vec<u8>,
-    pieces: Vec<Piece>,
-    pending: Option<(String, u64)>,
-}
-
-/// A piece being written: messages `start..end` of the chat being written,
-/// found in the remembered chat at `chat` (an index into `chats`) from `from`,
-/// or new.
-#[derive(Clone, Copy)]
-struct Piece {
-    start: usize,
-    end: usize,
-    earlier: Option<(usize, usize)>,
+    /// Counts the times every chat was forgotten: pieces found before may
+    /// name chats whose lines were left out of the log.
+    generation: u64,
 }
 
 impl MessageIndex {
-    /// Appends `,"messages":[...]` for `messages`, or `,"message_pieces":[...]`
-    /// when some of them are in chats logged before. Until [`commit`] the
-    /// chat is not remembered.
-    ///
-    /// [`commit`]: Self::commit
-    pub(super) fn write(
-        &mut self,
-        out: &mut Vec<u8>,
-        id: Option<&str>,
-        caller: Option<&str>,
-        at_ms: u64,
-        messages: &[Message],
-    ) -> serde_json::Result<()> {
-        self.pending = None;
-        // A one-message chat (most one-shot calls) is written whole and not
-        // remembered, at the cost it had before this index: it could only
-        // repeat one message, and the next turn of its conversation writes
-        // that message once more.
-        if messages.len() < 2 {
-            return write_whole(out, messages);
-        }
-        self.digests.clear();
-        self.sizes.clear();
-        for message in messages {
-            // Digested unescaped: only the new messages are encoded as JSON.
-            self.scratch.clear();
-            to_digest_input(&mut self.scratch, message)?;
-            self.digests.push(self.digest(caller, &self.scratch));
-            self.sizes.push(self.scratch.len());
-        }
-        if self.scratch.capacity() > SCRATCH_KEPT {
-            self.scratch = Vec::new();
-        }
-        // A chat this short can neither refer to a run of earlier messages
-        // nor be referred to.
-        if self.sizes.iter().sum::<usize>() < MIN_REFERRED_BYTES {
-            return write_whole(out, messages);
-        }
-        let root_ms = self.split(at_ms);
-        if self.pieces.iter().all(|p| p.earlier.is_none()) {
-            write_whole(out, messages)?;
-        } else {
-            out.extend_from_slice(b",\"message_pieces\":[");
-            for (n, piece) in self.pieces.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                let chat = piece.earlier.and_then(|(chat, from)| {
-                    self.chats.get(chat).map(|remembered| (remembered, from))
-                });
-                match chat {
-                    Some((chat, from)) => {
-                        out.extend_from_slice(b"{\"earlier\":{\"of\":");
-                        write_str(out, &chat.id)?;
-                        out.extend_from_slice(b",\"from\":");
-                        write_u64(out, from as u64);
-                        out.extend_from_slice(b",\"count\":");
-                        write_u64(out, (piece.end - piece.start) as u64);
-                        out.extend_from_slice(b"}}");
-                    }
-                    None => {
-                        out.extend_from_slice(b"{\"new\":");
-                        write_messages(
-                            out,
-                            messages.get(piece.start..piece.end).unwrap_or_default(),
-                        )?;
-                        out.push(b'}');
-                    }
-                }
-            }
-            out.push(b']');
-        }
-        self.pending = id.map(|id| (id.to_owned(), root_ms));
-        Ok(())
+    /// The keys to take this index's digests under.
+    pub(super) fn keys(&self) -> DigestKeys {
+        self.keys.clone()
     }
 
-    /// Remembers the chat last written: its line is in the segment.
-    pub(super) fn commit(&mut self) {
-        let Some((id, root_ms)) = self.pending.take() else {
+    /// Splits the chat `prepared` into pieces: the longest runs of its
+    /// messages logged in one earlier chat, the rest new. Until [`commit`]
+    /// the chat itself is not remembered.
+    ///
+    /// [`commit`]: Self::commit
+    pub(super) fn plan(&self, prepared: &mut Prepared, at_ms: u64) {
+        prepared.pieces.clear();
+        prepared.root_ms = at_ms;
+        prepared.generation = self.generation;
+        if !prepared.indexed {
+            return;
+        }
+        let count = prepared.digests.len();
+        let mut start = 0;
+        while start < count {
+            let found = prepared
+                .digests
+                .get(start)
+                .and_then(|digest| self.find(*digest, at_ms));
+            let mut end = start + 1;
+            if let Some((chat, from)) = found {
+                while end < count
+                    && prepared
+                        .digests
+                        .get(end)
+                        .and_then(|digest| self.find(*digest, at_ms))
+                        == Some((chat, from + end - start))
+                {
+                    end += 1;
+                }
+                if let Some(chat) = self.chats.get(chat)
+                    && prepared.bytes(start, end) >= MIN_REFERRED_BYTES
+                {
+                    prepared.root_ms = prepared.root_ms.min(chat.root_ms);
+                    prepared.pieces.push(Piece {
+                        start,
+                        end,
+                        earlier: Some((Arc::clone(&chat.id), from)),
+                    });
+                    start = end;
+                    continue;
+                }
+            }
+            // New: joined to the piece before when that is new too.
+            match prepared.pieces.last_mut() {
+                Some(last) if last.earlier.is_none() => last.end = end,
+                _ => prepared.pieces.push(Piece {
+                    start,
+                    end,
+                    earlier: None,
+                }),
+            }
+            start = end;
+        }
+    }
+
+    /// Whether the chats `prepared`'s pieces name are all still in the log.
+    pub(super) fn is_current(&self, prepared: &Prepared) -> bool {
+        prepared.generation == self.generation
+    }
+
+    /// Remembers the chat `id`, written from `prepared`: its line is in the
+    /// segment.
+    pub(super) fn commit(&mut self, id: Option<&str>, prepared: &Prepared) {
+        let (true, Some(id)) = (prepared.indexed, id) else {
             return;
         };
         let seq = self.next_seq;
         self.next_seq += 1;
-        for (position, digest) in self.digests.iter().enumerate() {
+        for (position, digest) in prepared.digests.iter().enumerate() {
             self.seen
                 .insert(*digest, (seq, u32::try_from(position).unwrap_or(u32::MAX)));
         }
         self.chats.push_back(Remembered {
             seq,
-            id,
-            root_ms,
-            messages: self.digests.len(),
+            id: Arc::from(id),
+            root_ms: prepared.root_ms,
+            messages: prepared.digests.len(),
         });
-        self.remembered_messages += self.digests.len();
+        self.remembered_messages += prepared.digests.len();
         while self.chats.len() > MAX_CHATS || self.remembered_messages > MAX_MESSAGES {
             let Some(oldest) = self.chats.pop_front() else {
                 break;
@@ -225,29 +342,12 @@ impl MessageIndex {
         }
     }
 
-    /// Forgets the chat last written: its line was not kept.
-    pub(super) fn abandon(&mut self) {
-        self.pending = None;
-    }
-
     /// Forgets every chat: a segment holding some of them was not written.
     pub(super) fn forget_all(&mut self) {
         self.seen.clear();
         self.chats.clear();
         self.remembered_messages = 0;
-        self.pending = None;
-    }
-
-    fn digest(&self, caller: Option<&str>, bytes: &[u8]) -> Digest {
-        let caller = caller.unwrap_or_default();
-        let [low, high] = self.keys.each_ref().map(|key| {
-            let mut hasher = key.build_hasher();
-            hasher.write_usize(caller.len());
-            hasher.write(caller.as_bytes());
-            hasher.write(bytes);
-            hasher.finish()
-        });
-        (u128::from(high) << 64) | u128::from(low)
+        self.generation += 1;
     }
 
     fn first_seq(&self) -> u64 {
@@ -263,62 +363,6 @@ impl MessageIndex {
         let remembered = self.chats.get(chat)?;
         (remembered.root_ms.saturating_add(CHAIN_SPAN_MS) >= at_ms)
             .then_some((chat, position as usize))
-    }
-
-    /// Splits the chat being written into pieces (in `self.pieces`): the
-    /// longest runs found in one earlier chat, the rest new. Returns the
-    /// start of the earliest chain it leans on.
-    fn split(&mut self, at_ms: u64) -> u64 {
-        self.pieces.clear();
-        let mut root_ms = at_ms;
-        let count = self.digests.len();
-        let mut start = 0;
-        while start < count {
-            let found = self
-                .digests
-                .get(start)
-                .and_then(|digest| self.find(*digest, at_ms));
-            let mut end = start + 1;
-            if let Some((chat, from)) = found {
-                while end < count
-                    && self
-                        .digests
-                        .get(end)
-                        .and_then(|digest| self.find(*digest, at_ms))
-                        == Some((chat, from + end - start))
-                {
-                    end += 1;
-                }
-                if self.bytes(start, end) >= MIN_REFERRED_BYTES {
-                    if let Some(chat) = self.chats.get(chat) {
-                        root_ms = root_ms.min(chat.root_ms);
-                    }
-                    self.pieces.push(Piece {
-                        start,
-                        end,
-                        earlier: Some((chat, from)),
-                    });
-                    start = end;
-                    continue;
-                }
-            }
-            // New: joined to the piece before when that is new too.
-            match self.pieces.last_mut() {
-                Some(last) if last.earlier.is_none() => last.end = end,
-                _ => self.pieces.push(Piece {
-                    start,
-                    end,
-                    earlier: None,
-                }),
-            }
-            start = end;
-        }
-        root_ms
-    }
-
-    /// The digested length of messages `start..end` (about their JSON's).
-    fn bytes(&self, start: usize, end: usize) -> usize {
-        self.sizes.get(start..end).unwrap_or_default().iter().sum()
     }
 }
 
@@ -485,25 +529,30 @@ mod tests {
     /// Writes each chat's messages through one index as the writer does
     /// (committing each), returning the JSON objects written.
     fn write_all(index: &mut MessageIndex, chats: &[ChatEvent]) -> Vec<serde_json::Value> {
+        let mut prepared = Prepared::default();
         chats
             .iter()
             .map(|chat| {
-                let mut out = b"{\"x\":0".to_vec();
-                let messages = chat.messages.as_deref().unwrap();
-                index
-                    .write(
-                        &mut out,
-                        chat.id.as_deref(),
-                        chat.caller.as_deref(),
-                        chat.at_ms,
-                        messages,
-                    )
-                    .unwrap();
-                out.push(b'}');
-                index.commit();
+                let out = write_one(index, &mut prepared, chat);
+                index.commit(chat.id.as_deref(), &prepared);
                 serde_json::from_slice(&out).unwrap()
             })
             .collect()
+    }
+
+    /// `chat`'s messages as the writer writes them, in a JSON object,
+    /// without remembering the chat.
+    fn write_one(index: &MessageIndex, prepared: &mut Prepared, chat: &ChatEvent) -> Vec<u8> {
+        let messages = chat.messages.as_deref().unwrap();
+        let (caller, at_ms) = (chat.caller.as_deref(), chat.at_ms);
+        prepared
+            .digest(&index.keys(), caller, at_ms, messages)
+            .unwrap();
+        index.plan(prepared, at_ms);
+        let mut out = b"{\"x\":0".to_vec();
+        prepared.write(&mut out, messages).unwrap();
+        out.push(b'}');
+        out
     }
 
     /// Reads the written objects back as chats, resolved in order.
@@ -684,18 +733,25 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_chat_is_never_referred_to() {
+    fn a_chat_not_committed_is_never_referred_to() {
         let chats = turns(2, |_| None);
         let mut index = MessageIndex::default();
-        let mut out = Vec::new();
-        let first = chats[0].messages.as_deref().unwrap();
-        index
-            .write(&mut out, chats[0].id.as_deref(), None, 1, first)
-            .unwrap();
-        index.abandon();
-        index.commit();
+        write_one(&index, &mut Prepared::default(), &chats[0]);
         let written = write_all(&mut index, &chats[1..]);
         assert!(written[0].get("messages").is_some(), "{}", written[0]);
+    }
+
+    #[test]
+    fn pieces_found_before_the_index_forgot_its_chats_are_not_current() {
+        let chats = turns(2, |_| None);
+        let mut index = MessageIndex::default();
+        write_all(&mut index, &chats[..1]);
+        let mut prepared = Prepared::default();
+        let line = write_one(&index, &mut prepared, &chats[1]);
+        assert!(String::from_utf8(line).unwrap().contains("message_pieces"));
+        assert!(index.is_current(&prepared));
+        index.forget_all();
+        assert!(!index.is_current(&prepared));
     }
 
     #[test]

@@ -13,7 +13,13 @@
 //! write that was in fact stored is then not kept twice), before anything
 //! gathered since, whose lines may refer to its chats' messages; the waits
 //! between attempts grow to [`MAX_BACKOFF`].
+//!
+//! The lock is held to look messages up in the index and to copy the line
+//! in, not to encode it: with several worker threads, chats ending together
+//! would otherwise wait on each other's digests and JSON, which for a long
+//! conversation seen for the first time take tens of microseconds.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -25,7 +31,7 @@ use lakehouse_retrieval::StoreError;
 use tokio::sync::{Notify, oneshot};
 
 use super::Line;
-use super::conversations::MessageIndex;
+use super::conversations::{DigestKeys, MessageIndex, Prepared, SCRATCH_KEPT};
 
 /// The writer's waits.
 #[derive(Clone, Copy)]
@@ -58,9 +64,10 @@ const MAX_PENDING: usize = 64 << 20;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Lines gathered for the next segment, and the task's wake-ups.
-#[derive(Default)]
 pub(super) struct LogWriter {
     pending: Mutex<Pending>,
+    /// The index's keys, to take digests under before the lock.
+    keys: DigestKeys,
     /// Wakes the task: the first line of a segment, a full segment, a
     /// flush, the observer's end.
     wake: Notify,
@@ -111,6 +118,41 @@ struct Attempt {
     backoff: Duration,
 }
 
+/// A thread's line being encoded, outside the lock; kept between lines.
+#[derive(Default)]
+struct Encoding {
+    line: Vec<u8>,
+    prepared: Prepared,
+}
+
+impl Encoding {
+    /// Lets go of buffers one huge line grew.
+    fn trim(&mut self) {
+        if self.line.capacity() > SCRATCH_KEPT {
+            self.line = Vec::new();
+        }
+    }
+}
+
+thread_local! {
+    static ENCODING: RefCell<Encoding> = RefCell::default();
+}
+
+impl Default for LogWriter {
+    fn default() -> Self {
+        let pending = Pending::default();
+        Self {
+            keys: pending.index.keys(),
+            pending: Mutex::new(pending),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            segments: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
 impl std::fmt::Debug for LogWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogWriter")
@@ -126,19 +168,84 @@ impl LogWriter {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Encodes `line` into the segment being gathered.
+    /// Encodes `line` and adds it to the segment being gathered.
     pub(super) fn append(&self, line: Line<'_>) {
+        let done = ENCODING.try_with(|encoding| match encoding.try_borrow_mut() {
+            Ok(mut encoding) => self.encode_and_add(&line, &mut encoding),
+            Err(_) => self.encode_and_add(&line, &mut Encoding::default()),
+        });
+        // The thread is ending and its buffers are gone.
+        if done.is_err() {
+            self.encode_and_add(&line, &mut Encoding::default());
+        }
+    }
+
+    fn encode_and_add(&self, line: &Line<'_>, encoding: &mut Encoding) {
+        if let Err(e) = self.encode(line, encoding) {
+            // One unwritable record does not cost the others their place.
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("observer: cannot encode an event: {e}");
+            return;
+        }
+        self.add(line, encoding);
+        encoding.trim();
+    }
+
+    /// Encodes `line` into `encoding.line`; the lock is taken only to look
+    /// a chat's messages up in the index.
+    fn encode(&self, line: &Line<'_>, encoding: &mut Encoding) -> serde_json::Result<()> {
+        let Encoding {
+            line: out,
+            prepared,
+        } = encoding;
+        out.clear();
+        prepared.clear();
+        let Line::Chat(event) = line else {
+            return line.write_json(out, None);
+        };
+        let Some(messages) = event.messages.as_deref() else {
+            return line.write_json(out, None);
+        };
+        prepared.digest(&self.keys, event.caller.as_deref(), event.at_ms, messages)?;
+        if prepared.is_indexed() {
+            self.lock().index.plan(prepared, event.at_ms);
+        }
+        line.write_json(out, Some(prepared))
+    }
+
+    /// Adds the line [`encode`](Self::encode) wrote to the segment.
+    fn add(&self, line: &Line<'_>, encoding: &mut Encoding) {
         let wake = {
             let mut pending = self.lock();
             if pending.bytes.saturating_add(pending.held) >= MAX_PENDING {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            if let Err(e) = pending.append(line) {
-                // One unwritable record does not cost the others their place.
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("observer: cannot encode an event: {e}");
-                return;
+            let Encoding {
+                line: out,
+                prepared,
+            } = encoding;
+            let chat = match line {
+                Line::Chat(event) => Some(event),
+                Line::Rating { .. } => None,
+            };
+            // A segment was given up since the pieces were found: they may
+            // name its chats. Rare, so found and encoded again here.
+            if let Some(event) = chat
+                && !pending.index.is_current(prepared)
+                && prepared.is_indexed()
+            {
+                pending.index.plan(prepared, event.at_ms);
+                out.clear();
+                if let Err(e) = line.write_json(out, Some(prepared)) {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("observer: cannot encode an event: {e}");
+                    return;
+                }
+            }
+            pending.add(out);
+            if let Some(event) = chat {
+                pending.index.commit(event.id.as_deref(), prepared);
             }
             pending.wake_needed()
         };
@@ -223,8 +330,8 @@ impl LogWriter {
 }
 
 impl Pending {
-    /// Appends `line` and its newline.
-    fn append(&mut self, line: Line<'_>) -> serde_json::Result<()> {
+    /// Appends an encoded line and its newline.
+    fn add(&mut self, line: &[u8]) {
         if self.part.capacity() == 0 {
             self.part.reserve(
                 self.last_bytes
@@ -232,21 +339,14 @@ impl Pending {
                     .clamp(4096, SEGMENT_PART),
             );
         }
-        let start = self.part.len();
-        if let Err(e) = line.write_json(&mut self.part, Some(&mut self.index)) {
-            self.index.abandon();
-            self.part.truncate(start);
-            return Err(e);
-        }
+        self.part.extend_from_slice(line);
         self.part.push(b'\n');
-        self.index.commit();
         self.lines += 1;
-        self.bytes += self.part.len() - start;
+        self.bytes += line.len() + 1;
         if self.part.len() >= SEGMENT_PART {
             let part = std::mem::take(&mut self.part);
             self.parts.push(part.into());
         }
-        Ok(())
     }
 
     /// Whether the task must be woken: for the first line gathered, and
@@ -408,7 +508,7 @@ mod tests {
         let mut pending = Pending::default();
         let mut wakes = Vec::new();
         for n in 1..=FULL_SEGMENT + 1 {
-            pending.append(Line::Chat(&chat(n as f64))).unwrap();
+            pending.add(b"{}");
             if pending.wake_needed() {
                 wakes.push(n);
             }
@@ -465,6 +565,91 @@ mod tests {
         assert!(
             line.contains("\"messages\"") && !line.contains("message_pieces"),
             "{line}"
+        );
+    }
+
+    /// A chat long enough to be referred to, sending `turns` questions.
+    fn turn(id: &str, conversation: usize, turns: usize) -> ChatEvent {
+        let messages = (0..turns)
+            .map(|t| {
+                lakehouse_providers::openai::Message::text(
+                    lakehouse_providers::openai::Role::User,
+                    format!(
+                        "conversation {conversation}, question {t} {}",
+                        "q".repeat(200)
+                    ),
+                )
+            })
+            .collect();
+        let mut chat = chat(1.0);
+        chat.id = Some(id.into());
+        chat.messages = Some(Arc::new(messages));
+        chat
+    }
+
+    #[test]
+    fn a_line_whose_pieces_name_a_segment_given_up_since_is_written_whole() {
+        let writer = LogWriter::default();
+        writer.append(Line::Chat(&turn("chatcmpl-1", 0, 2)));
+        let segment = writer.take();
+        // Encoded while its first turn's segment is being written...
+        let second = turn("chatcmpl-2", 0, 3);
+        let mut encoding = Encoding::default();
+        writer.encode(&Line::Chat(&second), &mut encoding).unwrap();
+        assert!(String::from_utf8_lossy(&encoding.line).contains("message_pieces"));
+        // ... and added after it was given up.
+        writer.give_up(&segment);
+        writer.add(&Line::Chat(&second), &mut encoding);
+        let line = writer.gathered();
+        assert!(
+            line.contains("\"messages\"") && !line.contains("message_pieces"),
+            "{line}"
+        );
+        // It is remembered: the next turn refers to it.
+        writer.append(Line::Chat(&turn("chatcmpl-3", 0, 4)));
+        assert!(writer.gathered().contains("\"of\":\"chatcmpl-2\""));
+    }
+
+    #[test]
+    fn conversations_appended_from_many_threads_read_back_whole() {
+        const THREADS: usize = 4;
+        const TURNS: usize = 30;
+        let writer = LogWriter::default();
+        std::thread::scope(|scope| {
+            for conversation in 0..THREADS {
+                let writer = &writer;
+                scope.spawn(move || {
+                    for turns in 1..=TURNS {
+                        let id = format!("chatcmpl-{conversation}-{turns}");
+                        writer.append(Line::Chat(&turn(&id, conversation, turns)));
+                    }
+                });
+            }
+        });
+        let text = writer.gathered();
+        let mut resolver = super::super::Resolver::default();
+        let mut read = 0;
+        for line in text.lines() {
+            let super::super::Record::Chat(mut chat) = serde_json::from_str(line).unwrap() else {
+                panic!("{line}");
+            };
+            resolver.resolve(&mut chat);
+            let id = chat.id.clone().unwrap();
+            let (conversation, turns) = id["chatcmpl-".len()..].split_once('-').unwrap();
+            let sent = turn(&id, conversation.parse().unwrap(), turns.parse().unwrap());
+            assert_eq!(
+                serde_json::to_value(&chat.messages).unwrap(),
+                serde_json::to_value(&sent.messages).unwrap(),
+                "{id}"
+            );
+            read += 1;
+        }
+        assert_eq!(read, THREADS * TURNS);
+        // A one-message chat is not remembered: from the third turn on,
+        // each refers to the turn before.
+        assert_eq!(
+            text.matches("message_pieces").count(),
+            THREADS * (TURNS - 2)
         );
     }
 
