@@ -20,7 +20,9 @@
 //!
 //! The index is shared by every thread that records chats, so only the
 //! lookups need it: a chat's digests are taken before ([`Prepared::digest`])
-//! and its JSON written after ([`Prepared::write`]), outside the writer's lock.
+//! and its JSON written after ([`Prepared::write`]), outside the writer's
+//! lock (unless a segment was given up in between; see
+//! [`MessageIndex::is_current`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -212,6 +214,16 @@ impl Prepared {
         Ok(())
     }
 
+    /// Lets go of what a chat of very many messages grew.
+    pub(super) fn trim(&mut self) {
+        const KEPT: usize = 4096;
+        if self.digests.capacity() > KEPT {
+            self.digests = Vec::new();
+            self.sizes = Vec::new();
+            self.pieces = Vec::new();
+        }
+    }
+
     /// The digested length of messages `start..end` (about their JSON's).
     fn bytes(&self, start: usize, end: usize) -> usize {
         self.sizes.get(start..end).unwrap_or_default().iter().sum()
@@ -305,7 +317,8 @@ impl MessageIndex {
         }
     }
 
-    /// Whether the chats `prepared`'s pieces name are all still in the log.
+    /// Whether `prepared`'s pieces were found since every chat was last
+    /// forgotten: otherwise they may name chats whose lines were left out.
     pub(super) fn is_current(&self, prepared: &Prepared) -> bool {
         prepared.generation == self.generation
     }

@@ -1,5 +1,5 @@
 //! The observer's log writer. A chat's line is encoded when the chat is
-//! recorded, on the thread that recorded it, into the segment being
+//! recorded, on the thread that recorded it, and added to the segment being
 //! gathered; a task writes what was gathered as one segment per burst.
 //!
 //! Encoded where it was recorded, an event is still in that core's cache and
@@ -17,7 +17,9 @@
 //! The lock is held to look messages up in the index and to copy the line
 //! in, not to encode it: with several worker threads, chats ending together
 //! would otherwise wait on each other's digests and JSON, which for a long
-//! conversation seen for the first time take tens of microseconds.
+//! conversation seen for the first time take tens of microseconds. A chat is
+//! remembered once its line is added, so two chats ending together that
+//! share messages both write them.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,6 +74,9 @@ pub(super) struct LogWriter {
     /// flush, the observer's end.
     wake: Notify,
     closed: AtomicBool,
+    /// Whether the lines not yet written reach [`MAX_PENDING`]: read before
+    /// a line is encoded, so that none is encoded only to be dropped.
+    full: AtomicBool,
     /// Lines (chats and ratings) left out of the log: too much was waiting,
     /// or a segment was given up (see [`write_loop`]).
     pub(super) dropped: AtomicU64,
@@ -126,11 +131,12 @@ struct Encoding {
 }
 
 impl Encoding {
-    /// Lets go of buffers one huge line grew.
+    /// Lets go of what one huge line grew.
     fn trim(&mut self) {
         if self.line.capacity() > SCRATCH_KEPT {
             self.line = Vec::new();
         }
+        self.prepared.trim();
     }
 }
 
@@ -146,6 +152,7 @@ impl Default for LogWriter {
             pending: Mutex::new(pending),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             segments: tokio::sync::watch::Sender::new(0),
@@ -181,14 +188,21 @@ impl LogWriter {
     }
 
     fn encode_and_add(&self, line: &Line<'_>, encoding: &mut Encoding) {
-        if let Err(e) = self.encode(line, encoding) {
-            // One unwritable record does not cost the others their place.
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("observer: cannot encode an event: {e}");
+        if self.full.load(Ordering::Relaxed) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.add(line, encoding);
+        match self.encode(line, encoding) {
+            Ok(()) => self.add(line, encoding),
+            Err(e) => self.unencodable(&e),
+        }
         encoding.trim();
+    }
+
+    /// One unwritable record does not cost the others their place.
+    fn unencodable(&self, error: &serde_json::Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("observer: cannot encode an event: {error}");
     }
 
     /// Encodes `line` into `encoding.line`; the lock is taken only to look
@@ -217,7 +231,7 @@ impl LogWriter {
     fn add(&self, line: &Line<'_>, encoding: &mut Encoding) {
         let wake = {
             let mut pending = self.lock();
-            if pending.bytes.saturating_add(pending.held) >= MAX_PENDING {
+            if pending.is_full() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -238,8 +252,7 @@ impl LogWriter {
                 pending.index.plan(prepared, event.at_ms);
                 out.clear();
                 if let Err(e) = line.write_json(out, Some(prepared)) {
-                    self.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!("observer: cannot encode an event: {e}");
+                    self.unencodable(&e);
                     return;
                 }
             }
@@ -247,6 +260,7 @@ impl LogWriter {
             if let Some(event) = chat {
                 pending.index.commit(event.id.as_deref(), prepared);
             }
+            self.full.store(pending.is_full(), Ordering::Relaxed);
             pending.wake_needed()
         };
         if wake {
@@ -307,6 +321,7 @@ impl LogWriter {
             let mut pending = self.lock();
             pending.held = pending.held.saturating_sub(segment.bytes);
             pending.last_bytes = segment.bytes;
+            self.full.store(pending.is_full(), Ordering::Relaxed);
         }
         self.segments.send_modify(|n| *n += 1);
     }
@@ -325,11 +340,17 @@ impl LogWriter {
         pending.woken = false;
         pending.woken_full = false;
         pending.index.forget_all();
+        self.full.store(pending.is_full(), Ordering::Relaxed);
         self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
     }
 }
 
 impl Pending {
+    /// Whether the lines not yet written reach [`MAX_PENDING`].
+    fn is_full(&self) -> bool {
+        self.bytes.saturating_add(self.held) >= MAX_PENDING
+    }
+
     /// Appends an encoded line and its newline.
     fn add(&mut self, line: &[u8]) {
         if self.part.capacity() == 0 {
@@ -568,23 +589,153 @@ mod tests {
         );
     }
 
-    /// A chat long enough to be referred to, sending `turns` questions.
+    /// Turn `turns` of conversation `conversation`: a long system prompt
+    /// every conversation shares, then `turns` long questions.
     fn turn(id: &str, conversation: usize, turns: usize) -> ChatEvent {
-        let messages = (0..turns)
-            .map(|t| {
-                lakehouse_providers::openai::Message::text(
-                    lakehouse_providers::openai::Role::User,
-                    format!(
-                        "conversation {conversation}, question {t} {}",
-                        "q".repeat(200)
-                    ),
-                )
-            })
-            .collect();
+        use lakehouse_providers::openai::{Message, Role};
+        let system = Message::text(Role::System, format!("shared {}", "s".repeat(200)));
+        let questions = (0..turns).map(|t| {
+            Message::text(
+                Role::User,
+                format!(
+                    "conversation {conversation}, question {t} {}",
+                    "q".repeat(200)
+                ),
+            )
+        });
         let mut chat = chat(1.0);
         chat.id = Some(id.into());
-        chat.messages = Some(Arc::new(messages));
+        chat.messages = Some(Arc::new(std::iter::once(system).chain(questions).collect()));
         chat
+    }
+
+    /// Reads `text` back as the log's reader does, asserting that each chat
+    /// has the messages it was sent with; returns how many chats it read.
+    fn read_back_whole(text: &str) -> usize {
+        let mut resolver = super::super::Resolver::default();
+        let mut read = 0;
+        for line in text.lines() {
+            let super::super::Record::Chat(mut chat) = serde_json::from_str(line).unwrap() else {
+                panic!("{line}");
+            };
+            resolver.resolve(&mut chat);
+            let id = chat.id.clone().unwrap();
+            let (conversation, turns) = id["chatcmpl-".len()..].split_once('-').unwrap();
+            let sent = turn(&id, conversation.parse().unwrap(), turns.parse().unwrap());
+            assert!(chat.messages.is_some(), "{id} names a chat not in the log");
+            assert_eq!(
+                serde_json::to_value(&chat.messages).unwrap(),
+                serde_json::to_value(&sent.messages).unwrap(),
+                "{id}"
+            );
+            read += 1;
+        }
+        read
+    }
+
+    const THREADS: usize = 4;
+    const TURNS: usize = 30;
+
+    /// Appends `TURNS` turns of one conversation on each of `THREADS`
+    /// threads, after a first chat (conversation `THREADS`) on this one.
+    fn append_from_threads(writer: &LogWriter, beside: impl FnOnce(&AtomicU64) + Send) {
+        writer.append(Line::Chat(&turn(
+            &format!("chatcmpl-{THREADS}-1"),
+            THREADS,
+            1,
+        )));
+        let appending = AtomicU64::new(THREADS as u64);
+        std::thread::scope(|scope| {
+            for conversation in 0..THREADS {
+                let appending = &appending;
+                scope.spawn(move || {
+                    for turns in 1..=TURNS {
+                        let id = format!("chatcmpl-{conversation}-{turns}");
+                        writer.append(Line::Chat(&turn(&id, conversation, turns)));
+                    }
+                    appending.fetch_sub(1, Ordering::Release);
+                });
+            }
+            scope.spawn(|| beside(&appending));
+        });
+    }
+
+    #[test]
+    fn chats_appended_from_many_threads_refer_across_them_and_read_back_whole() {
+        let writer = LogWriter::default();
+        append_from_threads(&writer, |_| {});
+        let text = writer.gathered();
+        assert_eq!(read_back_whole(&text), THREADS * TURNS + 1);
+        // Every turn refers to the one before; each conversation's first
+        // refers to another's chat for the prompt they share.
+        assert_eq!(text.matches("message_pieces").count(), THREADS * TURNS);
+        for line in text.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = line["id"].as_str().unwrap();
+            if id.ends_with("-1") && id != format!("chatcmpl-{THREADS}-1") {
+                let of = line["message_pieces"][0]["earlier"]["of"].as_str().unwrap();
+                let conversation = |id: &str| id.rsplit_once('-').unwrap().0.to_owned();
+                assert_ne!(conversation(of), conversation(id), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn segments_given_up_while_threads_append_leave_no_line_naming_their_chats() {
+        let writer = LogWriter::default();
+        append_from_threads(&writer, |appending| {
+            let mut given_up = 0;
+            while appending.load(Ordering::Acquire) > 0 && given_up < 8 {
+                let segment = writer.take();
+                if segment.lines > 0 {
+                    writer.give_up(&segment);
+                    given_up += 1;
+                }
+                std::thread::yield_now();
+            }
+        });
+        let read = read_back_whole(&writer.gathered());
+        let dropped = writer.dropped.load(Ordering::Relaxed) as usize;
+        assert_eq!(read + dropped, THREADS * TURNS + 1);
+    }
+
+    #[test]
+    fn lines_after_an_indexed_chat_on_the_same_thread_carry_nothing_of_it() {
+        let writer = LogWriter::default();
+        writer.append(Line::Chat(&turn("chatcmpl-0-2", 0, 2)));
+        writer.append(Line::Rating {
+            id: "chatcmpl-0-2",
+            rating: 1.0,
+            at_ms: 5,
+        });
+        let mut one = chat(2.0);
+        one.messages = Some(Arc::new(vec![lakehouse_providers::openai::Message::text(
+            lakehouse_providers::openai::Role::User,
+            "one",
+        )]));
+        writer.append(Line::Chat(&one));
+        // No id: written, never referred to.
+        let mut anonymous = turn("x", 1, 3);
+        anonymous.id = None;
+        writer.append(Line::Chat(&anonymous));
+        writer.append(Line::Chat(&turn("chatcmpl-1-4", 1, 4)));
+        let text = writer.gathered();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[1]["kind"], "rating");
+        assert_eq!(lines[2]["messages"][0]["content"], "one");
+        assert_eq!(
+            lines[3]["message_pieces"][0]["earlier"]["of"],
+            "chatcmpl-0-2"
+        );
+        let pieces = lines[4]["message_pieces"].to_string();
+        assert!(!pieces.contains("\"of\":null"), "{pieces}");
+        assert_eq!(
+            lines[4]["message_pieces"][0]["earlier"]["of"],
+            "chatcmpl-0-2"
+        );
     }
 
     #[test]
@@ -608,49 +759,6 @@ mod tests {
         // It is remembered: the next turn refers to it.
         writer.append(Line::Chat(&turn("chatcmpl-3", 0, 4)));
         assert!(writer.gathered().contains("\"of\":\"chatcmpl-2\""));
-    }
-
-    #[test]
-    fn conversations_appended_from_many_threads_read_back_whole() {
-        const THREADS: usize = 4;
-        const TURNS: usize = 30;
-        let writer = LogWriter::default();
-        std::thread::scope(|scope| {
-            for conversation in 0..THREADS {
-                let writer = &writer;
-                scope.spawn(move || {
-                    for turns in 1..=TURNS {
-                        let id = format!("chatcmpl-{conversation}-{turns}");
-                        writer.append(Line::Chat(&turn(&id, conversation, turns)));
-                    }
-                });
-            }
-        });
-        let text = writer.gathered();
-        let mut resolver = super::super::Resolver::default();
-        let mut read = 0;
-        for line in text.lines() {
-            let super::super::Record::Chat(mut chat) = serde_json::from_str(line).unwrap() else {
-                panic!("{line}");
-            };
-            resolver.resolve(&mut chat);
-            let id = chat.id.clone().unwrap();
-            let (conversation, turns) = id["chatcmpl-".len()..].split_once('-').unwrap();
-            let sent = turn(&id, conversation.parse().unwrap(), turns.parse().unwrap());
-            assert_eq!(
-                serde_json::to_value(&chat.messages).unwrap(),
-                serde_json::to_value(&sent.messages).unwrap(),
-                "{id}"
-            );
-            read += 1;
-        }
-        assert_eq!(read, THREADS * TURNS);
-        // A one-message chat is not remembered: from the third turn on,
-        // each refers to the turn before.
-        assert_eq!(
-            text.matches("message_pieces").count(),
-            THREADS * (TURNS - 2)
-        );
     }
 
     #[tokio::test]
