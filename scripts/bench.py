@@ -26,6 +26,7 @@ import json
 import os
 import pathlib
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -223,9 +224,8 @@ def settle(busy_below=0.1, window=0.2, limit=5.0):
     another target's (LiteLLM's Python workers finish their backlog for up to
     a second) would otherwise pay for its leftovers."""
     def busy_and_total():
-        fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-        idle = fields[3] + fields[4]
-        return sum(fields) - idle, sum(fields)
+        idle, total = machine_idle()
+        return total - idle, total
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         b0, t0 = busy_and_total()
@@ -281,6 +281,18 @@ def process_tree(pid):
     return pids
 
 
+def machine_idle():
+    """The machine's idle and total CPU time so far, in clock ticks."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def children_cpu_seconds():
+    """User and system CPU time of this script's finished children (wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_seconds(pid):
     """User and system CPU time of `pid`'s process tree, in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -298,9 +310,10 @@ def proxy_section(targets, pids, upstream_pid, levels, duration, rounds, tmp):
     """Every target at every level, `rounds` times, interleaved.
 
     Each run also records the CPU time per request of the target's processes
-    (`pids[name]`, with its workers) and of the fake upstream: on 2 shared
-    cores the throughput ratios hide what each hop costs, and a proxy that
-    makes the upstream work harder shows there.
+    (`pids[name]`, with its workers), of the fake upstream and of wrk, and
+    the share of the machine left idle: on 2 shared cores the throughput
+    ratios hide what each hop costs, and a proxy that makes the upstream or
+    the load generator work harder, or leaves cores waiting, shows there.
 
     This VM's throughput drifts by tens of percent from one minute to the
     next, so one run per target would compare machines, not proxies. Each
@@ -328,10 +341,14 @@ def proxy_section(targets, pids, upstream_pid, levels, duration, rounds, tmp):
                     wrk(url, body, conns, 1, tmp, token)  # warm-up: connections, pools, caches
                 settle()
                 proxy_cpu, upstream_cpu = cpu_seconds(pids[name]), cpu_seconds(upstream_pid)
+                loadgen_cpu, (idle, total) = children_cpu_seconds(), machine_idle()
                 r = wrk(url, body, conns, duration, tmp, token)
                 served = max(r["requests"], 1)
                 r["cpu_us_per_req"] = round((cpu_seconds(pids[name]) - proxy_cpu) / served * 1e6, 1)
                 r["upstream_cpu_us_per_req"] = round((cpu_seconds(upstream_pid) - upstream_cpu) / served * 1e6, 1)
+                r["loadgen_cpu_us_per_req"] = round((children_cpu_seconds() - loadgen_cpu) / served * 1e6, 1)
+                idle_after, total_after = machine_idle()
+                r["idle_pct"] = round(100 * (idle_after - idle) / max(total_after - total, 1), 1)
                 runs[name].append(r)
                 print(f"  {case} round {i + 1} {name}: p50 {r['p50']} us, {r['rps']:.0f} req/s", flush=True)
         runs = {name: rs for name, rs in runs.items() if rs}
@@ -366,6 +383,9 @@ def summarize(runs):
         if all("cpu_us_per_req" in r for r in rs):
             put(f"{name}_cpu_us", [r["cpu_us_per_req"] for r in rs])
             put(f"{name}_upstream_cpu_us", [r["upstream_cpu_us_per_req"] for r in rs])
+        if all("loadgen_cpu_us_per_req" in r for r in rs):
+            put(f"{name}_loadgen_cpu_us", [r["loadgen_cpu_us_per_req"] for r in rs])
+            put(f"{name}_idle_pct", [r["idle_pct"] for r in rs])
     lh = runs.get("lakehouse")
     if lh and "nginx" in runs:
         nginx = runs["nginx"]
@@ -605,6 +625,29 @@ def markdown(report):
                     format(s[f"{n}_upstream_cpu_us"], ".1f") if f"{n}_upstream_cpu_us" in s else "n/a" for n in ["direct"] + names
                 )
                 lines.append(f"| {case} | {proxies} | {cell(s, 'lakehouse_cpu_over_nginx', '.2f')} | {upstream} |")
+        budget_rows = [(case, s) for case, s in proxy["summary"].items() if "lakehouse_idle_pct" in s]
+        if budget_rows:
+            lines += [
+                "",
+                "Where the machine's time went, per request: CPU µs of the proxy, the fake upstream and wrk (medians"
+                " over rounds), their sum, and the share of both cores left idle. Throughput is about"
+                " busy cores / sum: a proxy costs through its own CPU, through the work it makes the others do,"
+                " and through the cores it leaves waiting.",
+                "",
+                "| case | target | proxy µs | upstream µs | wrk µs | sum µs | idle % |",
+                "|---|---|---:|---:|---:|---:|---:|",
+            ]
+            for case, s in budget_rows:
+                for n in ["direct", "nginx", "lakehouse", *FLOORS, "litellm"]:
+                    if f"{n}_idle_pct" not in s:
+                        continue
+                    # `direct`'s own CPU is the upstream's.
+                    own = 0.0 if n == "direct" else s.get(f"{n}_cpu_us", 0.0)
+                    parts = [own, s[f"{n}_upstream_cpu_us"], s[f"{n}_loadgen_cpu_us"]]
+                    proxy_cell = "-" if n == "direct" else format(parts[0], ".1f")
+                    lines.append(
+                        f"| {case} | {n} | {proxy_cell} | {parts[1]:.1f} | {parts[2]:.1f} | {sum(parts):.1f} | {s[f'{n}_idle_pct']:.1f} |"
+                    )
     streaming = report.get("streaming")
     if streaming:
         lines += ["", "## Streaming", "", "| target | TTFT p50 µs | TTFT p99 µs | added p99 µs | events / chunks | gap median ms (min..max) |", "|---|---:|---:|---:|---:|---|"]
