@@ -106,6 +106,9 @@ struct Pending {
     index: MessageIndex,
     /// Flushes to acknowledge once what was gathered before them is written.
     flushes: Vec<oneshot::Sender<()>>,
+    /// The task is gone (ended, or dropped with its runtime): flushes are
+    /// answered at once, for nothing more will be written.
+    ended: bool,
 }
 
 /// What the task took to write in one segment.
@@ -272,8 +275,15 @@ impl LogWriter {
     /// write was refused).
     pub(super) async fn flush(&self) {
         let (ack, written) = oneshot::channel();
-        self.lock().flushes.push(ack);
+        {
+            let mut pending = self.lock();
+            if pending.ended {
+                return;
+            }
+            pending.flushes.push(ack);
+        }
         self.wake.notify_one();
+        // An error is the task gone: it dropped the acknowledgement.
         let _ = written.await;
     }
 
@@ -395,7 +405,30 @@ fn is_final(error: &MemoryError) -> bool {
 /// the wait short). A refused segment is written again, alone, after a
 /// growing wait, before what was gathered since; it is given up when the
 /// store can never take it (over its size cap), or when the observer ends.
-pub(super) async fn write_loop(log: JsonlLog, writer: std::sync::Arc<LogWriter>, timing: Timing) {
+pub(super) fn write_loop(
+    log: JsonlLog,
+    writer: std::sync::Arc<LogWriter>,
+    timing: Timing,
+) -> impl Future<Output = ()> {
+    // Outside the loop's future, so that it marks the end even when the
+    // task is dropped before it first runs.
+    let task = Task(writer);
+    async move { write_until_closed(&log, &task.0, timing).await }
+}
+
+/// The task's hold on the writer; when it goes, however the task ends,
+/// flushes waiting or to come are answered.
+struct Task(std::sync::Arc<LogWriter>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        let mut pending = self.0.lock();
+        pending.ended = true;
+        pending.flushes.clear();
+    }
+}
+
+async fn write_until_closed(log: &JsonlLog, writer: &LogWriter, timing: Timing) {
     let mut refused: Option<Attempt> = None;
     loop {
         if !writer.is_closed() {
@@ -420,7 +453,7 @@ pub(super) async fn write_loop(log: JsonlLog, writer: std::sync::Arc<LogWriter>,
         let closed = writer.is_closed();
         let flushes = writer.take_flushes();
         if let Some(earlier) = refused.take() {
-            refused = write(&log, &writer, earlier, closed).await;
+            refused = write(log, writer, earlier, closed).await;
         }
         // Also right after an earlier segment is written at last: lines
         // gathered meanwhile woke the task once, for the wait now over.
@@ -432,7 +465,7 @@ pub(super) async fn write_loop(log: JsonlLog, writer: std::sync::Arc<LogWriter>,
                     segment,
                     backoff: timing.first_backoff,
                 };
-                refused = write(&log, &writer, attempt, closed).await;
+                refused = write(log, writer, attempt, closed).await;
             }
         }
         for ack in flushes {
@@ -805,6 +838,44 @@ mod tests {
             .collect();
         assert_eq!(latencies, [1.0, 2.0], "each line once, in order");
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn flushes_are_answered_when_the_task_is_gone() {
+        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("writer-test-"));
+        let log = || {
+            JsonlLog::new(
+                crate::observer::tests::store_at(root.clone()),
+                super::super::LOG,
+            )
+        };
+        let writer = Arc::new(LogWriter::default());
+        // Dropped before it ever ran, with a flush waiting.
+        let task = tokio::spawn(write_loop(log(), writer.clone(), SERVER));
+        let waiting = writer.flush();
+        tokio::pin!(waiting);
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .unwrap();
+        // And flushes after it.
+        writer.append(Line::Chat(&chat(1.0)));
+        tokio::time::timeout(Duration::from_secs(60), writer.flush())
+            .await
+            .unwrap();
+
+        // Ended by the observer's end, having written what it gathered.
+        let writer = Arc::new(LogWriter::default());
+        let task = tokio::spawn(write_loop(log(), writer.clone(), SERVER));
+        writer.append(Line::Chat(&chat(2.0)));
+        writer.close();
+        task.await.unwrap();
+        assert_eq!(*writer.segments.borrow(), 1);
+        tokio::time::timeout(Duration::from_secs(60), writer.flush())
+            .await
+            .unwrap();
     }
 
     #[test]
