@@ -90,7 +90,8 @@ pub async fn state_from_config(config: config::Config) -> Result<SharedState, St
     );
     let pipeline = registry::build_pipeline(&config, &store, &pathway, &playbook);
     let observer = observer::Observer::open(
-        objects,
+        objects.clone(),
+        objects.spill_dir().map(|dir| dir.join(observer::LOG)),
         config.server.recent_requests,
         config.server.observer_retention(),
     )

@@ -222,7 +222,16 @@ async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), St
         options,
     )
     .await;
-    // The last witnessed chats reach the store before the process ends.
-    state.observer.flush().await;
+    // The last witnessed chats reach the store (or the spill folder) before
+    // the process ends, within the grace a store that hangs is given.
+    let grace = state.config.server.shutdown_grace();
+    if tokio::time::timeout(grace, state.observer.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "observer: the store did not take the last events within {grace:?}; they are left out"
+        );
+    }
     served.map_err(|e| format!("server failed: {e}"))
 }

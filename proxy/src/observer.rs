@@ -307,6 +307,9 @@ pub struct ObserverStats {
     pub written_segments: u64,
     /// Log segments deleted because they were older than the retention.
     pub pruned_segments: u64,
+    /// Events the store refused when the server last stopped, kept
+    /// locally, and written at this start.
+    pub restored: u64,
 }
 
 /// The bounded ring of recent events, and the writer that appends them to
@@ -321,6 +324,7 @@ pub struct Observer {
     writer: Option<Arc<LogWriter>>,
     replayed: usize,
     skipped_lines: u64,
+    restored: u64,
     pruned_segments: std::sync::Arc<AtomicU64>,
     /// The store the log lives in, when there is one.
     objects: Option<lakehouse_retrieval::objects::Objects>,
@@ -370,6 +374,7 @@ impl Observer {
             writer: None,
             replayed: 0,
             skipped_lines: 0,
+            restored: 0,
             pruned_segments: std::sync::Arc::default(),
             objects: None,
         }
@@ -384,13 +389,27 @@ impl Observer {
     /// it reached 1.5 GB. The ring's captured conversations may name earlier
     /// chats: those are read too (a chain reaches back at most an hour; the
     /// read stops at twice that past the oldest chat naming one).
+    ///
+    /// `spill` is the local folder for segments the store still refuses
+    /// when the observer is closed; those kept there last time are written
+    /// first.
     pub async fn open(
         objects: lakehouse_retrieval::objects::Objects,
+        spill: Option<std::path::PathBuf>,
         capacity: usize,
         retention: Option<Duration>,
     ) -> Result<Self, lakehouse_memory::MemoryError> {
         let log = lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG);
         let mut observer = Self::new(capacity);
+        if let Some(dir) = &spill {
+            observer.restored = writer::restore_spilled(&log, dir).await;
+            if observer.restored > 0 {
+                tracing::info!(
+                    "observer: wrote {} events the store refused when the server last stopped",
+                    observer.restored
+                );
+            }
+        }
         if let Some(retention) = retention {
             // Before the replay, so that no expired chat reaches the ring.
             prune(&log, retention, &observer.pruned_segments).await;
@@ -450,7 +469,7 @@ impl Observer {
         observer.replayed = ring.len();
         observer.events = Mutex::new(ring);
         observer.skipped_lines = skipped;
-        let writer = Arc::new(LogWriter::default());
+        let writer = Arc::new(LogWriter::new(spill));
         tokio::spawn(writer::write_loop(log, writer.clone(), writer::SERVER));
         if let Some(retention) = retention {
             tokio::spawn(retention_loop(
@@ -523,9 +542,20 @@ impl Observer {
         }
     }
 
-    /// Waits until everything recorded so far is written (shutdown, tests).
+    /// Waits until everything recorded so far is written (tests, history).
     pub async fn flush(&self) {
         if let Some(writer) = &self.writer {
+            writer.flush().await;
+        }
+    }
+
+    /// Writes what was recorded and ends the writer (shutdown): what the
+    /// store refuses is kept in the spill folder, when there is one, for
+    /// the next start. Nothing recorded after is written.
+    pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close();
+            // Answered once the writer has made its last attempts and ended.
             writer.flush().await;
         }
     }
@@ -545,6 +575,7 @@ impl Observer {
                 .map_or(0, |w| w.failures.load(Ordering::Relaxed)),
             written_segments: self.writer.as_ref().map_or(0, |w| *w.segments.borrow()),
             pruned_segments: self.pruned_segments.load(Ordering::Relaxed),
+            restored: self.restored,
         }
     }
 
@@ -995,7 +1026,9 @@ mod tests {
             )
             .await
             .unwrap();
-        let first = Observer::open(objects.clone(), 10, None).await.unwrap();
+        let first = Observer::open(objects.clone(), None, 10, None)
+            .await
+            .unwrap();
         assert_eq!(first.stats().skipped_lines, 1);
         for n in 1..=4 {
             let mut e = event("kimi", Outcome::Ok, f64::from(n));
@@ -1010,7 +1043,7 @@ mod tests {
         first.rate("chat-1", 1.0);
         first.flush().await;
 
-        let again = Observer::open(objects, 2, None).await.unwrap();
+        let again = Observer::open(objects, None, 2, None).await.unwrap();
         let stats = again.stats();
         assert_eq!((stats.replayed, stats.skipped_lines), (2, 0), "{stats:?}");
         let ring: Vec<_> = again
@@ -1036,7 +1069,9 @@ mod tests {
     async fn an_agents_turns_log_each_message_once_and_read_back_whole_after_a_restart() {
         use lakehouse_providers::openai::{Message, Role};
         let objects = temp_store();
-        let first = Observer::open(objects.clone(), 10, None).await.unwrap();
+        let first = Observer::open(objects.clone(), None, 10, None)
+            .await
+            .unwrap();
         let said = |what: &str| format!("{what} {}", "x".repeat(2000));
         let mut conversation = vec![Message::text(Role::System, said("system"))];
         let mut sent = Vec::new();
@@ -1070,7 +1105,7 @@ mod tests {
         assert_eq!(whole(&first.history().await.unwrap()), whole(&sent));
         // After a restart the ring's chats name chats older than the ring's:
         // those are read too, and the ring has every message.
-        let again = Observer::open(objects, 2, None).await.unwrap();
+        let again = Observer::open(objects, None, 2, None).await.unwrap();
         let mut ring = again.recent(10, None, None);
         ring.reverse();
         assert_eq!(whole(&ring), whole(&sent[6..]));
@@ -1087,7 +1122,9 @@ mod tests {
         line.push(b'\n');
         let old_key = format!("{LOG}/{SEGMENT_FROM_2001}");
         objects.put(&old_key, line.into()).await.unwrap();
-        let first = Observer::open(objects.clone(), 10, None).await.unwrap();
+        let first = Observer::open(objects.clone(), None, 10, None)
+            .await
+            .unwrap();
         assert_eq!(
             first.stats().replayed,
             1,
@@ -1099,7 +1136,7 @@ mod tests {
         first.flush().await;
 
         let day = Duration::from_secs(86_400);
-        let again = Observer::open(objects.clone(), 10, Some(day))
+        let again = Observer::open(objects.clone(), None, 10, Some(day))
             .await
             .unwrap();
         let stats = again.stats();

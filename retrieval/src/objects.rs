@@ -106,6 +106,10 @@ pub struct ObjectInfo {
     pub last_modified: String,
 }
 
+/// The first key segment reserved for the server's own files in the local
+/// folder (beside the S3 download cache), so that no object lands there.
+pub const LOCAL_STATE: &str = ".lakehouse";
+
 /// The object store plus its caps, and the local folder DuckDB may read.
 #[derive(Debug, Clone)]
 pub struct Objects {
@@ -321,6 +325,13 @@ impl Objects {
     pub fn local_dir(&self) -> &std::path::Path {
         &self.local_dir
     }
+
+    /// A local folder for writes the store refused at shutdown, to be made
+    /// again at the next start. S3 only: on the local backend the folder
+    /// would be on the disk that refused them.
+    pub fn spill_dir(&self) -> Option<PathBuf> {
+        (!self.local_backend).then(|| self.local_dir.join(LOCAL_STATE).join("spill"))
+    }
 }
 
 /// Accepts `a/b/c.ext`-style keys only.
@@ -341,6 +352,9 @@ pub fn validate_key(key: &str) -> Result<Path> {
     if key.chars().any(char::is_control) {
         return Err(bad("control characters are not allowed"));
     }
+    if key.split(['/', '\\']).next() == Some(LOCAL_STATE) {
+        return Err(bad("the `.lakehouse` folder is the server's own"));
+    }
     for segment in key.split(['/', '\\']) {
         if segment.is_empty() {
             return Err(bad("empty path segment"));
@@ -358,7 +372,13 @@ mod tests {
 
     #[test]
     fn keys_are_validated() {
-        for ok in ["a", "corpora/x/abc.parquet", "_vectors/c/1.usearch"] {
+        for ok in [
+            "a",
+            "corpora/x/abc.parquet",
+            "_vectors/c/1.usearch",
+            "a/.lakehouse",
+            ".lakehousex",
+        ] {
             assert!(validate_key(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -371,6 +391,8 @@ mod tests {
             "a/./b",
             "C:\\x",
             "a\u{7f}",
+            ".lakehouse",
+            ".lakehouse/spill/observer/x.jsonl",
         ] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }

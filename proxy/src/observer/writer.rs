@@ -12,7 +12,9 @@
 //! A segment the store refuses is written again, under the same key (a
 //! write that was in fact stored is then not kept twice), before anything
 //! gathered since, whose lines may refer to its chats' messages; the waits
-//! between attempts grow to [`MAX_BACKOFF`].
+//! between attempts grow to [`MAX_BACKOFF`]. One still refused when the
+//! observer ends is kept in a local folder, when there is one (S3), and
+//! written at the next start ([`restore_spilled`]).
 //!
 //! The lock is held to look messages up in the index and to copy the line
 //! in, not to encode it: with several worker threads, chats ending together
@@ -22,6 +24,7 @@
 //! share messages both write them.
 
 use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -84,6 +87,10 @@ pub(super) struct LogWriter {
     pub(super) failures: AtomicU64,
     /// Segments written.
     pub(super) segments: tokio::sync::watch::Sender<u64>,
+    /// Where segments still refused when the observer ends are kept.
+    spill: Option<PathBuf>,
+    /// Lines kept there.
+    pub(super) spilled: AtomicU64,
 }
 
 #[derive(Default)]
@@ -159,6 +166,8 @@ impl Default for LogWriter {
             dropped: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             segments: tokio::sync::watch::Sender::new(0),
+            spill: None,
+            spilled: AtomicU64::new(0),
         }
     }
 }
@@ -174,6 +183,15 @@ impl std::fmt::Debug for LogWriter {
 }
 
 impl LogWriter {
+    /// A writer that keeps the segments still refused when the observer
+    /// ends in `spill`, for [`restore_spilled`] at the next start.
+    pub(super) fn new(spill: Option<PathBuf>) -> Self {
+        Self {
+            spill,
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -336,6 +354,17 @@ impl LogWriter {
         self.segments.send_modify(|n| *n += 1);
     }
 
+    /// `segment` is kept locally, for the next start.
+    fn spilled(&self, segment: &Segment) {
+        {
+            let mut pending = self.lock();
+            pending.held = pending.held.saturating_sub(segment.bytes);
+            self.full.store(pending.is_full(), Ordering::Relaxed);
+        }
+        self.spilled
+            .fetch_add(segment.lines as u64, Ordering::Relaxed);
+    }
+
     /// Leaves `segment` out of the log, and with it every line gathered
     /// since, which may refer to its chats' messages; later lines refer to
     /// none logged before.
@@ -453,7 +482,14 @@ async fn write_until_closed(log: &JsonlLog, writer: &LogWriter, timing: Timing) 
         let closed = writer.is_closed();
         let flushes = writer.take_flushes();
         if let Some(earlier) = refused.take() {
-            refused = write(log, writer, earlier, closed).await;
+            refused = if closed && writer.spill.is_some() {
+                // Refused already: kept for the next start at once, so
+                // that the end does not wait on a store that is down.
+                keep_for_next_start(writer, earlier, "refused before").await;
+                None
+            } else {
+                write(log, writer, earlier, closed).await
+            };
         }
         // Also right after an earlier segment is written at last: lines
         // gathered meanwhile woke the task once, for the wait now over.
@@ -496,6 +532,15 @@ async fn write(
         }
         Err(e) => {
             writer.failures.fetch_add(1, Ordering::Relaxed);
+            if closed && !is_final(&e) && writer.spill.is_some() {
+                let attempt = Attempt {
+                    key,
+                    segment,
+                    backoff,
+                };
+                keep_for_next_start(writer, attempt, &e.to_string()).await;
+                return None;
+            }
             if closed || is_final(&e) {
                 tracing::warn!(
                     "observer: cannot write {} events, left out: {e}",
@@ -515,6 +560,110 @@ async fn write(
             })
         }
     }
+}
+
+/// Keeps `attempt`'s segment, which the store refused (`why`), in the
+/// writer's spill folder for the next start; gives it up if that fails too.
+async fn keep_for_next_start(writer: &LogWriter, attempt: Attempt, why: &str) {
+    let Some(dir) = &writer.spill else {
+        writer.give_up(&attempt.segment);
+        return;
+    };
+    let segment = &attempt.segment;
+    match spill(dir, &attempt.key, &segment.parts).await {
+        Ok(path) => {
+            tracing::warn!(
+                "observer: cannot write {} events ({why}); kept in {} for the next start",
+                segment.lines,
+                path.display()
+            );
+            writer.spilled(segment);
+        }
+        Err(e) => {
+            tracing::warn!(
+                "observer: cannot write {} events ({why}) nor keep them in {}, left out: {e}",
+                segment.lines,
+                dir.display()
+            );
+            writer.give_up(segment);
+        }
+    }
+}
+
+/// Writes `parts`, a segment refused under `key`, as a file in `dir`
+/// named like the segment (so files sort in the log's order).
+async fn spill(dir: &Path, key: &str, parts: &[Bytes]) -> std::io::Result<PathBuf> {
+    use tokio::io::AsyncWriteExt;
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let path = dir.join(name);
+    let partial = dir.join(format!("{name}.partial"));
+    tokio::fs::create_dir_all(dir).await?;
+    let mut file = tokio::fs::File::create(&partial).await?;
+    for part in parts {
+        file.write_all(part).await?;
+    }
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(&partial, &path).await?;
+    Ok(path)
+}
+
+/// Writes the segments kept in `dir` when the observer last ended to `log`,
+/// oldest first, each under a new key (a compaction since may have folded
+/// the log past their old ones), deleting each once written; stops at the
+/// first the store refuses, keeping it and the rest for the next start.
+/// Answers how many lines were written. Files left half-written by an end
+/// mid-spill are deleted.
+pub(super) async fn restore_spilled(log: &JsonlLog, dir: &Path) -> u64 {
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::warn!("observer: cannot read {}: {e}", dir.display());
+            return 0;
+        }
+    };
+    let mut kept = Vec::new();
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let path = entry.path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl") => kept.push(path),
+            Some("partial") => {
+                if let Err(e) = tokio::fs::remove_file(&path).await {
+                    tracing::warn!("observer: cannot delete {}: {e}", path.display());
+                }
+            }
+            _ => {}
+        }
+    }
+    kept.sort();
+    let mut restored = 0;
+    for path in kept {
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) => {
+                tracing::warn!("observer: cannot read {}: {e}", path.display());
+                break;
+            }
+        };
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        if let Err(e) = log.write_segment(&log.new_segment_key(), vec![bytes]).await {
+            tracing::warn!(
+                "observer: cannot write the events kept in {}, kept for the next start: {e}",
+                path.display()
+            );
+            break;
+        }
+        restored += lines;
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            // Written, and would be written again at the next start.
+            tracing::error!(
+                "observer: cannot delete {} (its events are in the log; delete it): {e}",
+                path.display()
+            );
+        }
+    }
+    restored
 }
 
 #[cfg(test)]
@@ -838,6 +987,59 @@ mod tests {
             .collect();
         assert_eq!(latencies, [1.0, 2.0], "each line once, in order");
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn segments_refused_at_the_end_are_kept_locally_and_written_at_the_next_start() {
+        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("writer-test-"));
+        let spill_dir = root.with_extension("spill");
+        let objects = crate::observer::tests::store_at(root.clone());
+        // A file where the log's folder goes: no segment can be written.
+        std::fs::create_dir_all(root.join("observer")).unwrap();
+        std::fs::write(root.join(super::super::LOG), "in the way").unwrap();
+        let writer = Arc::new(LogWriter::new(Some(spill_dir.clone())));
+        let timing = Timing {
+            linger: Duration::from_millis(1),
+            first_backoff: Duration::from_secs(3600),
+        };
+        let task = tokio::spawn(write_loop(
+            JsonlLog::new(objects.clone(), super::super::LOG),
+            writer.clone(),
+            timing,
+        ));
+        writer.append(Line::Chat(&chat(1.0)));
+        writer.flush().await; // refused, to be written again in an hour
+        writer.append(Line::Chat(&chat(2.0)));
+        // As `Observer::close` does: no waiting out the hour.
+        writer.close();
+        writer.flush().await;
+        task.await.unwrap();
+        assert_eq!(writer.spilled.load(Ordering::Relaxed), 2);
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
+        let kept = std::fs::read_dir(&spill_dir).unwrap().count();
+        assert_eq!(kept, 2, "the refused segment, then the one gathered since");
+        // Half written when an earlier end was cut short: not a segment.
+        std::fs::write(spill_dir.join("x.jsonl.partial"), "{\"kind\":").unwrap();
+
+        // The next start, with the store taking writes again.
+        std::fs::remove_file(root.join(super::super::LOG)).unwrap();
+        let observer =
+            crate::observer::Observer::open(objects.clone(), Some(spill_dir.clone()), 10, None)
+                .await
+                .unwrap();
+        assert_eq!(observer.stats().restored, 2);
+        let latencies: Vec<f64> = observer
+            .history()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.latency_ms)
+            .collect();
+        assert_eq!(latencies, [1.0, 2.0]);
+        assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0);
+        // Written once: a later start finds nothing kept.
+        let log = JsonlLog::new(objects, super::super::LOG);
+        assert_eq!(restore_spilled(&log, &spill_dir).await, 0);
     }
 
     #[tokio::test]

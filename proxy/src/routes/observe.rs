@@ -132,6 +132,14 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         &[],
         &[(vec![], observer.pruned_segments)],
     );
+    render_family(
+        &mut out,
+        Kind::Counter,
+        "lakehouse_observer_restored_total",
+        "Observer log lines the store refused when the server last stopped, kept in the local spill folder (S3 only), and written at this start.",
+        &[],
+        &[(vec![], observer.restored)],
+    );
     let pathway = state.pathway.stats().await;
     let playbook = state.playbook.stats().await;
     render_family(
