@@ -261,6 +261,14 @@ impl JsonlLog {
         )
     }
 
+    /// The key of the segment whose file name (the key's last part) is
+    /// `file_name`, as [`new_segment_key`] named it.
+    ///
+    /// [`new_segment_key`]: Self::new_segment_key
+    pub fn segment_key(&self, file_name: &str) -> String {
+        format!("{}/{file_name}", self.name)
+    }
+
     /// Writes `parts` (as [`append_encoded`]) as the segment `key`, from
     /// [`new_segment_key`]: a writer that tries a refused segment again does
     /// so under the same key, so that a write that was in fact stored is

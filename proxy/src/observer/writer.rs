@@ -609,11 +609,12 @@ async fn spill(dir: &Path, key: &str, parts: &[Bytes]) -> std::io::Result<PathBu
 }
 
 /// Writes the segments kept in `dir` when the observer last ended to `log`,
-/// oldest first, each under a new key (a compaction since may have folded
-/// the log past their old ones), deleting each once written; stops at the
-/// first the store refuses, keeping it and the rest for the next start.
-/// Answers how many lines were written. Files left half-written by an end
-/// mid-spill are deleted.
+/// oldest first, each under the key it was refused under (its file name):
+/// in its place in the log's order, and not twice if a refused write was in
+/// fact stored. Deletes each once written; stops at the first the store
+/// refuses, keeping it and the rest for the next start. Answers how many
+/// lines were written. Files left half-written by an end mid-spill are
+/// deleted.
 pub(super) async fn restore_spilled(log: &JsonlLog, dir: &Path) -> u64 {
     let mut entries = match tokio::fs::read_dir(dir).await {
         Ok(entries) => entries,
@@ -627,7 +628,11 @@ pub(super) async fn restore_spilled(log: &JsonlLog, dir: &Path) -> u64 {
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
         match path.extension().and_then(|e| e.to_str()) {
-            Some("jsonl") => kept.push(path),
+            Some("jsonl") => {
+                if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                    kept.push((log.segment_key(name), path));
+                }
+            }
             Some("partial") => {
                 if let Err(e) = tokio::fs::remove_file(&path).await {
                     tracing::warn!("observer: cannot delete {}: {e}", path.display());
@@ -638,7 +643,7 @@ pub(super) async fn restore_spilled(log: &JsonlLog, dir: &Path) -> u64 {
     }
     kept.sort();
     let mut restored = 0;
-    for path in kept {
+    for (key, path) in kept {
         let bytes = match tokio::fs::read(&path).await {
             Ok(bytes) => Bytes::from(bytes),
             Err(e) => {
@@ -647,7 +652,7 @@ pub(super) async fn restore_spilled(log: &JsonlLog, dir: &Path) -> u64 {
             }
         };
         let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-        if let Err(e) = log.write_segment(&log.new_segment_key(), vec![bytes]).await {
+        if let Err(e) = log.write_segment(&key, vec![bytes]).await {
             tracing::warn!(
                 "observer: cannot write the events kept in {}, kept for the next start: {e}",
                 path.display()
@@ -1021,8 +1026,18 @@ mod tests {
         // Half written when an earlier end was cut short: not a segment.
         std::fs::write(spill_dir.join("x.jsonl.partial"), "{\"kind\":").unwrap();
 
-        // The next start, with the store taking writes again.
+        // The next start, with the store taking writes again, and the
+        // first refused write in fact stored (a timeout after the PUT).
         std::fs::remove_file(root.join(super::super::LOG)).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&spill_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".jsonl"))
+            .collect();
+        names.sort();
+        let first = std::fs::read(spill_dir.join(&names[0])).unwrap();
+        let first_key = format!("{}/{}", super::super::LOG, names[0]);
+        objects.put(&first_key, first.into()).await.unwrap();
         let observer =
             crate::observer::Observer::open(objects.clone(), Some(spill_dir.clone()), 10, None)
                 .await
@@ -1035,8 +1050,20 @@ mod tests {
             .iter()
             .map(|c| c.latency_ms)
             .collect();
-        assert_eq!(latencies, [1.0, 2.0]);
+        assert_eq!(latencies, [1.0, 2.0], "each once, in order");
         assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0);
+        let keys: Vec<String> = objects
+            .list(&format!("{}/", super::super::LOG))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let spilled: Vec<String> = names
+            .iter()
+            .map(|n| format!("{}/{n}", super::super::LOG))
+            .collect();
+        assert_eq!(keys, spilled, "under the keys they were refused under");
         // Written once: a later start finds nothing kept.
         let log = JsonlLog::new(objects, super::super::LOG);
         assert_eq!(restore_spilled(&log, &spill_dir).await, 0);
