@@ -352,7 +352,12 @@ pub fn validate_key(key: &str) -> Result<Path> {
     if key.chars().any(char::is_control) {
         return Err(bad("control characters are not allowed"));
     }
-    if key.split(['/', '\\']).next() == Some(LOCAL_STATE) {
+    // Case-blind: a case-insensitive file system would cache such a key there.
+    if key
+        .split(['/', '\\'])
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case(LOCAL_STATE))
+    {
         return Err(bad("the `.lakehouse` folder is the server's own"));
     }
     for segment in key.split(['/', '\\']) {
@@ -393,6 +398,7 @@ mod tests {
             "a\u{7f}",
             ".lakehouse",
             ".lakehouse/spill/observer/x.jsonl",
+            ".LakeHouse/x",
         ] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }

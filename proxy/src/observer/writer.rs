@@ -67,6 +67,10 @@ const SEGMENT_PART: usize = 1 << 20;
 const MAX_PENDING: usize = 64 << 20;
 /// The longest wait before a refused segment is written again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a write to the store is waited on once the observer is closed
+/// (a store that is down can retry for minutes); then the segment is kept
+/// in the spill folder, or left out.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Lines gathered for the next segment, and the task's wake-ups.
 pub(super) struct LogWriter {
@@ -77,6 +81,8 @@ pub(super) struct LogWriter {
     /// flush, the observer's end.
     wake: Notify,
     closed: AtomicBool,
+    /// Wakes writes waiting on the store when the observer is closed.
+    closing: Notify,
     /// Whether the lines not yet written reach [`MAX_PENDING`]: read before
     /// a line is encoded, so that none is encoded only to be dropped.
     full: AtomicBool,
@@ -162,6 +168,7 @@ impl Default for LogWriter {
             pending: Mutex::new(pending),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            closing: Notify::new(),
             full: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -309,6 +316,21 @@ impl LogWriter {
     pub(super) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.wake.notify_one();
+        self.closing.notify_waiters();
+    }
+
+    /// Resolves once [`close`](Self::close) was called.
+    async fn until_closed(&self) {
+        loop {
+            let closing = self.closing.notified();
+            tokio::pin!(closing);
+            // Registered before the flag is read: a close in between wakes it.
+            closing.as_mut().enable();
+            if self.is_closed() {
+                return;
+            }
+            closing.await;
+        }
     }
 
     pub(super) fn is_closed(&self) -> bool {
@@ -433,7 +455,8 @@ fn is_final(error: &MemoryError) -> bool {
 /// line it waits for more (a flush, a full segment or the observer's end cut
 /// the wait short). A refused segment is written again, alone, after a
 /// growing wait, before what was gathered since; it is given up when the
-/// store can never take it (over its size cap), or when the observer ends.
+/// store can never take it (over its size cap). When the observer ends,
+/// see [`finish`].
 pub(super) fn write_loop(
     log: JsonlLog,
     writer: std::sync::Arc<LogWriter>,
@@ -481,27 +504,24 @@ async fn write_until_closed(log: &JsonlLog, writer: &LogWriter, timing: Timing) 
         // Read first: once closed, nothing more is appended.
         let closed = writer.is_closed();
         let flushes = writer.take_flushes();
-        if let Some(earlier) = refused.take() {
-            refused = if closed && writer.spill.is_some() {
-                // Refused already: kept for the next start at once, so
-                // that the end does not wait on a store that is down.
-                keep_for_next_start(writer, earlier, "refused before").await;
-                None
-            } else {
-                write(log, writer, earlier, closed).await
-            };
-        }
-        // Also right after an earlier segment is written at last: lines
-        // gathered meanwhile woke the task once, for the wait now over.
-        if refused.is_none() {
-            let segment = writer.take();
-            if segment.lines > 0 {
-                let attempt = Attempt {
-                    key: log.new_segment_key(),
-                    segment,
-                    backoff: timing.first_backoff,
-                };
-                refused = write(log, writer, attempt, closed).await;
+        if closed {
+            finish(log, writer, refused.take()).await;
+        } else {
+            if let Some(earlier) = refused.take() {
+                refused = write(log, writer, earlier).await;
+            }
+            // Also right after an earlier segment is written at last: lines
+            // gathered meanwhile woke the task once, for the wait now over.
+            if refused.is_none() {
+                let segment = writer.take();
+                if segment.lines > 0 {
+                    let attempt = Attempt {
+                        key: log.new_segment_key(),
+                        segment,
+                        backoff: timing.first_backoff,
+                    };
+                    refused = write(log, writer, attempt).await;
+                }
             }
         }
         for ack in flushes {
@@ -514,41 +534,26 @@ async fn write_until_closed(log: &JsonlLog, writer: &LogWriter, timing: Timing) 
 }
 
 /// Writes `attempt`'s segment; answers it when it is to be written again.
-async fn write(
-    log: &JsonlLog,
-    writer: &LogWriter,
-    attempt: Attempt,
-    closed: bool,
-) -> Option<Attempt> {
+async fn write(log: &JsonlLog, writer: &LogWriter, attempt: Attempt) -> Option<Attempt> {
     let Attempt {
         key,
         segment,
         backoff,
     } = attempt;
-    match log.write_segment(&key, segment.parts.clone()).await {
+    match put(log, writer, &key, &segment).await {
         Ok(()) => {
             writer.written(&segment);
             None
         }
+        Err(e) if is_final(&e) => {
+            tracing::warn!(
+                "observer: cannot write {} events, left out: {e}",
+                segment.lines
+            );
+            writer.give_up(&segment);
+            None
+        }
         Err(e) => {
-            writer.failures.fetch_add(1, Ordering::Relaxed);
-            if closed && !is_final(&e) && writer.spill.is_some() {
-                let attempt = Attempt {
-                    key,
-                    segment,
-                    backoff,
-                };
-                keep_for_next_start(writer, attempt, &e.to_string()).await;
-                return None;
-            }
-            if closed || is_final(&e) {
-                tracing::warn!(
-                    "observer: cannot write {} events, left out: {e}",
-                    segment.lines
-                );
-                writer.give_up(&segment);
-                return None;
-            }
             tracing::warn!(
                 "observer: cannot write {} events, trying again in {backoff:?}: {e}",
                 segment.lines
@@ -562,15 +567,112 @@ async fn write(
     }
 }
 
+/// Writes `segment` under `key`, waiting as long as the store takes until
+/// the observer is closed, then at most [`CLOSE_WAIT`] more; counts a
+/// refusal.
+async fn put(
+    log: &JsonlLog,
+    writer: &LogWriter,
+    key: &str,
+    segment: &Segment,
+) -> Result<(), MemoryError> {
+    let result = async {
+        let write = log.write_segment(key, segment.parts.clone());
+        tokio::pin!(write);
+        tokio::select! {
+            result = &mut write => return result,
+            () = writer.until_closed() => {}
+        }
+        tokio::time::timeout(CLOSE_WAIT, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(MemoryError::Store(StoreError::Backend(format!(
+                    "no answer within {CLOSE_WAIT:?} of the observer's end"
+                ))))
+            })
+    }
+    .await;
+    if result.is_err() {
+        writer.failures.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// What becomes of the segments left when the observer ends.
+#[derive(Clone, Copy, PartialEq)]
+enum Ending {
+    /// Written to the store.
+    Store,
+    /// Kept in the spill folder: so are all after it, which may refer to
+    /// its chats and must not reach the store before it.
+    Spill,
+    /// Left out: so are all after it.
+    Lost,
+}
+
+/// Writes what is left when the observer ends: the segment refused before,
+/// then what was gathered. A segment the store refuses, or does not answer
+/// for within [`CLOSE_WAIT`], is kept in the spill folder when there is one
+/// (one refused before is kept at once: the end does not wait on a store
+/// that is down), and every segment after it too.
+async fn finish(log: &JsonlLog, writer: &LogWriter, refused: Option<Attempt>) {
+    let gathered = writer.take();
+    let gathered = (gathered.lines > 0).then(|| Attempt {
+        key: log.new_segment_key(),
+        segment: gathered,
+        backoff: Duration::ZERO,
+    });
+    let refused = refused.iter().map(|attempt| (attempt, true));
+    let mut ending = Ending::Store;
+    for (attempt, refused_before) in refused.chain(gathered.iter().map(|a| (a, false))) {
+        ending = match ending {
+            Ending::Store if refused_before && writer.spill.is_some() => {
+                keep_for_next_start(writer, attempt, "refused before").await
+            }
+            Ending::Store => write_at_end(log, writer, attempt).await,
+            Ending::Spill => {
+                keep_for_next_start(writer, attempt, "kept after one kept before").await
+            }
+            Ending::Lost => {
+                writer.give_up(&attempt.segment);
+                Ending::Lost
+            }
+        };
+    }
+}
+
+/// One last attempt at the store for `attempt`; kept in the spill folder,
+/// or given up, when refused.
+async fn write_at_end(log: &JsonlLog, writer: &LogWriter, attempt: &Attempt) -> Ending {
+    let segment = &attempt.segment;
+    match put(log, writer, &attempt.key, segment).await {
+        Ok(()) => {
+            writer.written(segment);
+            Ending::Store
+        }
+        Err(e) if is_final(&e) || writer.spill.is_none() => {
+            tracing::warn!(
+                "observer: cannot write {} events, left out: {e}",
+                segment.lines
+            );
+            writer.give_up(segment);
+            Ending::Lost
+        }
+        Err(e) => keep_for_next_start(writer, attempt, &e.to_string()).await,
+    }
+}
+
 /// Keeps `attempt`'s segment, which the store refused (`why`), in the
 /// writer's spill folder for the next start; gives it up if that fails too.
-async fn keep_for_next_start(writer: &LogWriter, attempt: Attempt, why: &str) {
-    let Some(dir) = &writer.spill else {
-        writer.give_up(&attempt.segment);
-        return;
-    };
+async fn keep_for_next_start(writer: &LogWriter, attempt: &Attempt, why: &str) -> Ending {
     let segment = &attempt.segment;
-    match spill(dir, &attempt.key, &segment.parts).await {
+    let kept = match &writer.spill {
+        Some(dir) => spill(dir, &attempt.key, &segment.parts)
+            .await
+            .map_err(|e| format!("nor keep them in {}: {e}", dir.display())),
+        None => Err("and there is no spill folder".to_owned()),
+    };
+    match kept {
         Ok(path) => {
             tracing::warn!(
                 "observer: cannot write {} events ({why}); kept in {} for the next start",
@@ -578,14 +680,15 @@ async fn keep_for_next_start(writer: &LogWriter, attempt: Attempt, why: &str) {
                 path.display()
             );
             writer.spilled(segment);
+            Ending::Spill
         }
         Err(e) => {
             tracing::warn!(
-                "observer: cannot write {} events ({why}) nor keep them in {}, left out: {e}",
-                segment.lines,
-                dir.display()
+                "observer: cannot write {} events ({why}) {e}; left out",
+                segment.lines
             );
             writer.give_up(segment);
+            Ending::Lost
         }
     }
 }
@@ -605,6 +708,8 @@ async fn spill(dir: &Path, key: &str, parts: &[Bytes]) -> std::io::Result<PathBu
     file.sync_all().await?;
     drop(file);
     tokio::fs::rename(&partial, &path).await?;
+    // The rename itself survives a power loss only once the folder is synced.
+    tokio::fs::File::open(dir).await?.sync_all().await?;
     Ok(path)
 }
 
@@ -696,6 +801,7 @@ mod tests {
     use super::*;
     use crate::observer::tests::event;
     use crate::observer::{ChatEvent, Outcome};
+    use lakehouse_retrieval::objects::Objects;
 
     fn chat(latency_ms: f64) -> ChatEvent {
         event("kimi", Outcome::Ok, latency_ms)
@@ -994,79 +1100,112 @@ mod tests {
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
     }
 
-    #[tokio::test]
-    async fn segments_refused_at_the_end_are_kept_locally_and_written_at_the_next_start() {
+    /// A store whose log folder is blocked by a file (no segment can be
+    /// written until it is removed), a writer keeping refused segments in
+    /// `spill` at the end, and its task; the first write is retried only
+    /// after an hour.
+    fn blocked(
+        spill: PathBuf,
+    ) -> (
+        PathBuf,
+        Objects,
+        Arc<LogWriter>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("writer-test-"));
-        let spill_dir = root.with_extension("spill");
         let objects = crate::observer::tests::store_at(root.clone());
-        // A file where the log's folder goes: no segment can be written.
         std::fs::create_dir_all(root.join("observer")).unwrap();
         std::fs::write(root.join(super::super::LOG), "in the way").unwrap();
-        let writer = Arc::new(LogWriter::new(Some(spill_dir.clone())));
+        let writer = Arc::new(LogWriter::new(Some(spill)));
         let timing = Timing {
             linger: Duration::from_millis(1),
             first_backoff: Duration::from_secs(3600),
         };
-        let task = tokio::spawn(write_loop(
-            JsonlLog::new(objects.clone(), super::super::LOG),
-            writer.clone(),
-            timing,
-        ));
-        writer.append(Line::Chat(&chat(1.0)));
+        let log = JsonlLog::new(objects.clone(), super::super::LOG);
+        let task = tokio::spawn(write_loop(log, writer.clone(), timing));
+        (root, objects, writer, task)
+    }
+
+    #[tokio::test]
+    async fn segments_kept_at_the_end_stay_local_together_and_are_written_at_the_next_start() {
+        let spill_dir = std::env::temp_dir().join(lakehouse_providers::openai::new_id("spill-"));
+        let (root, objects, writer, task) = blocked(spill_dir.clone());
+        writer.append(Line::Chat(&turn("chatcmpl-0-2", 0, 2)));
         writer.flush().await; // refused, to be written again in an hour
-        writer.append(Line::Chat(&chat(2.0)));
-        // As `Observer::close` does: no waiting out the hour.
+        // Refers to the first chat's messages.
+        writer.append(Line::Chat(&turn("chatcmpl-0-3", 0, 3)));
+        assert!(writer.gathered().contains("message_pieces"));
+        // The store takes writes again, but the end does not wait out the
+        // hour: the refused segment is kept, and so is the one after it,
+        // which must not reach the store before it.
+        std::fs::remove_file(root.join(super::super::LOG)).unwrap();
         writer.close();
         writer.flush().await;
         task.await.unwrap();
         assert_eq!(writer.spilled.load(Ordering::Relaxed), 2);
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
-        let kept = std::fs::read_dir(&spill_dir).unwrap().count();
-        assert_eq!(kept, 2, "the refused segment, then the one gathered since");
-        // Half written when an earlier end was cut short: not a segment.
-        std::fs::write(spill_dir.join("x.jsonl.partial"), "{\"kind\":").unwrap();
-
-        // The next start, with the store taking writes again, and the
-        // first refused write in fact stored (a timeout after the PUT).
-        std::fs::remove_file(root.join(super::super::LOG)).unwrap();
+        let in_store = objects.list(super::super::LOG).await.unwrap();
+        assert!(in_store.is_empty(), "{in_store:?}");
         let mut names: Vec<String> = std::fs::read_dir(&spill_dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".jsonl"))
             .collect();
         names.sort();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // The first refused write was in fact stored (a timeout after the
+        // PUT); and a copy of it half written when an earlier end was cut
+        // short is not a segment.
         let first = std::fs::read(spill_dir.join(&names[0])).unwrap();
         let first_key = format!("{}/{}", super::super::LOG, names[0]);
-        objects.put(&first_key, first.into()).await.unwrap();
+        objects.put(&first_key, first.clone().into()).await.unwrap();
+        std::fs::write(spill_dir.join("0.jsonl.partial"), &first).unwrap();
+
+        // The next start.
         let observer =
             crate::observer::Observer::open(objects.clone(), Some(spill_dir.clone()), 10, None)
                 .await
                 .unwrap();
-        assert_eq!(observer.stats().restored, 2);
-        let latencies: Vec<f64> = observer
-            .history()
-            .await
-            .unwrap()
-            .iter()
-            .map(|c| c.latency_ms)
-            .collect();
-        assert_eq!(latencies, [1.0, 2.0], "each once, in order");
+        let stats = observer.stats();
+        assert_eq!((stats.restored, stats.skipped_lines), (2, 0), "{stats:?}");
+        let chats = observer.history().await.unwrap();
+        let ids: Vec<&str> = chats.iter().map(|c| c.id.as_deref().unwrap()).collect();
+        assert_eq!(ids, ["chatcmpl-0-2", "chatcmpl-0-3"], "each once, in order");
+        let sent = turn("chatcmpl-0-3", 0, 3);
+        assert_eq!(
+            serde_json::to_value(&chats[1].messages).unwrap(),
+            serde_json::to_value(&sent.messages).unwrap()
+        );
         assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0);
         let keys: Vec<String> = objects
-            .list(&format!("{}/", super::super::LOG))
+            .list(super::super::LOG)
             .await
             .unwrap()
             .into_iter()
             .map(|o| o.key)
             .collect();
-        let spilled: Vec<String> = names
+        let kept: Vec<String> = names
             .iter()
             .map(|n| format!("{}/{n}", super::super::LOG))
             .collect();
-        assert_eq!(keys, spilled, "under the keys they were refused under");
-        // Written once: a later start finds nothing kept.
+        assert_eq!(keys, kept, "under the keys they were refused under");
         let log = JsonlLog::new(objects, super::super::LOG);
         assert_eq!(restore_spilled(&log, &spill_dir).await, 0);
+    }
+
+    #[tokio::test]
+    async fn segments_that_cannot_be_kept_either_are_left_out_with_those_after_them() {
+        // A file where the spill folder goes.
+        let spill_file = std::env::temp_dir().join(lakehouse_providers::openai::new_id("spill-"));
+        std::fs::write(&spill_file, "in the way").unwrap();
+        let (_root, _objects, writer, task) = blocked(spill_file);
+        writer.append(Line::Chat(&chat(1.0)));
+        writer.flush().await;
+        writer.append(Line::Chat(&chat(2.0)));
+        writer.close();
+        writer.flush().await;
+        task.await.unwrap();
+        assert_eq!(writer.spilled.load(Ordering::Relaxed), 0);
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
