@@ -180,6 +180,18 @@ impl Objects {
         }
     }
 
+    /// Objects in `inner`, an object store made elsewhere (a wrapper that
+    /// injects faults, in tests), with the default caps; `local_dir` is the
+    /// download cache, as for S3.
+    pub fn from_store(inner: Arc<dyn ObjectStore>, local_dir: PathBuf) -> Self {
+        Self {
+            inner,
+            caps: Caps::default(),
+            local_dir,
+            local_backend: false,
+        }
+    }
+
     pub fn caps(&self) -> Caps {
         self.caps
     }

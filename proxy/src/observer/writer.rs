@@ -1192,6 +1192,43 @@ mod tests {
         assert_eq!(restore_spilled(&log, &spill_dir).await, 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_write_under_way_at_the_end_is_waited_on_briefly_then_kept_locally() {
+        use object_store::throttle::{ThrottleConfig, ThrottledStore};
+        let spill_dir = std::env::temp_dir().join(lakehouse_providers::openai::new_id("spill-"));
+        // A store that takes an hour to answer each write.
+        let config = ThrottleConfig {
+            wait_put_per_call: Duration::from_secs(3600),
+            ..ThrottleConfig::default()
+        };
+        let hanging = ThrottledStore::new(object_store::memory::InMemory::new(), config);
+        let objects = Objects::from_store(Arc::new(hanging), std::env::temp_dir());
+        let writer = Arc::new(LogWriter::new(Some(spill_dir.clone())));
+        let timing = Timing {
+            linger: Duration::from_millis(1),
+            first_backoff: Duration::from_secs(1),
+        };
+        let log = JsonlLog::new(objects, super::super::LOG);
+        let task = tokio::spawn(write_loop(log, writer.clone(), timing));
+        let started = tokio::time::Instant::now();
+        writer.append(Line::Chat(&chat(1.0)));
+        // Virtual time: the segment's write starts after the linger, and
+        // is under way when the observer is closed a minute later.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(writer.spilled.load(Ordering::Relaxed), 0);
+        writer.close();
+        writer.flush().await;
+        task.await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(60) + 2 * CLOSE_WAIT,
+            "{waited:?}"
+        );
+        assert_eq!(writer.spilled.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 1);
+    }
+
     #[tokio::test]
     async fn segments_that_cannot_be_kept_either_are_left_out_with_those_after_them() {
         // A file where the spill folder goes.
