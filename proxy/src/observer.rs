@@ -945,6 +945,7 @@ mod tests {
             writer::Timing {
                 linger: Duration::from_secs(3600),
                 first_backoff: Duration::from_secs(3600),
+                close_wait: Duration::from_secs(5),
             },
         ));
         observer.writer = Some(writer);
