@@ -931,6 +931,16 @@ mod tests {
         .unwrap()
     }
 
+    /// A new local store, and its root, with a file where the log's folder
+    /// goes: no segment can be written until the file (`root/LOG`) is removed.
+    pub(super) fn blocked_store() -> (std::path::PathBuf, lakehouse_retrieval::objects::Objects) {
+        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-"));
+        let objects = store_at(root.clone());
+        std::fs::create_dir_all(root.join("observer")).unwrap();
+        std::fs::write(root.join(LOG), "in the way").unwrap();
+        (root, objects)
+    }
+
     /// The writer gathers chats for a while after the first without watching
     /// the queue; a flush must end that wait. Here the wait is an hour, so
     /// only the flush can end it within the test's bound.
@@ -975,11 +985,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_segment_the_store_refused_is_written_before_the_next_one() {
-        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("observer-test-"));
-        let objects = store_at(root.clone());
-        // A file where the log's folder goes: no segment can be written.
-        std::fs::create_dir_all(root.join("observer")).unwrap();
-        std::fs::write(root.join(LOG), "in the way").unwrap();
+        let (root, objects) = blocked_store();
         let observer = lingering_observer(&objects);
         observer.record(event("kimi", Outcome::Ok, 1.0));
         observer.flush().await;

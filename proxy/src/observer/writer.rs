@@ -243,10 +243,11 @@ impl LogWriter {
         } = encoding;
         out.clear();
         prepared.clear();
-        let Line::Chat(event) = line else {
-            return line.write_json(out, None);
+        let chat = match line {
+            Line::Chat(event) => event.messages.as_deref().map(|m| (event, m)),
+            Line::Rating { .. } => None,
         };
-        let Some(messages) = event.messages.as_deref() else {
+        let Some((event, messages)) = chat else {
             return line.write_json(out, None);
         };
         prepared.digest(&self.keys, event.caller.as_deref(), event.at_ms, messages)?;
@@ -606,7 +607,7 @@ async fn put(
 }
 
 /// What becomes of the segments left when the observer ends.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Ending {
     /// Written to the store.
     Store,
@@ -1073,11 +1074,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_segment_is_written_again_by_itself_under_its_key() {
-        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("writer-test-"));
-        let objects = crate::observer::tests::store_at(root.clone());
-        // A file where the log's folder goes: no segment can be written.
-        std::fs::create_dir_all(root.join("observer")).unwrap();
-        std::fs::write(root.join(super::super::LOG), "in the way").unwrap();
+        let (root, objects) = crate::observer::tests::blocked_store();
         let writer = Arc::new(LogWriter::default());
         let timing = Timing {
             linger: Duration::from_millis(1),
@@ -1118,10 +1115,9 @@ mod tests {
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
     }
 
-    /// A store whose log folder is blocked by a file (no segment can be
-    /// written until it is removed), a writer keeping refused segments in
-    /// `spill` at the end, and its task; the first write is retried only
-    /// after an hour.
+    /// A store whose log folder is blocked (see `blocked_store`), a writer
+    /// keeping refused segments in `spill` at the end, and its task; the
+    /// first write is retried only after an hour.
     fn blocked(
         spill: PathBuf,
     ) -> (
@@ -1130,10 +1126,7 @@ mod tests {
         Arc<LogWriter>,
         tokio::task::JoinHandle<()>,
     ) {
-        let root = std::env::temp_dir().join(lakehouse_providers::openai::new_id("writer-test-"));
-        let objects = crate::observer::tests::store_at(root.clone());
-        std::fs::create_dir_all(root.join("observer")).unwrap();
-        std::fs::write(root.join(super::super::LOG), "in the way").unwrap();
+        let (root, objects) = crate::observer::tests::blocked_store();
         let writer = Arc::new(LogWriter::new(Some(spill)));
         let timing = Timing {
             linger: Duration::from_millis(1),
