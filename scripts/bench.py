@@ -204,6 +204,13 @@ def idle_policy():
     }
 
 
+def pgo_profile():
+    """The profile the Rust binaries were optimised with, as scripts/build_env.sh
+    passed it (its content hash), or None for a build without one."""
+    m = re.search(r"-Cprofile-use=\S*/([0-9a-f]+)\.profdata", os.environ.get("RUSTFLAGS", ""))
+    return m.group(1) if m else None
+
+
 def set_halt_poll(ns):
     """Sets the guest's halt polling (root, cpuidle-haltpoll guests only);
     returns the value it replaced, to put back after the run."""
@@ -556,6 +563,7 @@ def markdown(report):
         "",
         f"{report['cores']} cores, {WORKERS} worker(s) for nginx, Lakehouse and LiteLLM; loopback only;"
         f" cpuidle governor {idle.get('cpuidle_governor') or 'unknown'}, guest halt polling {idle.get('guest_halt_poll_ns') or 'n/a'} ns.",
+        f"Rust binaries built {'with the profile ' + report['pgo'] + ' (pgo/README.md)' if report.get('pgo') else 'without a profile (no PGO)'}.",
         "",
     ]
     proxy = report.get("proxy")
@@ -719,7 +727,7 @@ def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="lakehouse-bench-"))
     procs = []
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    report = {"stamp": stamp, "cores": os.cpu_count(), "workers": WORKERS, "idle": idle_policy()}
+    report = {"stamp": stamp, "cores": os.cpu_count(), "workers": WORKERS, "idle": idle_policy(), "pgo": pgo_profile()}
     try:
         fake, fake_url = start_printing([str(bins / "fake-upstream"), "--listen", "127.0.0.1:0"])
         procs.append(fake)

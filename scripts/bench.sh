@@ -10,7 +10,7 @@
 #   HALT_POLL_NS=200000 scripts/bench.sh --sections proxy   # VM guest polls before halting (root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+source scripts/build_env.sh
 VENV="${LAKEHOUSE_BENCH_VENV:-$HOME/.cache/lakehouse/bench-venv}"
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then

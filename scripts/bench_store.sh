@@ -7,7 +7,7 @@
 #   ROWS=100000 INGEST_ROWS=1000000 scripts/bench_store.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+source scripts/build_env.sh
 ROWS="${ROWS:-100000}"
 INGEST_ROWS="${INGEST_ROWS:-1000000}"
 cargo build --release -p lakehouse -p lakehouse-retrieval -p lakehouse-plugins --bins --examples

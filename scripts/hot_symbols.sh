@@ -4,7 +4,7 @@
 # the benchmark's load, then relinks. Run it after changing the request path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+source scripts/build_env.sh
 if ! command -v valgrind >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq valgrind wrk
 fi

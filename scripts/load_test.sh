@@ -7,7 +7,7 @@
 #   scripts/load_test.sh [--requests N] [--concurrency C]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+source scripts/build_env.sh
 BIN="$CARGO_TARGET_DIR/release"
 if [ ! -x "$BIN/loadgen" ] || [ ! -x "$BIN/lakehouse" ]; then
   cargo build --release -p lakehouse -p lakehouse-e2e --bins

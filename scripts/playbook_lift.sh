@@ -8,7 +8,7 @@
 #   BOOST=strength=0.4,min_similarity=0.5 scripts/playbook_lift.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+source scripts/build_env.sh
 DOCS="${DOCS:-0}"
 SET="${LIFT_SET:-$HOME/.cache/lakehouse/lift/debian-$DOCS}"
 

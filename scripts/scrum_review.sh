@@ -12,7 +12,7 @@ fi
 diff_file=$1 label=$2
 shift 2
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+source scripts/build_env.sh
 cargo build --release --quiet -p lakehouse --bin lakehouse
 exec "$CARGO_TARGET_DIR/release/lakehouse" scrum "$diff_file" --label "$label" \
   --config "${CONFIG:-lakehouse.toml}" "$@"

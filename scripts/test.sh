@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/lakehouse/target}"
+source scripts/build_env.sh
 VENV="${LAKEHOUSE_VENV:-$HOME/.cache/lakehouse/venv}"
 
 echo "== build (release, target dir $CARGO_TARGET_DIR)"
