@@ -8,11 +8,12 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # The bundled DuckDB C++ build dominates: cache the registry and target dir between builds.
-# Optimised with the committed profile (pgo/README.md), as the tests and benchmarks build it.
+# Built with the flags the tests and benchmarks use (scripts/build_env.sh): optimised
+# with the committed profile (pgo/README.md), rebuilt when the profile changes.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    RUSTFLAGS="-Cprofile-use=/src/pgo/lakehouse.profdata" \
-    cargo build --release --locked -p lakehouse --bin lakehouse \
+    CARGO_TARGET_DIR=/src/target bash -c '. scripts/build_env.sh \
+      && cargo build --release --locked -p lakehouse --bin lakehouse' \
     && install -m 755 target/release/lakehouse /usr/local/bin/lakehouse
 
 FROM debian:bookworm-slim
