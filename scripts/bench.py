@@ -207,8 +207,9 @@ def idle_policy():
 def pgo_profile():
     """The profile the Rust binaries were optimised with, as scripts/build_env.sh
     passed it (its content hash), or None for a build without one."""
-    m = re.search(r"-Cprofile-use=\S*/([0-9a-f]+)\.profdata", os.environ.get("RUSTFLAGS", ""))
-    return m.group(1) if m else None
+    # rustc takes the last of several.
+    found = re.findall(r"-Cprofile-use=\S*/([0-9a-f]+)\.profdata", os.environ.get("RUSTFLAGS", ""))
+    return found[-1] if found else None
 
 
 def set_halt_poll(ns):

@@ -12,28 +12,49 @@
 #   default), since the two run different schedulers.
 # Run it after large changes to the request path. Loopback only; about 40
 # minutes the first time (the instrumented build), a few minutes after.
-# Needs llvm-profdata from LLVM 19 or newer (Debian's llvm-19, installed when
-# missing).
+# Needs llvm-profdata: rustup's llvm-tools, or Debian's llvm-N with 19 <= N <=
+# the LLVM inside rustc (llvm-19 is installed when none fits).
 #   scripts/pgo_profile.sh [--requests N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The instrumented build keeps the caller's own flags, as the optimised one does.
+caller_flags="${RUSTFLAGS:-}"
 source scripts/build_env.sh
-PGO_TARGET_DIR="${PGO_TARGET_DIR:-$HOME/.cache/lakehouse/pgo-target}"
+PGO_TARGET_DIR="$(realpath -m "${PGO_TARGET_DIR:-$HOME/.cache/lakehouse/pgo-target}")"
 REQUESTS=2000
-if [ "${1:-}" = --requests ]; then REQUESTS="$2"; fi
+case "${1:-}" in
+  "") ;;
+  --requests) REQUESTS="${2:?--requests needs a number}" ;;
+  *) echo "usage: scripts/pgo_profile.sh [--requests N]" >&2; exit 2 ;;
+esac
 
-find_profdata() { ls /usr/lib/llvm-*/bin/llvm-profdata 2>/dev/null | sort -V | tail -1; }
+# A tool older than 19 cannot read the raw profiles rustc writes; one newer than
+# rustc's LLVM may write an indexed profile rustc cannot read.
+rustc_llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+find_profdata() {
+  local sysroot_tool
+  sysroot_tool="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata"
+  if [ -x "$sysroot_tool" ]; then echo "$sysroot_tool"; return; fi
+  local tool major
+  for tool in $(printf '%s\n' /usr/lib/llvm-*/bin/llvm-profdata | sort -V -r); do
+    major=$(echo "$tool" | sed -n 's|.*/llvm-\([0-9]*\)/.*|\1|p')
+    if [ -x "$tool" ] && [ -n "$major" ] && [ "$major" -ge 19 ] && [ "$major" -le "$rustc_llvm" ]; then
+      echo "$tool"
+      return
+    fi
+  done
+}
 profdata=$(find_profdata)
-# Older tools cannot read the raw profiles of the LLVM inside rustc.
-if [ -z "$profdata" ] || [ "$(echo "$profdata" | sed 's|.*/llvm-\([0-9]*\)/.*|\1|')" -lt 19 ]; then
+if [ -z "$profdata" ]; then
   apt-get update -qq && apt-get install -y -qq llvm-19 >/dev/null
   profdata=$(find_profdata)
 fi
+[ -n "$profdata" ] || { echo "no llvm-profdata between LLVM 19 and $rustc_llvm" >&2; exit 1; }
 
 # The load's tools come from the normal build; the server from the instrumented one.
 cargo build --release -p lakehouse-e2e --bin fake-upstream --bin loadgen
 BIN="$CARGO_TARGET_DIR/release"
-CARGO_TARGET_DIR="$PGO_TARGET_DIR" RUSTFLAGS="-Cprofile-generate=$PGO_TARGET_DIR/profraw" \
+CARGO_TARGET_DIR="$PGO_TARGET_DIR" RUSTFLAGS="${caller_flags:+$caller_flags }-Cprofile-generate=$PGO_TARGET_DIR/profraw" \
   cargo build --release -p lakehouse --bin lakehouse
 LAKEHOUSE="$PGO_TARGET_DIR/release/lakehouse"
 
@@ -105,7 +126,7 @@ for workers in 1 0; do
   exec 4< <(RUST_LOG=warn exec "$LAKEHOUSE" serve --config "$tmp/lakehouse.toml" --listen 127.0.0.1:0)
   server=$!
   pids+=("$server")
-  read -r line <&4
+  read -r -t 120 line <&4 || { echo "the instrumented server did not start" >&2; exit 1; }
   url="${line##*listening on }"
   for model in $MODELS; do
     echo "== $model, $REQUESTS chats, worker_threads = $workers"
@@ -121,10 +142,12 @@ for workers in 1 0; do
   # The counts are written as the server exits.
   kill -TERM "$server"
   wait "$server"
+  unset 'pids[-1]'
 done
 
 # Sparse: functions that never ran are left out rather than recorded as never
 # run, so code the load does not reach (admin, SQL, the CLI) is optimised as it
 # would be without a profile, not shrunk as cold; and the file is 2 MB, not 30.
-"$profdata" merge --sparse -o pgo/lakehouse.profdata "$tmp"/raw/*.profraw
+"$profdata" merge --sparse -o "$tmp/merged.profdata" "$tmp"/raw/*.profraw
+mv "$tmp/merged.profdata" pgo/lakehouse.profdata
 echo "wrote pgo/lakehouse.profdata ($(du -h pgo/lakehouse.profdata | cut -f1)) with $profdata"
