@@ -13,16 +13,9 @@ if [ ! -x "$BIN/loadgen" ] || [ ! -x "$BIN/lakehouse" ]; then
   cargo build --release -p lakehouse -p lakehouse-e2e --bins
 fi
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-# Each server prints one "listening on http://ADDR" line on stdout; read it as it comes.
-exec 3< <(exec "$BIN/fake-upstream" --listen 127.0.0.1:0)
-pids+=($!)
-read -r line <&3
-fake="${line##*listening on }"
+source scripts/loopback.sh
+start_listening "$BIN/fake-upstream" --listen 127.0.0.1:0
+fake="$url"
 
 cat > "$tmp/lakehouse.toml" <<TOML
 [store]
@@ -45,20 +38,13 @@ corpora = ["ops"]
 k = 4
 TOML
 
-for i in $(seq 1 300); do
-  printf '{"id":"doc-%d","text":"Runbook %d: how the team handles case %d of rotating logs, backups, deploys, failover, certificates, queues and alerts."}\n' "$i" "$i" "$i"
-done > "$tmp/docs.jsonl"
-"$BIN/lakehouse" ingest "$tmp/docs.jsonl" --corpus ops --text-column text --config "$tmp/lakehouse.toml" >/dev/null 2>&1
-
-exec 4< <(RUST_LOG=warn exec "$BIN/lakehouse" serve --config "$tmp/lakehouse.toml" --listen 127.0.0.1:0)
-pids+=($!)
-read -r line <&4
-url="${line##*listening on }"
+ingest_runbooks "$BIN/lakehouse" "$tmp/lakehouse.toml"
+start_listening env RUST_LOG=warn "$BIN/lakehouse" serve --config "$tmp/lakehouse.toml" --listen 127.0.0.1:0
 
 dir="${LOAD_REPORT_DIR:-bench/results}"
 mkdir -p "$dir"
 out="$dir/load-$(date -u +%Y%m%dT%H%M%SZ).json"
 status=0
-"$BIN/loadgen" --url "$url" --pid "${pids[1]}" "$@" > "$out" || status=$?
+"$BIN/loadgen" --url "$url" --pid "$started" "$@" > "$out" || status=$?
 cat "$out"
 exit "$status"

@@ -30,10 +30,11 @@ esac
 
 # A tool older than 19 cannot read the raw profiles rustc writes; one newer than
 # rustc's LLVM may write an indexed profile rustc cannot read.
-rustc_llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+rustc_info=$(rustc -vV)
+rustc_llvm=$(echo "$rustc_info" | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 find_profdata() {
   local sysroot_tool
-  sysroot_tool="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata"
+  sysroot_tool="$(rustc --print sysroot)/lib/rustlib/$(echo "$rustc_info" | sed -n 's/^host: //p')/bin/llvm-profdata"
   if [ -x "$sysroot_tool" ]; then echo "$sysroot_tool"; return; fi
   local tool major
   for tool in $(printf '%s\n' /usr/lib/llvm-*/bin/llvm-profdata | sort -V -r); do
@@ -58,17 +59,12 @@ CARGO_TARGET_DIR="$PGO_TARGET_DIR" RUSTFLAGS="${caller_flags:+$caller_flags }-Cp
   cargo build --release -p lakehouse --bin lakehouse
 LAKEHOUSE="$PGO_TARGET_DIR/release/lakehouse"
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
+source scripts/loopback.sh
 # Every run of the instrumented binary writes its counts here when it exits.
 export LLVM_PROFILE_FILE="$tmp/raw/lakehouse-%p.profraw"
 
-exec 3< <(LLVM_PROFILE_FILE=/dev/null exec "$BIN/fake-upstream" --listen 127.0.0.1:0)
-pids+=($!)
-read -r line <&3
-fake="${line##*listening on }"
+start_listening env LLVM_PROFILE_FILE=/dev/null "$BIN/fake-upstream" --listen 127.0.0.1:0
+fake="$url"
 
 mkdir -p "$tmp/secrets"
 for pair in ollama_cloud:OLLAMA_CLOUD_KEY openrouter:OPENROUTER_API_KEY opencode:OPENCODE_API_KEY \
@@ -114,20 +110,14 @@ TOML
 }
 
 write_config 1
-for i in $(seq 1 300); do
-  printf '{"id":"doc-%d","text":"Runbook %d: how the team handles case %d of rotating logs, backups, deploys, failover, certificates, queues and alerts."}\n' "$i" "$i" "$i"
-done > "$tmp/docs.jsonl"
-"$LAKEHOUSE" ingest "$tmp/docs.jsonl" --corpus ops --text-column text --config "$tmp/lakehouse.toml" >/dev/null
+ingest_runbooks "$LAKEHOUSE" "$tmp/lakehouse.toml"
 
 MODELS="bench/gpt-4o openrouter/openai/gpt-4o-mini kimi/kimi-k2.6 opencode/big-pickle
 opencode/claude-sonnet-4-5 opencode/gpt-5.4 ollama/qwen3:8b ollama_cloud/gpt-oss:120b rag/ops"
 for workers in 1 0; do
   write_config "$workers"
-  exec 4< <(RUST_LOG=warn exec "$LAKEHOUSE" serve --config "$tmp/lakehouse.toml" --listen 127.0.0.1:0)
-  server=$!
-  pids+=("$server")
-  read -r -t 120 line <&4 || { echo "the instrumented server did not start" >&2; exit 1; }
-  url="${line##*listening on }"
+  start_listening env RUST_LOG=warn "$LAKEHOUSE" serve --config "$tmp/lakehouse.toml" --listen 127.0.0.1:0
+  server=$started
   for model in $MODELS; do
     echo "== $model, $REQUESTS chats, worker_threads = $workers"
     LLVM_PROFILE_FILE=/dev/null "$BIN/loadgen" --url "$url" --pid "$server" --model "$model" \
