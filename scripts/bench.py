@@ -148,8 +148,9 @@ litellm_settings:
     return proc, url
 
 
-def start_lakehouse(bins, tmp, fake_url, wrapper=()):
-    """Lakehouse against the fake upstream; `wrapper` is a command to run it under (e.g. valgrind)."""
+def start_lakehouse(bins, tmp, fake_url, wrapper=(), server="", env=None):
+    """Lakehouse against the fake upstream; `wrapper` is a command to run it under
+    (e.g. valgrind), `server` more `[server]` settings, `env` more environment."""
     secrets = tmp / "secrets"
     secrets.mkdir(exist_ok=True)
     (secrets / "bench.env").write_text(f"BENCH_API_KEY={KEY}\n")
@@ -159,6 +160,7 @@ def start_lakehouse(bins, tmp, fake_url, wrapper=()):
 secrets_dir = "secrets"
 [server]
 worker_threads = {WORKERS}
+{server}
 [store]
 backend = "local"
 root = "data"
@@ -170,7 +172,7 @@ base_url = "{fake_url}/openai/v1"
 key_file = "secrets/bench.env"
 """
     )
-    env = dict(os.environ, RUST_LOG="warn")
+    env = dict(os.environ, RUST_LOG="warn", **(env or {}))
     return start_printing([*wrapper, str(bins / "lakehouse"), "serve", "--config", str(tmp / "lakehouse.toml"), "--listen", "127.0.0.1:0"], env)
 
 
