@@ -172,7 +172,7 @@ base_url = "{fake_url}/openai/v1"
 key_file = "secrets/bench.env"
 """
     )
-    env = dict(os.environ, RUST_LOG="warn", **(env or {}))
+    env = {**os.environ, "RUST_LOG": "warn", **(env or {})}
     return start_printing([*wrapper, str(bins / "lakehouse"), "serve", "--config", str(tmp / "lakehouse.toml"), "--listen", "127.0.0.1:0"], env)
 
 

@@ -47,7 +47,8 @@ def main():
     parser.add_argument("--variant", action="append", required=True, metavar="NAME=DIR",
                         help="a folder holding a lakehouse binary (repeat, two or more)")
     parser.add_argument("--server", action="append", default=[], metavar="NAME=SETTING",
-                        help="a [server] setting line for one variant (repeatable)")
+                        help="a [server] setting line for one variant (repeatable; "
+                             "worker_threads is WORKERS's, as in bench.sh)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=KEY=VALUE",
                         help="an environment variable for one variant (repeatable)")
     parser.add_argument("--upstream", type=pathlib.Path,
@@ -66,6 +67,8 @@ def main():
         raise SystemExit("give two or more --variant, each with its own name")
     settings = {name: [] for name in names}
     for name, line in pairs(args.server, names):
+        if line.split("=", 1)[0].strip() == "worker_threads":
+            raise SystemExit("worker_threads is set for every variant by WORKERS (default 1)")
         settings[name].append(line)
     envs = {name: {} for name in names}
     for name, assignment in pairs(args.env, names):
