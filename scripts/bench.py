@@ -316,6 +316,23 @@ def cpu_seconds(pid):
     return total / ticks
 
 
+def measured_wrk(url, body, conns, duration, tmp, token, proxy_pid, upstream_pid):
+    """One wrk run on a settled machine, with the CPU time per request of the
+    proxy's processes (`proxy_pid`'s tree), of the fake upstream and of wrk,
+    and the share of the machine left idle."""
+    settle()
+    proxy_cpu, upstream_cpu = cpu_seconds(proxy_pid), cpu_seconds(upstream_pid)
+    loadgen_cpu, (idle, total) = children_cpu_seconds(), machine_idle()
+    r = wrk(url, body, conns, duration, tmp, token)
+    served = max(r["requests"], 1)
+    r["cpu_us_per_req"] = round((cpu_seconds(proxy_pid) - proxy_cpu) / served * 1e6, 1)
+    r["upstream_cpu_us_per_req"] = round((cpu_seconds(upstream_pid) - upstream_cpu) / served * 1e6, 1)
+    r["loadgen_cpu_us_per_req"] = round((children_cpu_seconds() - loadgen_cpu) / served * 1e6, 1)
+    idle_after, total_after = machine_idle()
+    r["idle_pct"] = round(100 * (idle_after - idle) / max(total_after - total, 1), 1)
+    return r
+
+
 def proxy_section(targets, pids, upstream_pid, levels, duration, rounds, tmp):
     """Every target at every level, `rounds` times, interleaved.
 
@@ -349,16 +366,7 @@ def proxy_section(targets, pids, upstream_pid, levels, duration, rounds, tmp):
                 body = {"model": model, "messages": messages, "stream": mode == "stream"}
                 if i == 0:
                     wrk(url, body, conns, 1, tmp, token)  # warm-up: connections, pools, caches
-                settle()
-                proxy_cpu, upstream_cpu = cpu_seconds(pids[name]), cpu_seconds(upstream_pid)
-                loadgen_cpu, (idle, total) = children_cpu_seconds(), machine_idle()
-                r = wrk(url, body, conns, duration, tmp, token)
-                served = max(r["requests"], 1)
-                r["cpu_us_per_req"] = round((cpu_seconds(pids[name]) - proxy_cpu) / served * 1e6, 1)
-                r["upstream_cpu_us_per_req"] = round((cpu_seconds(upstream_pid) - upstream_cpu) / served * 1e6, 1)
-                r["loadgen_cpu_us_per_req"] = round((children_cpu_seconds() - loadgen_cpu) / served * 1e6, 1)
-                idle_after, total_after = machine_idle()
-                r["idle_pct"] = round(100 * (idle_after - idle) / max(total_after - total, 1), 1)
+                r = measured_wrk(url, body, conns, duration, tmp, token, pids[name], upstream_pid)
                 runs[name].append(r)
                 print(f"  {case} round {i + 1} {name}: p50 {r['p50']} us, {r['rps']:.0f} req/s", flush=True)
         runs = {name: rs for name, rs in runs.items() if rs}

@@ -103,12 +103,8 @@ def main():
         rows = {name: [] for name in names}
         for r in range(args.rounds):
             for name, url, pid, home in targets:
-                bench.settle()
-                proxy0, upstream0 = bench.cpu_seconds(pid), bench.cpu_seconds(fake.pid)
-                run = bench.wrk(url, body, args.connections, args.seconds, home, bench.KEY)
-                proxy1, upstream1 = bench.cpu_seconds(pid), bench.cpu_seconds(fake.pid)
-                chats = max(run["requests"], 1)
-                row = (run["rps"], run["p50"], 1e6 * (proxy1 - proxy0) / chats, 1e6 * (upstream1 - upstream0) / chats)
+                run = bench.measured_wrk(url, body, args.connections, args.seconds, home, bench.KEY, pid, fake.pid)
+                row = (run["rps"], run["p50"], run["cpu_us_per_req"], run["upstream_cpu_us_per_req"])
                 rows[name].append(row)
                 print(f"round {r}  {name:12s} {row[0]:8.0f} req/s  p50 {row[1]:5.0f} us  "
                       f"lakehouse {row[2]:6.2f} us/chat  upstream {row[3]:6.2f} us/chat", flush=True)
