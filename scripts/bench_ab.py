@@ -59,6 +59,10 @@ def main():
     parser.add_argument("--stream", action="store_true", help="streamed chats")
     parser.add_argument("--conversation", action="store_true",
                         help="a 41-message (~40 KB) conversation instead of one short message")
+    parser.add_argument("--content", default="bench",
+                        help="the short message's text; fake-upstream directives in it shape the "
+                             "upstream (e.g. '#slow_first=20' answers after 20 ms, "
+                             "'#chunks=10 #slow_chunks=20' streams 10 chunks 20 ms apart)")
     args = parser.parse_args()
 
     variants = pairs(args.variant, None)
@@ -96,7 +100,7 @@ def main():
                                               server="\n".join(settings[name]), env=envs[name])
             procs.append(proc)
             targets.append((name, f"{url}/v1/chat/completions", proc.pid, home))
-        messages = bench.CONVERSATION if args.conversation else [{"role": "user", "content": "bench"}]
+        messages = bench.CONVERSATION if args.conversation else [{"role": "user", "content": args.content}]
         body = {"model": "bench/gpt-4o", "messages": messages, "stream": args.stream}
         for _, url, _, home in targets:
             bench.wrk(url, body, args.connections, 1, home, bench.KEY)  # warm-up

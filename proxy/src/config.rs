@@ -303,6 +303,11 @@ pub struct ServerConfig {
     /// thread (a current-thread runtime).
     #[serde(default)]
     pub worker_threads: usize,
+    /// With one worker, how long at most it keeps polling for I/O when it
+    /// runs out of work, before it sleeps; adaptive, see [`crate::busy_poll`].
+    /// 0 turns polling off.
+    #[serde(default = "default_busy_poll_us")]
+    pub busy_poll_us: u64,
     /// Chats kept in memory for `/admin/requests` and the console.
     #[serde(default = "default_recent_requests")]
     pub recent_requests: usize,
@@ -340,6 +345,10 @@ fn default_header_read_timeout_secs() -> u64 {
 /// A century: more is a typo, and days in seconds must not overflow.
 const MAX_RETENTION_DAYS: u64 = 36_500;
 
+fn default_busy_poll_us() -> u64 {
+    200
+}
+
 fn default_recent_requests() -> usize {
     1000
 }
@@ -365,6 +374,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: default_shutdown_grace_secs(),
             keep_alive_secs: default_keep_alive_secs(),
             worker_threads: 0,
+            busy_poll_us: default_busy_poll_us(),
             recent_requests: default_recent_requests(),
             observer_retention_days: 0,
             max_concurrent_requests: default_max_concurrent_requests(),
@@ -615,6 +625,13 @@ impl Config {
             if value == 0 {
                 return Err(err(key.into(), "must be at least 1".into()));
             }
+        }
+        let max_poll_us = crate::busy_poll::MAX_WINDOW.as_micros();
+        if u128::from(self.server.busy_poll_us) > max_poll_us {
+            return Err(err(
+                "server.busy_poll_us".into(),
+                format!("must be at most {max_poll_us} (0 turns polling off)"),
+            ));
         }
         if !(1..=1_000_000).contains(&self.server.recent_requests) {
             return Err(err(

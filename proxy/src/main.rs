@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lakehouse::config::Config;
@@ -169,8 +170,19 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // One worker is one thread running everything, as an nginx worker does:
     // the current-thread scheduler skips work stealing and cross-thread
     // wake-ups, which a single multi-thread worker still pays on every task.
+    // It polls through short idle gaps instead of sleeping (see busy_poll).
+    let busy_poll =
+        (config.server.worker_threads == 1 && config.server.busy_poll_us > 0).then(|| {
+            lakehouse::busy_poll::BusyPoll::new(Duration::from_micros(config.server.busy_poll_us))
+        });
     let mut runtime = match config.server.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
+        1 => {
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            if let Some(poll) = &busy_poll {
+                builder.on_thread_unpark(poll.unpark_hook());
+            }
+            builder
+        }
         n => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if n > 0 {
@@ -183,7 +195,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime.block_on(run_server(config, args.listen))
+    runtime.block_on(async {
+        if let Some(poll) = busy_poll {
+            tokio::spawn(poll.run());
+        }
+        run_server(config, args.listen).await
+    })
 }
 
 async fn run_server(config: Config, listen: Option<SocketAddr>) -> Result<(), String> {
