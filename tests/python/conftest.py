@@ -80,9 +80,13 @@ def stop(proc):
 
 @pytest.fixture(scope="session")
 def proxy_url(fake_upstream):
+    # One worker (with its busy polling) here; the other suites' servers run
+    # the default, one worker per core.
     proc, url = start_lakehouse(
         fake_upstream,
         """
+[server]
+worker_threads = 1
 [models]
 local_fast = "ollama/qwen3:8b"
 [plugins.matrix]
