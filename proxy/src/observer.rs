@@ -12,7 +12,6 @@
 //! the event exactly once: when it is finished, or when it is dropped (the
 //! client went away mid-stream).
 
-use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,11 +28,13 @@ use crate::auth::CALLER;
 use crate::error::ApiError;
 
 mod conversations;
+mod recent;
 mod writer;
 
 pub(crate) use conversations::MessagePiece;
 use conversations::{Needed, Prepared, Resolver};
-use writer::LogWriter;
+use recent::{Entry, Ring};
+use writer::{LineAt, LogWriter};
 
 /// The header carrying the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -318,8 +319,8 @@ pub struct ObserverStats {
 /// (counted), never the chat.
 #[derive(Debug)]
 pub struct Observer {
-    capacity: usize,
-    events: Mutex<VecDeque<Box<ChatEvent>>>,
+    /// The recent chats ([`recent`]).
+    ring: Mutex<Ring>,
     /// Gathers the log's lines, when there is a store.
     writer: Option<Arc<LogWriter>>,
     replayed: usize,
@@ -369,8 +370,7 @@ impl Observer {
     /// A ring in memory only.
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
-            events: Mutex::new(VecDeque::with_capacity(capacity.clamp(1, 4096))),
+            ring: Mutex::new(Ring::new(capacity)),
             writer: None,
             replayed: 0,
             skipped_lines: 0,
@@ -399,6 +399,7 @@ impl Observer {
         capacity: usize,
         retention: Option<Duration>,
     ) -> Result<Self, lakehouse_memory::MemoryError> {
+        let capacity = capacity.max(1);
         let log = lakehouse_memory::log::JsonlLog::new(objects.clone(), LOG);
         let mut observer = Self::new(capacity);
         if let Some(dir) = &spill {
@@ -426,7 +427,7 @@ impl Observer {
                     match record {
                         Record::Chat(e) => {
                             let is_named = needed.take(&e);
-                            if newest_first.len() < observer.capacity {
+                            if newest_first.len() < capacity {
                                 needed.keep(&e);
                                 newest_first.push(*e);
                             } else if is_named {
@@ -439,7 +440,7 @@ impl Observer {
                         }
                     }
                 }
-                if newest_first.len() >= observer.capacity && needed.done() {
+                if newest_first.len() >= capacity && needed.done() {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
@@ -456,20 +457,17 @@ impl Observer {
             resolver.resolve(e);
         }
         resolver.warn_unresolved();
-        let ring: VecDeque<Box<ChatEvent>> = newest_first
-            .into_iter()
-            .rev()
-            .map(|mut e| {
-                if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
-                    e.rating = Some(*r);
-                }
-                Box::new(e)
-            })
-            .collect();
+        let mut ring = Ring::new(capacity);
+        for mut e in newest_first.into_iter().rev() {
+            if let Some(r) = e.id.as_ref().and_then(|id| ratings.get(id)) {
+                e.rating = Some(*r);
+            }
+            ring.push(Entry::Whole(Box::new(e)));
+        }
         observer.replayed = ring.len();
-        observer.events = Mutex::new(ring);
+        observer.ring = Mutex::new(ring);
         observer.skipped_lines = skipped;
-        let writer = Arc::new(LogWriter::new(spill));
+        let writer = Arc::new(LogWriter::new(spill, capacity));
         tokio::spawn(writer::write_loop(log, writer.clone(), writer::SERVER));
         if let Some(retention) = retention {
             tokio::spawn(retention_loop(
@@ -498,39 +496,108 @@ impl Observer {
         Ok(fold(log.replay::<Record>().await?.records))
     }
 
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Logs the chat and adds it to the ring: as where its line is when the
+    /// writer keeps it, else whole.
     fn record(&self, event: impl Into<Box<ChatEvent>>) {
         let event = event.into();
-        if let Some(writer) = &self.writer {
-            writer.append(Line::Chat(&event));
-        }
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let evicted = if events.len() >= self.capacity {
-            events.pop_front()
-        } else {
-            None
+        // Freed outside the locks: the chat when its line holds it, and the
+        // oldest chat.
+        let (_spent, _evicted) = match &self.writer {
+            Some(writer) => writer.append_chat(event, |event, at| match at {
+                Some(at) => {
+                    let rating = event.rating;
+                    (Some(event), self.ring().push(Entry::Line { at, rating }))
+                }
+                None => (None, self.ring().push(Entry::Whole(event))),
+            }),
+            None => (None, self.ring().push(Entry::Whole(event))),
         };
-        events.push_back(event);
-        drop(events);
-        // The oldest chat is freed outside the lock.
-        drop(evicted);
+    }
+
+    /// The newest chats of the ring first, at most `limit` of those `keep`
+    /// passes, with their numbers in the ring. Lines are read back outside
+    /// the ring's lock, and parsed only until `limit` chats are found.
+    fn scan(
+        &self,
+        limit: usize,
+        mut keep: impl FnMut(&ChatEvent) -> bool,
+    ) -> Vec<(u64, ChatEvent)> {
+        enum Seen {
+            Line(LineAt, Option<f32>),
+            Whole(Box<ChatEvent>),
+        }
+        let mut seen = Vec::new();
+        let mut lines = Vec::new();
+        {
+            let ring = self.ring();
+            let mut whole_kept = 0;
+            for (number, entry) in ring.newest_first() {
+                if whole_kept >= limit {
+                    break;
+                }
+                match entry {
+                    Entry::Line { at, rating } => {
+                        lines.push(*at);
+                        seen.push((number, Seen::Line(*at, *rating)));
+                    }
+                    Entry::Whole(e) if keep(e) => {
+                        whole_kept += 1;
+                        seen.push((number, Seen::Whole(e.clone())));
+                    }
+                    Entry::Whole(_) => {}
+                }
+            }
+        }
+        let mut bytes = match &self.writer {
+            Some(writer) if !lines.is_empty() => writer.kept_lines(&lines).into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        let mut found = Vec::new();
+        for (number, seen) in seen {
+            if found.len() >= limit {
+                break;
+            }
+            let event = match seen {
+                Seen::Whole(e) => *e,
+                Seen::Line(at, rating) => {
+                    // A line no longer kept is of a chat pushed out since.
+                    let Some(line) = bytes.next().flatten() else {
+                        continue;
+                    };
+                    match serde_json::from_slice::<Record>(&line) {
+                        Ok(Record::Chat(mut e)) => {
+                            e.rating = rating;
+                            if !keep(&e) {
+                                continue;
+                            }
+                            *e
+                        }
+                        Ok(Record::Rating { .. }) | Err(_) => {
+                            tracing::warn!("observer: the line at {at:?} is not a chat");
+                            continue;
+                        }
+                    }
+                }
+            };
+            found.push((number, event));
+        }
+        found
     }
 
     /// Records a rating of the completion `id` (in memory and in the log).
     pub fn rate(&self, id: &str, rating: f32) {
-        {
-            let mut events = self
-                .events
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(e) = events
-                .iter_mut()
-                .rev()
-                .find(|e| e.id.as_deref() == Some(id))
-            {
-                e.rating = Some(rating);
+        let rated = self.scan(1, |e| e.id.as_deref() == Some(id));
+        if let Some((number, _)) = rated.first() {
+            match self.ring().get_mut(*number) {
+                Some(Entry::Line { rating: r, .. }) => *r = Some(rating),
+                Some(Entry::Whole(e)) => e.rating = Some(rating),
+                None => {}
             }
         }
         if let Some(writer) = &self.writer {
@@ -562,7 +629,7 @@ impl Observer {
 
     pub fn stats(&self) -> ObserverStats {
         ObserverStats {
-            in_memory: self.events.lock().map(|e| e.len()).unwrap_or_default(),
+            in_memory: self.ring().len(),
             replayed: self.replayed,
             skipped_lines: self.skipped_lines,
             dropped: self
@@ -581,16 +648,9 @@ impl Observer {
 
     /// The newest events first, at most `limit`, that pass `filter`.
     pub fn query(&self, limit: usize, filter: &EventFilter) -> Vec<ChatEvent> {
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        events
-            .iter()
-            .rev()
-            .filter(|e| filter.matches(e))
-            .take(limit)
-            .map(|e| ChatEvent::clone(e))
+        self.scan(limit, |e| filter.matches(e))
+            .into_iter()
+            .map(|(_, e)| e)
             .collect()
     }
 
@@ -611,15 +671,13 @@ impl Observer {
 
     /// Request count, errors and latency percentiles of one provider's recent chats.
     pub fn provider_recent(&self, provider: &str) -> ProviderRecent {
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mine: Vec<&ChatEvent> = events
-            .iter()
-            .map(|e| &**e)
-            .filter(|e| e.provider.as_deref() == Some(provider))
+        let mut mine: Vec<ChatEvent> = self
+            .scan(usize::MAX, |e| e.provider.as_deref() == Some(provider))
+            .into_iter()
+            .map(|(_, e)| e)
             .collect();
+        // Oldest first, for the last error.
+        mine.reverse();
         let mut latencies: Vec<f64> = mine
             .iter()
             .filter(|e| e.outcome == Outcome::Ok)
@@ -1193,17 +1251,167 @@ mod tests {
         assert!(objects.get_opt(&old_key).await.unwrap().is_none());
     }
 
+    /// An observer whose ring holds every chat whole (no store), and one
+    /// whose writer keeps the chats' lines for the ring to read back.
+    fn both_rings(capacity: usize) -> [Observer; 2] {
+        let mut logging = Observer::new(capacity);
+        logging.writer = Some(Arc::new(LogWriter::new(None, capacity)));
+        [Observer::new(capacity), logging]
+    }
+
+    /// How many of the ring's chats are held as where their lines are.
+    fn held_as_lines(observer: &Observer) -> usize {
+        observer
+            .ring()
+            .newest_first()
+            .filter(|(_, e)| matches!(e, Entry::Line { .. }))
+            .count()
+    }
+
+    fn as_json(events: &[ChatEvent]) -> Vec<serde_json::Value> {
+        events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect()
+    }
+
     #[test]
     fn the_ring_is_bounded_and_newest_first() {
-        let observer = Observer::new(3);
-        for i in 0..5 {
-            observer.record(event("kimi", Outcome::Ok, f64::from(i)));
+        for observer in both_rings(3) {
+            for i in 0..5 {
+                observer.record(event("kimi", Outcome::Ok, f64::from(i)));
+            }
+            let recent = observer.recent(10, None, None);
+            let latencies: Vec<f64> = recent.iter().map(|e| e.latency_ms).collect();
+            assert_eq!(latencies, vec![4.0, 3.0, 2.0]);
+            assert_eq!(observer.recent(1, None, None).len(), 1);
+            assert!(observer.recent(10, Some("ollama/m"), None).is_empty());
+            assert_eq!(observer.stats().in_memory, 3);
         }
-        let recent = observer.recent(10, None, None);
-        let latencies: Vec<f64> = recent.iter().map(|e| e.latency_ms).collect();
-        assert_eq!(latencies, vec![4.0, 3.0, 2.0]);
-        assert_eq!(observer.recent(1, None, None).len(), 1);
-        assert!(observer.recent(10, Some("ollama/m"), None).is_empty());
+    }
+
+    /// Chats unlike each other in every field the log keeps.
+    fn varied_chats(count: usize) -> Vec<ChatEvent> {
+        use lakehouse_providers::openai::{Message, Role};
+        (0..count)
+            .map(|i| {
+                let outcome = [Outcome::Ok, Outcome::Error, Outcome::Cancelled][i % 3];
+                let mut e = event(["kimi", "ollama"][i % 2], outcome, 1.5 + i as f64);
+                e.request_id = format!("req_{i}");
+                e.id = Some(format!("chatcmpl-{i}"));
+                e.caller = (i % 2 == 0).then(|| "ci".to_owned());
+                e.at_ms = 1_700_000_000_000 + i as u64;
+                e.stream = i % 2 == 1;
+                e.status = (outcome == Outcome::Error).then_some(502);
+                e.ttft_ms = Some(0.25 * i as f64);
+                e.tokens_in = Some(i as u64);
+                e.tokens_out = Some(2 * i as u64);
+                e.lakehouse = Some(serde_json::json!({"sources": [{"corpus": "c", "score": 0.5}]}));
+                e.messages = Some(Arc::new(vec![Message::text(
+                    Role::User,
+                    format!("q \"{i}\" é"),
+                )]));
+                e.answer = Some(format!("answer {i}\n"));
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ring_reading_kept_lines_answers_the_chats_as_recorded() {
+        let chats = varied_chats(7);
+        let [whole, lines] = both_rings(5);
+        for observer in [&whole, &lines] {
+            for chat in &chats {
+                observer.record(chat.clone());
+            }
+        }
+        assert_eq!(held_as_lines(&whole), 0);
+        assert_eq!(held_as_lines(&lines), 5);
+        let expected: Vec<ChatEvent> = chats.iter().rev().take(5).cloned().collect();
+        assert_eq!(as_json(&lines.recent(10, None, None)), as_json(&expected));
+        assert_eq!(
+            as_json(&lines.recent(10, None, None)),
+            as_json(&whole.recent(10, None, None))
+        );
+        // Filters and limits apply to the chats read back.
+        let kimi = lines.recent(10, None, Some("kimi"));
+        let ids: Vec<_> = kimi.iter().filter_map(|e| e.id.as_deref()).collect();
+        assert_eq!(ids, ["chatcmpl-6", "chatcmpl-4", "chatcmpl-2"]);
+        assert_eq!(lines.recent(2, None, Some("kimi")).len(), 2);
+        assert_eq!(lines.provider_recent("kimi"), whole.provider_recent("kimi"));
+        assert_eq!(
+            lines.provider_recent("ollama"),
+            whole.provider_recent("ollama")
+        );
+    }
+
+    #[test]
+    fn chats_whose_lines_do_not_read_back_alone_are_held_whole_in_order() {
+        use lakehouse_providers::openai::{Message, Role};
+        let [_, observer] = both_rings(10);
+        let long = |t: usize| Message::text(Role::User, format!("turn {t} {}", "x".repeat(300)));
+        let mut first = event("kimi", Outcome::Ok, 1.0);
+        first.id = Some("chatcmpl-1".into());
+        first.messages = Some(Arc::new(vec![long(0), long(1)]));
+        // Refers to the first's two messages.
+        let mut second = first.clone();
+        second.id = Some("chatcmpl-2".into());
+        second.latency_ms = 2.0;
+        second.messages = Some(Arc::new(vec![long(0), long(1), long(2)]));
+        // Longer than the ring reads back.
+        let mut third = event("kimi", Outcome::Ok, 3.0);
+        third.answer = Some("a".repeat(writer::KEPT_LINE_MAX));
+        let fourth = event("kimi", Outcome::Ok, 4.0);
+        let chats = [first, second, third, fourth];
+        for chat in &chats {
+            observer.record(chat.clone());
+        }
+        let kinds: Vec<bool> = observer
+            .ring()
+            .newest_first()
+            .map(|(_, e)| matches!(e, Entry::Line { .. }))
+            .collect();
+        assert_eq!(kinds, [true, false, false, true]);
+        let expected: Vec<ChatEvent> = chats.iter().rev().cloned().collect();
+        assert_eq!(
+            as_json(&observer.recent(10, None, None)),
+            as_json(&expected)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chats_recorded_from_many_threads_while_segments_are_written_all_read_back() {
+        const CAPACITY: usize = 64;
+        let objects = temp_store();
+        let observer = Observer::open(objects, None, CAPACITY, None).await.unwrap();
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let observer = &observer;
+                scope.spawn(move || {
+                    for i in 0..3000 {
+                        observer.record(event("kimi", Outcome::Ok, f64::from(thread * 10_000 + i)));
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    let read = observer.query(usize::MAX, &EventFilter::default());
+                    assert!(read.len() <= CAPACITY);
+                }
+            });
+        });
+        observer.record(event("kimi", Outcome::Ok, -1.0));
+        observer.flush().await;
+        let recent = observer.query(usize::MAX, &EventFilter::default());
+        assert_eq!(recent.len(), CAPACITY, "every chat in the ring reads back");
+        assert_eq!(recent[0].latency_ms, -1.0);
+        let mut latencies: Vec<f64> = recent.iter().map(|e| e.latency_ms).collect();
+        latencies.sort_by(f64::total_cmp);
+        latencies.dedup();
+        assert_eq!(latencies.len(), CAPACITY);
+        assert!(observer.stats().written_segments > 0);
+        assert_eq!(held_as_lines(&observer), CAPACITY);
     }
 
     #[test]
@@ -1341,44 +1549,71 @@ mod tests {
 
     #[test]
     fn a_rating_leaves_the_logged_chat_as_it_was_and_logs_its_own_line() {
-        let writer = Arc::new(LogWriter::default());
+        let writer = Arc::new(LogWriter::new(None, 10));
         let mut observer = Observer::new(10);
         observer.writer = Some(writer.clone());
         let mut chat = event("kimi", Outcome::Ok, 2.0);
         chat.id = Some("chatcmpl-2".into());
         observer.record(chat);
+        observer.record(event("kimi", Outcome::Ok, 3.0));
+        assert_eq!(held_as_lines(&observer), 2);
         observer.rate("chatcmpl-2", 1.0);
-        assert_eq!(observer.recent(1, None, None)[0].rating, Some(1.0));
+        let recent = observer.recent(2, None, None);
+        assert_eq!(recent[1].rating, Some(1.0));
+        assert_eq!(recent[0].rating, None);
+        assert_eq!(
+            observer
+                .query(
+                    10,
+                    &EventFilter {
+                        min_rating: Some(0.5),
+                        ..EventFilter::default()
+                    }
+                )
+                .len(),
+            1
+        );
+        // A chat no longer in the ring is rated in the log only.
+        observer.rate("chatcmpl-gone", 0.5);
         let lines: Vec<Record> = writer
             .gathered()
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
         match &lines[..] {
-            [Record::Chat(chat), Record::Rating { id, rating }] => {
+            [
+                Record::Chat(chat),
+                Record::Chat(_),
+                Record::Rating { id, rating },
+                Record::Rating { .. },
+            ] => {
                 assert_eq!(chat.rating, None);
                 assert_eq!((id.as_str(), *rating), ("chatcmpl-2", 1.0));
             }
-            other => panic!("expected the chat, then its rating: {other:?}"),
+            other => panic!("expected the chats, then their ratings: {other:?}"),
         }
     }
 
     #[test]
     fn provider_figures_count_errors_and_take_percentiles_of_successes() {
-        let observer = Observer::new(100);
-        for i in 1..=10 {
-            observer.record(event("kimi", Outcome::Ok, f64::from(i)));
+        for observer in both_rings(100) {
+            for i in 1..=10 {
+                observer.record(event("kimi", Outcome::Ok, f64::from(i)));
+            }
+            let mut older = event("kimi", Outcome::Error, 1000.0);
+            older.error = Some("older".into());
+            observer.record(older);
+            observer.record(event("kimi", Outcome::Error, 1000.0));
+            observer.record(event("ollama", Outcome::Ok, 7.0));
+            let kimi = observer.provider_recent("kimi");
+            assert_eq!(kimi.requests, 12);
+            assert_eq!(kimi.errors, 2);
+            assert_eq!(kimi.p50_ms, Some(6.0));
+            assert_eq!(kimi.p99_ms, Some(10.0));
+            assert_eq!(kimi.last_error.as_deref(), Some("boom"));
+            let none = observer.provider_recent("openrouter");
+            assert_eq!(none.requests, 0);
+            assert_eq!(none.p50_ms, None);
         }
-        observer.record(event("kimi", Outcome::Error, 1000.0));
-        observer.record(event("ollama", Outcome::Ok, 7.0));
-        let kimi = observer.provider_recent("kimi");
-        assert_eq!(kimi.requests, 11);
-        assert_eq!(kimi.errors, 1);
-        assert_eq!(kimi.p50_ms, Some(6.0));
-        assert_eq!(kimi.p99_ms, Some(10.0));
-        assert_eq!(kimi.last_error.as_deref(), Some("boom"));
-        let none = observer.provider_recent("openrouter");
-        assert_eq!(none.requests, 0);
-        assert_eq!(none.p50_ms, None);
     }
 }

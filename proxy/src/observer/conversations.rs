@@ -179,6 +179,11 @@ impl Prepared {
         self.indexed
     }
 
+    /// Whether the line is written with pieces referring to earlier chats.
+    pub(super) fn refers(&self) -> bool {
+        self.pieces.iter().any(|p| p.earlier.is_some())
+    }
+
     /// Appends `,"messages":[...]` for `messages` (those digested), or
     /// `,"message_pieces":[...]` when some of them were found logged.
     pub(super) fn write(&self, out: &mut Vec<u8>, messages: &[Message]) -> serde_json::Result<()> {

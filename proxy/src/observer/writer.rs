@@ -22,8 +22,13 @@
 //! conversation seen for the first time take tens of microseconds. A chat is
 //! remembered once its line is added, so two chats ending together that
 //! share messages both write them.
+//!
+//! The parts holding the last chats' lines are kept after they are written
+//! ([`Kept`]): the observer's ring of recent chats holds where those lines
+//! are, and reads them back when asked for (see `recent`).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -35,6 +40,7 @@ use lakehouse_memory::log::JsonlLog;
 use lakehouse_retrieval::StoreError;
 use tokio::sync::{Notify, oneshot};
 
+use super::ChatEvent;
 use super::Line;
 use super::conversations::{DigestKeys, MessageIndex, Prepared, SCRATCH_KEPT};
 
@@ -70,6 +76,10 @@ const SEGMENT_PART: usize = 1 << 20;
 /// it (a store that cannot keep up, or is down), lines are left out of the
 /// log and counted as dropped; the chats themselves are never held up.
 const MAX_PENDING: usize = 64 << 20;
+/// The longest chat line the ring reads back from the kept parts; a longer
+/// one (a long captured conversation) is held whole, as scans of the ring
+/// would parse it again and again.
+pub(super) const KEPT_LINE_MAX: usize = 4096;
 /// The longest wait before a refused segment is written again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -120,9 +130,101 @@ struct Pending {
     index: MessageIndex,
     /// Flushes to acknowledge once what was gathered before them is written.
     flushes: Vec<oneshot::Sender<()>>,
+    /// The parts the ring's lines are read back from.
+    kept: Kept,
     /// The task is gone (ended, or dropped with its runtime): flushes are
     /// answered at once, for nothing more will be written.
     ended: bool,
+}
+
+/// Where a chat's line is among the parts the writer keeps: the `len`
+/// bytes from `start` of part number `part`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LineAt {
+    part: u64,
+    start: usize,
+    len: usize,
+}
+
+/// The newest parts holding the last `chats` chat lines (rating lines do
+/// not count), kept after they are written so that the ring's chats can be
+/// read back from them. The ring pushes its chats in the order their lines
+/// are added (under the writer's lock), so its last `chats` chats are always
+/// among them.
+#[derive(Default)]
+struct Kept {
+    /// How many chat lines to keep: the ring's capacity; 0 keeps none.
+    chats: usize,
+    /// Finished parts, oldest first, numbered up to `current`.
+    parts: VecDeque<KeptPart>,
+    /// Chat lines in `parts`.
+    held: usize,
+    /// The number of the part being filled ([`Pending::part`]).
+    current: u64,
+    /// Chat lines in the part being filled.
+    current_chats: usize,
+}
+
+struct KeptPart {
+    bytes: Bytes,
+    chats: usize,
+}
+
+impl Kept {
+    /// Counts a line just added at `start` of the current part; where it
+    /// is, when it is a `readable` chat line and chat lines are kept.
+    fn added(&mut self, chat: bool, readable: bool, start: usize, len: usize) -> Option<LineAt> {
+        if self.chats == 0 || !chat {
+            return None;
+        }
+        self.current_chats += 1;
+        readable.then_some(LineAt {
+            part: self.current,
+            start,
+            len,
+        })
+    }
+
+    /// The current part is finished as `bytes`; older parts no longer
+    /// needed are let go.
+    fn finished(&mut self, bytes: &Bytes) {
+        if self.chats > 0 {
+            self.parts.push_back(KeptPart {
+                bytes: bytes.clone(),
+                chats: self.current_chats,
+            });
+            self.held += self.current_chats;
+            while let Some(oldest) = self.parts.front()
+                && self.held - oldest.chats >= self.chats
+            {
+                self.held -= oldest.chats;
+                self.parts.pop_front();
+            }
+        }
+        self.current += 1;
+        self.current_chats = 0;
+    }
+
+    /// The line at `at`, if its part is still kept; `part` is the part
+    /// being filled.
+    fn line(&self, part: &[u8], at: LineAt) -> Option<Bytes> {
+        let end = at.start.checked_add(at.len)?;
+        if at.part == self.current {
+            return part.get(at.start..end).map(Bytes::copy_from_slice);
+        }
+        let first = self.current.checked_sub(self.parts.len() as u64)?;
+        let index = usize::try_from(at.part.checked_sub(first)?).ok()?;
+        let bytes = &self.parts.get(index)?.bytes;
+        (end <= bytes.len()).then(|| bytes.slice(at.start..end))
+    }
+}
+
+/// A line just added: the writer's lock is still held, so that whoever
+/// placed the line can act before the next line is added.
+struct Added<'a> {
+    pending: MutexGuard<'a, Pending>,
+    at: Option<LineAt>,
+    wake: bool,
 }
 
 /// What the task took to write in one segment.
@@ -192,12 +294,15 @@ impl std::fmt::Debug for LogWriter {
 
 impl LogWriter {
     /// A writer that keeps the segments still refused when the observer
-    /// ends in `spill`, for [`restore_spilled`] at the next start.
-    pub(super) fn new(spill: Option<PathBuf>) -> Self {
-        Self {
+    /// ends in `spill`, for [`restore_spilled`] at the next start, and the
+    /// lines of the last `chats` chats for the ring ([`kept_lines`](Self::kept_lines)).
+    pub(super) fn new(spill: Option<PathBuf>, chats: usize) -> Self {
+        let writer = Self {
             spill,
             ..Self::default()
-        }
+        };
+        writer.lock().kept.chats = chats;
+        writer
     }
 
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -206,26 +311,81 @@ impl LogWriter {
 
     /// Encodes `line` and adds it to the segment being gathered.
     pub(super) fn append(&self, line: Line<'_>) {
-        let done = ENCODING.try_with(|encoding| match encoding.try_borrow_mut() {
-            Ok(mut encoding) => self.encode_and_add(&line, &mut encoding),
-            Err(_) => self.encode_and_add(&line, &mut Encoding::default()),
-        });
-        // The thread is ending and its buffers are gone.
-        if done.is_err() {
-            self.encode_and_add(&line, &mut Encoding::default());
+        if let Some(added) = self.with_encoding(|encoding| self.encode_and_add(&line, encoding)) {
+            self.release(added);
         }
     }
 
-    fn encode_and_add(&self, line: &Line<'_>, encoding: &mut Encoding) {
+    /// Encodes `chat`'s line and adds it to the segment being gathered, then
+    /// hands the chat to `then` with where its line is kept (`None`: not
+    /// kept, or left out of the log). When the line was added, `then` runs
+    /// under the writer's lock: what it records keeps the log's order.
+    pub(super) fn append_chat<R>(
+        &self,
+        chat: Box<ChatEvent>,
+        then: impl FnOnce(Box<ChatEvent>, Option<LineAt>) -> R,
+    ) -> R {
+        let added =
+            self.with_encoding(|encoding| self.encode_and_add(&Line::Chat(&chat), encoding));
+        match added {
+            Some(added) => {
+                let result = then(chat, added.at);
+                self.release(added);
+                result
+            }
+            None => then(chat, None),
+        }
+    }
+
+    /// Runs `encode` with this thread's buffers (fresh ones when the thread
+    /// is ending and its buffers are gone, or they are in use).
+    fn with_encoding<R>(&self, encode: impl FnOnce(&mut Encoding) -> Option<R>) -> Option<R> {
+        let mut encode = Some(encode);
+        let done = ENCODING.try_with(|encoding| {
+            let encode = encode.take()?;
+            match encoding.try_borrow_mut() {
+                Ok(mut encoding) => encode(&mut encoding),
+                Err(_) => encode(&mut Encoding::default()),
+            }
+        });
+        match (done, encode) {
+            (Ok(added), _) => added,
+            (Err(_), Some(encode)) => encode(&mut Encoding::default()),
+            (Err(_), None) => None,
+        }
+    }
+
+    /// Lets go of the lock, then wakes the task if the line called for it.
+    fn release(&self, added: Added<'_>) {
+        let Added { pending, wake, .. } = added;
+        drop(pending);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The lines at `at`, in order; `None` for those no longer kept.
+    pub(super) fn kept_lines(&self, at: &[LineAt]) -> Vec<Option<Bytes>> {
+        let pending = self.lock();
+        at.iter()
+            .map(|at| pending.kept.line(&pending.part, *at))
+            .collect()
+    }
+
+    fn encode_and_add(&self, line: &Line<'_>, encoding: &mut Encoding) -> Option<Added<'_>> {
         if self.full.load(Ordering::Relaxed) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
-        match self.encode(line, encoding) {
+        let added = match self.encode(line, encoding) {
             Ok(()) => self.add(line, encoding),
-            Err(e) => self.unencodable(&e),
-        }
+            Err(e) => {
+                self.unencodable(&e);
+                None
+            }
+        };
         encoding.trim();
+        added
     }
 
     /// One unwritable record does not cost the others their place.
@@ -257,45 +417,44 @@ impl LogWriter {
         line.write_json(out, Some(prepared))
     }
 
-    /// Adds the line [`encode`](Self::encode) wrote to the segment.
-    fn add(&self, line: &Line<'_>, encoding: &mut Encoding) {
-        let wake = {
-            let mut pending = self.lock();
-            if pending.is_full() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let Encoding {
-                line: out,
-                prepared,
-            } = encoding;
-            let chat = match line {
-                Line::Chat(event) => Some(event),
-                Line::Rating { .. } => None,
-            };
-            // A segment was given up since the pieces were found: they may
-            // name its chats. Rare, so found and encoded again here.
-            if let Some(event) = chat
-                && !pending.index.is_current(prepared)
-                && prepared.is_indexed()
-            {
-                pending.index.plan(prepared, event.at_ms);
-                out.clear();
-                if let Err(e) = line.write_json(out, Some(prepared)) {
-                    self.unencodable(&e);
-                    return;
-                }
-            }
-            pending.add(out);
-            if let Some(event) = chat {
-                pending.index.commit(event.id.as_deref(), prepared);
-            }
-            self.full.store(pending.is_full(), Ordering::Relaxed);
-            pending.wake_needed()
-        };
-        if wake {
-            self.wake.notify_one();
+    /// Adds the line [`encode`](Self::encode) wrote to the segment; the
+    /// lock is still held on return.
+    fn add(&self, line: &Line<'_>, encoding: &mut Encoding) -> Option<Added<'_>> {
+        let mut pending = self.lock();
+        if pending.is_full() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
+        let Encoding {
+            line: out,
+            prepared,
+        } = encoding;
+        let chat = match line {
+            Line::Chat(event) => Some(event),
+            Line::Rating { .. } => None,
+        };
+        // A segment was given up since the pieces were found: they may
+        // name its chats. Rare, so found and encoded again here.
+        if let Some(event) = chat
+            && !pending.index.is_current(prepared)
+            && prepared.is_indexed()
+        {
+            pending.index.plan(prepared, event.at_ms);
+            out.clear();
+            if let Err(e) = line.write_json(out, Some(prepared)) {
+                self.unencodable(&e);
+                return None;
+            }
+        }
+        // Only a line that reads back whole by itself.
+        let readable = chat.is_some() && !prepared.refers() && out.len() <= KEPT_LINE_MAX;
+        let at = pending.add(out, chat.is_some(), readable);
+        if let Some(event) = chat {
+            pending.index.commit(event.id.as_deref(), prepared);
+        }
+        self.full.store(pending.is_full(), Ordering::Relaxed);
+        let wake = pending.wake_needed();
+        Some(Added { pending, at, wake })
     }
 
     /// Waits until everything appended before the call is written (or its
@@ -352,10 +511,7 @@ impl LogWriter {
     /// The lines gathered, as a segment now being written.
     fn take(&self) -> Segment {
         let mut pending = self.lock();
-        if !pending.part.is_empty() {
-            let part = std::mem::take(&mut pending.part);
-            pending.parts.push(part.into());
-        }
+        pending.finish_part();
         pending.woken = false;
         pending.woken_full = false;
         let bytes = std::mem::take(&mut pending.bytes);
@@ -396,8 +552,9 @@ impl LogWriter {
         let mut pending = self.lock();
         pending.held = pending.held.saturating_sub(segment.bytes);
         let lost = segment.lines.saturating_add(pending.lines);
+        // Out of the log, still in the ring.
+        pending.finish_part();
         pending.parts.clear();
-        pending.part.clear();
         pending.lines = 0;
         pending.bytes = 0;
         pending.woken = false;
@@ -414,8 +571,9 @@ impl Pending {
         self.bytes.saturating_add(self.held) >= MAX_PENDING
     }
 
-    /// Appends an encoded line and its newline.
-    fn add(&mut self, line: &[u8]) {
+    /// Appends an encoded line and its newline; where it is, when it is
+    /// a `readable` chat line and chat lines are kept.
+    fn add(&mut self, line: &[u8], chat: bool, readable: bool) -> Option<LineAt> {
         if self.part.capacity() == 0 {
             self.part.reserve(
                 self.last_bytes
@@ -423,14 +581,31 @@ impl Pending {
                     .clamp(4096, SEGMENT_PART),
             );
         }
+        let at = self.kept.added(chat, readable, self.part.len(), line.len());
         self.part.extend_from_slice(line);
         self.part.push(b'\n');
         self.lines += 1;
         self.bytes += line.len() + 1;
         if self.part.len() >= SEGMENT_PART {
-            let part = std::mem::take(&mut self.part);
-            self.parts.push(part.into());
+            self.finish_part();
         }
+        at
+    }
+
+    /// Moves the part being filled, if any, to the segment's parts.
+    fn finish_part(&mut self) {
+        if self.part.is_empty() {
+            return;
+        }
+        let mut part = std::mem::take(&mut self.part);
+        // Kept for the ring, a part cut short (a quiet server's segment)
+        // would hold its whole reservation.
+        if self.kept.chats > 0 && part.len() < part.capacity() / 2 {
+            part.shrink_to_fit();
+        }
+        let part = Bytes::from(part);
+        self.kept.finished(&part);
+        self.parts.push(part);
     }
 
     /// Whether the task must be woken: for the first line gathered, and
@@ -840,7 +1015,7 @@ mod tests {
         let mut pending = Pending::default();
         let mut wakes = Vec::new();
         for n in 1..=FULL_SEGMENT + 1 {
-            pending.add(b"{}");
+            pending.add(b"{}", true, true);
             if pending.wake_needed() {
                 wakes.push(n);
             }
@@ -1127,7 +1302,7 @@ mod tests {
         tokio::task::JoinHandle<()>,
     ) {
         let (root, objects) = crate::observer::tests::blocked_store();
-        let writer = Arc::new(LogWriter::new(Some(spill)));
+        let writer = Arc::new(LogWriter::new(Some(spill), 10));
         let timing = Timing {
             linger: Duration::from_millis(1),
             first_backoff: Duration::from_secs(3600),
@@ -1215,7 +1390,7 @@ mod tests {
         };
         let hanging = ThrottledStore::new(object_store::memory::InMemory::new(), config);
         let objects = Objects::from_store(Arc::new(hanging), std::env::temp_dir());
-        let writer = Arc::new(LogWriter::new(Some(spill_dir.clone())));
+        let writer = Arc::new(LogWriter::new(Some(spill_dir.clone()), 10));
         let timing = Timing {
             linger: Duration::from_secs(3600),
             first_backoff: Duration::from_secs(3600),
@@ -1287,6 +1462,64 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(60), writer.flush())
             .await
             .unwrap();
+    }
+
+    fn line_latency(line: &Bytes) -> f64 {
+        serde_json::from_slice::<serde_json::Value>(line).unwrap()["latency_ms"]
+            .as_f64()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_kept_parts_hold_the_last_chats_lines_and_let_older_ones_go() {
+        let writer = LogWriter::new(None, 10);
+        let mut placed = Vec::new();
+        for i in 0..100 {
+            let at = writer.append_chat(Box::new(chat(f64::from(i))), |_, at| at);
+            placed.push(at.expect("a short chat's line is kept"));
+            // Rating lines are not counted against the chats kept.
+            writer.append(Line::Rating {
+                id: "chatcmpl-1",
+                rating: 1.0,
+                at_ms: 0,
+            });
+            // Segments of three chats.
+            if i % 3 == 2 {
+                let segment = writer.take();
+                writer.written(&segment);
+            }
+        }
+        let lines = writer.kept_lines(&placed);
+        let kept: Vec<f64> = lines.iter().flatten().map(line_latency).collect();
+        // The last ten, and at most the rest of the oldest part holding them.
+        assert!((10..=13).contains(&kept.len()), "{kept:?}");
+        let newest: Vec<f64> = (90..100).map(f64::from).collect();
+        assert_eq!(kept[kept.len() - 10..], newest[..]);
+        assert!(lines[..100 - kept.len()].iter().all(Option::is_none));
+
+        // A segment given up leaves its lines out of the log, not the ring.
+        let given_up = writer
+            .append_chat(Box::new(chat(100.0)), |_, at| at)
+            .unwrap();
+        let segment = writer.take();
+        writer.give_up(&segment);
+        let after = writer
+            .append_chat(Box::new(chat(101.0)), |_, at| at)
+            .unwrap();
+        let read: Vec<f64> = writer
+            .kept_lines(&[given_up, after])
+            .iter()
+            .flatten()
+            .map(line_latency)
+            .collect();
+        assert_eq!(read, [100.0, 101.0]);
+    }
+
+    #[test]
+    fn a_writer_keeping_no_chats_places_none() {
+        let writer = LogWriter::default();
+        assert_eq!(writer.append_chat(Box::new(chat(1.0)), |_, at| at), None);
+        assert_eq!(latencies(&writer.gathered()), [1.0]);
     }
 
     #[test]
