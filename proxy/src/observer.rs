@@ -121,6 +121,34 @@ pub struct ProviderRecent {
     pub last_error: Option<String>,
 }
 
+impl ProviderRecent {
+    /// Request count, errors and latency percentiles of `provider`'s chats
+    /// among `recent` (newest first, as [`Observer::query`] answers).
+    pub fn of(recent: &[ChatEvent], provider: &str) -> Self {
+        let mine: Vec<&ChatEvent> = recent
+            .iter()
+            .filter(|e| e.provider.as_deref() == Some(provider))
+            .collect();
+        let mut latencies: Vec<f64> = mine
+            .iter()
+            .filter(|e| e.outcome == Outcome::Ok)
+            .map(|e| e.latency_ms)
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let pick = |q: f64| -> Option<f64> {
+            let last = latencies.len().checked_sub(1)?;
+            latencies.get(((last as f64) * q).round() as usize).copied()
+        };
+        Self {
+            requests: mine.len(),
+            errors: mine.iter().filter(|e| e.outcome == Outcome::Error).count(),
+            p50_ms: pick(0.5),
+            p99_ms: pick(0.99),
+            last_error: mine.iter().find_map(|e| e.error.clone()),
+        }
+    }
+}
+
 /// Where witnessed events are kept in the store.
 pub const LOG: &str = "observer/events";
 
@@ -667,34 +695,6 @@ impl Observer {
             ..EventFilter::default()
         };
         self.query(limit, &filter)
-    }
-
-    /// Request count, errors and latency percentiles of one provider's recent chats.
-    pub fn provider_recent(&self, provider: &str) -> ProviderRecent {
-        let mut mine: Vec<ChatEvent> = self
-            .scan(usize::MAX, |e| e.provider.as_deref() == Some(provider))
-            .into_iter()
-            .map(|(_, e)| e)
-            .collect();
-        // Oldest first, for the last error.
-        mine.reverse();
-        let mut latencies: Vec<f64> = mine
-            .iter()
-            .filter(|e| e.outcome == Outcome::Ok)
-            .map(|e| e.latency_ms)
-            .collect();
-        latencies.sort_by(f64::total_cmp);
-        let pick = |q: f64| -> Option<f64> {
-            let last = latencies.len().checked_sub(1)?;
-            latencies.get(((last as f64) * q).round() as usize).copied()
-        };
-        ProviderRecent {
-            requests: mine.len(),
-            errors: mine.iter().filter(|e| e.outcome == Outcome::Error).count(),
-            p50_ms: pick(0.5),
-            p99_ms: pick(0.99),
-            last_error: mine.iter().rev().find_map(|e| e.error.clone()),
-        }
     }
 }
 
@@ -1339,11 +1339,7 @@ mod tests {
         let ids: Vec<_> = kimi.iter().filter_map(|e| e.id.as_deref()).collect();
         assert_eq!(ids, ["chatcmpl-6", "chatcmpl-4", "chatcmpl-2"]);
         assert_eq!(lines.recent(2, None, Some("kimi")).len(), 2);
-        assert_eq!(lines.provider_recent("kimi"), whole.provider_recent("kimi"));
-        assert_eq!(
-            lines.provider_recent("ollama"),
-            whole.provider_recent("ollama")
-        );
+        assert_eq!(lines.recent(10, Some("ollama/m"), None).len(), 2);
     }
 
     #[test]
@@ -1605,13 +1601,14 @@ mod tests {
             observer.record(older);
             observer.record(event("kimi", Outcome::Error, 1000.0));
             observer.record(event("ollama", Outcome::Ok, 7.0));
-            let kimi = observer.provider_recent("kimi");
+            let recent = observer.query(usize::MAX, &EventFilter::default());
+            let kimi = ProviderRecent::of(&recent, "kimi");
             assert_eq!(kimi.requests, 12);
             assert_eq!(kimi.errors, 2);
             assert_eq!(kimi.p50_ms, Some(6.0));
             assert_eq!(kimi.p99_ms, Some(10.0));
             assert_eq!(kimi.last_error.as_deref(), Some("boom"));
-            let none = observer.provider_recent("openrouter");
+            let none = ProviderRecent::of(&recent, "openrouter");
             assert_eq!(none.requests, 0);
             assert_eq!(none.p50_ms, None);
         }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::app::SharedState;
 use crate::error::ApiError;
+use crate::observer::{EventFilter, ProviderRecent};
 
 /// How long one provider may take to list its models before it is left out.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,6 +102,7 @@ pub async fn model(
 /// Every known provider: registered or not and why not, with its recent
 /// request count, errors and latency (from the observer's ring).
 pub async fn providers(State(state): State<SharedState>) -> Json<Value> {
+    let recent = state.observer.query(usize::MAX, &EventFilter::default());
     let data: Vec<Value> = state
         .registry
         .statuses()
@@ -111,7 +113,7 @@ pub async fn providers(State(state): State<SharedState>) -> Json<Value> {
                 "registered": s.registered,
                 "base_url": s.base_url,
                 "reason": s.reason,
-                "recent": state.observer.provider_recent(&s.name),
+                "recent": ProviderRecent::of(&recent, &s.name),
             })
         })
         .collect();
