@@ -78,7 +78,8 @@ const SEGMENT_PART: usize = 1 << 20;
 const MAX_PENDING: usize = 64 << 20;
 /// The longest chat line the ring reads back from the kept parts; a longer
 /// one (a long captured conversation) is held whole, as scans of the ring
-/// would parse it again and again.
+/// would parse it again and again. While its part is kept, such a chat is
+/// in memory twice: the kept parts hold every chat line of the ring's span.
 pub(super) const KEPT_LINE_MAX: usize = 4096;
 /// The longest wait before a refused segment is written again.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
