@@ -187,7 +187,7 @@ impl Prepared {
     /// Appends `,"messages":[...]` for `messages` (those digested), or
     /// `,"message_pieces":[...]` when some of them were found logged.
     pub(super) fn write(&self, out: &mut Vec<u8>, messages: &[Message]) -> serde_json::Result<()> {
-        if self.pieces.iter().all(|p| p.earlier.is_none()) {
+        if !self.refers() {
             return write_whole(out, messages);
         }
         out.extend_from_slice(b",\"message_pieces\":[");

@@ -67,9 +67,14 @@ impl Ring {
         evicted
     }
 
+    /// The number of the oldest chat here.
+    fn first_number(&self) -> u64 {
+        self.pushed - self.entries.len() as u64
+    }
+
     /// The chats with their numbers, newest first.
     pub(super) fn newest_first(&self) -> impl Iterator<Item = (u64, &Entry)> {
-        let first = self.pushed - self.entries.len() as u64;
+        let first = self.first_number();
         self.entries
             .iter()
             .enumerate()
@@ -79,8 +84,7 @@ impl Ring {
 
     /// The chat numbered `number`, if it is still here.
     pub(super) fn get_mut(&mut self, number: u64) -> Option<&mut Entry> {
-        let first = self.pushed - self.entries.len() as u64;
-        let index = usize::try_from(number.checked_sub(first)?).ok()?;
+        let index = usize::try_from(number.checked_sub(self.first_number())?).ok()?;
         self.entries.get_mut(index)
     }
 }
